@@ -1,0 +1,213 @@
+// Package lab describes a topology of Policy Servers and a web server on
+// loopback addresses, starts it as real processes, and collects what they
+// recorded.
+package lab
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/agentlab/agentlab/labs"
+	"github.com/agentlab/agentlab/trace"
+)
+
+// Lab is a lab file (labs/*.yaml).
+type Lab struct {
+	Name          string            `yaml:"name"`
+	Description   string            `yaml:"description"`
+	Hosts         map[string]string `yaml:"hosts"`
+	PolicyServers []PolicyServer    `yaml:"policy_servers"`
+	Store         string            `yaml:"store"`
+	WebServer     WebServer         `yaml:"web_server"`
+	Admin         Credentials       `yaml:"admin"`
+	User          Credentials       `yaml:"user"`
+	PollInterval  Duration          `yaml:"poll_interval"`
+
+	// Dir is the lab file's folder: a relative store path is read from there.
+	Dir string `yaml:"-"`
+	// File names the lab in errors.
+	File string `yaml:"-"`
+}
+
+// PolicyServer is one smps process of the lab.
+type PolicyServer struct {
+	Host string `yaml:"host"`
+	Port int    `yaml:"port"`
+}
+
+// Addr is host:port.
+func (p PolicyServer) Addr() string { return fmt.Sprintf("%s:%d", p.Host, p.Port) }
+
+// WebServer is the agent host.
+type WebServer struct {
+	Host              string   `yaml:"host"`
+	Model             string   `yaml:"model"`
+	HTTPPort          int      `yaml:"http_port"`
+	TrustedHost       string   `yaml:"trusted_host"`
+	HostConfigObject  string   `yaml:"host_config_object"`
+	AgentConfigObject string   `yaml:"agent_config_object"`
+	Bootstrap         []string `yaml:"bootstrap"`
+}
+
+// Credentials are a name and a password.
+type Credentials struct {
+	User     string `yaml:"user"`
+	Name     string `yaml:"name"`
+	Password string `yaml:"password"`
+}
+
+// Login is the account name, whichever key the file used.
+func (c Credentials) Login() string {
+	if c.User != "" {
+		return c.User
+	}
+	return c.Name
+}
+
+// Duration reads "5s", "30s", "1m".
+type Duration time.Duration
+
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("line %d: want a duration such as 5s: %w", n.Line, err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v <= 0 {
+		return fmt.Errorf("line %d: %q is not a positive duration such as 5s", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Seed is the embedded default lab.
+func Seed() (*Lab, error) { return Parse("labs/seed.yaml (embedded)", "", labs.SeedLab) }
+
+// Load reads a lab file.
+func Load(path string) (*Lab, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("lab file: %w", err)
+	}
+	return Parse(path, filepath.Dir(path), data)
+}
+
+// Parse reads a lab from YAML; file names it in errors.
+func Parse(file, dir string, data []byte) (*Lab, error) {
+	l := &Lab{}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(l); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	l.Dir, l.File = dir, file
+	if err := l.Validate(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Validate checks that every name resolves and every address is loopback:
+// a lab never sends a packet off this machine.
+func (l *Lab) Validate() error {
+	var errs []string
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
+	for name, ip := range l.Hosts {
+		a, err := netip.ParseAddr(ip)
+		if err != nil {
+			bad("host %s: %q is not an IP address", name, ip)
+		} else if !a.IsLoopback() {
+			bad("host %s: %s is not a loopback address (a lab stays in 127.0.0.0/8)", name, ip)
+		}
+	}
+	known := func(h string) bool { _, ok := l.Hosts[h]; return ok }
+	if len(l.PolicyServers) == 0 {
+		bad("no policy_servers")
+	}
+	for _, p := range l.PolicyServers {
+		if !known(p.Host) {
+			bad("policy server %s is not in hosts", p.Host)
+		}
+		if p.Port < 1 || p.Port > 65535 {
+			bad("policy server %s: port %d", p.Host, p.Port)
+		}
+	}
+	w := l.WebServer
+	if !known(w.Host) {
+		bad("web_server.host %q is not in hosts", w.Host)
+	}
+	if w.Model == "" {
+		l.WebServer.Model = "iis"
+	} else if w.Model != "iis" && w.Model != "apache" {
+		bad("web_server.model %q: want iis or apache", w.Model)
+	}
+	for _, f := range []struct{ k, v string }{{"trusted_host", w.TrustedHost}, {"host_config_object", w.HostConfigObject}, {"agent_config_object", w.AgentConfigObject}} {
+		if f.v == "" {
+			bad("web_server.%s is missing", f.k)
+		}
+	}
+	if len(w.Bootstrap) == 0 {
+		bad("web_server.bootstrap names no policy server")
+	}
+	for _, b := range w.Bootstrap {
+		if _, err := l.bootstrapServer(b); err != nil {
+			bad("web_server.bootstrap: %v", err)
+		}
+	}
+	if l.Admin.Login() == "" || l.User.Login() == "" {
+		bad("admin and user need a name and a password")
+	}
+	if l.PollInterval == 0 {
+		l.PollInterval = Duration(5 * time.Second)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s: %s", l.File, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// bootstrapServer finds the lab server a bootstrap entry names ("host" or "host:port").
+func (l *Lab) bootstrapServer(s string) (PolicyServer, error) {
+	host, port := s, ""
+	if h, p, err := net.SplitHostPort(s); err == nil {
+		host, port = h, p
+	}
+	for _, p := range l.PolicyServers {
+		if p.Host == host && (port == "" || fmt.Sprint(p.Port) == port) {
+			return p, nil
+		}
+	}
+	return PolicyServer{}, fmt.Errorf("%s is not one of the lab's policy servers", s)
+}
+
+// HostsMap is the lab's resolver, for the processes it starts.
+func (l *Lab) HostsMap() (*trace.Hosts, error) {
+	m := map[string][]string{}
+	names := make([]string, 0, len(l.Hosts))
+	for n := range l.Hosts {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		m[l.Hosts[n]] = append(m[l.Hosts[n]], n)
+	}
+	return trace.NewHosts(m)
+}
+
+// ServerHosts are the names of the lab's Policy Servers.
+func (l *Lab) ServerHosts() []string {
+	out := make([]string, len(l.PolicyServers))
+	for i, p := range l.PolicyServers {
+		out[i] = p.Host
+	}
+	return out
+}

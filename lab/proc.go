@@ -1,0 +1,158 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Proc is a process the lab started.
+type Proc struct {
+	Name string // what the lab calls it: smps1.shared.lab, smreghost, ...
+	Cmd  *exec.Cmd
+
+	done    chan struct{}
+	waitErr error
+
+	mu     sync.Mutex
+	stdout []string
+	ready  chan string
+}
+
+// ProcSpec is how to start one.
+type ProcSpec struct {
+	Name string
+	Bin  string
+	Args []string
+	Env  []string
+	// Ready is the stdout line prefix that says the process is serving;
+	// "" means ready at once.
+	Ready string
+	// Stderr receives the process's standard error.
+	Stderr io.Writer
+}
+
+// Start runs a process that dies with the lab (Pdeathsig), so that a lab
+// killed with SIGKILL leaves nothing behind, and waits until it prints its
+// ready line, exits, or ctx ends.
+func Start(ctx context.Context, s ProcSpec) (*Proc, error) {
+	cmd := exec.Command(s.Bin, s.Args...)
+	cmd.Env = append(os.Environ(), s.Env...)
+	cmd.Stderr = s.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s (%s): %w", s.Name, s.Bin, err)
+	}
+	p := &Proc{Name: s.Name, Cmd: cmd, done: make(chan struct{}), ready: make(chan string, 1)}
+	scanDone := make(chan struct{})
+	go func() {
+		defer close(scanDone)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			line := sc.Text()
+			p.mu.Lock()
+			p.stdout = append(p.stdout, line)
+			p.mu.Unlock()
+			if s.Ready != "" && strings.HasPrefix(line, s.Ready) {
+				select {
+				case p.ready <- line:
+				default:
+				}
+			}
+		}
+	}()
+	go func() {
+		<-scanDone // Wait closes the pipe: read it all first.
+		p.waitErr = cmd.Wait()
+		close(p.done)
+	}()
+	if s.Ready == "" {
+		return p, nil
+	}
+	select {
+	case <-p.ready:
+		return p, nil
+	case <-p.done:
+		return nil, fmt.Errorf("%s exited before it was ready: %v", s.Name, p.exitText())
+	case <-ctx.Done():
+		p.Kill()
+		return nil, fmt.Errorf("%s not ready: %w", s.Name, ctx.Err())
+	}
+}
+
+// PID is the process id.
+func (p *Proc) PID() int { return p.Cmd.Process.Pid }
+
+// Stdout is what the process printed so far.
+func (p *Proc) Stdout() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.stdout...)
+}
+
+// Wait waits for the process to exit.
+func (p *Proc) Wait(ctx context.Context) error {
+	select {
+	case <-p.done:
+		return p.waitErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Done is closed when the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+func (p *Proc) exitText() string {
+	if p.waitErr == nil {
+		return "exit status 0"
+	}
+	return p.waitErr.Error()
+}
+
+// Stop asks the process to stop (SIGTERM) and kills it if it has not
+// exited within grace.
+func (p *Proc) Stop(grace time.Duration) error {
+	select {
+	case <-p.done:
+		return p.exitErr()
+	default:
+	}
+	p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.exitErr()
+	case <-time.After(grace):
+		p.Kill()
+		return fmt.Errorf("%s did not stop within %s of SIGTERM and was killed", p.Name, grace)
+	}
+}
+
+func (p *Proc) exitErr() error {
+	if p.waitErr == nil {
+		return nil
+	}
+	var ee *exec.ExitError
+	if errors.As(p.waitErr, &ee) {
+		return fmt.Errorf("%s (pid %d): %v", p.Name, p.PID(), ee)
+	}
+	return p.waitErr
+}
+
+// Kill kills the process and waits for it.
+func (p *Proc) Kill() {
+	p.Cmd.Process.Kill()
+	<-p.done
+}

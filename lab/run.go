@@ -1,0 +1,269 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/agentlab/agentlab/conf"
+	"github.com/agentlab/agentlab/trace"
+)
+
+// Options say where a run writes and where the binaries are.
+type Options struct {
+	// Out is the run's folder: traces, logs, the config files it used.
+	Out string
+	// BinDir holds smps, smreghost and agentlab.
+	BinDir string
+	// Progress receives one line per thing the lab waits for.
+	Progress io.Writer
+	// StartTimeout bounds each process's start.
+	StartTimeout time.Duration
+}
+
+// ProcInfo is one process of a run, for summary.json.
+type ProcInfo struct {
+	Name  string `json:"name"`
+	Proc  string `json:"proc"`
+	PID   int    `json:"pid"`
+	Exit  string `json:"exit"`
+	Error string `json:"error,omitempty"`
+}
+
+// Summary is summary.json.
+type Summary struct {
+	Lab          string     `json:"lab"`
+	Out          string     `json:"out"`
+	Started      time.Time  `json:"started"`
+	Duration     string     `json:"duration"`
+	PollInterval string     `json:"poll_interval"`
+	Processes    []ProcInfo `json:"processes"`
+	Events       int        `json:"events"`
+	Error        string     `json:"error,omitempty"`
+}
+
+// Run is one run of a lab: it starts the Policy Servers, registers the web
+// server's trusted host with smreghost, checks the agent's configuration
+// against the live servers from the web server's address, stops
+// everything, and merges the per-process traces into trace.jsonl.
+type Run struct {
+	Lab  *Lab
+	Opts Options
+
+	hostsFile string
+	procs     []*Proc
+	files     []*os.File
+	infos     []ProcInfo
+	summary   Summary
+}
+
+func (r *Run) progress(format string, a ...any) {
+	if r.Opts.Progress != nil {
+		fmt.Fprintf(r.Opts.Progress, "lab: "+format+"\n", a...)
+	}
+}
+
+func (r *Run) bin(name string) string { return filepath.Join(r.Opts.BinDir, name) }
+
+func (r *Run) path(name string) string { return filepath.Join(r.Opts.Out, name) }
+
+// Execute runs the lab and returns the merged events. The processes are
+// stopped whatever happens.
+func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
+	if r.Opts.StartTimeout == 0 {
+		r.Opts.StartTimeout = 10 * time.Second
+	}
+	l := r.Lab
+	r.summary = Summary{Lab: l.Name, Out: r.Opts.Out, Started: time.Now(), PollInterval: time.Duration(l.PollInterval).String()}
+	if err := os.MkdirAll(r.Opts.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("out folder: %w", err)
+	}
+	hosts, err := l.HostsMap()
+	if err != nil {
+		return nil, err
+	}
+	r.hostsFile = r.path("hosts")
+	if err := os.WriteFile(r.hostsFile, hosts.Bytes(), 0o644); err != nil {
+		return nil, err
+	}
+	defer func() {
+		r.stopAll()
+		evs, err = r.finish(err)
+	}()
+	if err := r.startPolicyServers(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.register(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.writeWebAgent(); err != nil {
+		return nil, err
+	}
+	return nil, r.probe(ctx)
+}
+
+func (r *Run) startPolicyServers(ctx context.Context) error {
+	l := r.Lab
+	for _, ps := range l.PolicyServers {
+		ip := l.Hosts[ps.Host]
+		args := []string{
+			"--listen", fmt.Sprintf("%s:%d", ip, ps.Port), "--name", ps.Host,
+			"--hosts", r.hostsFile, "--trace", r.Opts.Out, "--trace-payload",
+			"--log", r.path(ps.Host + ".log"), "--log-json", r.path(ps.Host + ".log.jsonl"),
+			"--registrations", r.path("registrations.yaml"),
+		}
+		if l.Store != "" {
+			store := l.Store
+			if !filepath.IsAbs(store) {
+				store = filepath.Join(l.Dir, store)
+			}
+			args = append(args, "--store", store)
+		}
+		r.progress("starting Policy Server %s on %s:%d, waiting until it listens", ps.Host, ip, ps.Port)
+		sctx, cancel := context.WithTimeout(ctx, r.Opts.StartTimeout)
+		p, err := Start(sctx, ProcSpec{Name: ps.Host, Bin: r.bin("smps"), Args: args, Ready: "smps: listening on", Stderr: r.stderrFile(ps.Host)})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("Policy Server %s: %w (see %s)", ps.Host, err, r.path(ps.Host+".stderr"))
+		}
+		r.procs = append(r.procs, p)
+	}
+	return nil
+}
+
+// stderrFile keeps a process's standard error in the run folder, where an
+// error message can point.
+func (r *Run) stderrFile(name string) io.Writer {
+	f, err := os.Create(r.path(name + ".stderr"))
+	if err != nil {
+		return io.Discard
+	}
+	r.files = append(r.files, f)
+	return f
+}
+
+// agentEnv makes the web server's processes seal and open SmHost.conf's
+// secret as the lab's web server host, not as this machine.
+func (r *Run) agentEnv() []string {
+	return []string{conf.HostIDEnv + "=" + r.Lab.WebServer.Host}
+}
+
+func (r *Run) register(ctx context.Context) error {
+	l, w := r.Lab, r.Lab.WebServer
+	first, _ := l.bootstrapServer(w.Bootstrap[0])
+	r.progress("registering trusted host %s with %s (smreghost)", w.TrustedHost, first.Host)
+	args := []string{
+		"-i", first.Addr(), "-u", l.Admin.Login(), "-p", l.Admin.Password,
+		"-hn", w.TrustedHost, "-hc", w.HostConfigObject, "-f", r.path("SmHost.conf"), "-o",
+		"--hosts", r.hostsFile, "--trace", r.Opts.Out, "--source", l.Hosts[w.Host],
+	}
+	if err := r.runToEnd(ctx, ProcSpec{Name: "smreghost", Bin: r.bin("smreghost"), Args: args, Env: r.agentEnv(), Stderr: r.stderrFile("smreghost")}); err != nil {
+		return err
+	}
+	// Further bootstrap servers go where the vendor's comment says to add
+	// them, after the one smreghost wrote.
+	if len(w.Bootstrap) > 1 {
+		sm, err := conf.ReadSmHost(r.path("SmHost.conf"))
+		if err != nil {
+			return err
+		}
+		for _, b := range w.Bootstrap[1:] {
+			ps, _ := l.bootstrapServer(b)
+			p := conf.PolicyServer{Host: ps.Host, AuthorizationPort: ps.Port}
+			if ps.Port == conf.AuthorizationPort {
+				p.AccountingPort, p.AuthenticationPort = conf.AccountingPort, conf.AuthenticationPort
+			}
+			if err := sm.File.Add("policyserver", p.String()); err != nil {
+				return err
+			}
+		}
+		if err := sm.File.WriteFile(r.path("SmHost.conf"), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Run) writeWebAgent() error {
+	w := r.Lab.WebServer
+	wa, err := conf.NewWebAgent(r.path("WebAgent.conf"), conf.WebAgent{
+		HostConfigFile: "SmHost.conf", AgentConfigObject: w.AgentConfigObject, EnableWebAgent: true,
+		ServerPath: "agentlab-" + r.Lab.Name + "-" + w.Host,
+	})
+	if err != nil {
+		return err
+	}
+	return wa.File.WriteFile(r.path("WebAgent.conf"), 0o644)
+}
+
+// probe checks the agent configuration from the web server's address: the
+// bootstrap, then a handshake with each HCO server and the ACO.
+func (r *Run) probe(ctx context.Context) error {
+	l := r.Lab
+	r.progress("bootstrap and handshake from %s (agentlab probe)", l.WebServer.Host)
+	args := []string{"probe", r.path("WebAgent.conf"), "--hosts", r.hostsFile, "--trace", r.Opts.Out, "--source", l.Hosts[l.WebServer.Host]}
+	return r.runToEnd(ctx, ProcSpec{Name: "probe", Bin: r.bin("agentlab"), Args: args, Env: r.agentEnv(), Stderr: r.stderrFile("probe")})
+}
+
+func (r *Run) runToEnd(ctx context.Context, s ProcSpec) error {
+	p, err := Start(ctx, s)
+	if err != nil {
+		return err
+	}
+	r.procs = append(r.procs, p)
+	if err := p.Wait(ctx); err != nil {
+		out, _ := os.ReadFile(r.path(s.Name + ".stderr"))
+		return fmt.Errorf("%s failed: %v\n%s", s.Name, err, out)
+	}
+	for _, line := range p.Stdout() {
+		r.progress("%s: %s", s.Name, line)
+	}
+	return nil
+}
+
+func (r *Run) stopAll() {
+	for i := len(r.procs) - 1; i >= 0; i-- {
+		p := r.procs[i]
+		err := p.Stop(5 * time.Second)
+		info := ProcInfo{Name: p.Name, Proc: filepath.Base(p.Cmd.Path), PID: p.PID(), Exit: strconv.Itoa(p.Cmd.ProcessState.ExitCode())}
+		if err != nil {
+			info.Error = err.Error()
+		}
+		r.infos = append([]ProcInfo{info}, r.infos...)
+	}
+}
+
+func (r *Run) finish(runErr error) ([]trace.Event, error) {
+	for _, f := range r.files {
+		f.Close()
+	}
+	r.summary.Processes = r.infos
+	r.summary.Duration = time.Since(r.summary.Started).Round(time.Millisecond).String()
+	evs, err := trace.MergeDir(r.Opts.Out)
+	if err != nil {
+		runErr = errors.Join(runErr, fmt.Errorf("merging traces: %w", err))
+	}
+	r.summary.Events = len(evs)
+	for _, p := range r.infos {
+		if p.Error != "" && runErr == nil {
+			runErr = fmt.Errorf("process %s", p.Error)
+		}
+	}
+	if runErr != nil {
+		r.summary.Error = runErr.Error()
+	}
+	b, _ := json.MarshalIndent(&r.summary, "", "  ")
+	if err := os.WriteFile(r.path("summary.json"), append(b, '\n'), 0o644); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
+	return evs, runErr
+}
+
+// Summary is what the run wrote to summary.json.
+func (r *Run) Summary() Summary { return r.summary }

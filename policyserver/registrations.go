@@ -1,0 +1,328 @@
+package policyserver
+
+// Trusted hosts come from two places: the store's trusted_hosts (fixed for
+// the life of the process) and registrations made at run time by smreghost.
+// Registrations may live in a file that several Policy Servers share, like
+// the vendor's shared policy store: a host registered through smps2 must
+// be able to connect to smps1 at once, without a restart.
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// TrustedHost is a host allowed to connect as an agent, with the shared
+// secret its handshake must prove and the HCO it asked for at registration.
+type TrustedHost struct {
+	Name   string
+	Secret []byte
+	HCO    string
+}
+
+// SharedSecretLen is the size of a generated shared secret.
+const SharedSecretLen = 32
+
+// Lock file timing: waiting longer than lockWait means something is wrong;
+// a lock older than lockStale was left by a server that died while writing
+// (a write takes milliseconds).
+const (
+	lockWait  = 10 * time.Second
+	lockStale = 30 * time.Second
+)
+
+type regHost struct {
+	TrustedHost
+	registered string // RFC 3339, for people reading the file
+}
+
+type regSnapshot struct {
+	path  string // "" when registrations are kept in memory only
+	hosts map[string]regHost
+	fi    os.FileInfo // of the file the hosts were read from; nil if it did not exist
+}
+
+type registrations struct {
+	mu   sync.Mutex // serialises reloads and writes within this process
+	snap atomic.Pointer[regSnapshot]
+}
+
+type yamlRegistrations struct {
+	TrustedHosts []yamlRegHost `yaml:"trusted_hosts"`
+}
+
+type yamlRegHost struct {
+	Name       string `yaml:"name"`
+	Secret     string `yaml:"secret"` // hex
+	HCO        string `yaml:"hco"`
+	Registered string `yaml:"registered,omitempty"`
+}
+
+const registrationsHeader = `# agentlab trusted-host registrations. Written by the Policy Servers when
+# smreghost registers a host, read by every server that shares this file.
+# Secrets are hex: this is a lab, not a vault. Do not edit while servers run.
+`
+
+// UseRegistrations makes path the registrations file: it is read now if it
+// exists, re-read whenever it changes, and written by RegisterHost.
+func (s *Store) UseRegistrations(path string) error {
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	snap, err := readRegistrations(path)
+	if err != nil {
+		return err
+	}
+	s.reg.snap.Store(snap)
+	return nil
+}
+
+// TrustedHost looks a host up, registrations first (a registration with -o
+// replaces a host of the store). It re-reads the registrations file when
+// the file has changed since the last look, which costs one stat per call:
+// handshakes call it, requests do not.
+func (s *Store) TrustedHost(name string) (TrustedHost, bool) {
+	snap := s.currentRegistrations()
+	if h, ok := snap.hosts[name]; ok {
+		return h.clone(), true
+	}
+	if h, ok := s.staticHosts[name]; ok {
+		return h.clone(), true
+	}
+	return TrustedHost{}, false
+}
+
+func (h TrustedHost) clone() TrustedHost {
+	h.Secret = bytes.Clone(h.Secret)
+	return h
+}
+
+func (s *Store) currentRegistrations() *regSnapshot {
+	snap := s.reg.snap.Load()
+	if snap.path == "" || !changed(snap) {
+		return snap
+	}
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	snap = s.reg.snap.Load()
+	if !changed(snap) {
+		return snap
+	}
+	fresh, err := readRegistrations(snap.path)
+	if err != nil {
+		// A file that cannot be read keeps the registrations we had: the
+		// servers must not forget every host because of one bad edit.
+		// RegisterHost reports the error.
+		return snap
+	}
+	s.reg.snap.Store(fresh)
+	return fresh
+}
+
+// changed compares size, modification time and identity: a rename gives a
+// new file, so even a same-size write within the clock's resolution shows.
+func changed(snap *regSnapshot) bool {
+	fi, err := os.Stat(snap.path)
+	if err != nil {
+		return snap.fi != nil || !errors.Is(err, fs.ErrNotExist)
+	}
+	return snap.fi == nil || !os.SameFile(fi, snap.fi) || fi.Size() != snap.fi.Size() || !fi.ModTime().Equal(snap.fi.ModTime())
+}
+
+func readRegistrations(path string) (*regSnapshot, error) {
+	snap := &regSnapshot{path: path, hosts: map[string]regHost{}}
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return snap, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("registrations: %w", err)
+	}
+	defer f.Close()
+	// Stat the open file, not the path, so the recorded identity is that of
+	// the bytes read even if a writer renames a new file in meanwhile.
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("registrations: %w", err)
+	}
+	var y yamlRegistrations
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := decodeRegistrations(dec, &y); err != nil {
+		return nil, yamlError(path, err)
+	}
+	for i, h := range y.TrustedHosts {
+		if err := checkName(h.Name); err != nil {
+			return nil, fmt.Errorf("%s: trusted host %d %v", path, i+1, err)
+		}
+		secret, err := hex.DecodeString(h.Secret)
+		if err != nil || len(secret) == 0 {
+			return nil, fmt.Errorf("%s: trusted host %q: secret must be hex digits", path, h.Name)
+		}
+		snap.hosts[h.Name] = regHost{TrustedHost: TrustedHost{Name: h.Name, Secret: secret, HCO: h.HCO}, registered: h.Registered}
+	}
+	snap.fi = fi
+	return snap, nil
+}
+
+func decodeRegistrations(dec *yaml.Decoder, y *yamlRegistrations) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the YAML parser failed: %v", r)
+		}
+	}()
+	if err := dec.Decode(y); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// CheckAdmin checks the administrator credentials registration needs. The
+// error says why, for the server log; smreghost should be told only that
+// registration failed.
+func (s *Store) CheckAdmin(user, pw string) error {
+	if s.admin == nil {
+		dummyHash().check(pw)
+		return fmt.Errorf("%w: the store has no administrator", ErrBadAdmin)
+	}
+	if user != s.admin.name {
+		dummyHash().check(pw)
+		return fmt.Errorf("%w: unknown administrator %q", ErrBadAdmin, user)
+	}
+	if !s.admin.hash.check(pw) {
+		return fmt.Errorf("%w: wrong password for administrator %q", ErrBadAdmin, user)
+	}
+	return nil
+}
+
+// RegisterHost registers (or with overwrite, re-registers) a trusted host
+// for an HCO, as smreghost asks. An empty secret gets a random one of
+// SharedSecretLen bytes. With a registrations file, the file is re-read
+// under a lock, changed and replaced atomically, so that two servers
+// registering at the same time keep both hosts.
+func (s *Store) RegisterHost(name, hco string, overwrite bool, secret []byte) (TrustedHost, error) {
+	if err := checkName(name); err != nil {
+		return TrustedHost{}, fmt.Errorf("%w: %v", ErrBadHostName, err)
+	}
+	if _, ok := s.hcos[hco]; !ok {
+		return TrustedHost{}, fmt.Errorf("registration of %q: %w %q", name, ErrUnknownHCO, hco)
+	}
+	if len(secret) == 0 {
+		secret = make([]byte, SharedSecretLen)
+		if _, err := rand.Read(secret); err != nil {
+			return TrustedHost{}, fmt.Errorf("shared secret: %w", err)
+		}
+	}
+	th := TrustedHost{Name: name, Secret: bytes.Clone(secret), HCO: hco}
+
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	snap := s.reg.snap.Load()
+	path := snap.path
+	if path != "" {
+		unlock, err := lockFile(path + ".lock")
+		if err != nil {
+			return TrustedHost{}, err
+		}
+		defer unlock()
+		// Another server may have written since we last looked.
+		if snap, err = readRegistrations(path); err != nil {
+			return TrustedHost{}, err
+		}
+	}
+	_, registered := snap.hosts[name]
+	_, static := s.staticHosts[name]
+	if (registered || static) && !overwrite {
+		return TrustedHost{}, fmt.Errorf("%w: %q is already registered; use -o to overwrite it", ErrHostExists, name)
+	}
+	hosts := maps.Clone(snap.hosts)
+	hosts[name] = regHost{TrustedHost: th, registered: time.Now().UTC().Format(time.RFC3339)}
+	next := &regSnapshot{path: path, hosts: hosts}
+	if path != "" {
+		fi, err := writeRegistrations(path, hosts)
+		if err != nil {
+			return TrustedHost{}, err
+		}
+		next.fi = fi
+	}
+	s.reg.snap.Store(next)
+	return th.clone(), nil
+}
+
+func writeRegistrations(path string, hosts map[string]regHost) (os.FileInfo, error) {
+	var y yamlRegistrations
+	for _, name := range slices.Sorted(maps.Keys(hosts)) {
+		h := hosts[name]
+		y.TrustedHosts = append(y.TrustedHosts, yamlRegHost{Name: h.Name, Secret: hex.EncodeToString(h.Secret), HCO: h.HCO, Registered: h.registered})
+	}
+	body, err := yaml.Marshal(&y)
+	if err != nil {
+		return nil, fmt.Errorf("registrations: %w", err)
+	}
+	// Write a temporary file next to the target and rename it over: readers
+	// see the old file or the new one, never half of one.
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return nil, fmt.Errorf("registrations: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
+	_, err = tmp.Write(append([]byte(registrationsHeader), body...))
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("registrations: %w", err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("registrations: %w", err)
+	}
+	return fi, nil
+}
+
+// lockFile takes an exclusive lock by creating path with O_EXCL, which
+// works between processes on every platform (flock does not exist on
+// Windows). A lock left by a crashed server is broken after lockStale.
+func lockFile(path string) (unlock func(), err error) {
+	deadline := time.Now().Add(lockWait)
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err == nil {
+			host, _ := os.Hostname()
+			fmt.Fprintf(f, "%d %s\n", os.Getpid(), host)
+			f.Close()
+			return func() { os.Remove(path) }, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("registrations lock: %w", err)
+		}
+		if fi, err := os.Stat(path); err == nil && time.Since(fi.ModTime()) > lockStale {
+			os.Remove(path)
+			continue
+		}
+		if time.Now().After(deadline) {
+			owner, _ := os.ReadFile(path)
+			return nil, fmt.Errorf("registrations lock %s is held (by pid and host %s) for more than %s; remove it if no Policy Server is writing", path, strconv.Quote(string(bytes.TrimSpace(owner))), lockWait)
+		}
+		time.Sleep(delay)
+	}
+}

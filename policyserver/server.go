@@ -1,0 +1,232 @@
+package policyserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/agentlab/agentlab/proto/tlipb"
+	"github.com/agentlab/agentlab/tli"
+	"github.com/agentlab/agentlab/trace"
+)
+
+// Server defaults, from the vendor's documentation (DOMAIN.md section 5).
+const (
+	DefaultMaxConns    = 256
+	DefaultIdleTimeout = 10 * time.Minute
+	DefaultMaxLifetime = 360 * time.Minute
+)
+
+// Config is what a Policy Server process runs with.
+type Config struct {
+	Name             string // this server's host name, e.g. smps1.shared.lab
+	Store            *Store
+	MaxConns         int           // 0: DefaultMaxConns
+	IdleTimeout      time.Duration // 0: DefaultIdleTimeout
+	MaxLifetime      time.Duration // 0: DefaultMaxLifetime (AgentConnectionMaxLifetime)
+	HandshakeTimeout time.Duration // 0: tli.DefaultHandshakeTimeout
+	Recorder         *trace.Recorder
+	Log              zerolog.Logger
+	// Now is the clock for sessions; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server answers agents on any number of listeners. It never lets one client
+// hurt another: every connection has its own goroutine, deadlines bound every
+// wait, and a bad frame ends only the connection that sent it.
+type Server struct {
+	cfg   Config
+	conns atomic.Int64
+
+	mu     sync.Mutex
+	active map[net.Conn]struct{}
+	wg     sync.WaitGroup
+
+	stats Stats
+}
+
+// Stats are counters for tests, status and benchmarks.
+type Stats struct {
+	Accepted       atomic.Int64
+	Rejected       atomic.Int64 // over the connection limit
+	HandshakeFails atomic.Int64
+	Requests       atomic.Int64
+	IdleClosed     atomic.Int64
+}
+
+// New checks the configuration and returns a server that is not yet listening.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("policy server: no policy store")
+	}
+	if cfg.Name == "" {
+		return nil, errors.New("policy server: no host name")
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.MaxLifetime <= 0 {
+		cfg.MaxLifetime = DefaultMaxLifetime
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Server{cfg: cfg, active: map[net.Conn]struct{}{}}, nil
+}
+
+// Stats gives the server's counters.
+func (s *Server) Stats() *Stats { return &s.stats }
+
+// Conns is the number of open agent connections.
+func (s *Server) Conns() int { return int(s.conns.Load()) }
+
+// Serve accepts on l until ctx ends, then closes l and every connection it
+// accepted and waits for their goroutines. It returns nil after a cancel and
+// the accept error otherwise.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	tl := s.cfg.Recorder.Listen(l, "")
+	stop := context.AfterFunc(ctx, func() {
+		l.Close()
+		s.mu.Lock()
+		for c := range s.active {
+			c.Close()
+		}
+		s.mu.Unlock()
+	})
+	defer stop()
+	defer s.wg.Wait()
+	var tempDelay time.Duration
+	for {
+		c, err := tl.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			// Out of file descriptors and the like: back off and go on, as
+			// net/http does, rather than stop serving everyone.
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ECONNABORTED) {
+				tempDelay = min(max(2*tempDelay, 5*time.Millisecond), time.Second)
+				s.cfg.Log.Warn().Err(err).Dur("retry_in", tempDelay).Msg("accept failed")
+				select {
+				case <-time.After(tempDelay):
+					continue
+				case <-ctx.Done():
+					return nil
+				}
+			}
+			return fmt.Errorf("policy server %s: accept on %s: %w", s.cfg.Name, l.Addr(), err)
+		}
+		tempDelay = 0
+		tc := c.(*trace.Conn)
+		if n := s.conns.Add(1); n > int64(s.cfg.MaxConns) {
+			s.conns.Add(-1)
+			s.stats.Rejected.Add(1)
+			s.cfg.Log.Warn().Str("peer", tc.RemoteAddr().String()).
+				Msgf("Connection request rejected. Connection limit of %d exceeded", s.cfg.MaxConns)
+			tc.Close()
+			continue
+		}
+		s.stats.Accepted.Add(1)
+		s.mu.Lock()
+		s.active[tc] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer func() {
+				s.mu.Lock()
+				delete(s.active, tc)
+				s.mu.Unlock()
+				s.conns.Add(-1)
+				tc.Close()
+			}()
+			s.handle(ctx, tc)
+		}()
+	}
+}
+
+func (s *Server) secret(host string) ([]byte, bool) {
+	th, ok := s.cfg.Store.TrustedHost(host)
+	if !ok {
+		return nil, false
+	}
+	return th.Secret, true
+}
+
+func (s *Server) handle(ctx context.Context, tc *trace.Conn) {
+	peer := tc.RemoteAddr().String()
+	log := s.cfg.Log.With().Str("peer", peer).Logger()
+	sc, err := tli.ServerHandshake(ctx, tc, tli.ServerConfig{
+		Name: s.cfg.Name, Secret: s.secret, AllowAdmin: true, HandshakeTimeout: s.cfg.HandshakeTimeout,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		s.stats.HandshakeFails.Add(1)
+		var he *tli.HandshakeError
+		if errors.As(err, &he) {
+			ev := log.Warn().Int("code", he.Code)
+			if he.Detail != "" {
+				ev = ev.Str("detail", he.Detail)
+			}
+			if he.Err != nil {
+				ev = ev.AnErr("cause", he.Err)
+			}
+			ev.Msgf("Handshake error: %s", he.Message)
+		}
+		log.Warn().Msgf("Failed handshake with %s", peer)
+		return
+	}
+	who := sc.TrustedHost
+	if sc.Admin {
+		who = "administrator session"
+	}
+	log = log.With().Str("trusted_host", who).Logger()
+	log.Info().Msg("Accepted connection")
+
+	expires := time.Now().Add(s.cfg.MaxLifetime)
+	var req tlipb.Request
+	for {
+		dl := time.Now().Add(s.cfg.IdleTimeout)
+		if expires.Before(dl) {
+			dl = expires
+		}
+		tc.SetReadDeadline(dl)
+		req.Reset()
+		if err := sc.ReadRequest(&req); err != nil {
+			switch {
+			case ctx.Err() != nil:
+			case tli.IsTimeout(err) && !time.Now().Before(expires):
+				log.Info().Msgf("Closing connection: lifetime of %s reached", s.cfg.MaxLifetime)
+			case tli.IsTimeout(err):
+				s.stats.IdleClosed.Add(1)
+				log.Info().Msgf("Closing idle connection after %s", s.cfg.IdleTimeout)
+			case tli.IsClosed(err):
+				log.Debug().Msg("Agent closed the connection")
+			default:
+				log.Warn().Err(err).Msg("Closing connection after a bad request")
+			}
+			return
+		}
+		s.stats.Requests.Add(1)
+		resp := s.dispatch(sc, &req, log)
+		tc.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		if err := sc.WriteResponse(&req, resp); err != nil {
+			if ctx.Err() == nil {
+				log.Warn().Err(err).Msg("Closing connection: reply failed")
+			}
+			return
+		}
+	}
+}

@@ -1,0 +1,274 @@
+package tli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/agentlab/agentlab/proto/tlipb"
+	"github.com/agentlab/agentlab/trace"
+)
+
+// ErrBroken is returned by a Client whose stream can no longer be trusted
+// (a timed-out or failed exchange): the agent must reset it and open another.
+var ErrBroken = errors.New("connection is broken")
+
+// Client is an agent's session with one Policy Server over one socket.
+// One request is in flight at a time, as in the vendor's agent; a pool holds
+// several Clients to have several in flight.
+type Client struct {
+	// ServerName is the host name the server gave in its hello.
+	ServerName string
+
+	addr   string
+	mu     sync.Mutex // held for a whole exchange
+	s      *session
+	nextID uint64
+
+	// broken has its own lock so that Err answers at once while an
+	// exchange holds mu for up to the request timeout.
+	bmu    sync.Mutex
+	broken error
+}
+
+// Addr is the address the client dialed ("host:port").
+func (c *Client) Addr() string { return c.addr }
+
+// Conn is the traced socket under the session.
+func (c *Client) Conn() *trace.Conn { return c.s.conn }
+
+// Err is the error that broke the client, or nil while it is usable.
+func (c *Client) Err() error {
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
+	return c.broken
+}
+
+// Do sends req and waits for its response. ctx bounds the whole exchange
+// (the agent's RequestTimeout); if it expires the client is broken, since
+// the late response would otherwise answer the next request.
+//
+// A request that fails before any of it is sent (its context already done,
+// or too large to frame) leaves the client usable.
+func (c *Client) Do(ctx context.Context, req *tlipb.Request) (*tlipb.Response, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", c.peer(), ErrBroken, err)
+	}
+	resp, sent, err := c.do(ctx, req)
+	if err != nil {
+		if sent {
+			c.bmu.Lock()
+			c.broken = err
+			c.bmu.Unlock()
+		}
+		return nil, err
+	}
+	return resp, nil
+}
+
+func (c *Client) peer() string {
+	if c.addr != "" {
+		return c.addr
+	}
+	return c.s.peer
+}
+
+// do reports whether the stream may be out of step (sent): from the moment
+// a request is sealed, the session's nonce counter has moved on.
+func (c *Client) do(ctx context.Context, req *tlipb.Request) (resp *tlipb.Response, sent bool, err error) {
+	s := c.s
+	c.nextID++
+	req.Id = c.nextID
+	plain, err := proto.MarshalOptions{}.MarshalAppend(s.wbuf[:0], req)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s: encoding %s: %w", c.peer(), Describe(req), err)
+	}
+	s.wbuf = plain
+	if n := len(plain) + s.keys.c2s.aead.Overhead(); n > MaxFrame {
+		return nil, false, fmt.Errorf("%s: %s: %w", c.peer(), Describe(req), &FrameError{Len: n, Err: ErrFrameTooLarge})
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, false, fmt.Errorf("%s: %s not sent: %w", c.peer(), Describe(req), err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		s.conn.SetDeadline(dl)
+	}
+	unwatch := watch(ctx, s.conn)
+	defer func() {
+		unwatch()
+		s.conn.SetDeadline(time.Time{})
+	}()
+
+	// The frame is sealed into a second buffer: sealing in place over the
+	// plaintext would alias it with the header that precedes it.
+	frame, err := s.keys.c2s.sealFrame(s.rbuf[:0], FrameRequest, plain)
+	if err != nil {
+		return nil, true, fmt.Errorf("%s: %s: %w", c.peer(), Describe(req), err)
+	}
+	if s.conn.Tracing() {
+		s.conn.Note(trace.OpRequest, len(frame), Describe(req))
+	}
+	if _, err := s.conn.Write(frame); err != nil {
+		return nil, true, c.wrapErr(ctx, "sending "+Describe(req), err)
+	}
+	s.rbuf = frame
+	typ, payload, err := ReadFrame(s.br, s.rbuf)
+	if err != nil {
+		return nil, true, c.wrapErr(ctx, "waiting for the response to "+Describe(req), err)
+	}
+	if cap(payload) > cap(s.rbuf) {
+		s.rbuf = payload[:0]
+	}
+	if typ == FrameHandshakeError {
+		// The server refused our ClientConfirm: its answer comes in place
+		// of the first response.
+		return nil, true, handshakeRefused(c.peer(), payload, s.conn)
+	}
+	if typ != FrameResponse {
+		return nil, true, fmt.Errorf("%s: got a %s frame instead of a response to %s", c.peer(), frameTypeName(typ), Describe(req))
+	}
+	frameLen := HeaderSize + len(payload)
+	plain, err = s.keys.s2c.open(typ, payload)
+	if err != nil {
+		return nil, true, fmt.Errorf("%s: response to %s: %w", c.peer(), Describe(req), err)
+	}
+	resp = &tlipb.Response{}
+	if err := proto.Unmarshal(plain, resp); err != nil {
+		return nil, true, fmt.Errorf("%s: response to %s: %w", c.peer(), Describe(req), err)
+	}
+	if resp.Id != req.Id {
+		return nil, true, fmt.Errorf("%s: response id %d does not answer request id %d", c.peer(), resp.Id, req.Id)
+	}
+	if s.conn.Tracing() {
+		s.conn.Note(trace.OpResponse, frameLen, DescribeResponse(req, resp))
+	}
+	return resp, true, nil
+}
+
+func (c *Client) wrapErr(ctx context.Context, what string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s: %s: %w", c.peer(), what, ctx.Err())
+	}
+	return fmt.Errorf("%s: %s: %w", c.peer(), what, err)
+}
+
+// Close ends the session with a FIN.
+func (c *Client) Close() error { return c.s.conn.Close() }
+
+// Reset ends the session with an RST, as the agent ends its bootstrap
+// connection and any pooled connection that failed.
+func (c *Client) Reset() error { return c.s.conn.Reset() }
+
+// ServerConn is the server side of an established session.
+type ServerConn struct {
+	TrustedHost string
+	Admin       bool
+	s           *session
+}
+
+// Conn is the traced socket under the session.
+func (sc *ServerConn) Conn() *trace.Conn { return sc.s.conn }
+
+// ReadRequest waits for the next request. The caller sets read deadlines
+// (idle timeout) on Conn().
+func (sc *ServerConn) ReadRequest(req *tlipb.Request) error {
+	s := sc.s
+	typ, payload, err := ReadFrame(s.br, s.rbuf)
+	if err != nil {
+		return err
+	}
+	s.rbuf = payload[:0]
+	if typ != FrameRequest {
+		return fmt.Errorf("from %s: got a %s frame instead of a request", s.peer, frameTypeName(typ))
+	}
+	n := HeaderSize + len(payload)
+	plain, err := s.keys.c2s.open(typ, payload)
+	if err != nil {
+		return fmt.Errorf("from %s: request %w", s.peer, err)
+	}
+	if err := proto.Unmarshal(plain, req); err != nil {
+		return fmt.Errorf("from %s: unreadable request: %w", s.peer, err)
+	}
+	if s.conn.Tracing() {
+		s.conn.Note(trace.OpRequest, n, Describe(req))
+	}
+	return nil
+}
+
+// WriteResponse seals and sends resp in one write.
+func (sc *ServerConn) WriteResponse(req *tlipb.Request, resp *tlipb.Response) error {
+	s := sc.s
+	resp.Id = req.Id
+	plain, err := proto.MarshalOptions{}.MarshalAppend(s.wbuf[:0], resp)
+	if err != nil {
+		return fmt.Errorf("encoding response to %s: %w", Describe(req), err)
+	}
+	frame, err := s.keys.s2c.sealFrame(s.rbuf[:0], FrameResponse, plain)
+	s.wbuf = plain
+	if err != nil {
+		return fmt.Errorf("response to %s: %w", Describe(req), err)
+	}
+	s.rbuf = frame[:0]
+	if s.conn.Tracing() {
+		s.conn.Note(trace.OpResponse, len(frame), DescribeResponse(req, resp))
+	}
+	if _, err := s.conn.Write(frame); err != nil {
+		return fmt.Errorf("sending response to %s: %w", s.peer, err)
+	}
+	return nil
+}
+
+// Describe names a request the way a learner reads it in a trace:
+// "GetHostConfig hco.smps1", "IsProtected GET /protected/".
+//
+// Getters throughout: a body set to a nil message (possible when a caller
+// builds one by hand) must not panic the trace.
+func Describe(req *tlipb.Request) string {
+	switch b := req.GetBody().(type) {
+	case *tlipb.Request_GetHostConfig:
+		return "GetHostConfig " + b.GetHostConfig.GetName()
+	case *tlipb.Request_GetAgentConfig:
+		return "GetAgentConfig " + b.GetAgentConfig.GetName()
+	case *tlipb.Request_SetAgentInfo:
+		return "SetAgentInfo " + b.SetAgentInfo.GetAgentName()
+	case *tlipb.Request_IsProtected:
+		return "IsProtected " + b.IsProtected.GetAction() + " " + b.IsProtected.GetResource()
+	case *tlipb.Request_Login:
+		return "Login " + b.Login.GetUser() + " realm " + b.Login.GetRealm()
+	case *tlipb.Request_Authorize:
+		return "Authorize " + b.Authorize.GetAction() + " " + b.Authorize.GetResource()
+	case *tlipb.Request_Logout:
+		return "Logout"
+	case *tlipb.Request_DoManagement:
+		return "DoManagement " + b.DoManagement.GetCommand()
+	case *tlipb.Request_RegisterHost:
+		return "RegisterHost " + b.RegisterHost.GetTrustedHost()
+	case *tlipb.Request_QueueManagement:
+		return "QueueManagement " + b.QueueManagement.GetCommand().GetName()
+	}
+	return "empty request"
+}
+
+// DescribeResponse names a response for the trace: the request it answers
+// and its result.
+func DescribeResponse(req *tlipb.Request, resp *tlipb.Response) string {
+	s := Describe(req) + ": " + resp.GetResult().String()
+	switch b := resp.GetBody().(type) {
+	case *tlipb.Response_HostConfig:
+		s += fmt.Sprintf(" (HCO %s, %d servers)", b.HostConfig.GetName(), len(b.HostConfig.GetPolicyServers()))
+	case *tlipb.Response_AgentConfig:
+		s += " (ACO " + b.AgentConfig.GetName() + ")"
+	case *tlipb.Response_DoManagement:
+		s += fmt.Sprintf(" (%d commands)", len(b.DoManagement.GetCommands()))
+	}
+	if resp.GetMessage() != "" && resp.GetResult() != tlipb.Result_SUCCESS && resp.GetResult() != tlipb.Result_YES {
+		s += " - " + resp.Message
+	}
+	return s
+}

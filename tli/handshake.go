@@ -1,0 +1,412 @@
+package tli
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdh"
+	"crypto/hmac"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/agentlab/agentlab/proto/tlipb"
+	"github.com/agentlab/agentlab/trace"
+)
+
+// Version is the protocol version a ClientHello carries.
+const Version = 1
+
+// DefaultHandshakeTimeout bounds the whole handshake on both sides: a client
+// that connects and says nothing must not hold a server slot for long.
+const DefaultHandshakeTimeout = 10 * time.Second
+
+// The vendor's handshake error codes.
+const (
+	CodeNoClientHello     = 3152
+	CodeBadVersion        = 3153
+	CodeSecretIncorrect   = 3154
+	CodeServerHelloFailed = 3155
+	CodeNoClientAck       = 3156
+	CodeBadEncryption     = 3157
+)
+
+// CodeText is the vendor's wording for a handshake error code.
+func CodeText(code int) string {
+	switch code {
+	case CodeNoClientHello:
+		return "No client hello"
+	case CodeBadVersion:
+		return "Bad version"
+	case CodeSecretIncorrect:
+		return "Shared secret incorrect for this client"
+	case CodeServerHelloFailed:
+		return "Failed to send server hello"
+	case CodeNoClientAck:
+		return "No client ack"
+	case CodeBadEncryption:
+		return "Bad encryption"
+	}
+	return fmt.Sprintf("handshake error %d", code)
+}
+
+// HandshakeError is a failed handshake: on the server, why it refused the
+// client; on the client, what the server answered.
+type HandshakeError struct {
+	Code    int
+	Message string // the vendor's text
+	Detail  string // why, for the log (never sent to the peer)
+	Peer    string // host:port of the other side
+	Err     error
+}
+
+func (e *HandshakeError) Error() string {
+	s := fmt.Sprintf("handshake with %s failed: %d %s", e.Peer, e.Code, e.Message)
+	if e.Detail != "" {
+		s += " (" + e.Detail + ")"
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+func (e *HandshakeError) Unwrap() error { return e.Err }
+
+// session is what both sides hold after a handshake.
+type session struct {
+	conn *trace.Conn
+	br   *bufio.Reader
+	keys sessionKeys
+	rbuf []byte
+	wbuf []byte
+	peer string
+}
+
+func newNonce() []byte {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return b
+}
+
+func versionBytes(v uint32) []byte {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], v)
+	return b[:]
+}
+
+func clientProof(secret []byte, h *tlipb.ClientHello) []byte {
+	return mac(secret, labelClientProof, versionBytes(h.Version), []byte(h.TrustedHost), h.ClientNonce)
+}
+
+func serverProof(secret []byte, h *tlipb.ClientHello, s *tlipb.ServerHello) []byte {
+	return mac(secret, labelServerProof, h.ClientNonce, s.ServerNonce, []byte(s.ServerName))
+}
+
+func confirmProof(ikm, clientNonce, serverNonce []byte) []byte {
+	return mac(ikm, labelConfirm, clientNonce, serverNonce)
+}
+
+func peerName(c *trace.Conn) string {
+	if c == nil {
+		return ""
+	}
+	return c.RemoteAddr().String()
+}
+
+// deadline applies ctx's deadline, capped by d, to the connection.
+func deadline(ctx context.Context, c net.Conn, d time.Duration) {
+	t := time.Now().Add(d)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(t) {
+		t = dl
+	}
+	c.SetDeadline(t)
+}
+
+// watch makes ctx's cancellation interrupt I/O on c, until the returned
+// function is called. That function waits for a cancellation already in
+// progress: otherwise its SetDeadline could land after the caller has
+// cleared the deadline, and the next exchange on c would time out at once.
+func watch(ctx context.Context, c net.Conn) (unwatch func()) {
+	if ctx.Done() == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(done)
+		c.SetDeadline(time.Unix(1, 0))
+	})
+	return func() {
+		if !stop() {
+			<-done
+		}
+	}
+}
+
+// ClientConfig is what an agent (or an admin tool) needs to open a session.
+type ClientConfig struct {
+	TrustedHost string
+	Secret      []byte // MODE_AGENT
+	Admin       bool   // MODE_ADMIN: keys from X25519, no shared secret
+	// HandshakeTimeout caps the handshake; 0 means DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	Recorder         *trace.Recorder
+	// Dialer sets the source address, so that an agent on the lab host
+	// wa1.shared.lab connects from that host's loopback address.
+	Dialer *net.Dialer
+	Phase  string
+}
+
+// Dial connects to addr ("host:port", lab names resolved through the
+// recorder's hosts map) and runs the handshake.
+func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
+	tc, err := cfg.Recorder.Dial(ctx, cfg.Dialer, addr, cfg.Phase)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", addr, err)
+	}
+	c, err := ClientHandshake(ctx, tc, cfg)
+	if err != nil {
+		tc.Close()
+		return nil, err
+	}
+	c.addr = addr
+	return c, nil
+}
+
+// ClientHandshake runs the client side of the handshake on an open connection.
+func ClientHandshake(ctx context.Context, tc *trace.Conn, cfg ClientConfig) (*Client, error) {
+	to := cfg.HandshakeTimeout
+	if to <= 0 {
+		to = DefaultHandshakeTimeout
+	}
+	deadline(ctx, tc, to)
+	unwatch := watch(ctx, tc)
+	defer func() {
+		unwatch()
+		tc.SetDeadline(time.Time{})
+	}()
+
+	s := &session{conn: tc, br: bufio.NewReaderSize(tc, 4096), peer: peerName(tc)}
+	fail := func(err error) (*Client, error) {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%v)", err, ctx.Err())
+		}
+		return nil, fmt.Errorf("handshake with %s: %w", s.peer, err)
+	}
+
+	hello := &tlipb.ClientHello{Version: Version, TrustedHost: cfg.TrustedHost, ClientNonce: newNonce()}
+	var priv *ecdh.PrivateKey
+	if cfg.Admin {
+		hello.Mode = tlipb.Mode_MODE_ADMIN
+		var err error
+		if priv, err = ecdh.X25519().GenerateKey(rand.Reader); err != nil {
+			return fail(err)
+		}
+		hello.EcdhPublic = priv.PublicKey().Bytes()
+	} else {
+		if len(cfg.Secret) == 0 {
+			return fail(errors.New("no shared secret"))
+		}
+		hello.Proof = clientProof(cfg.Secret, hello)
+	}
+	hb, _ := proto.Marshal(hello)
+	if err := WriteFrame(tc, FrameClientHello, hb); err != nil {
+		return fail(fmt.Errorf("sending client hello: %w", err))
+	}
+	tc.Note(trace.OpHandshake, HeaderSize+len(hb), "ClientHello trusted host "+cfg.TrustedHost)
+
+	typ, payload, err := ReadFrame(s.br, nil)
+	if err != nil {
+		return fail(fmt.Errorf("waiting for server hello: %w", err))
+	}
+	if typ == FrameHandshakeError {
+		return nil, handshakeRefused(s.peer, payload, tc)
+	}
+	if typ != FrameServerHello {
+		return fail(fmt.Errorf("server sent %s instead of ServerHello", frameTypeName(typ)))
+	}
+	sh := &tlipb.ServerHello{}
+	if err := proto.Unmarshal(payload, sh); err != nil {
+		return fail(fmt.Errorf("bad server hello: %w", err))
+	}
+	var ikm []byte
+	if cfg.Admin {
+		pub, err := ecdh.X25519().NewPublicKey(sh.EcdhPublic)
+		if err != nil {
+			return fail(fmt.Errorf("bad server key: %w", err))
+		}
+		if ikm, err = priv.ECDH(pub); err != nil {
+			return fail(err)
+		}
+	} else {
+		if !hmac.Equal(sh.Proof, serverProof(cfg.Secret, hello, sh)) {
+			return fail(errors.New("the server does not know this trusted host's shared secret (bad server proof)"))
+		}
+		ikm = cfg.Secret
+	}
+	tc.Note(trace.OpHandshake, HeaderSize+len(payload), "ServerHello from "+sh.ServerName)
+	if s.keys, err = deriveKeys(ikm, hello.ClientNonce, sh.ServerNonce); err != nil {
+		return fail(err)
+	}
+	cb, _ := proto.Marshal(&tlipb.ClientConfirm{Proof: confirmProof(ikm, hello.ClientNonce, sh.ServerNonce)})
+	frame, err := s.keys.c2s.sealFrame(nil, FrameClientConfirm, cb)
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := tc.Write(frame); err != nil {
+		return fail(fmt.Errorf("sending client confirm: %w", err))
+	}
+	tc.Note(trace.OpHandshake, len(frame), "ClientConfirm")
+	return &Client{s: s, ServerName: sh.ServerName}, nil
+}
+
+func handshakeRefused(peer string, payload []byte, tc *trace.Conn) error {
+	he := &tlipb.HandshakeError{}
+	if err := proto.Unmarshal(payload, he); err != nil {
+		return fmt.Errorf("handshake with %s: unreadable handshake error: %w", peer, err)
+	}
+	tc.Note(trace.OpHandshake, HeaderSize+len(payload), fmt.Sprintf("refused: %d %s", he.Code, he.Message))
+	return &HandshakeError{Code: int(he.Code), Message: he.Message, Peer: peer}
+}
+
+// ServerConfig is what a Policy Server needs to accept sessions.
+type ServerConfig struct {
+	Name string // this server's host name, sent in ServerHello
+	// Secret gives the shared secret of a trusted host; false if unknown.
+	Secret func(trustedHost string) ([]byte, bool)
+	// AllowAdmin accepts MODE_ADMIN sessions (registration, management).
+	AllowAdmin       bool
+	HandshakeTimeout time.Duration
+}
+
+// ServerHandshake runs the server side. On failure it has already sent the
+// clear-text error frame; the caller logs the error and closes.
+func ServerHandshake(ctx context.Context, tc *trace.Conn, cfg ServerConfig) (*ServerConn, error) {
+	to := cfg.HandshakeTimeout
+	if to <= 0 {
+		to = DefaultHandshakeTimeout
+	}
+	deadline(ctx, tc, to)
+	unwatch := watch(ctx, tc)
+	defer func() {
+		unwatch()
+		tc.SetDeadline(time.Time{})
+	}()
+
+	s := &session{conn: tc, br: bufio.NewReaderSize(tc, 4096), peer: peerName(tc)}
+	refuse := func(code int, detail string, err error) (*ServerConn, error) {
+		he := &tlipb.HandshakeError{Code: int32(code), Message: CodeText(code)}
+		b, _ := proto.Marshal(he)
+		tc.SetWriteDeadline(time.Now().Add(time.Second))
+		WriteFrame(tc, FrameHandshakeError, b)
+		tc.Note(trace.OpHandshake, HeaderSize+len(b), fmt.Sprintf("refused: %d %s", code, he.Message))
+		return nil, &HandshakeError{Code: code, Message: he.Message, Detail: detail, Peer: s.peer, Err: err}
+	}
+
+	typ, payload, err := ReadFrame(s.br, nil)
+	if err != nil {
+		return refuse(CodeNoClientHello, "no valid frame", err)
+	}
+	if typ != FrameClientHello {
+		return refuse(CodeNoClientHello, "first frame is "+frameTypeName(typ), nil)
+	}
+	hello := &tlipb.ClientHello{}
+	if err := proto.Unmarshal(payload, hello); err != nil {
+		return refuse(CodeNoClientHello, "unreadable client hello", err)
+	}
+	if hello.Version != Version {
+		return refuse(CodeBadVersion, fmt.Sprintf("client version %d, server speaks %d", hello.Version, Version), nil)
+	}
+	if len(hello.ClientNonce) < 16 {
+		return refuse(CodeNoClientHello, "client nonce too short", nil)
+	}
+	tc.Note(trace.OpHandshake, HeaderSize+len(payload), "ClientHello trusted host "+hello.TrustedHost)
+
+	sh := &tlipb.ServerHello{Version: Version, ServerNonce: newNonce(), ServerName: cfg.Name}
+	var ikm []byte
+	switch hello.Mode {
+	case tlipb.Mode_MODE_AGENT:
+		var secret []byte
+		ok := false
+		if cfg.Secret != nil {
+			secret, ok = cfg.Secret(hello.TrustedHost)
+		}
+		if !ok {
+			return refuse(CodeSecretIncorrect, fmt.Sprintf("unknown trusted host %q", hello.TrustedHost), nil)
+		}
+		// An empty secret would make the proof a MAC anyone can compute.
+		if len(secret) == 0 {
+			return refuse(CodeSecretIncorrect, fmt.Sprintf("trusted host %q has no shared secret", hello.TrustedHost), nil)
+		}
+		if !hmac.Equal(hello.Proof, clientProof(secret, hello)) {
+			return refuse(CodeSecretIncorrect, fmt.Sprintf("wrong shared secret for trusted host %q", hello.TrustedHost), nil)
+		}
+		sh.Proof = serverProof(secret, hello, sh)
+		ikm = secret
+	case tlipb.Mode_MODE_ADMIN:
+		if !cfg.AllowAdmin {
+			return refuse(CodeSecretIncorrect, "administration sessions are not accepted here", nil)
+		}
+		pub, err := ecdh.X25519().NewPublicKey(hello.EcdhPublic)
+		if err != nil {
+			return refuse(CodeNoClientHello, "bad admin key", err)
+		}
+		priv, err := ecdh.X25519().GenerateKey(rand.Reader)
+		if err != nil {
+			return refuse(CodeServerHelloFailed, "", err)
+		}
+		if ikm, err = priv.ECDH(pub); err != nil {
+			return refuse(CodeNoClientHello, "bad admin key", err)
+		}
+		sh.EcdhPublic = priv.PublicKey().Bytes()
+	default:
+		return refuse(CodeNoClientHello, fmt.Sprintf("unknown mode %d", hello.Mode), nil)
+	}
+	if s.keys, err = deriveKeys(ikm, hello.ClientNonce, sh.ServerNonce); err != nil {
+		return refuse(CodeServerHelloFailed, "", err)
+	}
+	sb, _ := proto.Marshal(sh)
+	if err := WriteFrame(tc, FrameServerHello, sb); err != nil {
+		return nil, &HandshakeError{Code: CodeServerHelloFailed, Message: CodeText(CodeServerHelloFailed), Peer: s.peer, Err: err}
+	}
+	tc.Note(trace.OpHandshake, HeaderSize+len(sb), "ServerHello")
+
+	typ, payload, err = ReadFrame(s.br, nil)
+	if err != nil {
+		return refuse(CodeNoClientAck, "no client confirm", err)
+	}
+	if typ != FrameClientConfirm {
+		return refuse(CodeNoClientAck, "expected ClientConfirm, got "+frameTypeName(typ), nil)
+	}
+	plain, err := s.keys.c2s.open(typ, payload)
+	if err != nil {
+		return refuse(CodeBadEncryption, "client confirm does not open with the session key", err)
+	}
+	cc := &tlipb.ClientConfirm{}
+	if err := proto.Unmarshal(plain, cc); err != nil || !hmac.Equal(cc.Proof, confirmProof(ikm, hello.ClientNonce, sh.ServerNonce)) {
+		return refuse(CodeBadEncryption, "client confirm proof mismatch", err)
+	}
+	tc.Note(trace.OpHandshake, HeaderSize+len(payload), "ClientConfirm: session established")
+	return &ServerConn{s: s, TrustedHost: hello.TrustedHost, Admin: hello.Mode == tlipb.Mode_MODE_ADMIN}, nil
+}
+
+// IsTimeout tells a deadline from other errors (for "client sent nothing").
+func IsTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// IsClosed tells a peer that went away from a protocol error.
+// A reset is a peer going away too: the agent ends every bootstrap
+// connection with one.
+func IsClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}

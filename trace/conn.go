@@ -1,0 +1,203 @@
+package trace
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// Conn is a net.Conn whose reads, writes and close are recorded. Recording
+// happens after each system call returns, with the byte count it returned.
+type Conn struct {
+	net.Conn
+	rec        *Recorder
+	id         string
+	local      string
+	remote     string
+	localHost  string
+	remoteHost string
+	phase      atomic.Pointer[string]
+
+	closeOnce sync.Once
+	peerOnce  sync.Once
+}
+
+func (r *Recorder) wrap(c net.Conn, op, phase string) *Conn {
+	tc := &Conn{Conn: c, rec: r, local: c.LocalAddr().String(), remote: c.RemoteAddr().String()}
+	tc.phase.Store(&phase)
+	if r != nil {
+		tc.id = r.nextConnID()
+		tc.localHost = r.opts.Host
+		if n := r.opts.Hosts.Name(tc.local); n != "" {
+			tc.localHost = n
+		}
+		tc.remoteHost = r.opts.Hosts.Name(tc.remote)
+	}
+	tc.emit(op, 0, "", nil)
+	return tc
+}
+
+// Client wraps a connection this process opened (records TCP Connect).
+func (r *Recorder) Client(c net.Conn, phase string) *Conn { return r.wrap(c, OpConnect, phase) }
+
+// Server wraps a connection this process accepted (records TCP Accept).
+func (r *Recorder) Server(c net.Conn, phase string) *Conn { return r.wrap(c, OpAccept, phase) }
+
+// Dial connects to addr, resolving lab host names through the recorder's
+// hosts map, and records the attempt. A failed attempt is recorded too (op
+// TCP Connect with the error as note): a bootstrap that skips a server that is
+// down should show that it tried.
+func (r *Recorder) Dial(ctx context.Context, d *net.Dialer, addr, phase string) (*Conn, error) {
+	if d == nil {
+		d = &net.Dialer{}
+	}
+	resolved := r.Hosts().ResolveAddr(addr)
+	c, err := d.DialContext(ctx, "tcp", resolved)
+	if err != nil {
+		if r != nil {
+			// Name the server as a successful connect would: from the
+			// hosts map, else the name dialed; never an IP as a host name.
+			remoteHost := r.Hosts().Name(resolved)
+			if host, _, serr := net.SplitHostPort(addr); remoteHost == "" && serr == nil {
+				if _, perr := netip.ParseAddr(host); perr != nil {
+					remoteHost = host
+				}
+			}
+			r.Emit(Event{Op: OpConnect, Remote: resolved, RemoteHost: remoteHost, LocalHost: r.opts.Host, Phase: phase, Note: "failed: " + errText(err)})
+		}
+		return nil, err
+	}
+	return r.Client(c, phase), nil
+}
+
+// ID names the connection in trace events: "<pid>-<n>".
+func (c *Conn) ID() string { return c.id }
+
+// SetPhase labels the events that follow.
+func (c *Conn) SetPhase(p string) { c.phase.Store(&p) }
+
+// Phase is the current label.
+func (c *Conn) Phase() string { return *c.phase.Load() }
+
+// Tracing tells whether events are recorded, so callers can skip building
+// notes that nobody will read.
+func (c *Conn) Tracing() bool { return c.rec != nil }
+
+// Note records a protocol-level event (Handshake, Request, Response) on this
+// connection; n is the size of the message it describes.
+func (c *Conn) Note(op string, n int, note string) { c.emit(op, n, note, nil) }
+
+func (c *Conn) emit(op string, n int, note string, data []byte) {
+	if c.rec == nil {
+		return
+	}
+	c.rec.Emit(Event{
+		Op: op, Conn: c.id, Local: c.local, Remote: c.remote,
+		LocalHost: c.localHost, RemoteHost: c.remoteHost,
+		Len: n, Phase: c.Phase(), Note: note, Data: data,
+	})
+}
+
+func (c *Conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.emit(OpReceive, n, "", c.payload(p[:n]))
+	}
+	if err != nil {
+		c.peerClosed(err)
+	}
+	return n, err
+}
+
+func (c *Conn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.emit(OpSend, n, "", c.payload(p[:n]))
+	}
+	if err != nil {
+		c.peerClosed(err)
+	}
+	return n, err
+}
+
+func (c *Conn) payload(p []byte) []byte {
+	if c.rec == nil || !c.rec.opts.Payload {
+		return nil
+	}
+	return append([]byte(nil), p...)
+}
+
+// peerClosed records the end of the stream as the peer made it: a FIN shows
+// as EOF, an RST as ECONNRESET. Timeouts and our own close are not the peer's.
+func (c *Conn) peerClosed(err error) {
+	switch {
+	case errors.Is(err, io.EOF):
+		c.peerOnce.Do(func() { c.emit(OpDisconnect, 0, "closed by peer", nil) })
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		c.peerOnce.Do(func() { c.emit(OpReset, 0, "reset by peer", nil) })
+	}
+}
+
+// Close closes with a FIN and records TCP Disconnect.
+func (c *Conn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() { c.emit(OpDisconnect, 0, "", nil) })
+	return err
+}
+
+// Reset closes with an RST (SO_LINGER 0), as the agent does to its bootstrap
+// connection, and records TCP Reset.
+//
+// A connection that cannot linger (not TCP, or already closed) is closed
+// normally and recorded as what it was, a TCP Disconnect: a trace must not
+// show an RST that never went on the wire.
+func (c *Conn) Reset() error {
+	type linger interface{ SetLinger(int) error }
+	l, ok := c.Conn.(linger)
+	if !ok {
+		err := c.Conn.Close()
+		c.closeOnce.Do(func() { c.emit(OpDisconnect, 0, "reset not supported: closed", nil) })
+		return err
+	}
+	if err := l.SetLinger(0); err != nil {
+		c.Conn.Close()
+		c.closeOnce.Do(func() { c.emit(OpDisconnect, 0, "reset failed: "+errText(err), nil) })
+		return err
+	}
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() { c.emit(OpReset, 0, "", nil) })
+	return err
+}
+
+func errText(err error) string {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err.Error()
+	}
+	return err.Error()
+}
+
+// Listener wraps accepted connections.
+type Listener struct {
+	net.Listener
+	rec   *Recorder
+	phase string
+}
+
+// Listen wraps l so that each accepted connection is a *Conn.
+func (r *Recorder) Listen(l net.Listener, phase string) *Listener {
+	return &Listener{Listener: l, rec: r, phase: phase}
+}
+
+func (l *Listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return l.rec.Server(c, l.phase), nil
+}

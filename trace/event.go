@@ -1,0 +1,49 @@
+// Package trace records what real sockets do, one JSON line per event, and
+// later merges and renders those records. Nothing in a trace is invented: a
+// table, a narrative or a pcapng is derived from these events only.
+package trace
+
+import "time"
+
+// Operations, named as Process Monitor names its network events, plus the
+// protocol-level events that only the process itself can see.
+const (
+	OpConnect    = "TCP Connect"
+	OpAccept     = "TCP Accept"
+	OpSend       = "TCP Send"
+	OpReceive    = "TCP Receive"
+	OpDisconnect = "TCP Disconnect"
+	OpReset      = "TCP Reset"
+	OpHandshake  = "Handshake"
+	OpRequest    = "Request"
+	OpResponse   = "Response"
+)
+
+// Phases of an agent's life, used to colour and group events.
+const (
+	PhaseBootstrap  = "bootstrap"
+	PhaseHCO        = "hco"
+	PhaseRequests   = "requests"
+	PhaseManagement = "management"
+	PhaseAdmin      = "admin"
+)
+
+// Event is one line of a per-process trace file (DESIGN.md, "Logs and traces").
+type Event struct {
+	T          time.Time `json:"t"`
+	Proc       string    `json:"proc"`
+	PID        int       `json:"pid"`
+	Role       string    `json:"role,omitempty"`
+	Op         string    `json:"op"`
+	Conn       string    `json:"conn,omitempty"`
+	Local      string    `json:"local,omitempty"`
+	Remote     string    `json:"remote,omitempty"`
+	LocalHost  string    `json:"local_host,omitempty"`
+	RemoteHost string    `json:"remote_host,omitempty"`
+	Len        int       `json:"len"`
+	Phase      string    `json:"phase,omitempty"`
+	Note       string    `json:"note,omitempty"`
+	// Data holds the bytes of a send or receive when the recorder was asked
+	// to keep payloads (the lab does, for its pcapng); base64 in JSON.
+	Data []byte `json:"data,omitempty"`
+}

@@ -1,0 +1,177 @@
+package trace
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+)
+
+// Hosts is a lab's name resolver: the same map names addresses in traces and
+// resolves host names when agents dial, so that a lab on loopback reads like
+// the seed's network (wa1.shared.lab, smps1.shared.lab, ...).
+//
+// The file format is /etc/hosts: "address name [alias...]" with # comments.
+// An address may carry a port ("127.0.0.1:44001 smps1.shared.lab") for
+// machines without loopback aliases; such an entry names that one socket.
+// A nil *Hosts is valid and knows no name.
+type Hosts struct {
+	byName map[string]string // lower-case name -> IP
+	byIP   map[string]string // IP -> first name
+	byAddr map[string]string // IP:port -> first name
+	order  []hostEntry
+}
+
+type hostEntry struct {
+	addr  string
+	names []string
+}
+
+// ParseHosts reads a hosts file; errors name the file and line.
+func ParseHosts(file string, data []byte) (*Hosts, error) {
+	h := &Hosts{byName: map[string]string{}, byIP: map[string]string{}, byAddr: map[string]string{}}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	line := 0
+	for sc.Scan() {
+		line++
+		text := sc.Text()
+		if i := strings.IndexByte(text, '#'); i >= 0 {
+			text = text[:i]
+		}
+		fields := strings.Fields(text)
+		if len(fields) == 0 {
+			continue
+		}
+		if len(fields) < 2 {
+			return nil, fmt.Errorf("%s:%d: want \"address name\", got %q", file, line, strings.TrimSpace(text))
+		}
+		if err := h.add(fields[0], fields[1:]); err != nil {
+			return nil, fmt.Errorf("%s:%d: %v", file, line, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		// The scanner stops on the line it could not hold (too long).
+		return nil, fmt.Errorf("%s:%d: %v", file, line+1, err)
+	}
+	return h, nil
+}
+
+// LoadHosts reads a hosts file from disk.
+func LoadHosts(path string) (*Hosts, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("hosts file: %w", err)
+	}
+	return ParseHosts(path, data)
+}
+
+// NewHosts builds a map from address -> names pairs, for tests and labs.
+func NewHosts(entries map[string][]string) (*Hosts, error) {
+	h := &Hosts{byName: map[string]string{}, byIP: map[string]string{}, byAddr: map[string]string{}}
+	// Map order is random: sorting makes the first-wins rules and Bytes()
+	// the same from one run to the next.
+	for _, addr := range slices.Sorted(maps.Keys(entries)) {
+		if err := h.add(addr, entries[addr]); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+func (h *Hosts) add(addr string, names []string) error {
+	if len(names) == 0 {
+		return fmt.Errorf("%q has no host name", addr)
+	}
+	// Keys are normalised (mapped IPv4 unmapped, ports without leading zeros)
+	// so that Name finds them from what the socket reports.
+	var ip, port string
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		ip, port = ap.Addr().String(), ap.String()
+	} else if a, err := netip.ParseAddr(addr); err == nil {
+		ip = a.Unmap().String()
+	} else {
+		return fmt.Errorf("%q is not an IP address or IP:port", addr)
+	}
+	for _, n := range names {
+		if n == "" || strings.ContainsAny(n, ":/ \t") {
+			return fmt.Errorf("%q is not a host name", n)
+		}
+	}
+	// The first entry wins, for names as for addresses, as in /etc/hosts.
+	for _, n := range names {
+		if _, dup := h.byName[strings.ToLower(n)]; !dup {
+			h.byName[strings.ToLower(n)] = ip
+		}
+	}
+	if port != "" {
+		if _, dup := h.byAddr[port]; !dup {
+			h.byAddr[port] = names[0]
+		}
+	} else if _, dup := h.byIP[ip]; !dup {
+		h.byIP[ip] = names[0]
+	}
+	h.order = append(h.order, hostEntry{addr: addr, names: names})
+	return nil
+}
+
+// Bytes writes the map back in hosts-file form, for handing to child processes.
+func (h *Hosts) Bytes() []byte {
+	var b bytes.Buffer
+	if h == nil {
+		return nil
+	}
+	for _, e := range h.order {
+		fmt.Fprintf(&b, "%s\t%s\n", e.addr, strings.Join(e.names, " "))
+	}
+	return b.Bytes()
+}
+
+// Lookup gives the IP of a lab host name.
+func (h *Hosts) Lookup(name string) (string, bool) {
+	if h == nil {
+		return "", false
+	}
+	ip, ok := h.byName[strings.ToLower(name)]
+	return ip, ok
+}
+
+// ResolveAddr turns "name:port" into "ip:port" when the name is a lab host,
+// and leaves any other address as it is (the system resolver then applies).
+func (h *Hosts) ResolveAddr(hostport string) string {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return hostport
+	}
+	if ip, ok := h.Lookup(host); ok {
+		return net.JoinHostPort(ip, port)
+	}
+	return hostport
+}
+
+// Name gives the lab name of "ip:port", or "" when the map has none.
+func (h *Hosts) Name(addr string) string {
+	if h == nil {
+		return ""
+	}
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		if n, ok := h.byAddr[ap.String()]; ok {
+			return n
+		}
+		return h.byIP[ap.Addr().String()]
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		host = a.Unmap().String()
+	}
+	return h.byIP[host]
+}

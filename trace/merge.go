@@ -1,0 +1,113 @@
+package trace
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// ReadEvents reads a JSON-lines trace. A torn last line (a process killed
+// mid-write) is dropped, since it cannot be a whole event; any other bad
+// line is an error naming the file and line.
+func ReadEvents(name string, r io.Reader) ([]Event, error) {
+	var out []Event
+	br := bufio.NewReader(r)
+	for line := 1; ; line++ {
+		b, err := br.ReadBytes('\n')
+		if len(bytes.TrimSpace(b)) > 0 {
+			var e Event
+			if jerr := json.Unmarshal(b, &e); jerr != nil {
+				if errors.Is(err, io.EOF) {
+					break // torn last line
+				}
+				return out, fmt.Errorf("%s:%d: %v", name, line, jerr)
+			}
+			out = append(out, e)
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return out, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return out, nil
+}
+
+// ReadFile reads one trace file.
+func ReadFile(path string) ([]Event, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ReadEvents(path, f)
+}
+
+// Merge reads every per-process trace in dir (*.trace.jsonl) and returns
+// their events in time order; events with the same time keep their order
+// within their file.
+func Merge(dir string) ([]Event, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.trace.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	var all []Event
+	for _, f := range files {
+		evs, err := ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, evs...)
+	}
+	slices.SortStableFunc(all, func(a, b Event) int { return a.T.Compare(b.T) })
+	return all, nil
+}
+
+// WriteEvents writes events as JSON lines.
+func WriteEvents(w io.Writer, evs []Event) error {
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	for i := range evs {
+		if err := enc.Encode(&evs[i]); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
+}
+
+// MergeDir merges dir's per-process traces into dir/trace.jsonl.
+func MergeDir(dir string) ([]Event, error) {
+	evs, err := Merge(dir)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Create(filepath.Join(dir, "trace.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	if err := WriteEvents(f, evs); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return evs, f.Close()
+}
+
+// Endpoint shows an address the way Process Monitor does with name
+// resolution on: "wa1.shared.lab:50134".
+func Endpoint(host, addr string) string {
+	if host == "" {
+		return addr
+	}
+	if i := strings.LastIndexByte(addr, ':'); i >= 0 {
+		return host + addr[i:]
+	}
+	return host
+}

@@ -17,9 +17,10 @@
 // keys are inserted before. Keys are case-insensitive (the vendor writes
 // HostConfigFile, smreghost writes hostconfigobject, users write either).
 // policyserver and LoadPlugin lines repeat; for any other key the last line
-// wins, as with the agent. Values written by hand may lack quotes; there a
-// '#' after a space or tab starts a comment. Values hold no escapes: a
-// Windows path is written as is, and a value cannot contain a quote.
+// wins, so that a line appended by hand overrides the one above it. Values
+// written by hand may lack quotes; there a '#' after a space or tab starts a
+// comment. Values hold no escapes: a Windows path is written as is, and a
+// value cannot contain a quote.
 //
 // File keeps every line, so a tool can change one value and write the file
 // back with everything else (comments, spelling of keys, unknown keys,

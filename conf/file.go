@@ -218,7 +218,12 @@ func checkKey(key string) string {
 }
 
 // Path is the path the file was read from or will be reported as.
-func (f *File) Path() string { return f.path }
+func (f *File) Path() string {
+	if f == nil {
+		return "" // an SmHost or WebAgent built by hand has no File
+	}
+	return f.path
+}
 
 // Errorf makes an *Error at a line of this file, for callers that find a
 // problem with a value after parsing (an unreachable policy server, say).
@@ -226,8 +231,9 @@ func (f *File) Errorf(line int, format string, a ...any) *Error {
 	return &Error{File: f.path, Line: line, Msg: fmt.Sprintf(format, a...)}
 }
 
-// Get returns the value of key, matched case-insensitively as the vendor's
-// agents do. When the key is repeated the last one wins, as with the agent.
+// Get returns the value of key, matched case-insensitively because the
+// vendor's own files spell the same keys differently. When the key is
+// repeated the last one wins, so a line appended by hand takes effect.
 func (f *File) Get(key string) (value string, line int, ok bool) {
 	for i := len(f.lines) - 1; i >= 0; i-- {
 		if l := f.lines[i]; l.key != "" && strings.EqualFold(l.key, key) {

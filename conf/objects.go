@@ -107,9 +107,10 @@ func (s Seconds) D() time.Duration { return time.Duration(s) }
 func (s Seconds) MarshalYAML() (any, error) { return int64(time.Duration(s) / time.Second), nil }
 
 func (s *Seconds) UnmarshalYAML(n *yaml.Node) error {
-	var v int64
-	if err := n.Decode(&v); err != nil {
-		return fmt.Errorf("line %d: want a whole number of seconds: %w", n.Line, err)
+	// Decoded as text: yaml.v3 would truncate 1.5 into an int64 silently.
+	v, err := strconv.ParseInt(n.Value, 10, 64)
+	if n.Kind != yaml.ScalarNode || err != nil {
+		return fmt.Errorf("line %d: want a whole number of seconds, got %q", n.Line, n.Value)
 	}
 	if v < 0 {
 		return fmt.Errorf("line %d: seconds must not be negative, got %d", n.Line, v)

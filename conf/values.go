@@ -130,4 +130,3 @@ func yesNo(b bool) string {
 func secondsString(s Seconds) string {
 	return strconv.FormatInt(int64(time.Duration(s)/time.Second), 10)
 }
-

@@ -131,7 +131,9 @@ func (s *Server) queueManagement(r *tlipb.QueueManagementRequest, log zerolog.Lo
 	if err != nil {
 		return failure(err.Error())
 	}
-	s.cfg.Store.Enqueue(r.AgentName, cmd)
+	if err := s.cfg.Store.Enqueue(r.AgentName, cmd); err != nil {
+		return failure(err.Error())
+	}
 	log.Info().Str("agent", r.AgentName).Msgf("Queued management command %s", cmd.Name)
 	return &tlipb.Response{Result: tlipb.Result_SUCCESS}
 }

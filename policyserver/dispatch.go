@@ -1,6 +1,8 @@
 package policyserver
 
 import (
+	"errors"
+
 	"github.com/rs/zerolog"
 
 	"github.com/agentlab/agentlab/proto/tlipb"
@@ -56,7 +58,7 @@ func (s *Server) dispatch(sc *tli.ServerConn, req *tlipb.Request, log zerolog.Lo
 			return &tlipb.Response{Result: tlipb.Result_NO}
 		}
 		return &tlipb.Response{Result: tlipb.Result_YES, Body: &tlipb.Response_IsProtected{IsProtected: &tlipb.IsProtectedResponse{
-			Realm: realm.Name, AuthScheme: realm.AuthScheme, LoginUrl: realm.LoginURL,
+			Realm: realm.Name, AuthScheme: realm.AuthScheme, LoginUrl: realm.LoginURL, RealmOid: realm.OID,
 		}}}
 	case *tlipb.Request_Login:
 		r := b.Login
@@ -74,6 +76,11 @@ func (s *Server) dispatch(sc *tli.ServerConn, req *tlipb.Request, log zerolog.Lo
 	case *tlipb.Request_Authorize:
 		r := b.Authorize
 		d, err := st.Authorize(r.AgentName, r.SessionToken, r.Resource, r.Action, s.cfg.Now())
+		// A request no session could pass is refused: a challenge would
+		// send the user to a login that cannot fix it, again and again.
+		if errors.Is(err, ErrBadResource) || errors.Is(err, ErrUnknownAgent) {
+			return failure(err.Error())
+		}
 		if err != nil {
 			// An invalid or expired session sends the user back to the
 			// challenge, as the vendor's agent does.
@@ -86,7 +93,7 @@ func (s *Server) dispatch(sc *tli.ServerConn, req *tlipb.Request, log zerolog.Lo
 		for i, h := range d.Headers {
 			hs[i] = &tlipb.Header{Name: h.Name, Value: h.Value}
 		}
-		return &tlipb.Response{Result: tlipb.Result_YES, Body: &tlipb.Response_Authorize{Authorize: &tlipb.AuthorizeResponse{Headers: hs, Policy: d.Policy}}}
+		return &tlipb.Response{Result: tlipb.Result_YES, Body: &tlipb.Response_Authorize{Authorize: &tlipb.AuthorizeResponse{Headers: hs, Policy: d.Policy, SessionToken: d.Token}}}
 	case *tlipb.Request_Logout:
 		st.Logout(b.Logout.SessionToken)
 		return &tlipb.Response{Result: tlipb.Result_SUCCESS}

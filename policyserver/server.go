@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -90,21 +91,30 @@ func (s *Server) Stats() *Stats { return &s.stats }
 // Conns is the number of open agent connections.
 func (s *Server) Conns() int { return int(s.conns.Load()) }
 
-// Serve accepts on l until ctx ends, then closes l and every connection it
-// accepted and waits for their goroutines. It returns nil after a cancel and
+// Serve accepts on l until ctx ends or Accept fails, then closes l and every
+// connection it accepted and waits for their goroutines. It returns nil after a cancel and
 // the accept error otherwise.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	tl := s.cfg.Recorder.Listen(l, "")
-	stop := context.AfterFunc(ctx, func() {
+	closeAll := func() {
 		l.Close()
 		s.mu.Lock()
 		for c := range s.active {
 			c.Close()
 		}
 		s.mu.Unlock()
-	})
-	defer stop()
-	defer s.wg.Wait()
+	}
+	stop := context.AfterFunc(ctx, closeAll)
+	defer func() {
+		// An accept error ends the connections too: waiting for them
+		// instead would hold the error back until the last agent went
+		// idle, and the caller (smps's run group) cancels only once a
+		// Serve has returned.
+		if stop() {
+			closeAll()
+		}
+		s.wg.Wait()
+	}()
 	var tempDelay time.Duration
 	for {
 		c, err := tl.Accept()
@@ -186,6 +196,7 @@ func (s *Server) handle(ctx context.Context, tc *trace.Conn) {
 			ev.Msgf("Handshake error: %s", he.Message)
 		}
 		log.Warn().Msgf("Failed handshake with %s", peer)
+		drainClose(tc)
 		return
 	}
 	who := sc.TrustedHost
@@ -229,4 +240,18 @@ func (s *Server) handle(ctx context.Context, tc *trace.Conn) {
 			return
 		}
 	}
+}
+
+// drainClose ends a refused connection with a FIN and reads briefly what
+// the client still sends: closing with unread bytes would make the kernel
+// answer with an RST, and the client could lose the error frame that says
+// why it was refused.
+func drainClose(tc *trace.Conn) {
+	type closeWriter interface{ CloseWrite() error }
+	cw, ok := tc.Conn.(closeWriter)
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	tc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	io.Copy(io.Discard, io.LimitReader(tc, 64<<10))
 }

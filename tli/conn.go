@@ -152,8 +152,8 @@ func (c *Client) do(ctx context.Context, req *tlipb.Request) (resp *tlipb.Respon
 }
 
 func (c *Client) wrapErr(ctx context.Context, what string, err error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("%s: %s: %w", c.peer(), what, ctx.Err())
+	if cerr := ctxCause(ctx, err); cerr != nil {
+		return fmt.Errorf("%s: %s: %w", c.peer(), what, cerr)
 	}
 	return fmt.Errorf("%s: %s: %w", c.peer(), what, err)
 }

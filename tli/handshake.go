@@ -130,6 +130,19 @@ func deadline(ctx context.Context, c net.Conn, d time.Duration) {
 	c.SetDeadline(t)
 }
 
+// ctxCause tells whether ctx is why err happened. The socket deadline is
+// ctx's deadline, and the socket's timer may fire a little before ctx's
+// own: then ctx.Err() is still nil although the request ran out of time.
+func ctxCause(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	if dl, ok := ctx.Deadline(); ok && IsTimeout(err) && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
 // watch makes ctx's cancellation interrupt I/O on c, until the returned
 // function is called. That function waits for a cancellation already in
 // progress: otherwise its SetDeadline could land after the caller has
@@ -195,8 +208,8 @@ func ClientHandshake(ctx context.Context, tc *trace.Conn, cfg ClientConfig) (*Cl
 
 	s := &session{conn: tc, br: bufio.NewReaderSize(tc, 4096), peer: peerName(tc)}
 	fail := func(err error) (*Client, error) {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (%v)", err, ctx.Err())
+		if cerr := ctxCause(ctx, err); cerr != nil {
+			err = fmt.Errorf("%w (%w)", err, cerr)
 		}
 		return nil, fmt.Errorf("handshake with %s: %w", s.peer, err)
 	}
@@ -303,6 +316,11 @@ func ServerHandshake(ctx context.Context, tc *trace.Conn, cfg ServerConfig) (*Se
 	s := &session{conn: tc, br: bufio.NewReaderSize(tc, 4096), peer: peerName(tc)}
 	refuse := func(code int, detail string, err error) (*ServerConn, error) {
 		he := &tlipb.HandshakeError{Code: int32(code), Message: CodeText(code)}
+		if ctx.Err() != nil {
+			// The server is shutting down: the client did nothing wrong,
+			// and an error frame would read as if it had.
+			return nil, &HandshakeError{Code: code, Message: he.Message, Detail: "server shutting down", Peer: s.peer, Err: ctx.Err()}
+		}
 		b, _ := proto.Marshal(he)
 		tc.SetWriteDeadline(time.Now().Add(time.Second))
 		WriteFrame(tc, FrameHandshakeError, b)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"unicode"
 )
 
 // Hosts is a lab's name resolver: the same map names addresses in traces and
@@ -99,7 +100,9 @@ func (h *Hosts) add(addr string, names []string) error {
 		return fmt.Errorf("%q is not an IP address or IP:port", addr)
 	}
 	for _, n := range names {
-		if n == "" || strings.ContainsAny(n, ":/ \t") {
+		// Names must survive Bytes() and a re-parse: no comment mark, no
+		// space; ':' and '/' would read as a port or a path.
+		if n == "" || strings.ContainsAny(n, ":/#") || strings.IndexFunc(n, unicode.IsSpace) >= 0 {
 			return fmt.Errorf("%q is not a host name", n)
 		}
 	}

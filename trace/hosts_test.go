@@ -179,6 +179,8 @@ func TestNewHosts(t *testing.T) {
 		{"127.0.0.1": {}},
 		{"127.0.0.1": {""}},
 		{"127.0.0.1": {"two words"}},
+		{"127.0.0.1": {"new\nline"}},
+		{"127.0.0.1": {"not#comment"}},
 		{"wa1": {"x"}},
 	}
 	for _, entries := range bad {
@@ -224,4 +226,35 @@ func TestNilHosts(t *testing.T) {
 	if h.Bytes() != nil {
 		t.Error("nil Hosts has bytes")
 	}
+}
+
+func FuzzParseHosts(f *testing.F) {
+	f.Add([]byte(goodHosts))
+	f.Add([]byte("127.0.0.1:44001 a\n::ffff:10.0.0.1 b c\n"))
+	f.Add([]byte("bad\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h, err := ParseHosts("fuzz", data)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "fuzz:") {
+				t.Fatalf("error without the file name: %v", err)
+			}
+			return
+		}
+		// What Bytes writes must read back the same.
+		h2, err := ParseHosts("again", h.Bytes())
+		if err != nil {
+			t.Fatalf("Bytes() does not parse: %v\n%q", err, h.Bytes())
+		}
+		if string(h2.Bytes()) != string(h.Bytes()) {
+			t.Fatalf("round trip changed the map")
+		}
+		for _, e := range h.order {
+			ip, ok := h.Lookup(e.names[0])
+			if !ok || ip != h2.byName[strings.ToLower(e.names[0])] {
+				t.Fatalf("Lookup(%q) = %q, %v", e.names[0], ip, ok)
+			}
+			h.Name(e.addr)
+			h.ResolveAddr(e.names[0] + ":1")
+		}
+	})
 }

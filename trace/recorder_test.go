@@ -267,3 +267,18 @@ func TestNilRecorder(t *testing.T) {
 		t.Error("nil recorder reports an error")
 	}
 }
+
+func TestRecorderNilWriter(t *testing.T) {
+	hosts, err := NewHosts(map[string][]string{"127.0.0.21": {"smps1.shared.lab"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewRecorder(nil, Options{Proc: "smreghost", Hosts: hosts})
+	r.Emit(Event{Op: OpSend})
+	if r.Err() != nil || r.Close() != nil {
+		t.Error("a recorder with no writer reports an error")
+	}
+	if got := r.Hosts().ResolveAddr("smps1.shared.lab:44443"); got != "127.0.0.21:44443" {
+		t.Errorf("ResolveAddr = %q", got)
+	}
+}

@@ -1714,9 +1714,12 @@ func (x *AuthorizeRequest) GetClientIp() string {
 }
 
 type AuthorizeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Headers       []*Header              `protobuf:"bytes,1,rep,name=headers,proto3" json:"headers,omitempty"` // e.g. SM_USER
-	Policy        string                 `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Headers []*Header              `protobuf:"bytes,1,rep,name=headers,proto3" json:"headers,omitempty"` // e.g. SM_USER
+	Policy  string                 `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	// session_token, when set, replaces the agent's SMSESSION cookie: the
+	// server moved the session's idle deadline forward.
+	SessionToken  string `protobuf:"bytes,3,opt,name=session_token,json=sessionToken,proto3" json:"session_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1761,6 +1764,13 @@ func (x *AuthorizeResponse) GetHeaders() []*Header {
 func (x *AuthorizeResponse) GetPolicy() string {
 	if x != nil {
 		return x.Policy
+	}
+	return ""
+}
+
+func (x *AuthorizeResponse) GetSessionToken() string {
+	if x != nil {
+		return x.SessionToken
 	}
 	return ""
 }
@@ -2378,10 +2388,11 @@ const file_proto_tli_proto_rawDesc = "" +
 	"\rsession_token\x18\x02 \x01(\tR\fsessionToken\x12\x1a\n" +
 	"\bresource\x18\x03 \x01(\tR\bresource\x12\x16\n" +
 	"\x06action\x18\x04 \x01(\tR\x06action\x12\x1b\n" +
-	"\tclient_ip\x18\x05 \x01(\tR\bclientIp\"[\n" +
+	"\tclient_ip\x18\x05 \x01(\tR\bclientIp\"\x80\x01\n" +
 	"\x11AuthorizeResponse\x12.\n" +
 	"\aheaders\x18\x01 \x03(\v2\x14.agentlab.tli.HeaderR\aheaders\x12\x16\n" +
-	"\x06policy\x18\x02 \x01(\tR\x06policy\"2\n" +
+	"\x06policy\x18\x02 \x01(\tR\x06policy\x12#\n" +
+	"\rsession_token\x18\x03 \x01(\tR\fsessionToken\"2\n" +
 	"\x06Header\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"S\n" +

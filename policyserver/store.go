@@ -296,12 +296,18 @@ var (
 	yamlLineRE    = regexp.MustCompile(`(?s)^(?:yaml: )?line (\d+): (.*)$`)
 	yamlNestedRE  = regexp.MustCompile(`yaml: unmarshal errors:\s*line \d+: `)
 	yamlUnknownRE = regexp.MustCompile(`field (\S+) not found in type \S+\.(\w+)`)
-	yamlTypeNames = map[string]string{
-		"yamlStore": "the store", "yamlAdmin": "admin", "yamlTrustedHost": "a trusted host",
-		"yamlAgent": "an agent", "yamlGroup": "a group", "yamlUser": "a user",
-		"yamlRealm": "a realm", "yamlRule": "a rule", "yamlPolicy": "a policy",
-		"plain": "an HCO or ACO", "yamlRegistrations": "the registrations file",
-		"yamlRegHost": "a registered host",
+	yamlTypeRE    = regexp.MustCompile(`[\[\]*]*(?:policyserver|conf)\.(\w+)`)
+	// What the Go types of the YAML shapes are called in messages, alone
+	// and in a list.
+	yamlTypeNames = map[string][2]string{
+		"yamlStore": {"the store", "stores"}, "yamlAdmin": {"admin", "admins"},
+		"yamlTrustedHost": {"a trusted host", "trusted_hosts"}, "yamlAgent": {"an agent", "agents"},
+		"yamlGroup": {"a group", "groups"}, "yamlUser": {"a user", "users"},
+		"yamlRealm": {"a realm", "realms"}, "yamlRule": {"a rule", "rules"},
+		"yamlPolicy": {"a policy", "policies"}, "plain": {"an HCO or ACO", "hcos or acos"},
+		"HCO": {"an HCO", "hcos"}, "ACO": {"an ACO", "acos"},
+		"yamlRegistrations": {"the registrations file", "registrations files"},
+		"yamlRegHost":       {"a registered host", "trusted_hosts"},
 	}
 )
 
@@ -322,9 +328,19 @@ func yamlError(name string, err error) error {
 			sub := yamlUnknownRE.FindStringSubmatch(s)
 			what, ok := yamlTypeNames[sub[2]]
 			if !ok {
-				what = sub[2]
+				what[0] = sub[2]
 			}
-			return fmt.Sprintf("unknown field %q in %s", sub[1], what)
+			return fmt.Sprintf("unknown field %q in %s", sub[1], what[0])
+		})
+		m = yamlTypeRE.ReplaceAllStringFunc(m, func(s string) string {
+			what, ok := yamlTypeNames[yamlTypeRE.FindStringSubmatch(s)[1]]
+			switch {
+			case !ok:
+				return s
+			case strings.HasPrefix(s, "[]"):
+				return "a list of " + what[1]
+			}
+			return what[0]
 		})
 		if sub := yamlLineRE.FindStringSubmatch(m); sub != nil {
 			errs = append(errs, fmt.Errorf("%s:%s: %s", name, sub[1], sub[2]))

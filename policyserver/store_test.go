@@ -167,7 +167,7 @@ func TestParseStoreErrors(t *testing.T) {
 		{"ACO validate", "    default_agent_name: wa1", "    default_agent_name: wa1\n    ps_poll_interval: 0", "  - name: aco.wa1", `ps_poll_interval must be at least 1 second`, 0},
 		{"ACO unknown default agent", "default_agent_name: wa1", "default_agent_name: wa2", "default_agent_name: wa2", `default_agent_name "wa2" is not an agent`, 0},
 		{"bad policy server", "[smps1.shared.lab]", "[\"smps1,1,2\"]", "smps1,1,2", `want host,accounting,authentication,authorization ports`, 0},
-		{"bad seconds", "    resource_prefix: /protected/", "    resource_prefix: /protected/\n    idle_timeout: soon", "idle_timeout", "want a whole number of seconds: cannot unmarshal !!str `soon` into int64", 0},
+		{"bad seconds", "    resource_prefix: /protected/", "    resource_prefix: /protected/\n    idle_timeout: soon", "idle_timeout", "want a whole number of seconds", 0},
 		{"bad password hash", "$oJCMmv3ha", "$oJCM!!mv3ha", "oJCM!!", `user "user1": password hash: hash must be`, 0},
 		{"bad admin hash", "$oxoYnc", "$ox!oYnc", "ox!oYnc", `admin "siteminder": password hash`, 0},
 		{"missing session key", "session_key: a064d02230cd2dca09825f352f2205ab9de86a4f9985cc717d0402c761baf1c6\n", "", "", "session_key is missing", 0},

@@ -1,0 +1,218 @@
+package policyserver
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestCheckAdmin(t *testing.T) {
+	s := seedStore(t)
+	for _, c := range []struct {
+		user, pw string
+		ok       bool
+		why      string
+	}{
+		{"siteminder", "siteminder", true, ""},
+		{"siteminder", "SiteMinder", false, "wrong password"},
+		{"admin", "siteminder", false, `unknown administrator "admin"`},
+	} {
+		err := s.CheckAdmin(c.user, c.pw)
+		if c.ok != (err == nil) || (err != nil && (!errors.Is(err, ErrBadAdmin) || !strings.Contains(err.Error(), c.why))) {
+			t.Errorf("CheckAdmin(%q, %q) = %v", c.user, c.pw, err)
+		}
+	}
+	noAdmin, err := ParseStore("store.yaml", []byte(base[strings.Index(base, "session_key"):]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := noAdmin.CheckAdmin("siteminder", "siteminder"); !errors.Is(err, ErrBadAdmin) {
+		t.Errorf("store without admin: %v", err)
+	}
+}
+
+func TestRegisterHost(t *testing.T) {
+	for _, file := range []bool{false, true} {
+		t.Run(fmt.Sprintf("file=%v", file), func(t *testing.T) {
+			s, err := ParseStore("store.yaml", []byte(base))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if file {
+				if err := s.UseRegistrations(filepath.Join(t.TempDir(), "registrations.yaml")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			th, err := s.RegisterHost("trust_wa2", "hco.smps1", false, nil)
+			if err != nil || len(th.Secret) != SharedSecretLen || th.HCO != "hco.smps1" {
+				t.Fatalf("register: %+v, %v", th, err)
+			}
+			got, ok := s.TrustedHost("trust_wa2")
+			if !ok || !bytes.Equal(got.Secret, th.Secret) {
+				t.Errorf("lookup: %+v, %v", got, ok)
+			}
+			// A second registration needs -o.
+			if _, err := s.RegisterHost("trust_wa2", "hco.smps1", false, []byte("x")); !errors.Is(err, ErrHostExists) || !strings.Contains(err.Error(), "use -o to overwrite") {
+				t.Errorf("re-register without overwrite: %v", err)
+			}
+			if got, _ := s.TrustedHost("trust_wa2"); !bytes.Equal(got.Secret, th.Secret) {
+				t.Error("a refused registration changed the secret")
+			}
+			// So does one over a host of the store itself.
+			if _, err := s.RegisterHost("trust_wa1", "hco.smps1", false, nil); !errors.Is(err, ErrHostExists) {
+				t.Errorf("register over a store host: %v", err)
+			}
+			th2, err := s.RegisterHost("trust_wa1", "hco.smps1", true, []byte("given secret"))
+			if err != nil || string(th2.Secret) != "given secret" {
+				t.Fatalf("overwrite: %+v, %v", th2, err)
+			}
+			if got, _ := s.TrustedHost("trust_wa1"); string(got.Secret) != "given secret" {
+				t.Errorf("overwritten store host: %+v", got)
+			}
+			if _, err := s.RegisterHost("trust_wa3", "hco.nope", false, nil); !errors.Is(err, ErrUnknownHCO) {
+				t.Errorf("unknown HCO: %v", err)
+			}
+			if _, err := s.RegisterHost("trust wa3", "hco.smps1", false, nil); !errors.Is(err, ErrBadHostName) {
+				t.Errorf("bad name: %v", err)
+			}
+			// The caller owns what it got.
+			got.Secret[0] ^= 0xff
+			if again, _ := s.TrustedHost("trust_wa2"); !bytes.Equal(again.Secret, th.Secret) {
+				t.Error("TrustedHost returned the store's own secret slice")
+			}
+		})
+	}
+}
+
+func TestRegistrationsShared(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "registrations.yaml")
+	smps1, smps2 := seedStore(t), seedStore(t)
+	for _, s := range []*Store{smps1, smps2} {
+		if err := s.UseRegistrations(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Registered through smps2, known to smps1 at once.
+	th, err := smps2.RegisterHost("trust_wa1", "hco.smps1", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := smps1.TrustedHost("trust_wa1")
+	if !ok || !bytes.Equal(got.Secret, th.Secret) {
+		t.Fatalf("smps1 does not see smps2's registration: %+v, %v", got, ok)
+	}
+	// smps1 refuses a second registration it has not looked up yet either.
+	if _, err := smps1.RegisterHost("trust_wa1", "hco.smps1", false, nil); !errors.Is(err, ErrHostExists) {
+		t.Errorf("smps1 re-register: %v", err)
+	}
+	// An overwrite through smps1 reaches smps2.
+	th2, err := smps1.RegisterHost("trust_wa1", "hco.both", true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := smps2.TrustedHost("trust_wa1"); !bytes.Equal(got.Secret, th2.Secret) || got.HCO != "hco.both" {
+		t.Errorf("smps2 after overwrite: %+v", got)
+	}
+	// A third server started later reads the file.
+	smps3 := seedStore(t)
+	if err := smps3.UseRegistrations(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := smps3.TrustedHost("trust_wa1"); !ok {
+		t.Error("smps3 does not load the file")
+	}
+	data, _ := os.ReadFile(path)
+	if !strings.HasPrefix(string(data), "# agentlab trusted-host registrations") || !strings.Contains(string(data), "hco: hco.both") {
+		t.Errorf("file:\n%s", data)
+	}
+	if _, err := os.Stat(path + ".lock"); !os.IsNotExist(err) {
+		t.Errorf("lock file left behind: %v", err)
+	}
+	// Removing the file forgets the registrations (a lab reset).
+	os.Remove(path)
+	if _, ok := smps1.TrustedHost("trust_wa1"); ok {
+		t.Error("registration survived the removal of the file")
+	}
+}
+
+func TestRegistrationsConcurrent(t *testing.T) {
+	// Two servers registering at once lose none of each other's hosts.
+	path := filepath.Join(t.TempDir(), "registrations.yaml")
+	stores := []*Store{seedStore(t), seedStore(t)}
+	for _, s := range stores {
+		if err := s.UseRegistrations(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const each = 20
+	var wg sync.WaitGroup
+	for i, s := range stores {
+		for j := range each {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := s.RegisterHost(fmt.Sprintf("host_%d_%d", i, j), "hco.smps1", false, nil); err != nil {
+					t.Error(err)
+				}
+			}()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.TrustedHost("host_0_0")
+			}()
+		}
+	}
+	wg.Wait()
+	for _, s := range stores {
+		for i := range stores {
+			for j := range each {
+				if _, ok := s.TrustedHost(fmt.Sprintf("host_%d_%d", i, j)); !ok {
+					t.Errorf("host_%d_%d lost", i, j)
+				}
+			}
+		}
+	}
+}
+
+func TestRegistrationsBadFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "registrations.yaml")
+	os.WriteFile(path, []byte("trusted_hosts:\n  - name: h\n    secrett: 00\n"), 0o600)
+	s := seedStore(t)
+	if err := s.UseRegistrations(path); err == nil || !strings.Contains(err.Error(), path+":3: unknown field \"secrett\"") {
+		t.Errorf("err = %v", err)
+	}
+	os.WriteFile(path, []byte("trusted_hosts:\n  - name: h\n    secret: 0011\n    hco: hco.smps1\n"), 0o600)
+	if err := s.UseRegistrations(path); err != nil {
+		t.Fatal(err)
+	}
+	// A broken edit keeps the hosts already known; registering reports it.
+	time.Sleep(10 * time.Millisecond)
+	os.WriteFile(path, []byte("trusted_hosts: [\n"), 0o600)
+	if _, ok := s.TrustedHost("h"); !ok {
+		t.Error("a broken file made the server forget its hosts")
+	}
+	if _, err := s.RegisterHost("h2", "hco.smps1", false, nil); err == nil {
+		t.Error("registering over a broken file succeeded")
+	}
+}
+
+func TestLockFileStale(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.lock")
+	os.WriteFile(path, []byte("1 crashed\n"), 0o600)
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(path, old, old)
+	unlock, err := lockFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Error("unlock left the file")
+	}
+}

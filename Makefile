@@ -30,13 +30,15 @@ FUZZ_TARGETS := \
 	./conf:FuzzParseWebAgent \
 	./tli:FuzzReadFrame \
 	./tli:FuzzServerHandshake \
-	./policyserver:FuzzParseStore
+	./policyserver:FuzzParseStore \
+	./trace:FuzzParseHosts \
+	./trace:FuzzNarrate
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$pkg $$fn for $(FUZZTIME)"; \
-		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s $$pkg; \
 	done
 
 # The main job: the default lab, embedded in the binary.

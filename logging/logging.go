@@ -36,6 +36,9 @@ type Options struct {
 	// is truncated at start.
 	Append bool
 	Level  zerolog.Level
+	// JSON receives every record as a zerolog JSON line as well (an HLA's
+	// forwarder to the LLAWP's WA.log).
+	JSON io.Writer
 }
 
 // Logger is a configured logger and the files behind it.
@@ -104,6 +107,9 @@ func New(o Options) (*Logger, error) {
 	}
 	if o.Stderr {
 		writers = append(writers, VendorWriter(os.Stderr))
+	}
+	if o.JSON != nil {
+		writers = append(writers, o.JSON)
 	}
 	var out io.Writer = io.Discard
 	if len(writers) == 1 {

@@ -1,0 +1,684 @@
+package trace
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+var narrServers = []string{"smps1.shared.lab", "smps2.shared.lab", "smps3.shared.lab"}
+
+var narrIPs = map[string]string{
+	"wa1.shared.lab":   "127.0.0.11",
+	"wa2.shared.lab":   "127.0.0.12",
+	"smps1.shared.lab": "127.0.0.21",
+	"smps2.shared.lab": "127.0.0.22",
+	"smps3.shared.lab": "127.0.0.23",
+}
+
+// narrLab writes a trace as the recorders of a lab would: each client
+// connection also shows up on the Policy Server's side (TCP Accept ...),
+// which the narrative must leave out.
+type narrLab struct {
+	t    time.Time
+	evs  []Event
+	seq  map[int]int
+	host string
+}
+
+// Local time, so that the clock in incident steps reads the same in every
+// time zone.
+var narrStart = time.Date(2017, 4, 18, 23, 23, 35, 0, time.Local)
+
+func newNarrLab() *narrLab {
+	return &narrLab{t: narrStart.Add(-time.Millisecond), seq: map[int]int{}, host: "wa1.shared.lab"}
+}
+
+type narrTC struct {
+	proc, role   string
+	pid          int
+	id           string
+	local        string
+	server       string
+	remote       string
+	phase        string
+	srvID, srvPh string
+}
+
+func (l *narrLab) tick() time.Time {
+	l.t = l.t.Add(time.Millisecond)
+	return l.t
+}
+
+// jump makes the next event happen at hh:mm:ss on the lab's day.
+func (l *narrLab) jump(clock string) {
+	d, err := time.Parse("15:04:05", clock)
+	if err != nil {
+		panic(err)
+	}
+	l.t = time.Date(2017, 4, 18, d.Hour(), d.Minute(), d.Second(), 0, time.Local).Add(-time.Millisecond)
+}
+
+func (l *narrLab) wait(d time.Duration) { l.t = l.t.Add(d) }
+
+func narrRole(proc string) string {
+	switch proc {
+	case "LLAWP.exe", "LLAWP":
+		return "llawp"
+	case "smreghost":
+		return "smreghost"
+	}
+	return "hla"
+}
+
+func (l *narrLab) emit(c *narrTC, op string, n int, note string) {
+	t := l.tick()
+	l.evs = append(l.evs, Event{T: t, Proc: c.proc, PID: c.pid, Role: c.role, Op: op, Conn: c.id,
+		Local: c.local, Remote: c.remote, LocalHost: l.host, RemoteHost: c.server, Len: n, Phase: c.phase, Note: note})
+	// The server's record of the same socket operation.
+	sop := map[string]string{OpConnect: OpAccept, OpSend: OpReceive, OpReceive: OpSend}[op]
+	if sop != "" {
+		l.evs = append(l.evs, Event{T: t, Proc: "smps", PID: 9000 + int(c.server[4]), Role: "policyserver", Op: sop, Conn: c.srvID,
+			Local: c.remote, Remote: c.local, LocalHost: c.server, RemoteHost: l.host, Len: n, Phase: c.srvPh})
+	}
+}
+
+// open records a TCP connect and nothing more.
+func (l *narrLab) open(proc string, pid, port int, server, phase string) *narrTC {
+	l.seq[pid]++
+	c := &narrTC{proc: proc, role: narrRole(proc), pid: pid, id: fmt.Sprintf("%d-%d", pid, l.seq[pid]),
+		local: fmt.Sprintf("%s:%d", narrIPs[l.host], port), server: server, remote: narrIPs[server] + ":44443",
+		phase: phase, srvID: fmt.Sprintf("s-%d-%d", pid, l.seq[pid]), srvPh: PhaseRequests}
+	l.emit(c, OpConnect, 0, "")
+	return c
+}
+
+// connect opens a connection and completes the handshake, as tli.Dial
+// records it.
+func (l *narrLab) connect(proc string, pid, port int, server, phase string) *narrTC {
+	c := l.open(proc, pid, port, server, phase)
+	l.emit(c, OpSend, 70, "")
+	l.emit(c, OpHandshake, 70, "ClientHello trusted host trust_wa1")
+	l.emit(c, OpReceive, 77, "")
+	l.emit(c, OpHandshake, 77, "ServerHello from "+server)
+	l.emit(c, OpSend, 55, "")
+	l.emit(c, OpHandshake, 55, "ClientConfirm")
+	return c
+}
+
+func (l *narrLab) fail(proc string, pid int, server, phase, reason string) {
+	l.evs = append(l.evs, Event{T: l.tick(), Proc: proc, PID: pid, Role: narrRole(proc), Op: OpConnect,
+		Remote: narrIPs[server] + ":44443", LocalHost: l.host, RemoteHost: server, Phase: phase, Note: "failed: " + reason})
+}
+
+func (l *narrLab) send(c *narrTC, note string) {
+	l.emit(c, OpRequest, 40, note)
+	l.emit(c, OpSend, 40, "")
+}
+
+func (l *narrLab) answer(c *narrTC, note, result string) {
+	l.emit(c, OpReceive, 60, "")
+	l.emit(c, OpResponse, 60, note+": "+result)
+}
+
+func (l *narrLab) do(c *narrTC, note, result string) {
+	l.send(c, note)
+	l.answer(c, note, result)
+}
+
+func (l *narrLab) reset(c *narrTC)                 { l.emit(c, OpReset, 0, "") }
+func (l *narrLab) close(c *narrTC)                 { l.emit(c, OpDisconnect, 0, "") }
+func (l *narrLab) peer(c *narrTC, op, note string) { l.emit(c, op, 0, note) }
+
+// bootstrap is the seed's Part1: one connection to the SmHost.conf server,
+// the HCO, then an RST.
+func (l *narrLab) bootstrap(proc string, pid, port int, server string) {
+	c := l.connect(proc, pid, port, server, PhaseBootstrap)
+	l.do(c, "GetHostConfig hco.smps1", "SUCCESS (HCO hco.smps1, 1 servers)")
+	l.reset(c)
+}
+
+// hcoConns is the seed's Part2: MinSocketsPerPort connections to an HCO
+// server, the ACO over the first.
+func (l *narrLab) hcoConns(proc string, pid int, server string, aco bool, ports ...int) []*narrTC {
+	var cs []*narrTC
+	for _, p := range ports {
+		cs = append(cs, l.connect(proc, pid, p, server, PhaseHCO))
+	}
+	if aco {
+		l.do(cs[0], "GetAgentConfig aco.wa1", "SUCCESS (ACO aco.wa1)")
+	}
+	return cs
+}
+
+func setPhase(phase string, cs ...*narrTC) {
+	for _, c := range cs {
+		c.phase = phase
+	}
+}
+
+func narrText(t *testing.T, steps []Step) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := WriteNarrative(&b, steps); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func narrCheck(t *testing.T, evs []Event, want ...string) []Step {
+	t.Helper()
+	steps := Narrate(evs, "wa1.shared.lab", narrServers)
+	got := narrText(t, steps)
+	w := ""
+	for _, s := range want {
+		w += s + "\n"
+	}
+	if got != w {
+		t.Errorf("narrative:\n%s\nwant:\n%s", got, w)
+	}
+	for i, s := range steps {
+		if s.N != i+1 {
+			t.Errorf("step %d numbered %d", i+1, s.N)
+		}
+		if s.First.After(s.Last) {
+			t.Errorf("step %d: first %v after last %v", s.N, s.First, s.Last)
+		}
+	}
+	narrFromEvents(t, evs, steps)
+	return steps
+}
+
+var narrNumber = regexp.MustCompile(`\b\d{4,5}\b`)
+var narrEndpoint = regexp.MustCompile(`[a-z0-9.]+\.shared\.lab:\d+`)
+
+// narrFromEvents checks that nothing is invented: each port, pid and
+// server:port in a sentence is in some event.
+func narrFromEvents(t *testing.T, evs []Event, steps []Step) {
+	t.Helper()
+	known := map[string]bool{}
+	for _, e := range evs {
+		known[strconv.Itoa(e.PID)] = true
+		known[narrPort(e.Local)] = true
+		known[narrPort(e.Remote)] = true
+		for _, m := range narrNumber.FindAllString(e.Note, -1) {
+			known[m] = true
+		}
+		known[Endpoint(e.RemoteHost, e.Remote)] = true
+	}
+	for _, s := range steps {
+		text := regexp.MustCompile(`\d\d:\d\d:\d\d\.\d{3}`).ReplaceAllString(s.Text, "")
+		for _, m := range append(narrNumber.FindAllString(text, -1), narrEndpoint.FindAllString(text, -1)...) {
+			if !known[m] {
+				t.Errorf("step %d mentions %s, which no event has: %s", s.N, m, s.Text)
+			}
+		}
+	}
+}
+
+// iis is the seed's capture: w3wp.exe then LLAWP.exe each bootstrap and
+// open their HCO connections, then w3wp.exe asks about page loads while
+// LLAWP.exe polls.
+func iis() []Event {
+	l := newNarrLab()
+	l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+	w := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+	l.bootstrap("LLAWP.exe", 4250, 50137, "smps2.shared.lab")
+	ll := l.hcoConns("LLAWP.exe", 4250, "smps1.shared.lab", true, 50138, 50139)
+	l.do(ll[0], "SetAgentInfo wa1", "SUCCESS")
+	setPhase(PhaseRequests, w...)
+	setPhase(PhaseManagement, ll...)
+
+	gaps := []time.Duration{0, 5 * time.Second, 5200 * time.Millisecond, 4900 * time.Millisecond}
+	page := 0
+	for _, g := range gaps {
+		l.wait(g)
+		l.do(ll[0], "DoManagement GET_AGENT_COMMANDS", "SUCCESS (0 commands)")
+		// Page loads between polls: 3, 3, 2, 2.
+		for n := 0; n < 3 && page < 10; n++ {
+			c := w[page%2]
+			l.do(c, "IsProtected GET /protected/", "YES")
+			if page < 4 {
+				l.do(c, "Login user1 realm realm.protected", "YES")
+			}
+			l.do(c, "Authorize GET /protected/", "YES")
+			page++
+			if page == 6 || page == 8 {
+				break
+			}
+		}
+	}
+	return l.evs
+}
+
+func TestNarrateIIS(t *testing.T) {
+	evs := iis()
+	before := slices.Clone(evs)
+	steps := narrCheck(t, evs,
+		"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection.",
+		"Step 2: w3wp.exe (pid 4242) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50135 and 50136, and downloads ACO aco.wa1 over the first (port 50135).",
+		"Step 3: LLAWP.exe (pid 4250) connects to smps2.shared.lab:44443 using tcp port 50137, downloads HCO hco.smps1 and resets the connection.",
+		"Step 4: LLAWP.exe (pid 4250) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50138 and 50139, downloads ACO aco.wa1 over the first (port 50138) and sends SetAgentInfo wa1.",
+		"Step 5: w3wp.exe sends 10 IsProtected, 4 Login and 10 Authorize requests to smps1.shared.lab:44443 over ports 50135 and 50136.",
+		"Step 6: LLAWP.exe sends DoManagement to smps1.shared.lab:44443 every 5.0 s (4 polls) over port 50138.",
+	)
+	if !reflect.DeepEqual(evs, before) {
+		t.Error("Narrate changed its input")
+	}
+	want := []struct {
+		proc  string
+		pid   int
+		phase string
+		conns []string
+	}{
+		{"w3wp.exe", 4242, PhaseBootstrap, []string{"4242-1"}},
+		{"w3wp.exe", 4242, PhaseHCO, []string{"4242-2", "4242-3"}},
+		{"LLAWP.exe", 4250, PhaseBootstrap, []string{"4250-1"}},
+		{"LLAWP.exe", 4250, PhaseHCO, []string{"4250-2", "4250-3"}},
+		{"w3wp.exe", 4242, PhaseRequests, []string{"4242-2", "4242-3"}},
+		{"LLAWP.exe", 4250, PhaseManagement, []string{"4250-2"}},
+	}
+	for i, w := range want {
+		if i >= len(steps) {
+			break
+		}
+		s := steps[i]
+		if s.Proc != w.proc || s.PID != w.pid || s.Phase != w.phase || !slices.Equal(s.Conns, w.conns) {
+			t.Errorf("step %d: %s %d %s %v, want %s %d %s %v", s.N, s.Proc, s.PID, s.Phase, s.Conns, w.proc, w.pid, w.phase, w.conns)
+		}
+	}
+	// Step 1 spans its connect to its reset: 12 events of the agent's,
+	// one millisecond apart.
+	if len(steps) > 0 {
+		if s := steps[0]; !s.First.Equal(narrStart) || s.Last.Sub(s.First) != 11*time.Millisecond {
+			t.Errorf("step 1 spans %v .. %v", s.First, s.Last)
+		}
+	}
+	// Polls: the first at its own time, the last 15.1 s later.
+	if len(steps) > 5 {
+		if s := steps[5]; s.Last.Sub(s.First) < 15*time.Second {
+			t.Errorf("step 6 spans %v", s.Last.Sub(s.First))
+		}
+	}
+
+	// The same input tells the same story, and the order of a merged
+	// trace's lines with equal times does not change it.
+	again := Narrate(slices.Clone(evs), "wa1.shared.lab", narrServers)
+	if !reflect.DeepEqual(steps, again) {
+		t.Error("Narrate is not deterministic")
+	}
+	// Host and server names are matched as the table's filter matches them.
+	upper := Narrate(evs, "WA1.SHARED.LAB", []string{"SMPS1.shared.lab", "smps2.SHARED.lab"})
+	if !reflect.DeepEqual(steps, upper) {
+		t.Error("host names are case-sensitive")
+	}
+}
+
+func TestNarrateBootstrapFailures(t *testing.T) {
+	t.Run("refused then good", func(t *testing.T) {
+		l := newNarrLab()
+		l.fail("w3wp.exe", 4242, "smps3.shared.lab", PhaseBootstrap, "connect: connection refused")
+		l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+		l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+		narrCheck(t, l.evs,
+			"Step 1: w3wp.exe (pid 4242) tries smps3.shared.lab:44443 first: connection refused; then connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection.",
+			"Step 2: w3wp.exe (pid 4242) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50135 and 50136, and downloads ACO aco.wa1 over the first (port 50135).",
+		)
+	})
+	t.Run("handshake refused then good", func(t *testing.T) {
+		l := newNarrLab()
+		c := l.open("w3wp.exe", 4242, 50133, "smps3.shared.lab", PhaseBootstrap)
+		l.emit(c, OpSend, 70, "")
+		l.emit(c, OpHandshake, 70, "ClientHello trusted host trust_wa1")
+		l.emit(c, OpReceive, 60, "")
+		l.emit(c, OpHandshake, 60, "refused: 3154 Shared secret incorrect for this client")
+		l.close(c)
+		l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+		narrCheck(t, l.evs,
+			"Step 1: w3wp.exe (pid 4242) connects to smps3.shared.lab:44443 using tcp port 50133, is refused in the handshake (3154 Shared secret incorrect for this client) and closes the connection.",
+			"Step 2: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection.",
+		)
+	})
+	t.Run("no server answers", func(t *testing.T) {
+		l := newNarrLab()
+		l.fail("w3wp.exe", 4242, "smps3.shared.lab", PhaseBootstrap, "connect: connection refused")
+		l.fail("w3wp.exe", 4242, "smps3.shared.lab", PhaseBootstrap, "connect: connection refused")
+		l.fail("w3wp.exe", 4242, "smps2.shared.lab", PhaseBootstrap, "i/o timeout")
+		narrCheck(t, l.evs,
+			"Step 1: w3wp.exe (pid 4242) tries smps3.shared.lab:44443: connection refused (2 times); then smps2.shared.lab:44443: i/o timeout.",
+		)
+	})
+	t.Run("no such HCO", func(t *testing.T) {
+		l := newNarrLab()
+		c := l.connect("w3wp.exe", 4242, 50134, "smps2.shared.lab", PhaseBootstrap)
+		l.do(c, "GetHostConfig hco.nope", "FAILURE - no host configuration object hco.nope")
+		l.reset(c)
+		narrCheck(t, l.evs,
+			"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, asks for HCO hco.nope but gets FAILURE (no host configuration object hco.nope) and resets the connection.",
+		)
+	})
+	t.Run("killed mid-bootstrap", func(t *testing.T) {
+		l := newNarrLab()
+		c := l.connect("w3wp.exe", 4242, 50134, "smps2.shared.lab", PhaseBootstrap)
+		l.send(c, "GetHostConfig hco.smps1")
+		narrCheck(t, l.evs,
+			"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, asks for HCO hco.smps1 with no response recorded and the trace ends with the connection still open.",
+		)
+	})
+	t.Run("server closes", func(t *testing.T) {
+		l := newNarrLab()
+		c := l.connect("w3wp.exe", 4242, 50134, "smps2.shared.lab", PhaseBootstrap)
+		l.peer(c, OpDisconnect, "closed by peer")
+		l.close(c)
+		l.fail("w3wp.exe", 4242, "smps1.shared.lab", PhaseHCO, "connect: connection refused")
+		narrCheck(t, l.evs,
+			"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134 and the server closes the connection.",
+			"Step 2: w3wp.exe (pid 4242) tries smps1.shared.lab:44443: connection refused.",
+		)
+	})
+}
+
+// TestNarrateSocketGrowth: with both sockets busy the agent adds
+// NewSocketStep more, then more again; a pooled socket reset after an error
+// and a server going away are told with their times.
+func TestNarrateSocketGrowth(t *testing.T) {
+	l := newNarrLab()
+	l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+	pool := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+	setPhase(PhaseRequests, pool...)
+	const isp = "IsProtected GET /protected/"
+	l.do(pool[0], isp, "YES")
+	l.do(pool[1], isp, "YES")
+
+	// Both busy: two more.
+	l.send(pool[0], isp)
+	l.send(pool[1], isp)
+	pool = append(pool, l.connect("w3wp.exe", 4242, 50137, "smps1.shared.lab", PhaseRequests))
+	pool = append(pool, l.connect("w3wp.exe", 4242, 50138, "smps1.shared.lab", PhaseRequests))
+	l.send(pool[2], isp)
+	l.send(pool[3], isp)
+	// All four busy: two more.
+	pool = append(pool, l.connect("w3wp.exe", 4242, 50139, "smps1.shared.lab", PhaseRequests))
+	pool = append(pool, l.connect("w3wp.exe", 4242, 50140, "smps1.shared.lab", PhaseRequests))
+	l.do(pool[4], isp, "YES")
+	for _, c := range pool[1:4] {
+		l.answer(c, isp, "YES")
+	}
+
+	// The first socket's request times out: the agent resets it and
+	// closes the one of the same age.
+	l.jump("23:24:10")
+	l.reset(pool[0])
+	l.close(pool[1])
+	// A refill while the others are idle is not NewSocketStep's doing.
+	pool = append(pool, l.connect("w3wp.exe", 4242, 50141, "smps1.shared.lab", PhaseRequests))
+	l.do(pool[6], isp, "NO")
+
+	// The server goes away.
+	l.jump("23:25:00")
+	for _, c := range pool[2:] {
+		l.peer(c, OpDisconnect, "closed by peer")
+		l.close(c)
+	}
+	l.fail("w3wp.exe", 4242, "smps1.shared.lab", PhaseRequests, "connect: connection refused")
+	l.fail("w3wp.exe", 4242, "smps1.shared.lab", PhaseRequests, "connect: connection refused")
+
+	narrCheck(t, l.evs,
+		"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection.",
+		"Step 2: w3wp.exe (pid 4242) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50135 and 50136, and downloads ACO aco.wa1 over the first (port 50135).",
+		"Step 3: w3wp.exe sends 8 IsProtected requests to smps1.shared.lab:44443 over ports 50135 and 50136; 1 got no recorded response; it opened 2 more sockets (ports 50137 and 50138) when both were busy (NewSocketStep), 2 more (ports 50139 and 50140) when all 4 were busy and 1 more (port 50141).",
+		"Step 4: at 23:24:10.000, w3wp.exe (pid 4242) resets its connection to smps1.shared.lab:44443 (port 50135), with IsProtected GET /protected/ unanswered.",
+		"Step 5: at 23:24:10.001, w3wp.exe (pid 4242) closes its connection to smps1.shared.lab:44443 (port 50136).",
+		"Step 6: at 23:25:00.000, the 5 connections of w3wp.exe (pid 4242) to smps1.shared.lab:44443 on ports 50137, 50138, 50139, 50140 and 50141 are closed by the server.",
+		"Step 7: at 23:25:00.010, w3wp.exe (pid 4242) fails to connect to smps1.shared.lab:44443 2 times: connection refused.",
+	)
+}
+
+// TestNarrateApache: every httpd child bootstraps and opens its own HCO
+// connections, to both servers the HCO lists; one LLAWP does the same.
+func TestNarrateApache(t *testing.T) {
+	l := newNarrLab()
+	hco := func(proc string, pid, port int) ([]*narrTC, []*narrTC) {
+		c := l.connect(proc, pid, port, "smps2.shared.lab", PhaseBootstrap)
+		l.do(c, "GetHostConfig hco.apache", "SUCCESS (HCO hco.apache, 2 servers)")
+		l.reset(c)
+		a := l.hcoConns(proc, pid, "smps1.shared.lab", true, port+1, port+2)
+		b := l.hcoConns(proc, pid, "smps2.shared.lab", false, port+3, port+4)
+		return a, b
+	}
+	lla, _ := hco("LLAWP", 3000, 40000)
+	setPhase(PhaseManagement, lla...)
+	var kids [][]*narrTC
+	for i, pid := range []int{3101, 3102} {
+		a, _ := hco("httpd", pid, 41000+100*i)
+		setPhase(PhaseRequests, a...)
+		kids = append(kids, a)
+	}
+	// The third child is killed while fetching its ACO.
+	c := l.connect("httpd", 3103, 41200, "smps2.shared.lab", PhaseBootstrap)
+	l.do(c, "GetHostConfig hco.apache", "SUCCESS (HCO hco.apache, 2 servers)")
+	l.reset(c)
+	c = l.connect("httpd", 3103, 41201, "smps1.shared.lab", PhaseHCO)
+	l.send(c, "GetAgentConfig aco.wa1")
+
+	l.do(lla[0], "DoManagement GET_AGENT_COMMANDS", "SUCCESS (0 commands)")
+	for _, k := range kids {
+		l.do(k[1], "IsProtected GET /", "NO")
+	}
+	l.do(kids[0][0], "IsProtected GET /protected/", "YES")
+	l.do(kids[0][0], "Authorize GET /protected/", "YES")
+	l.wait(30 * time.Second)
+	l.do(lla[0], "DoManagement GET_AGENT_COMMANDS", "SUCCESS (1 commands)")
+
+	narrCheck(t, l.evs,
+		"Step 1: LLAWP (pid 3000) connects to smps2.shared.lab:44443 using tcp port 40000, downloads HCO hco.apache and resets the connection.",
+		"Step 2: LLAWP (pid 3000) connects to smps1.shared.lab:44443 by creating 2 connections, ports 40001 and 40002, and downloads ACO aco.wa1 over the first (port 40001).",
+		"Step 3: LLAWP (pid 3000) connects to smps2.shared.lab:44443 by creating 2 connections, ports 40003 and 40004.",
+		"Step 4: httpd (pid 3101) connects to smps2.shared.lab:44443 using tcp port 41000, downloads HCO hco.apache and resets the connection.",
+		"Step 5: httpd (pid 3101) connects to smps1.shared.lab:44443 by creating 2 connections, ports 41001 and 41002, and downloads ACO aco.wa1 over the first (port 41001).",
+		"Step 6: httpd (pid 3101) connects to smps2.shared.lab:44443 by creating 2 connections, ports 41003 and 41004.",
+		"Step 7: httpd (pid 3102) connects to smps2.shared.lab:44443 using tcp port 41100, downloads HCO hco.apache and resets the connection.",
+		"Step 8: httpd (pid 3102) connects to smps1.shared.lab:44443 by creating 2 connections, ports 41101 and 41102, and downloads ACO aco.wa1 over the first (port 41101).",
+		"Step 9: httpd (pid 3102) connects to smps2.shared.lab:44443 by creating 2 connections, ports 41103 and 41104.",
+		"Step 10: httpd (pid 3103) connects to smps2.shared.lab:44443 using tcp port 41200, downloads HCO hco.apache and resets the connection.",
+		"Step 11: httpd (pid 3103) connects to smps1.shared.lab:44443 using tcp port 41201 and asks for ACO aco.wa1 with no response recorded.",
+		"Step 12: LLAWP sends DoManagement to smps1.shared.lab:44443 every 30.0 s (2 polls) over port 40001.",
+		"Step 13: httpd (pid 3101) sends 2 IsProtected and 1 Authorize requests to smps1.shared.lab:44443 over ports 41001 and 41002.",
+		"Step 14: httpd (pid 3102) sends 1 IsProtected request to smps1.shared.lab:44443 over port 41102.",
+	)
+}
+
+// TestNarrateRealTrace reads a trace that `agentlab run` recorded (payloads
+// dropped): smreghost registers, then the lab's probe bootstraps and fetches
+// the ACO. The Policy Servers' own events are in it and must not show.
+func TestNarrateRealTrace(t *testing.T) {
+	evs, err := ReadFile("testdata/narrative_probe.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	narrCheck(t, evs,
+		"Step 1: smreghost (pid 24027) registers trusted host trust_wa1 with smps2.shared.lab:44443 using tcp port 57419 and closes the connection.",
+		"Step 2: agentlab (pid 24034) connects to smps2.shared.lab:44443 using tcp port 48929, downloads HCO hco.smps1 and resets the connection.",
+		"Step 3: agentlab (pid 24034) connects to smps1.shared.lab:44443 using tcp port 46441, downloads ACO aco.wa1 and closes the connection.",
+	)
+	// Seen from a Policy Server's host nothing is an agent: its sockets
+	// are accepted, not opened.
+	if steps := Narrate(evs, "smps1.shared.lab", nil); len(steps) != 0 {
+		t.Errorf("Policy Server narrated: %s", narrText(t, steps))
+	}
+}
+
+func TestNarrateNoAgent(t *testing.T) {
+	l := newNarrLab()
+	l.host = "wa2.shared.lab" // another web server: not the one asked about
+	l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+	l.host = "wa1.shared.lab"
+	var serverOnly []Event
+	for _, e := range l.evs {
+		if e.Proc == "smps" {
+			serverOnly = append(serverOnly, e)
+		}
+	}
+	for name, evs := range map[string][]Event{"empty": nil, "other host": l.evs, "servers only": serverOnly} {
+		if steps := Narrate(evs, "wa1.shared.lab", narrServers); len(steps) != 0 {
+			t.Errorf("%s: %s", name, narrText(t, steps))
+		}
+	}
+	var b bytes.Buffer
+	if err := WriteNarrative(&b, nil); err != nil || b.Len() != 0 {
+		t.Errorf("no steps written as %q, %v", b.String(), err)
+	}
+	// A web server talking to some other server is not told either.
+	if steps := Narrate(iis(), "wa1.shared.lab", []string{"smps9.shared.lab"}); len(steps) != 0 {
+		t.Errorf("unlisted server: %s", narrText(t, steps))
+	}
+}
+
+func TestNarrateRegistrationFailure(t *testing.T) {
+	l := newNarrLab()
+	l.fail("smreghost", 99, "smps2.shared.lab", PhaseAdmin, "connect: connection refused")
+	c := l.connect("smreghost", 99, 50001, "smps2.shared.lab", PhaseAdmin)
+	l.do(c, "RegisterHost trust_wa1", "FAILURE - trusted host trust_wa1 exists")
+	l.close(c)
+	narrCheck(t, l.evs,
+		"Step 1: smreghost (pid 99) tries smps2.shared.lab:44443 first: connection refused; then connects to smps2.shared.lab:44443 using tcp port 50001, asks to register trusted host trust_wa1 but gets FAILURE (trusted host trust_wa1 exists) and closes the connection.",
+	)
+}
+
+// TestNarrateOddities covers what the lab rarely does: the ACO over another
+// socket than the first, a failed SetAgentInfo, HCO sockets that end in the
+// HCO phase, requests only over new sockets, a socket opened and never used,
+// and two kinds of management call.
+func TestNarrateOddities(t *testing.T) {
+	l := newNarrLab()
+	l.bootstrap("w3wp.exe", 1, 50100, "smps2.shared.lab")
+	cs := l.hcoConns("w3wp.exe", 1, "smps1.shared.lab", false, 50101, 50102)
+	l.do(cs[1], "GetAgentConfig aco.wa1", "SUCCESS (ACO aco.wa1)")
+	l.do(cs[1], "SetAgentInfo wa1", "FAILURE - unknown agent")
+	l.fail("w3wp.exe", 1, "smps1.shared.lab", PhaseHCO, "connect: connection refused")
+	l.close(cs[0])
+	l.peer(cs[1], OpReset, "reset by peer")
+	l.fail("w3wp.exe", 1, "smps2.shared.lab", PhaseHCO, "connect: connection refused")
+	c := l.connect("w3wp.exe", 1, 50200, "smps2.shared.lab", PhaseRequests)
+	l.do(c, "IsProtected GET /", "YES")
+	l.open("w3wp.exe", 1, 50201, "smps1.shared.lab", PhaseRequests)
+	m := l.connect("LLAWP.exe", 2, 50300, "smps1.shared.lab", PhaseManagement)
+	for i := 0; i < 3; i++ {
+		l.do(m, "DoManagement GET_AGENT_COMMANDS", "SUCCESS (0 commands)")
+		l.wait(2 * time.Second)
+	}
+	l.do(m, "Logout", "SUCCESS")
+	narrCheck(t, l.evs,
+		"Step 1: w3wp.exe (pid 1) connects to smps2.shared.lab:44443 using tcp port 50100, downloads HCO hco.smps1 and resets the connection.",
+		"Step 2: w3wp.exe (pid 1) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50101 and 50102, downloads ACO aco.wa1 over port 50102, sends SetAgentInfo wa1 but gets FAILURE (unknown agent), fails to connect once more: connection refused, closes port 50101 and the server resets port 50102.",
+		"Step 3: w3wp.exe (pid 1) tries smps2.shared.lab:44443: connection refused.",
+		"Step 4: w3wp.exe sends 1 IsProtected request to smps2.shared.lab:44443; it opened 1 socket (port 50200).",
+		"Step 5: w3wp.exe sends no request to smps1.shared.lab:44443; it opened 1 more socket (port 50201).",
+		"Step 6: LLAWP.exe sends DoManagement every 2.0 s (3 polls) and Logout once to smps1.shared.lab:44443; it opened 1 socket (port 50300).",
+	)
+}
+
+type narrErrWriter struct{}
+
+func (narrErrWriter) Write([]byte) (int, error) { return 0, io.ErrShortWrite }
+
+func TestWriteNarrativeError(t *testing.T) {
+	if err := WriteNarrative(narrErrWriter{}, Narrate(iis(), "wa1.shared.lab", narrServers)); err == nil {
+		t.Error("write error not reported")
+	}
+}
+
+// narrDecode turns fuzz bytes into events directly, 6 bytes each, so that
+// the fuzzer explores odd sequences (a response before its request, an end
+// twice, time going backwards) rather than JSON syntax.
+func narrDecode(data []byte) []Event {
+	procs := []string{"w3wp.exe", "LLAWP.exe", "httpd", "httpd", "smreghost", ""}
+	ops := []string{OpConnect, OpAccept, OpSend, OpReceive, OpDisconnect, OpReset, OpHandshake, OpRequest, OpResponse, "Bogus"}
+	phases := []string{PhaseBootstrap, PhaseHCO, PhaseRequests, PhaseManagement, PhaseAdmin, ""}
+	notes := []string{"", "failed: connect: connection refused", "GetHostConfig hco.smps1",
+		"GetHostConfig hco.smps1: SUCCESS (HCO hco.smps1, 1 servers)", "GetAgentConfig aco.wa1",
+		"GetAgentConfig aco.wa1: FAILURE - x", "SetAgentInfo wa1", "IsProtected GET /", "IsProtected GET /: YES",
+		"DoManagement GET_AGENT_COMMANDS", "RegisterHost trust_wa1", "RegisterHost trust_wa1: SUCCESS",
+		"refused: 3154 no", "closed by peer", "reset by peer", " ", ":", "failed:"}
+	hosts := []string{"wa1.shared.lab", "smps1.shared.lab", "smps2.shared.lab", "", "WA1.shared.lab"}
+	t := narrStart
+	var evs []Event
+	for len(data) >= 6 {
+		b := data[:6]
+		data = data[6:]
+		t = t.Add(time.Duration(int8(b[0])) * 100 * time.Millisecond)
+		pid := int(b[1] % 4)
+		ev := Event{T: t, Proc: procs[int(b[1]/4)%len(procs)], PID: pid, Op: ops[int(b[2])%len(ops)],
+			Phase: phases[int(b[2]/16)%len(phases)], Note: notes[int(b[3])%len(notes)],
+			LocalHost: hosts[int(b[4]%8)%len(hosts)], RemoteHost: hosts[int(b[4]/8)%len(hosts)]}
+		if b[5]%8 != 0 {
+			ev.Conn = fmt.Sprintf("%d-%d", pid, b[5]%8)
+			ev.Local = fmt.Sprintf("127.0.0.11:%d", 50000+int(b[5]%8))
+		}
+		if b[5]&0x80 != 0 {
+			ev.Local = "" // a port the trace does not know
+		}
+		ev.Remote = "127.0.0.21:44443"
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+func FuzzNarrate(f *testing.F) {
+	// Seeds stay small (a few KB): the fuzzer minimises every new input,
+	// and on a whole lab's trace that takes it minutes per input.
+	l := newNarrLab()
+	l.fail("w3wp.exe", 4242, "smps3.shared.lab", PhaseBootstrap, "connect: connection refused")
+	l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+	pool := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+	setPhase(PhaseRequests, pool...)
+	l.send(pool[0], "IsProtected GET /")
+	l.send(pool[1], "IsProtected GET /")
+	l.open("w3wp.exe", 4242, 50137, "smps1.shared.lab", PhaseRequests)
+	l.reset(pool[0])
+	var agent []Event
+	for _, e := range l.evs {
+		if e.Proc != "smps" {
+			agent = append(agent, e)
+		}
+	}
+	var b bytes.Buffer
+	if err := WriteEvents(&b, agent); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b.Bytes())
+	f.Add([]byte(`{"t":"2017-04-18T23:23:35Z","proc":"w3wp.exe","pid":1,"op":"TCP Reset","conn":"1-1","local_host":"wa1.shared.lab","remote_host":"smps1.shared.lab"}` + "\n"))
+	f.Add([]byte{0, 1, 7, 2, 8, 1, 0, 1, 8, 3, 8, 1, 200, 1, 4, 0, 8, 1})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		evs, _ := ReadEvents("fuzz", bytes.NewReader(data))
+		evs = append(evs, narrDecode(data)...)
+		for _, q := range []struct {
+			host    string
+			servers []string
+		}{
+			{"wa1.shared.lab", narrServers},
+			{"", nil},
+		} {
+			steps := Narrate(evs, q.host, q.servers)
+			again := Narrate(evs, q.host, q.servers)
+			if !reflect.DeepEqual(steps, again) {
+				t.Fatalf("not deterministic:\n%v\n%v", steps, again)
+			}
+			for i, s := range steps {
+				if s.N != i+1 || s.Text == "" || strings.Contains(s.Text, "\n") {
+					t.Fatalf("bad step %d: %+v", i+1, s)
+				}
+			}
+			if err := WriteNarrative(io.Discard, steps); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/agentlab/agentlab/conf"
@@ -25,6 +26,18 @@ type Options struct {
 	Progress io.Writer
 	// StartTimeout bounds each process's start.
 	StartTimeout time.Duration
+	// Requests is the number of page loads; 0 means 10.
+	Requests int
+	// Concurrency is the number of browsers sending them; 0 means 1.
+	Concurrency int
+	// Poll overrides the lab's PSPollInterval.
+	Poll time.Duration
+	// Polls is how many management polls the run waits for; 0 means 2.
+	Polls int
+	// Hold keeps the lab up after the workload until ctx ends.
+	Hold bool
+	// HoldReady is told the web server's URL when the lab holds.
+	HoldReady func(url string)
 }
 
 // ProcInfo is one process of a run, for summary.json.
@@ -45,7 +58,18 @@ type Summary struct {
 	PollInterval string     `json:"poll_interval"`
 	Processes    []ProcInfo `json:"processes"`
 	Events       int        `json:"events"`
-	Error        string     `json:"error,omitempty"`
+	Requests     struct {
+		Sent       int      `json:"sent"`
+		Succeeded  int      `json:"succeeded"`
+		Failed     int      `json:"failed"`
+		Challenges int      `json:"challenges"`
+		P50ms      float64  `json:"p50_ms"`
+		P99ms      float64  `json:"p99_ms"`
+		Errors     []string `json:"errors,omitempty"`
+	} `json:"requests"`
+	ManagementPolls int    `json:"management_polls"`
+	WebServerURL    string `json:"web_server_url,omitempty"`
+	Error           string `json:"error,omitempty"`
 }
 
 // Run is one run of a lab: it starts the Policy Servers, registers the web
@@ -80,7 +104,7 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 		r.Opts.StartTimeout = 10 * time.Second
 	}
 	l := r.Lab
-	r.summary = Summary{Lab: l.Name, Out: r.Opts.Out, Started: time.Now(), PollInterval: time.Duration(l.PollInterval).String()}
+	r.summary = Summary{Lab: l.Name, Out: r.Opts.Out, Started: time.Now(), PollInterval: r.poll().String()}
 	if err := os.MkdirAll(r.Opts.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("out folder: %w", err)
 	}
@@ -105,7 +129,23 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 	if err := r.writeWebAgent(); err != nil {
 		return nil, err
 	}
-	return nil, r.probe(ctx)
+	web, err := r.startWebServer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.workload(ctx, web); err != nil {
+		return nil, err
+	}
+	if err := r.waitPolls(ctx); err != nil {
+		return nil, err
+	}
+	if r.Opts.Hold {
+		if r.Opts.HoldReady != nil {
+			r.Opts.HoldReady(r.summary.WebServerURL)
+		}
+		<-ctx.Done()
+	}
+	return nil, nil
 }
 
 func (r *Run) startPolicyServers(ctx context.Context) error {
@@ -202,13 +242,106 @@ func (r *Run) writeWebAgent() error {
 	return wa.File.WriteFile(r.path("WebAgent.conf"), 0o644)
 }
 
-// probe checks the agent configuration from the web server's address: the
-// bootstrap, then a handshake with each HCO server and the ACO.
-func (r *Run) probe(ctx context.Context) error {
-	l := r.Lab
-	r.progress("bootstrap and handshake from %s (agentlab probe)", l.WebServer.Host)
-	args := []string{"probe", r.path("WebAgent.conf"), "--hosts", r.hostsFile, "--trace", r.Opts.Out, "--source", l.Hosts[l.WebServer.Host]}
-	return r.runToEnd(ctx, ProcSpec{Name: "probe", Bin: r.bin("agentlab"), Args: args, Env: r.agentEnv(), Stderr: r.stderrFile("probe")})
+// startWebServer starts the IIS model's worker (w3wp.exe), which does its
+// bootstrap and HCO phase, then launches the LLAWP, which does its own.
+func (r *Run) startWebServer(ctx context.Context) (*Proc, error) {
+	l, w := r.Lab, r.Lab.WebServer
+	ip := l.Hosts[w.Host]
+	addr := fmt.Sprintf("%s:%d", ip, w.HTTPPort)
+	args := []string{
+		"--webagent", r.path("WebAgent.conf"), "--listen", addr, "--model", w.Model,
+		"--out", r.Opts.Out, "--trace", r.Opts.Out, "--trace-payload",
+		"--hosts", r.hostsFile, "--source", ip, "--poll", r.poll().String(),
+	}
+	r.progress("starting web server %s (hla, IIS model: w3wp.exe) on %s, waiting for its bootstrap and HCO phase", w.Host, addr)
+	sctx, cancel := context.WithTimeout(ctx, r.Opts.StartTimeout)
+	defer cancel()
+	p, err := Start(sctx, ProcSpec{Name: "w3wp.exe", Bin: r.bin("hla"), Args: args, Env: r.agentEnv(), Ready: "hla: serving ", Stderr: r.stderrFile("w3wp.exe")})
+	if err != nil {
+		out, _ := os.ReadFile(r.path("w3wp.exe.stderr"))
+		return nil, fmt.Errorf("web server %s: %w\n%s", w.Host, err, out)
+	}
+	r.procs = append(r.procs, p)
+	r.summary.WebServerURL = "http://" + addr + "/"
+	return p, nil
+}
+
+func (r *Run) poll() time.Duration {
+	if r.Opts.Poll > 0 {
+		return r.Opts.Poll
+	}
+	return time.Duration(r.Lab.PollInterval)
+}
+
+// workload sends the page loads a browser would.
+func (r *Run) workload(ctx context.Context, web *Proc) error {
+	n := r.Opts.Requests
+	if n == 0 {
+		n = 10
+	}
+	r.progress("sending %d page loads to %s as %s (Basic challenge answered)", n, r.summary.WebServerURL, r.Lab.User.Login())
+	res := Workload{
+		BaseURL: strings.TrimSuffix(r.summary.WebServerURL, "/"), User: r.Lab.User.Login(), Password: r.Lab.User.Password,
+		Paths: []string{"/protected/", "/"}, Requests: n, Concurrency: r.Opts.Concurrency,
+	}.Run(ctx)
+	q := &r.summary.Requests
+	q.Sent, q.Succeeded, q.Failed, q.Challenges, q.Errors = res.Sent, res.Succeeded, res.Failed, res.Challenges, res.Errors
+	q.P50ms = float64(res.Percentile(50).Microseconds()) / 1000
+	q.P99ms = float64(res.Percentile(99).Microseconds()) / 1000
+	if res.Failed > 0 {
+		return fmt.Errorf("%d of %d page loads failed: %s", res.Failed, res.Sent, strings.Join(res.Errors, "; "))
+	}
+	return nil
+}
+
+// waitPolls waits until the LLAWP's trace shows the management polls.
+func (r *Run) waitPolls(ctx context.Context) error {
+	want := r.Opts.Polls
+	if want == 0 {
+		want = 2
+	}
+	r.progress("waiting for %d management polls by LLAWP.exe (every %s: the lab shortens the vendor's 30 s; --poll 30s restores it)", want, r.poll())
+	limit := time.Duration(want+1)*r.poll() + 10*time.Second
+	wctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		n, err := r.countPolls()
+		if err != nil {
+			return err
+		}
+		r.summary.ManagementPolls = n
+		if n >= want {
+			return nil
+		}
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("only %d of %d management polls within %s", n, want, limit)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (r *Run) countPolls() (int, error) {
+	files, err := filepath.Glob(r.path("LLAWP.exe-*.trace.jsonl"))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, f := range files {
+		evs, err := trace.ReadFile(f)
+		if err != nil {
+			return 0, err
+		}
+		for _, e := range evs {
+			if e.Op == trace.OpResponse && strings.HasPrefix(e.Note, "DoManagement") {
+				n++
+			}
+		}
+	}
+	return n, nil
 }
 
 func (r *Run) runToEnd(ctx context.Context, s ProcSpec) error {

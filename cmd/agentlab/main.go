@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -82,9 +83,15 @@ func (c *probeCmd) Run(ctx context.Context) error {
 }
 
 type runCmd struct {
-	Lab string `arg:"" optional:"" help:"Lab file (default: the embedded seed lab)." type:"existingfile"`
-	Out string `help:"Folder for the run's traces, logs and config files." default:"out" type:"path"`
-	Bin string `help:"Folder with the smps, smreghost and agentlab binaries (default: this program's folder)." type:"path"`
+	Lab         string        `arg:"" optional:"" help:"Lab file (default: the embedded seed lab)." type:"existingfile"`
+	Out         string        `help:"Folder for the run's traces, logs and config files." default:"out" type:"path"`
+	Requests    int           `help:"Page loads to send through the web server." default:"10"`
+	Concurrency int           `help:"Browsers sending them at once." default:"1"`
+	Poll        time.Duration `help:"PSPollInterval for the run (default: the lab's, 5s in the seed lab; the vendor's is 30s)."`
+	Model       string        `help:"Web server process model." enum:"iis" default:"iis"`
+	Hold        bool          `help:"Keep the lab up after the workload, until Ctrl-C, to browse it."`
+	All         bool          `help:"Show every process's socket events, not only the web server host's to the Policy Servers."`
+	Bin         string        `help:"Folder with the smps, smreghost, hla, llawp and agentlab binaries (default: this program's folder)." type:"path"`
 }
 
 func (c *runCmd) Run(ctx context.Context) error {
@@ -98,6 +105,7 @@ func (c *runCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	l.WebServer.Model = c.Model
 	if c.Bin == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -105,13 +113,32 @@ func (c *runCmd) Run(ctx context.Context) error {
 		}
 		c.Bin = filepath.Dir(exe)
 	}
-	r := &lab.Run{Lab: l, Opts: lab.Options{Out: c.Out, BinDir: c.Bin, Progress: os.Stderr}}
+	r := &lab.Run{Lab: l, Opts: lab.Options{
+		Out: c.Out, BinDir: c.Bin, Progress: os.Stderr, Requests: c.Requests, Concurrency: c.Concurrency,
+		Poll: c.Poll, Hold: c.Hold,
+		HoldReady: func(url string) {
+			fmt.Fprintf(os.Stderr, "lab: holding. Browse %s (try %sprotected/ as %s / %s); Ctrl-C stops every process.\n",
+				url, url, l.User.Login(), l.User.Password)
+		},
+	}}
 	evs, err := r.Execute(ctx)
+	sum := r.Summary()
 	if len(evs) > 0 {
-		fmt.Printf("\nProcess Monitor view, filtered as the seed filters (%s to %v):\n\n", l.WebServer.Host, l.ServerHosts())
-		trace.WriteTable(os.Stdout, evs, trace.All(trace.SocketOps, trace.Between(l.WebServer.Host, l.ServerHosts()...)))
-		fmt.Printf("\nEverything is in %s: trace.jsonl, each process's log, SmHost.conf, WebAgent.conf, summary.json.\n", c.Out)
+		servers := l.ServerHosts()
+		keep := trace.All(trace.SocketOps, trace.Between(l.WebServer.Host, servers...))
+		what := fmt.Sprintf("filtered as the seed filters: %s to %s", l.WebServer.Host, strings.Join(servers, " or "))
+		if c.All {
+			keep, what = trace.SocketOps, "every process"
+		}
+		fmt.Printf("\nProcess Monitor view (%s):\n\n", what)
+		trace.WriteTable(os.Stdout, evs, keep)
+		fmt.Printf("\nWhat happened, step by step:\n\n")
+		trace.WriteNarrative(os.Stdout, trace.Narrate(evs, l.WebServer.Host, servers))
+		fmt.Printf("\nThe lab polled management every %s (the vendor's default is 30s).\n", sum.PollInterval)
+		fmt.Printf("Everything is in %s: trace.jsonl, each process's log, WA.log, SmHost.conf, WebAgent.conf, summary.json.\n", c.Out)
 	}
+	q := sum.Requests
+	fmt.Printf("requests: %d sent, %d succeeded, %d failed\n", q.Sent, q.Succeeded, q.Failed)
 	return err
 }
 

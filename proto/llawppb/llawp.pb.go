@@ -335,8 +335,8 @@ func (x *LogRecord) GetWorkerId() uint64 {
 type LogSummary struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Received uint64                 `protobuf:"varint,1,opt,name=received,proto3" json:"received,omitempty"`
-	// dropped counts records received but not written (unusable fields, or
-	// the agent log failing).
+	// dropped counts records received but not written: the agent log is off
+	// (LogFile=NO) or failing.
 	Dropped       uint64 `protobuf:"varint,2,opt,name=dropped,proto3" json:"dropped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -1,0 +1,74 @@
+package hla
+
+import "strings"
+
+// Management command codes (DOMAIN.md section 7), as the LLAWP relays them
+// from DoManagement. The numbers are the vendor's and the Policy Server's.
+const (
+	CmdAffiliateKey       = 189
+	CmdAgentKeyNext       = 190
+	CmdAgentKeyLast       = 191
+	CmdAgentKeyCurrent    = 192
+	CmdAgentKeyPersistent = 193
+	CmdFlushAll           = 194
+	CmdFlushAllUsers      = 195
+	CmdFlushUser          = 196 // Arg: dirOid/userDN, or the bare user DN
+	CmdFlushAllRealms     = 197
+	CmdFlushRealm         = 198 // Arg: the realm's name
+)
+
+// ManagementEvent is one management result relayed by the LLAWP.
+type ManagementEvent struct {
+	Code int
+	Name string
+	Arg  string
+}
+
+// Apply carries out a management event on the caches. The resource cache
+// holds the realms' answers (IsProtected), the session cache the users'
+// (Authorize), so a realm flush empties the first and a user flush the
+// second. What the agent knows about each session (its user and its end)
+// is kept: it grants nothing by itself, and without it no later decision
+// for that session could be cached again.
+func (a *Agent) Apply(cmd ManagementEvent) {
+	ev := a.log.Info().Int("code", cmd.Code).Str("command", cmd.Name)
+	switch cmd.Code {
+	case CmdAffiliateKey, CmdAgentKeyNext, CmdAgentKeyLast, CmdAgentKeyCurrent, CmdAgentKeyPersistent:
+		// Agent keys encrypt the vendor's SMSESSION cookie; ours carries the
+		// server's signed token as it is, so there is nothing to roll over.
+		ev.Msg("Agent key command ignored: this agent does not encrypt cookies")
+		return
+	case CmdFlushAll:
+		r, s := a.resources.Purge(), a.decisions.Purge()
+		ev.Int("resources", r).Int("sessions", s).Msg("Flushed all caches")
+	case CmdFlushAllUsers:
+		ev.Int("sessions", a.decisions.Purge()).Msg("Flushed the session cache")
+	case CmdFlushUser:
+		dn := userDNOf(cmd.Arg)
+		n := a.decisions.RemoveFunc(func(_ authzKey, d decision) bool { return d.userDN != "" && strings.EqualFold(d.userDN, dn) })
+		ev.Str("user_dn", dn).Int("sessions", n).Msg("Flushed one user from the session cache")
+	case CmdFlushAllRealms:
+		ev.Int("resources", a.resources.Purge()).Msg("Flushed the resource cache")
+	case CmdFlushRealm:
+		realm := cmd.Arg
+		r := a.resources.RemoveFunc(func(_ resourceKey, res resourceInfo) bool { return res.realm == realm })
+		// A decision was taken under the realm's rules, which may have
+		// changed too.
+		s := a.decisions.RemoveFunc(func(_ authzKey, d decision) bool { return d.realm == realm })
+		ev.Str("realm", realm).Int("resources", r).Int("sessions", s).Msg("Flushed one realm")
+	default:
+		a.log.Warn().Int("code", cmd.Code).Str("command", cmd.Name).Str("arg", cmd.Arg).Msg("Unknown management command ignored")
+		return
+	}
+	a.c.flushes.Add(1)
+}
+
+// userDNOf takes the DN out of the vendor's "dirOid/userDN" argument. DNs
+// have no '/' of their own in the stores we know, and a directory oid has
+// no '=': so the prefix goes only when it cannot be part of a DN.
+func userDNOf(arg string) string {
+	if i := strings.IndexByte(arg, '/'); i >= 0 && !strings.Contains(arg[:i], "=") {
+		return arg[i+1:]
+	}
+	return arg
+}

@@ -1,0 +1,56 @@
+package llawp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+)
+
+// DefaultOwnerPoll is how often the LLAWP looks for its owner.
+const DefaultOwnerPoll = 250 * time.Millisecond
+
+// ErrOwnerGone is OwnerWatch's answer when the owner process has died.
+var ErrOwnerGone = errors.New("the owner process is gone")
+
+// OwnerWatch ends the LLAWP when the HLA that launched it dies: go-plugin
+// leaves a plugin running when its host dies, and Pdeathsig can miss (the
+// owner dying before it was set, or the forking thread ending first).
+// Linux gives an orphan a new parent, so a change of getppid is the sign.
+type OwnerWatch struct {
+	// PID is the owner's pid (ipc.OwnerPID); 0 takes the parent at start.
+	PID int
+	// Interval between looks; 0 means DefaultOwnerPoll.
+	Interval time.Duration
+	Getppid  func() int
+}
+
+// Run returns ErrOwnerGone (wrapped) when the parent is no longer the
+// owner, or ctx's error.
+func (w OwnerWatch) Run(ctx context.Context) error {
+	getppid := w.Getppid
+	if getppid == nil {
+		getppid = os.Getppid
+	}
+	owner := w.PID
+	if owner == 0 {
+		owner = getppid()
+	}
+	every := w.Interval
+	if every <= 0 {
+		every = DefaultOwnerPoll
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if p := getppid(); p != owner {
+			return fmt.Errorf("%w: pid %d, the parent now is %d", ErrOwnerGone, owner, p)
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,549 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/agentlab/agentlab/conf"
+	"github.com/agentlab/agentlab/proto/tlipb"
+	"github.com/agentlab/agentlab/tli"
+	"github.com/agentlab/agentlab/trace"
+)
+
+// DefaultMaxQueue is the vendor's limit on requests waiting for a socket to
+// one server once all MaxSocketsPerPort sockets are busy.
+const DefaultMaxQueue = 300
+
+// Config is what an agent process builds its pools from, after bootstrap.
+type Config struct {
+	// HCO gives the servers, in order, and the socket parameters.
+	HCO conf.HCO
+	// TrustedHost and Secret are the agent host's registration (SmHost.conf);
+	// every socket's handshake proves them.
+	TrustedHost string
+	Secret      []byte
+	// Recorder traces every socket; nil records nothing. Its hosts map
+	// also resolves the lab's server names.
+	Recorder *trace.Recorder
+	// Dialer sets the agent host's source address; nil dials from anywhere.
+	Dialer *net.Dialer
+	// HandshakeTimeout bounds each new socket, connect and handshake;
+	// 0 means tli.DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// MaxQueue is how many requests may wait for a socket to one server
+	// when all its MaxSocketsPerPort sockets are busy; 0 means
+	// DefaultMaxQueue, a negative value means none may wait.
+	MaxQueue int
+	// Log receives the pool's events; the zero Logger discards them.
+	Log zerolog.Logger
+}
+
+// AgentInfo is what SetAgentInfo tells the server about this agent process.
+type AgentInfo struct {
+	AgentName string
+	// Info is the vendor's instance string, e.g.
+	// "Product=agentlab,Platform=linux,Version=0.1".
+	Info string
+	PID  int
+	Role string // hla | llawp
+}
+
+// Pool holds an agent process's sockets to every server of its HCO and
+// decides which server each request goes to. Its methods are safe for
+// concurrent use.
+type Pool struct {
+	cfg              Config
+	hco              conf.HCO
+	log              zerolog.Logger
+	servers          []*server
+	sel              selector
+	maxQueue         int
+	handshakeTimeout time.Duration
+	// defaultPhase labels sockets opened when no request asked for them.
+	defaultPhase string
+	// started turns on the "available again" log: at start every server
+	// becomes Active with its first socket, and that is no news.
+	started atomic.Bool
+
+	// life outlives each request: sockets opened for a request serve the
+	// pool after it. Close cancels it.
+	life  context.Context
+	stop  context.CancelFunc
+	dials sync.WaitGroup
+
+	mu       sync.Mutex
+	closed   bool
+	inflight sync.WaitGroup
+}
+
+var errClosed = newError("pool: closed", nil, ErrClosed, ErrNoConnection)
+
+// Start is the agent's HCO phase (DOMAIN.md section 3): it opens
+// MinSocketsPerPort sockets to every server of the HCO, in HCO order and
+// one after the other, each with its own handshake; then it sends
+// SetAgentInfo and fetches the ACO named acoName over the first socket of
+// the first server that is available. A server that is down is skipped and
+// Disabled (later requests and CheckServers retry it); if none can be
+// reached the error names each one and why.
+//
+// ctx bounds the start only; the pool lives until Close.
+func Start(ctx context.Context, cfg Config, info AgentInfo, acoName string) (*Pool, conf.ACO, error) {
+	p, err := newPool(ctx, cfg)
+	if err != nil {
+		return nil, conf.ACO{}, err
+	}
+	var down []string
+	for _, s := range p.servers {
+		err := s.open(ctx, p.hco.MinSocketsPerPort, trace.PhaseHCO)
+		open := s.stats().Open
+		switch {
+		case err == nil:
+			s.log.Info().Int("sockets", open).Msg("Connected to policy server")
+		case open == 0:
+			s.log.Warn().Err(err).Msg("Policy server unavailable at start: disabled until it answers")
+			down = append(down, fmt.Sprintf("  %s: %v", s.addr, err))
+		default:
+			s.log.Warn().Err(err).Int("sockets", open).Int("min_sockets_per_port", p.hco.MinSocketsPerPort).
+				Msg("Opened fewer sockets than MinSocketsPerPort")
+		}
+		if ctx.Err() != nil {
+			p.Close()
+			return nil, conf.ACO{}, fmt.Errorf("pool: start canceled: %w", ctx.Err())
+		}
+	}
+	if len(down) == len(p.servers) {
+		p.Close()
+		return nil, conf.ACO{}, newError(fmt.Sprintf("pool: trusted host %q could not connect to any policy server of HCO %q:\n%s",
+			cfg.TrustedHost, p.hco.Name, strings.Join(down, "\n")), nil, ErrNoConnection)
+	}
+	p.started.Store(true)
+	aco, err := p.fetchACO(ctx, info, acoName)
+	if err != nil {
+		p.Close()
+		return nil, conf.ACO{}, err
+	}
+	return p, aco, nil
+}
+
+func newPool(ctx context.Context, cfg Config) (*Pool, error) {
+	hco := cfg.HCO
+	if err := hco.Validate(); err != nil {
+		return nil, fmt.Errorf("pool: %w", err)
+	}
+	if cfg.TrustedHost == "" {
+		return nil, errors.New("pool: no trusted host name")
+	}
+	if len(cfg.Secret) == 0 {
+		return nil, errors.New("pool: no shared secret")
+	}
+	p := &Pool{cfg: cfg, hco: hco, log: cfg.Log, sel: newSelector(hco), defaultPhase: trace.PhaseRequests}
+	switch {
+	case cfg.MaxQueue == 0:
+		p.maxQueue = DefaultMaxQueue
+	case cfg.MaxQueue > 0:
+		p.maxQueue = cfg.MaxQueue
+	}
+	p.handshakeTimeout = cfg.HandshakeTimeout
+	if p.handshakeTimeout <= 0 {
+		p.handshakeTimeout = tli.DefaultHandshakeTimeout
+	}
+	list := hco.PolicyServers
+	if len(hco.Clusters) > 0 {
+		// Clusters win over PolicyServer entries (DOMAIN.md section 6).
+		// Until cluster selection exists they are one ordered list.
+		list = nil
+		for _, c := range hco.Clusters {
+			list = append(list, c...)
+		}
+		p.log.Warn().Int("clusters", len(hco.Clusters)).Msg("Clusters are used as one ordered server list: FailoverThreshold is not applied")
+	}
+	p.life, p.stop = context.WithCancel(context.WithoutCancel(ctx))
+	for i, ps := range list {
+		p.servers = append(p.servers, newServer(p, i, ps))
+	}
+	return p, nil
+}
+
+// fetchACO asks the first available server, then the next if that one
+// fails under the request: the ACO is needed before anything else works.
+func (p *Pool) fetchACO(ctx context.Context, info AgentInfo, acoName string) (conf.ACO, error) {
+	var errs []string
+	for _, s := range p.servers {
+		if s.currentState() != Active {
+			continue
+		}
+		aco, how, err := p.hello(ctx, s, info, acoName)
+		if err == nil {
+			return aco, nil
+		}
+		if how == final {
+			return conf.ACO{}, err
+		}
+		errs = append(errs, "  "+err.Error())
+	}
+	return conf.ACO{}, newError(fmt.Sprintf("pool: no policy server of HCO %q gave agent configuration object %q:\n%s",
+		p.hco.Name, acoName, strings.Join(errs, "\n")), nil, ErrNoConnection)
+}
+
+func (p *Pool) hello(ctx context.Context, s *server, info AgentInfo, acoName string) (conf.ACO, outcome, error) {
+	resp, how, err := p.once(ctx, s, &tlipb.Request{Body: &tlipb.Request_SetAgentInfo{SetAgentInfo: &tlipb.SetAgentInfoRequest{
+		AgentName: info.AgentName, Info: info.Info, Pid: uint32(info.PID), Role: info.Role,
+	}}})
+	if err != nil {
+		return conf.ACO{}, how, err
+	}
+	if resp.GetResult() != tlipb.Result_SUCCESS {
+		// Informational for the server: an agent that cannot tell it its
+		// version still works.
+		s.log.Warn().Str("result", resp.GetResult().String()).Str("message", resp.GetMessage()).Msg("SetAgentInfo refused")
+	}
+	resp, how, err = p.once(ctx, s, &tlipb.Request{Body: &tlipb.Request_GetAgentConfig{GetAgentConfig: &tlipb.GetAgentConfigRequest{Name: acoName}}})
+	if err != nil {
+		return conf.ACO{}, how, err
+	}
+	if resp.GetResult() != tlipb.Result_SUCCESS || resp.GetAgentConfig() == nil {
+		return conf.ACO{}, final, fmt.Errorf("pool: policy server %s did not give agent configuration object %q: %s %s",
+			s.addr, acoName, resp.GetResult(), resp.GetMessage())
+	}
+	aco, err := conf.ACOFromProto(resp.GetAgentConfig())
+	if err != nil {
+		return conf.ACO{}, final, fmt.Errorf("pool: agent configuration object %q from %s is unusable: %w", acoName, s.addr, err)
+	}
+	s.log.Info().Str("aco", aco.Name).Msg("Agent configuration object received")
+	return aco, done, nil
+}
+
+func (p *Pool) once(ctx context.Context, s *server, req *tlipb.Request) (*tlipb.Response, outcome, error) {
+	c := p.newCall(ctx, req, trace.PhaseHCO)
+	defer c.cancel()
+	return p.exchange(c, s)
+}
+
+// Do sends req to a Policy Server and returns its response; the Agent API
+// code is the response's Result. It sets req.Id, so a request must not be
+// shared between concurrent calls.
+//
+// The HCO's RequestTimeout bounds the whole call, the wait for a socket
+// included; ctx may end it sooner. An error says why with one of the
+// sentinels (ErrTimeout, ErrNoConnection, ErrQueueFull, ErrClosed).
+//
+// If the socket fails under a request that is safe to repeat (IsProtected,
+// Authorize, DoManagement, GetAgentConfig, SetAgentInfo, Logout,
+// GetHostConfig), the request goes once more to the next server the
+// selection gives. Any request that never left the agent (no socket could
+// be opened, or the server failed while it queued) goes on to the next
+// server too, a Login included.
+func (p *Pool) Do(ctx context.Context, req *tlipb.Request) (*tlipb.Response, error) {
+	if req == nil {
+		return nil, errors.New("pool: nil request")
+	}
+	if !p.enter() {
+		return nil, newError("pool: "+tli.Describe(req)+": the pool is closed", nil, ErrClosed, ErrNoConnection)
+	}
+	defer p.inflight.Done()
+	phase := trace.PhaseRequests
+	if req.GetDoManagement() != nil {
+		phase = trace.PhaseManagement
+	}
+	c := p.newCall(ctx, req, phase)
+	defer c.cancel()
+	return p.route(c)
+}
+
+// maxBounces bounds how often one request may be sent back to the selection
+// by servers failing under other requests while it queued.
+const maxBounces = 3
+
+func (p *Pool) route(c *call) (*tlipb.Response, error) {
+	tried := make([]bool, len(p.servers))
+	var errs []error
+	retried, bounces := false, 0
+	for {
+		s := p.pick(tried)
+		if s == nil {
+			break
+		}
+		resp, how, err := p.exchange(c, s)
+		switch how {
+		case done:
+			return resp, nil
+		case bounced:
+			// Not a try of that server: it failed under someone else, and
+			// may still be the only one left to try.
+			if bounces++; bounces > maxBounces {
+				return nil, err
+			}
+		case unsent:
+			tried[s.index] = true
+		case sent:
+			tried[s.index] = true
+			if retried || !retrySafe(c.req) {
+				return nil, err
+			}
+			retried = true
+		default:
+			return nil, err
+		}
+		errs = append(errs, err)
+		p.log.Debug().Err(err).Str("request", tli.Describe(c.req)).Msg("Trying the next policy server")
+	}
+	if len(errs) == 1 {
+		return nil, errs[0]
+	}
+	return nil, newError(fmt.Sprintf("pool: %s: no policy server could answer", tli.Describe(c.req)), errors.Join(errs...), ErrNoConnection)
+}
+
+// retrySafe lists the requests a server may see twice without harm. A Login
+// is not one of them: it may have opened a session on the first server.
+func retrySafe(req *tlipb.Request) bool {
+	switch req.GetBody().(type) {
+	case *tlipb.Request_IsProtected, *tlipb.Request_Authorize, *tlipb.Request_DoManagement,
+		*tlipb.Request_GetAgentConfig, *tlipb.Request_SetAgentInfo, *tlipb.Request_Logout,
+		*tlipb.Request_GetHostConfig:
+		return true
+	}
+	return false
+}
+
+func (p *Pool) pick(tried []bool) *server {
+	cands := make([]candidate, len(p.servers))
+	for i, s := range p.servers {
+		cands[i] = candidate{index: i, state: s.currentState()}
+	}
+	for _, i := range p.sel.order(cands) {
+		if !tried[i] {
+			return p.servers[i]
+		}
+	}
+	return nil
+}
+
+// call is one request's journey through the pool.
+type call struct {
+	ctx      context.Context // the caller's
+	rctx     context.Context // ctx bounded by RequestTimeout
+	cancel   context.CancelFunc
+	req      *tlipb.Request
+	phase    string
+	limit    time.Duration
+	deadline time.Time
+	// ours tells RequestTimeout (the server's fault) from a shorter
+	// deadline of the caller's (nobody's fault but the caller's).
+	ours bool
+}
+
+func (p *Pool) newCall(ctx context.Context, req *tlipb.Request, phase string) *call {
+	limit := p.hco.RequestTimeout.D()
+	c := &call{ctx: ctx, req: req, phase: phase, limit: limit, deadline: time.Now().Add(limit), ours: true}
+	if dl, ok := ctx.Deadline(); ok && dl.Before(c.deadline) {
+		c.deadline, c.ours = dl, false
+	}
+	c.rctx, c.cancel = context.WithDeadline(ctx, c.deadline)
+	return c
+}
+
+// ended tells whether the request's time is up. The socket's deadline is
+// the context's, and its timer may fire a moment before the context's own.
+func (c *call) ended() bool {
+	return c.rctx.Err() != nil || !time.Now().Before(c.deadline)
+}
+
+func (c *call) head(s *server) string {
+	return fmt.Sprintf("pool: %s to %s", tli.Describe(c.req), s.addr)
+}
+
+// endErr names why a request whose time is up ended, where.
+func (c *call) endErr(s *server, where string, cause error) error {
+	switch {
+	case errors.Is(c.ctx.Err(), context.Canceled):
+		return newError(c.head(s)+": canceled by the caller "+where, cause, context.Canceled)
+	case c.ours:
+		return newError(fmt.Sprintf("%s: no answer within RequestTimeout %s %s", c.head(s), c.limit, where), cause, ErrTimeout, context.DeadlineExceeded)
+	}
+	return newError(c.head(s)+": the caller's deadline passed "+where, cause, ErrTimeout, context.DeadlineExceeded)
+}
+
+// exchange runs one attempt of a request on server s, and sorts out the
+// socket and the server's state when it fails.
+func (p *Pool) exchange(c *call, s *server) (*tlipb.Response, outcome, error) {
+	k, how, err := s.acquire(c.rctx, c.phase)
+	switch how {
+	case done:
+	case expired:
+		return nil, final, c.endErr(s, "while waiting for a socket", nil)
+	case unsent, bounced:
+		return nil, how, newError(c.head(s), err, ErrNoConnection)
+	default:
+		if errors.Is(err, ErrClosed) {
+			err = newError(c.head(s)+": the pool is closed", nil, ErrClosed, ErrNoConnection)
+		}
+		return nil, how, err
+	}
+	k.c.Conn().SetPhase(c.phase)
+	resp, err := k.c.Do(c.rctx, c.req)
+	if err == nil {
+		s.answered(k)
+		return resp, done, nil
+	}
+	switch {
+	case errors.Is(err, tli.ErrBroken):
+		// Broken before this request, which therefore never left.
+		s.drop(k)
+		return nil, unsent, newError(c.head(s), err, ErrNoConnection)
+	case k.c.Err() == nil:
+		// Refused before sending (too large, or the time was already up):
+		// the socket is still in step with the server.
+		s.release(k)
+		if c.ended() {
+			return nil, final, c.endErr(s, "before sending", err)
+		}
+		return nil, final, newError(c.head(s), err)
+	case p.isClosed():
+		s.drop(k)
+		return nil, final, newError(c.head(s)+": the pool was closed", err, ErrClosed, ErrNoConnection)
+	case c.ended():
+		// A late answer would answer the next request on this socket:
+		// it is reset either way. Only RequestTimeout blames the server.
+		where := fmt.Sprintf("(socket %d reset)", k.num)
+		if c.ours && !errors.Is(c.ctx.Err(), context.Canceled) {
+			s.fail(k, fmt.Errorf("no answer within RequestTimeout %s: %w", c.limit, err))
+		} else {
+			s.drop(k)
+		}
+		return nil, final, c.endErr(s, where, err)
+	}
+	s.fail(k, err)
+	return nil, sent, newError(fmt.Sprintf("%s: socket %d failed", c.head(s), k.num), err, ErrNoConnection)
+}
+
+func (p *Pool) enter() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.inflight.Add(1)
+	return true
+}
+
+func (p *Pool) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
+// CheckServers tries to open a socket to every server that is not Active,
+// as the agent's health check does, topping it up to MinSocketsPerPort; a
+// server that accepts one is Active again and, with EnableFailover, takes
+// the traffic back if it comes first in the HCO. The error lists the
+// servers still unavailable.
+func (p *Pool) CheckServers(ctx context.Context) error {
+	if !p.enter() {
+		return errClosed
+	}
+	defer p.inflight.Done()
+	// Close waits for this call: it must not wait out a handshake timeout.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(p.life, cancel)()
+	errs := make([]error, len(p.servers))
+	var wg sync.WaitGroup
+	for i, s := range p.servers {
+		state := s.currentState()
+		if state == Active {
+			continue
+		}
+		wg.Go(func() {
+			if err := s.check(ctx, p.defaultPhase); err != nil {
+				errs[i] = fmt.Errorf("policy server %s is still %s: %w", s.addr, state, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Close ends every socket with a FIN, busy ones included so that their
+// requests fail at once rather than wait out RequestTimeout, then waits
+// for those requests and for sockets being opened. Requests waiting for a
+// socket fail with ErrClosed. Close may be called more than once.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.mu.Unlock()
+	p.stop()
+	var errs []error
+	for _, s := range p.servers {
+		for _, k := range s.shut() {
+			if err := k.c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				errs = append(errs, fmt.Errorf("pool: closing socket %d to %s: %w", k.num, s.addr, err))
+			}
+		}
+	}
+	p.inflight.Wait()
+	p.dials.Wait()
+	return errors.Join(errs...)
+}
+
+// Stats is a snapshot of the pool.
+type Stats struct {
+	Servers []ServerStats // in HCO order
+	// Queued is the number of requests waiting for a busy socket to come
+	// free, all servers (ServerStats.Queued).
+	Queued int
+	// MaxQueued is the longest any server's queue has been.
+	MaxQueued int
+}
+
+// ServerStats describes the sockets to one server.
+type ServerStats struct {
+	Addr  string // host:port, as the HCO names it
+	State State
+	// Open sockets, of which Busy carry a request; Opening are being
+	// dialed and already count toward MaxSocketsPerPort.
+	Open, Busy, Opening int
+	// Queued requests wait for a busy socket to come free, and count
+	// toward MaxQueue; MaxQueued is the most there were. Waiting adds the
+	// requests that wait for a socket being opened.
+	Queued, Waiting, MaxQueued int
+	// Opened counts the sockets ever opened (handshake done), DialFailures
+	// those that could not be.
+	Opened, DialFailures int64
+	// Requests counts the requests the server answered; Failures those
+	// that broke a socket or timed out; Resets the sockets reset.
+	Requests, Failures, Resets int64
+	LastError                  string
+	Sockets                    []SocketStats // oldest first
+}
+
+// SocketStats describes one open socket.
+type SocketStats struct {
+	Num    int    // 1 for the first socket ever opened to the server, and so on
+	Busy   bool   // carries a request
+	ConnID string // the trace's connection id ("" without a Recorder)
+	Local  string // local address, as a capture shows it
+}
+
+// Stats returns a snapshot of every server's sockets and queue.
+func (p *Pool) Stats() Stats {
+	var st Stats
+	for _, s := range p.servers {
+		ss := s.stats()
+		st.Servers = append(st.Servers, ss)
+		st.Queued += ss.Queued
+		st.MaxQueued = max(st.MaxQueued, ss.MaxQueued)
+	}
+	return st
+}

@@ -1,0 +1,515 @@
+package pool
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/agentlab/agentlab/conf"
+	"github.com/agentlab/agentlab/tli"
+)
+
+// growRetryDelay is how long an Active server that refused a new socket is
+// left to the sockets it has before the pool tries to grow again. Without
+// it, every waiting request would dial at once into a server that is, say,
+// at its connection limit. [our choice]
+const growRetryDelay = time.Second
+
+// outcome tells Do what a failed attempt on one server allows next.
+type outcome int
+
+const (
+	done    outcome = iota // the server answered
+	final                  // give the error to the caller as it is
+	expired                // the request's context ended; Do names why
+	unsent                 // nothing reached the server: any request may go elsewhere
+	sent                   // the request may have reached the server: only safe ones go elsewhere
+	bounced                // the server failed while the request waited for one of its sockets
+)
+
+type sockState uint8
+
+const (
+	sockIdle sockState = iota
+	sockBusy
+	sockGone // closed or reset, and out of server.socks
+)
+
+// socket is one session. Its number gives its age: 1 is the first socket
+// opened to the server, and numbers are never reused, so "the same age or
+// older" is num <= n.
+type socket struct {
+	num   int
+	c     *tli.Client
+	state sockState
+	// closeOnReturn marks a busy socket that must carry no other request
+	// (older than one that failed, or open before the server failed); it
+	// is closed when its request is done, not under it.
+	closeOnReturn bool
+}
+
+type grant struct {
+	sock *socket
+	how  outcome
+	err  error
+}
+
+type waiter struct {
+	ch   chan grant // buffered: whoever grants never blocks under the lock
+	elem *list.Element
+}
+
+// server is the pool of sockets to one Policy Server, and its queue.
+type server struct {
+	p     *Pool
+	index int
+	ps    conf.PolicyServer
+	addr  string
+	log   zerolog.Logger
+
+	mu      sync.Mutex
+	state   State
+	closed  bool
+	socks   []*socket // open sockets, oldest first
+	opening int       // being dialed: they count toward MaxSocketsPerPort at once
+	nextNum int
+	waiters list.List // *waiter, first come first served
+	lastErr error
+	// growAfter holds growth back after a new socket failed (growRetryDelay).
+	growAfter time.Time
+
+	opened, requests, failures, resets, dialFailures int64
+	maxQueued                                        int
+}
+
+func newServer(p *Pool, index int, ps conf.PolicyServer) *server {
+	s := &server{p: p, index: index, ps: ps, addr: ps.Addr(), state: Disabled, nextNum: 1}
+	s.log = p.log.With().Str("policy_server", s.addr).Logger()
+	return s
+}
+
+// dial opens and handshakes one socket. The handshake timeout bounds the
+// TCP connect too: a server that drops SYNs must not hold a request for
+// the system's connect timeout.
+func (s *server) dial(ctx context.Context, phase string) (*tli.Client, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.p.handshakeTimeout)
+	defer cancel()
+	return tli.Dial(ctx, s.addr, tli.ClientConfig{
+		TrustedHost: s.p.cfg.TrustedHost, Secret: s.p.cfg.Secret, HandshakeTimeout: s.p.handshakeTimeout,
+		Recorder: s.p.cfg.Recorder, Dialer: s.p.cfg.Dialer, Phase: phase,
+	})
+}
+
+// open adds up to n sockets, one after the other, as the agent opens its
+// MinSocketsPerPort at start (the seed's capture shows 49269, then 49270).
+// It stops at the first failure and reports it; the sockets opened so far
+// stay.
+func (s *server) open(ctx context.Context, n int, phase string) error {
+	for range n {
+		s.mu.Lock()
+		if s.closed || len(s.socks)+s.opening >= s.p.hco.MaxSocketsPerPort {
+			s.mu.Unlock()
+			return nil
+		}
+		num := s.nextNum
+		s.nextNum++
+		s.opening++
+		s.mu.Unlock()
+
+		c, err := s.dial(ctx, phase)
+		s.mu.Lock()
+		s.opening--
+		if err != nil {
+			s.dialFailures++
+			s.lastErr = err
+			s.growLocked(phase) // a waiter may have counted on this socket
+			s.mu.Unlock()
+			return err
+		}
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return nil
+		}
+		s.addLocked(num, c)
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// acquire hands out the lowest-numbered idle socket, so that the ACO goes
+// over socket 1 and traffic keeps to the oldest sockets. With none idle the
+// request waits in the queue; it grows the pool first if the sockets being
+// opened would not be enough for everyone waiting.
+//
+// A request for a server that is not Active retries it: it waits for a new
+// socket, since those from before the failure cannot be trusted.
+func (s *server) acquire(ctx context.Context, phase string) (*socket, outcome, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, final, errClosed
+	}
+	var closing []*socket
+	if s.state == Active {
+		for _, k := range s.socks {
+			if k.state == sockIdle {
+				k.state = sockBusy
+				s.mu.Unlock()
+				return k, done, nil
+			}
+		}
+	} else {
+		closing = s.probeLocked()
+	}
+	// Waiters that a socket being opened will serve are not "queued" for
+	// the limit: they would otherwise fail while the pool is still growing.
+	maxSocks := s.p.hco.MaxSocketsPerPort
+	if len(s.socks)+s.opening >= maxSocks && s.queuedLocked() >= s.p.maxQueue {
+		n := s.queuedLocked()
+		s.mu.Unlock()
+		closeSockets(closing)
+		return nil, final, newError(fmt.Sprintf("pool: %d requests already waiting for a socket to %s (MaxSocketsPerPort %d)", n, s.addr, maxSocks),
+			nil, ErrQueueFull, ErrNoConnection)
+	}
+	w := &waiter{ch: make(chan grant, 1)}
+	w.elem = s.waiters.PushBack(w)
+	s.growLocked(phase)
+	s.maxQueued = max(s.maxQueued, s.queuedLocked())
+	s.mu.Unlock()
+	closeSockets(closing)
+
+	select {
+	case g := <-w.ch:
+		return g.sock, g.how, g.err
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	if w.elem != nil {
+		s.waiters.Remove(w.elem)
+		w.elem = nil
+		s.mu.Unlock()
+		return nil, expired, ctx.Err()
+	}
+	s.mu.Unlock()
+	// Granted while we gave up: pass the socket on rather than lose it.
+	if g := <-w.ch; g.sock != nil {
+		s.release(g.sock)
+	}
+	return nil, expired, ctx.Err()
+}
+
+// check is the health check of a server that is not Active: the sockets
+// from before its failure go, and new ones are opened up to
+// MinSocketsPerPort (at least one).
+func (s *server) check(ctx context.Context, phase string) error {
+	s.mu.Lock()
+	if s.state == Active || s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	closing := s.probeLocked()
+	n := max(1, s.p.hco.MinSocketsPerPort-len(s.socks))
+	s.mu.Unlock()
+	closeSockets(closing)
+	return s.open(ctx, n, phase)
+}
+
+// queuedLocked counts the requests that wait for a busy socket to come
+// free: those that a socket being opened will serve are not in the queue.
+func (s *server) queuedLocked() int { return max(0, s.waiters.Len()-s.opening) }
+
+// probeLocked prepares the retry of a server that is not Active: the
+// sockets that survived its failure (younger than the one that failed, as
+// the vendor keeps them) may be dead too (a restarted server dropped them
+// all), so none of them carries a request again. Idle ones are returned for
+// closing, busy ones close when their request is done. The retry is a new
+// socket, whose handshake tells whether the server is back.
+func (s *server) probeLocked() []*socket {
+	if s.state == Active {
+		return nil
+	}
+	var closing []*socket
+	kept := s.socks[:0]
+	for _, k := range s.socks {
+		if k.state == sockIdle {
+			k.state = sockGone
+			closing = append(closing, k)
+			continue
+		}
+		k.closeOnReturn = true
+		kept = append(kept, k)
+	}
+	clear(s.socks[len(kept):])
+	s.socks = kept
+	return closing
+}
+
+// growLocked opens NewSocketStep sockets at once (fewer near the maximum)
+// when more requests wait than sockets are being opened. The new sockets
+// count toward MaxSocketsPerPort before they are dialed, so that callers
+// arriving together never open more than the maximum between them.
+func (s *server) growLocked(phase string) {
+	if s.closed || s.state == Active && time.Now().Before(s.growAfter) {
+		return
+	}
+	need := s.waiters.Len() - s.opening
+	room := s.p.hco.MaxSocketsPerPort - len(s.socks) - s.opening
+	if need <= 0 || room <= 0 {
+		return
+	}
+	n := min(s.p.hco.NewSocketStep, room)
+	s.opening += n
+	for range n {
+		num := s.nextNum
+		s.nextNum++
+		s.p.dials.Add(1)
+		go s.dialAsync(num, phase)
+	}
+}
+
+// dialAsync opens a socket for the pool, not for the request that asked:
+// it runs on the pool's lifetime, so a caller giving up does not waste a
+// handshake, and Close stops it.
+func (s *server) dialAsync(num int, phase string) {
+	defer s.p.dials.Done()
+	c, err := s.dial(s.p.life, phase)
+	s.mu.Lock()
+	s.opening--
+	if err != nil {
+		s.dialFailures++
+		s.lastErr = err
+		var closing []*socket
+		switch {
+		case s.closed:
+		case s.state == Active && s.usableLocked():
+			// A server that refuses more sockets (its connection limit)
+			// still answers on those it has: the waiting requests wait
+			// for them, within their RequestTimeout.
+			s.growAfter = time.Now().Add(growRetryDelay)
+			s.log.Warn().Err(err).Int("socket", num).Int("open", len(s.socks)).Msg("Could not open a new socket; the open ones carry on")
+		default:
+			// Nothing left to wait for: the requests go elsewhere, and
+			// they never reached this server.
+			s.log.Warn().Err(err).Int("socket", num).Msg("Could not open a socket; policy server unavailable")
+			closing = s.failLocked(num, err, unsent)
+		}
+		s.mu.Unlock()
+		closeSockets(closing)
+		return
+	}
+	if s.closed {
+		s.mu.Unlock()
+		c.Close()
+		return
+	}
+	s.addLocked(num, c)
+	s.mu.Unlock()
+}
+
+// addLocked puts a new socket in age order and gives it to the first waiter.
+// A handshake that succeeded is proof enough that the server is up again.
+func (s *server) addLocked(num int, c *tli.Client) {
+	k := &socket{num: num, c: c}
+	i, _ := slices.BinarySearchFunc(s.socks, num, func(a *socket, n int) int { return a.num - n })
+	s.socks = slices.Insert(s.socks, i, k)
+	s.opened++
+	s.log.Debug().Int("socket", num).Int("open", len(s.socks)).Str("local", c.Conn().LocalAddr().String()).Msg("Opened socket")
+	s.reviveLocked()
+	s.handLocked(k)
+}
+
+func (s *server) reviveLocked() {
+	if s.state != Active {
+		if s.p.started.Load() {
+			s.log.Info().Str("was", s.state.String()).Msg("Policy server is available again")
+		}
+		s.state = Active
+	}
+}
+
+func (s *server) handLocked(k *socket) {
+	if e := s.waiters.Front(); e != nil {
+		w := s.waiters.Remove(e).(*waiter)
+		w.elem = nil
+		k.state = sockBusy
+		w.ch <- grant{sock: k, how: done}
+		return
+	}
+	k.state = sockIdle
+}
+
+// release returns a socket after a request that left it in step with the
+// server.
+func (s *server) release(k *socket) {
+	s.mu.Lock()
+	if k.state == sockGone { // Close took it
+		s.mu.Unlock()
+		return
+	}
+	if s.closed || k.closeOnReturn {
+		s.removeLocked(k)
+		s.growLocked(s.p.defaultPhase)
+		s.mu.Unlock()
+		k.c.Close()
+		return
+	}
+	s.handLocked(k)
+	s.mu.Unlock()
+}
+
+// answered counts a request the server answered and returns its socket.
+// An answer does not make a Failed server Active: it may answer a request
+// sent before the failure. Only a new socket does.
+func (s *server) answered(k *socket) {
+	s.mu.Lock()
+	s.requests++
+	s.mu.Unlock()
+	s.release(k)
+}
+
+// fail handles an error on a socket whose request had left: the socket is
+// reset (a late answer would otherwise answer the next request), the
+// server becomes Failed, and the older sockets are closed.
+func (s *server) fail(k *socket, err error) {
+	k.c.Reset()
+	s.mu.Lock()
+	s.removeLocked(k)
+	s.resets++
+	s.failures++
+	var closing []*socket
+	if !s.closed {
+		closing = s.failLocked(k.num, err, bounced)
+		s.log.Warn().Err(err).Int("socket", k.num).Int("closed_older", len(closing)).Int("open", len(s.socks)).
+			Msg("Reset socket after an error; policy server marked failed")
+	}
+	s.growLocked(s.p.defaultPhase)
+	s.mu.Unlock()
+	closeSockets(closing)
+}
+
+// drop ends a socket whose stream is out of step through no fault of the
+// server (the caller gave up): reset it, and leave the others alone.
+func (s *server) drop(k *socket) {
+	s.mu.Lock()
+	gone := k.state == sockGone
+	if !gone {
+		s.removeLocked(k)
+		s.resets++
+		s.growLocked(s.p.defaultPhase)
+	}
+	s.mu.Unlock()
+	if !gone {
+		k.c.Reset()
+	}
+}
+
+// failLocked applies the vendor's rule to the sockets of the same age as
+// socket num or older: the idle ones are returned for closing (FIN), the
+// busy ones close when their request returns them. Younger sockets stay.
+// The waiting requests leave with how: the selection decides again where
+// they go now that this server is unavailable.
+func (s *server) failLocked(num int, err error, how outcome) []*socket {
+	s.lastErr = err
+	s.growAfter = time.Time{} // the retry of a failed server is a new socket
+	if s.state == Active {
+		s.state = Failed
+	}
+	var closing []*socket
+	kept := s.socks[:0]
+	for _, k := range s.socks {
+		if k.num <= num {
+			if k.state == sockIdle {
+				k.state = sockGone
+				closing = append(closing, k)
+				continue
+			}
+			k.closeOnReturn = true
+		}
+		kept = append(kept, k)
+	}
+	clear(s.socks[len(kept):])
+	s.socks = kept
+	for e := s.waiters.Front(); e != nil; e = s.waiters.Front() {
+		w := s.waiters.Remove(e).(*waiter)
+		w.elem = nil
+		w.ch <- grant{how: how, err: fmt.Errorf("policy server %s failed while the request waited for a socket: %w", s.addr, err)}
+	}
+	return closing
+}
+
+// usableLocked tells whether some socket may still carry a request.
+func (s *server) usableLocked() bool {
+	for _, k := range s.socks {
+		if !k.closeOnReturn {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *server) removeLocked(k *socket) {
+	k.state = sockGone
+	if i := slices.Index(s.socks, k); i >= 0 {
+		s.socks = slices.Delete(s.socks, i, i+1)
+	}
+}
+
+// shut marks the server closed and hands back every socket, busy ones
+// included: closing those is what makes Close prompt, as their requests
+// then fail at once instead of waiting out RequestTimeout.
+func (s *server) shut() []*socket {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for e := s.waiters.Front(); e != nil; e = s.waiters.Front() {
+		w := s.waiters.Remove(e).(*waiter)
+		w.elem = nil
+		w.ch <- grant{how: final, err: errClosed}
+	}
+	closing := s.socks
+	for _, k := range closing {
+		k.state = sockGone
+	}
+	s.socks = nil
+	return closing
+}
+
+func closeSockets(ks []*socket) {
+	for _, k := range ks {
+		k.c.Close()
+	}
+}
+
+func (s *server) currentState() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
+}
+
+func (s *server) stats() ServerStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := ServerStats{
+		Addr: s.addr, State: s.state, Open: len(s.socks), Opening: s.opening,
+		Queued: s.queuedLocked(), Waiting: s.waiters.Len(), MaxQueued: s.maxQueued,
+		Opened: s.opened, DialFailures: s.dialFailures, Requests: s.requests, Failures: s.failures, Resets: s.resets,
+	}
+	if s.lastErr != nil {
+		st.LastError = s.lastErr.Error()
+	}
+	for _, k := range s.socks {
+		busy := k.state == sockBusy
+		if busy {
+			st.Busy++
+		}
+		tc := k.c.Conn()
+		st.Sockets = append(st.Sockets, SocketStats{Num: k.num, Busy: busy, ConnID: tc.ID(), Local: tc.LocalAddr().String()})
+	}
+	return st
+}

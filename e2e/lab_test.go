@@ -2,10 +2,13 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentlab/agentlab/trace"
 )
@@ -30,18 +33,85 @@ func hasOp(evs []trace.Event, op, noteContains string) bool {
 	return false
 }
 
+// agentConns returns, per agent process (proc name -> pid -> its
+// connections in the order it opened them), the events of each connection
+// seen from the agent's side.
+func agentConns(evs []trace.Event) map[string]map[int][][]trace.Event {
+	out := map[string]map[int][][]trace.Event{}
+	byConn := conns(evs)
+	seen := map[string]bool{}
+	for _, e := range evs {
+		if e.Op != trace.OpConnect || e.Conn == "" || seen[e.Conn] || e.Role != "hla" && e.Role != "llawp" {
+			continue
+		}
+		seen[e.Conn] = true
+		if out[e.Proc] == nil {
+			out[e.Proc] = map[int][][]trace.Event{}
+		}
+		out[e.Proc][e.PID] = append(out[e.Proc][e.PID], byConn[e.Conn])
+	}
+	return out
+}
+
+// checkRound checks one agent process's two rounds of the seed: a bootstrap
+// connection to smps2 that shows trust_wa1 in clear, fetches hco.smps1 and
+// ends with a reset; then exactly MinSocketsPerPort (2) connections to
+// smps1 with the ACO over the first; and no other connection to smps2.
+func checkRound(t *testing.T, who string, cs [][]trace.Event, ips map[string]string) {
+	t.Helper()
+	if len(cs) < 3 {
+		t.Fatalf("%s opened %d connections, want a bootstrap one and 2 HCO ones", who, len(cs))
+	}
+	boot := cs[0]
+	if boot[0].RemoteHost != "smps2.shared.lab" || !strings.HasPrefix(boot[0].Remote, ips["smps2.shared.lab"]+":") {
+		t.Errorf("%s: bootstrap connection goes to %s (%s), want smps2.shared.lab", who, boot[0].RemoteHost, boot[0].Remote)
+	}
+	if boot[0].LocalHost != "wa1.shared.lab" || !strings.HasPrefix(boot[0].Local, ips["wa1.shared.lab"]+":") {
+		t.Errorf("%s: bootstrap connection comes from %s (%s), want wa1.shared.lab", who, boot[0].LocalHost, boot[0].Local)
+	}
+	var clear bool
+	for _, e := range boot {
+		if e.Op == trace.OpSend && bytes.Contains(e.Data, []byte("trust_wa1")) {
+			clear = true
+		}
+	}
+	if !clear {
+		t.Errorf("%s: no send on the bootstrap connection carries trust_wa1 in clear", who)
+	}
+	if !hasOp(boot, trace.OpRequest, "GetHostConfig hco.smps1") {
+		t.Errorf("%s: bootstrap connection has no GetHostConfig hco.smps1", who)
+	}
+	if last := boot[len(boot)-1]; last.Op != trace.OpReset {
+		t.Errorf("%s: bootstrap connection ends with %q, want %q", who, last.Op, trace.OpReset)
+	}
+	for i, c := range cs[1:3] {
+		if c[0].RemoteHost != "smps1.shared.lab" || c[0].Phase != trace.PhaseHCO {
+			t.Errorf("%s: HCO connection %d goes to %s in phase %q, want smps1.shared.lab in phase hco", who, i+1, c[0].RemoteHost, c[0].Phase)
+		}
+	}
+	if !hasOp(cs[1], trace.OpRequest, "GetAgentConfig aco.wa1") || hasOp(cs[2], trace.OpRequest, "GetAgentConfig") {
+		t.Errorf("%s: the ACO is not fetched over the first HCO connection", who)
+	}
+	for _, c := range cs[3:] {
+		if c[0].RemoteHost == "smps2.shared.lab" {
+			t.Errorf("%s: a further connection to smps2 (only the bootstrap may go there)", who)
+		}
+	}
+}
+
 // TestSeedLabRun runs `agentlab run` on the seed lab and checks, from
-// trace.jsonl alone, the seed's bootstrap: the web server host connects to
-// smps2 (the only SmHost.conf server), shows trust_wa1 in clear, fetches
-// hco.smps1 and resets; then talks to smps1, the HCO's server, for the ACO.
+// trace.jsonl alone, what the seed shows: w3wp.exe's bootstrap and HCO
+// phase, then LLAWP.exe's (a child of w3wp.exe), every authorization call
+// from w3wp.exe, one IsProtected per page request with the cache off, and
+// DoManagement only from LLAWP.exe, once per poll interval.
 func TestSeedLabRun(t *testing.T) {
 	labFile, ips := seedLab(t)
 	out := t.TempDir()
-	r := runCmd(t, nil, "agentlab", "run", labFile, "--out", out, "--bin", binDir)
+	r := runCmd(t, nil, "agentlab", "run", labFile, "--out", out, "--bin", binDir, "--requests", "12", "--poll", "1s")
 	if r.code != 0 {
 		t.Fatalf("agentlab run: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
-	for _, f := range []string{"trace.jsonl", "summary.json", "SmHost.conf", "WebAgent.conf", "smps1.shared.lab.log", "smps2.shared.lab.log", "hosts"} {
+	for _, f := range []string{"trace.jsonl", "summary.json", "SmHost.conf", "WebAgent.conf", "WA.log", "smps1.shared.lab.log", "smps2.shared.lab.log", "hosts"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Errorf("run folder lacks %s", f)
 		}
@@ -55,60 +125,96 @@ func TestSeedLabRun(t *testing.T) {
 			t.Fatalf("trace.jsonl is not in time order at event %d", i)
 		}
 	}
+	agents := agentConns(evs)
+	if len(agents["w3wp.exe"]) != 1 || len(agents["LLAWP.exe"]) != 1 {
+		t.Fatalf("want one w3wp.exe and one LLAWP.exe, got %d and %d", len(agents["w3wp.exe"]), len(agents["LLAWP.exe"]))
+	}
+	var hlaPID, llawpPID int
+	for pid, cs := range agents["w3wp.exe"] {
+		hlaPID = pid
+		checkRound(t, "w3wp.exe", cs, ips)
+	}
+	for pid, cs := range agents["LLAWP.exe"] {
+		llawpPID = pid
+		checkRound(t, "LLAWP.exe", cs, ips)
+	}
+	// The LLAWP's own first event comes after w3wp.exe's HCO phase: the
+	// HLA starts it once it has its pool.
+	first := func(proc string) (t0 time.Time) {
+		for _, e := range evs {
+			if e.Proc == proc {
+				return e.T
+			}
+		}
+		return
+	}
+	if !first("LLAWP.exe").After(first("w3wp.exe")) {
+		t.Error("LLAWP.exe's round does not follow w3wp.exe's")
+	}
+	wa, _ := os.ReadFile(filepath.Join(out, "WA.jsonl"))
+	if !strings.Contains(string(wa), fmt.Sprintf(`"owner_pid":%d`, hlaPID)) {
+		t.Errorf("WA.jsonl does not show LLAWP.exe (pid %d) started by w3wp.exe (pid %d)", llawpPID, hlaPID)
+	}
+	waLog, _ := os.ReadFile(filepath.Join(out, "WA.log"))
+	for _, want := range []string{"hostname='trust_wa1'.", "maxsocketsperport='20'.", "minsocketsperport='2'.", "newsocketstep='2'.", "requesttimeout='60'."} {
+		if !strings.Contains(string(waLog), want) {
+			t.Errorf("WA.log lacks the vendor line %q", want)
+		}
+	}
 
-	// The agent's side of each connection, in the order they were opened.
-	var agent [][]trace.Event
-	byConn := conns(evs)
-	seen := map[string]bool{}
+	// Authorization calls only from w3wp.exe, management only from LLAWP.exe.
+	counts := map[string]map[string]int{}
+	var polls []time.Time
 	for _, e := range evs {
-		if e.Proc == "agentlab" && e.Op == trace.OpConnect && e.Conn != "" && !seen[e.Conn] {
-			seen[e.Conn] = true
-			agent = append(agent, byConn[e.Conn])
+		if e.Op != trace.OpRequest || e.Role != "hla" && e.Role != "llawp" {
+			continue
+		}
+		name, _, _ := strings.Cut(e.Note, " ")
+		if counts[e.Proc] == nil {
+			counts[e.Proc] = map[string]int{}
+		}
+		counts[e.Proc][name]++
+		if e.Proc == "LLAWP.exe" && name == "DoManagement" {
+			polls = append(polls, e.T)
 		}
 	}
-	if len(agent) != 2 {
-		t.Fatalf("the probe opened %d connections, want 2 (bootstrap to smps2, then smps1)", len(agent))
-	}
-	boot, hco := agent[0], agent[1]
-	if boot[0].RemoteHost != "smps2.shared.lab" || !strings.HasPrefix(boot[0].Remote, ips["smps2.shared.lab"]+":") {
-		t.Errorf("bootstrap connection goes to %s (%s), want smps2.shared.lab", boot[0].RemoteHost, boot[0].Remote)
-	}
-	if boot[0].LocalHost != "wa1.shared.lab" || !strings.HasPrefix(boot[0].Local, ips["wa1.shared.lab"]+":") {
-		t.Errorf("bootstrap connection comes from %s (%s), want wa1.shared.lab", boot[0].LocalHost, boot[0].Local)
-	}
-	var clear bool
-	for _, e := range boot {
-		if e.Op == trace.OpSend && bytes.Contains(e.Data, []byte("trust_wa1")) {
-			clear = true
+	for _, name := range []string{"IsProtected", "Login", "Authorize"} {
+		if counts["LLAWP.exe"][name] != 0 {
+			t.Errorf("LLAWP.exe sent %d %s requests; only w3wp.exe may", counts["LLAWP.exe"][name], name)
 		}
 	}
-	if !clear {
-		t.Error("no send on the bootstrap connection carries trust_wa1 in clear")
+	if counts["w3wp.exe"]["DoManagement"] != 0 {
+		t.Errorf("w3wp.exe sent DoManagement; only LLAWP.exe may")
 	}
-	if !hasOp(boot, trace.OpRequest, "GetHostConfig hco.smps1") {
-		t.Error("bootstrap connection has no GetHostConfig hco.smps1")
+	if len(polls) < 2 {
+		t.Errorf("LLAWP.exe polled %d times, want at least 2", len(polls))
 	}
-	if last := boot[len(boot)-1]; last.Op != trace.OpReset {
-		t.Errorf("bootstrap connection ends with %q, want %q", last.Op, trace.OpReset)
-	}
-	if hco[0].RemoteHost != "smps1.shared.lab" {
-		t.Errorf("HCO connection goes to %s, want smps1.shared.lab", hco[0].RemoteHost)
-	}
-	if !hasOp(hco, trace.OpRequest, "GetAgentConfig aco.wa1") || !hasOp(hco, trace.OpResponse, "SUCCESS") {
-		t.Error("HCO connection did not fetch ACO aco.wa1")
-	}
-	// The server saw the same connection: its accept has our ports reversed.
-	var serverSaw bool
-	for _, e := range evs {
-		if e.Proc == "smps" && e.Op == trace.OpAccept && e.Remote == boot[0].Local && e.Local == boot[0].Remote {
-			serverSaw = true
+	for i := 1; i < len(polls); i++ {
+		if gap := polls[i].Sub(polls[i-1]); gap < 900*time.Millisecond || gap > 3*time.Second {
+			t.Errorf("poll %d came %s after the previous one; the interval is 1s", i, gap)
 		}
 	}
-	if !serverSaw {
-		t.Error("smps2's trace has no accept of the bootstrap connection")
+	// With the agent cache off (the seed's ACO), every HTTP request the
+	// web server received sends one IsProtected: 12 page loads, plus the
+	// one repeated after the Basic challenge.
+	var sum struct {
+		Requests struct{ Sent, Succeeded, Failed, Challenges int }
 	}
-	if !strings.Contains(r.stdout, "Time of Day") || !strings.Contains(r.stdout, "wa1.shared.lab:") {
-		t.Errorf("stdout lacks the Process Monitor table:\n%s", r.stdout)
+	data, _ := os.ReadFile(filepath.Join(out, "summary.json"))
+	if err := json.Unmarshal(data, &sum); err != nil {
+		t.Fatal(err)
+	}
+	if sum.Requests.Sent != 12 || sum.Requests.Succeeded != 12 || sum.Requests.Failed != 0 {
+		t.Errorf("summary: %+v", sum.Requests)
+	}
+	if got, want := counts["w3wp.exe"]["IsProtected"], 12+sum.Requests.Challenges; got != want {
+		t.Errorf("w3wp.exe sent %d IsProtected for %d HTTP requests", got, want)
+	}
+	for _, want := range []string{"Time of Day", "Process Name", "w3wp.exe", "LLAWP.exe",
+		"Step 1:", "downloads HCO hco.smps1 and resets the connection", "requests: 12 sent, 12 succeeded, 0 failed"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, r.stdout)
+		}
 	}
 
 	// The files the lab wrote pass conf check on the lab's web server host,
@@ -121,5 +227,33 @@ func TestSeedLabRun(t *testing.T) {
 	other := runCmd(t, []string{"AGENTLAB_HOST_ID=another.host"}, "agentlab", "conf", "check", filepath.Join(out, "SmHost.conf"))
 	if other.code == 0 || !strings.Contains(other.stderr, "Shared secret incorrect") || !strings.Contains(other.stderr, "smreghost") {
 		t.Errorf("conf check of a copied SmHost.conf: exit %d, stderr %q", other.code, other.stderr)
+	}
+}
+
+// TestSeedLabSocketGrowth drives more concurrent browsers than
+// MinSocketsPerPort: w3wp.exe may open more sockets to smps1, but only in
+// steps of NewSocketStep (2) and never more than MaxSocketsPerPort (20).
+func TestSeedLabSocketGrowth(t *testing.T) {
+	labFile, _ := seedLab(t)
+	out := t.TempDir()
+	r := runCmd(t, nil, "agentlab", "run", labFile, "--out", out, "--bin", binDir, "--requests", "400", "--concurrency", "24", "--poll", "1s")
+	if r.code != 0 {
+		t.Fatalf("agentlab run: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	evs, err := trace.ReadFile(filepath.Join(out, "trace.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for pid, cs := range agentConns(evs)["w3wp.exe"] {
+		n := 0
+		for _, c := range cs {
+			if c[0].RemoteHost == "smps1.shared.lab" {
+				n++
+			}
+		}
+		if n < 2 || n > 20 || (n-2)%2 != 0 {
+			t.Errorf("w3wp.exe (pid %d) opened %d sockets to smps1: want 2 plus steps of 2, at most 20", pid, n)
+		}
+		t.Logf("w3wp.exe opened %d sockets to smps1 for 24 concurrent browsers", n)
 	}
 }

@@ -802,3 +802,36 @@ func TestCallerCancelsWhileQueued(t *testing.T) {
 		t.Errorf("%+v: want Active, still the one socket", st)
 	}
 }
+
+// Close does not wait for a health check's handshake to time out.
+func TestCloseDuringCheckServers(t *testing.T) {
+	t.Parallel()
+	l := newLab(t)
+	ps1 := l.realServer("smps1.shared.lab")
+	down := l.down("smps2.shared.lab")
+	cfg, _ := l.config(hcoFor(true, ps1.ep, down))
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	p, _, err := Start(ctx, cfg, testInfo, "aco.wa1")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Connects complete in the kernel's backlog; nobody ever answers the
+	// ClientHello.
+	mute := down.listen(t)
+	defer mute.Close()
+	checked := make(chan error, 1)
+	go func() { checked <- p.CheckServers(context.Background()) }()
+	waitFor(t, "the health check's handshake under way", func() bool { return p.Stats().Servers[1].Opening == 1 })
+
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	for _, ch := range []chan error{closed, checked} {
+		select {
+		case <-ch:
+		case <-time.After(wait / 2):
+			t.Fatal("Close waits for the health check's handshake")
+		}
+	}
+}

@@ -22,6 +22,7 @@ const (
 	Failed
 )
 
+// String gives the vendor's name of the state.
 func (s State) String() string {
 	switch s {
 	case Active:

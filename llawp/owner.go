@@ -54,3 +54,25 @@ func (w OwnerWatch) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// Dying tells a SIGTERM that Pdeathsig sent, because the owner is dying,
+// from any other. Pdeathsig fires as the owner's forking thread exits,
+// which can be a moment before the whole owner is gone and this process
+// reparented: so it waits a little for getppid to change. It is false
+// when no owner is known (PID 0).
+func (w OwnerWatch) Dying() bool {
+	if w.PID == 0 {
+		return false
+	}
+	getppid := w.Getppid
+	if getppid == nil {
+		getppid = os.Getppid
+	}
+	for range 10 {
+		if getppid() != w.PID {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}

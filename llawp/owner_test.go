@@ -45,3 +45,31 @@ func TestOwnerWatch(t *testing.T) {
 		})
 	}
 }
+
+func TestOwnerDying(t *testing.T) {
+	tests := []struct {
+		name    string
+		owner   int
+		parents []int // getppid answers, in order; the last repeats
+		want    bool
+	}{
+		{"no owner known", 0, []int{1}, false},
+		{"already reparented", 500, []int{1}, true},
+		// Pdeathsig came as the forking thread ended; the rest of the
+		// owner follows a few looks later.
+		{"reparented a moment after", 500, []int{500, 500, 500, 1}, true},
+		{"owner alive: the SIGTERM came from elsewhere", 500, []int{500}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var calls atomic.Int64
+			getppid := func() int {
+				i := int(calls.Add(1)) - 1
+				return tt.parents[min(i, len(tt.parents)-1)]
+			}
+			if got := (OwnerWatch{PID: tt.owner, Getppid: getppid}).Dying(); got != tt.want {
+				t.Fatalf("Dying() = %v after %d looks, want %v", got, calls.Load(), tt.want)
+			}
+		})
+	}
+}

@@ -2,8 +2,8 @@
 // wiring (cmd/llawp): the registry of workers and their watches, the
 // DoManagement poller that relays commands to them, the agent log and trace
 // log (WA.log, WATrace.log) that the workers' records end up in, the idle
-// linger, the watch on the owner process, and the LLAWP service (Service)
-// that ipc serves over gRPC.
+// linger, the watch on the owner process, the LLAWP service (Service)
+// that ipc serves over gRPC, and Run, which is one LLAWP process with them.
 package llawp
 
 import (

@@ -3,6 +3,7 @@ package trace
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -47,6 +48,23 @@ func (r *Recorder) Client(c net.Conn, phase string) *Conn { return r.wrap(c, OpC
 
 // Server wraps a connection this process accepted (records TCP Accept).
 func (r *Recorder) Server(c net.Conn, phase string) *Conn { return r.wrap(c, OpAccept, phase) }
+
+// LocalDialer is the dialer of an agent on a lab host: source is that
+// host's address, so that its connections leave from it and traces and
+// pcapng files show the host as the seed does; "" leaves the choice to
+// the system. The error names the value, for the caller to name its flag.
+func LocalDialer(source string) (*net.Dialer, error) {
+	d := &net.Dialer{}
+	if source == "" {
+		return d, nil
+	}
+	ip := net.ParseIP(source)
+	if ip == nil {
+		return nil, fmt.Errorf("%q is not an IP address", source)
+	}
+	d.LocalAddr = &net.TCPAddr{IP: ip}
+	return d, nil
+}
 
 // Dial connects to addr, resolving lab host names through the recorder's
 // hosts map, and records the attempt. A failed attempt is recorded too (op

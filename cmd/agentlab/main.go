@@ -4,7 +4,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -69,9 +68,9 @@ func (c *probeCmd) Run(ctx context.Context) error {
 		return err
 	}
 	defer rec.Close()
-	dialer, err := sourceDialer(c.Source)
+	dialer, err := trace.LocalDialer(c.Source)
 	if err != nil {
-		return err
+		return fmt.Errorf("--source: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
@@ -147,19 +146,6 @@ func openRecorder(dir string, o trace.Options) (*trace.Recorder, error) {
 		return trace.NewRecorder(nil, o), nil
 	}
 	return trace.Create(dir, o)
-}
-
-func sourceDialer(source string) (*net.Dialer, error) {
-	d := &net.Dialer{}
-	if source == "" {
-		return d, nil
-	}
-	ip := net.ParseIP(source)
-	if ip == nil {
-		return nil, fmt.Errorf("--source %q is not an IP address", source)
-	}
-	d.LocalAddr = &net.TCPAddr{IP: ip}
-	return d, nil
 }
 
 type cli struct {

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/signal"
@@ -78,13 +77,9 @@ func mainErr(args []string) error {
 			return err
 		}
 	}
-	dialer := &net.Dialer{}
-	if *source != "" {
-		ip := net.ParseIP(*source)
-		if ip == nil {
-			return fmt.Errorf("--source %q is not an IP address", *source)
-		}
-		dialer.LocalAddr = &net.TCPAddr{IP: ip}
+	dialer, err := trace.LocalDialer(*source)
+	if err != nil {
+		return fmt.Errorf("--source: %w", err)
 	}
 	host := hosts.Name(*source)
 	var rec *trace.Recorder

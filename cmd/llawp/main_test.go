@@ -37,6 +37,7 @@ func TestStartedByHandOrMisconfigured(t *testing.T) {
 		{"no --webagent", []string{cookie}, nil, "--webagent is required"},
 		{"no WebAgent.conf", []string{cookie}, []string{"--webagent", missing}, "WebAgent.conf"},
 		{"bad flag", []string{cookie}, []string{"--linger", "soon"}, "invalid value"},
+		{"bad --source", []string{cookie}, []string{"--webagent", missing, "--source", "wa1.shared.lab"}, `--source: \"wa1.shared.lab\" is not an IP address`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,7 +8,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"time"
@@ -79,13 +78,9 @@ func mainErr(args []string) error {
 		// A recorder that records nothing still resolves lab names.
 		rec = trace.NewRecorder(nil, trace.Options{Proc: "smreghost", Hosts: hosts})
 	}
-	dialer := &net.Dialer{}
-	if *source != "" {
-		ip := net.ParseIP(*source)
-		if ip == nil {
-			return fmt.Errorf("-source %q is not an IP address", *source)
-		}
-		dialer.LocalAddr = &net.TCPAddr{IP: ip}
+	dialer, err := trace.LocalDialer(*source)
+	if err != nil {
+		return fmt.Errorf("-source: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()

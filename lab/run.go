@@ -170,7 +170,10 @@ func (r *Run) startPolicyServers(ctx context.Context) error {
 		p, err := Start(sctx, ProcSpec{Name: ps.Host, Bin: r.bin("smps"), Args: args, Ready: "smps: listening on", Stderr: r.stderrFile(ps.Host)})
 		cancel()
 		if err != nil {
-			return fmt.Errorf("Policy Server %s: %w (see %s)", ps.Host, err, r.path(ps.Host+".stderr"))
+			// The server's own message names what it could not use (a
+			// store file and line, an address in use): pass it on.
+			out, _ := os.ReadFile(r.path(ps.Host + ".stderr"))
+			return fmt.Errorf("Policy Server %s: %w (see %s)\n%s", ps.Host, err, r.path(ps.Host+".stderr"), strings.TrimSpace(string(out)))
 		}
 		r.procs = append(r.procs, p)
 	}
@@ -363,7 +366,7 @@ func (r *Run) runToEnd(ctx context.Context, s ProcSpec) error {
 func (r *Run) stopAll() {
 	for i := len(r.procs) - 1; i >= 0; i-- {
 		p := r.procs[i]
-		err := p.Stop(5 * time.Second)
+		err := p.Stop(stopGrace)
 		info := ProcInfo{Name: p.Name, Proc: filepath.Base(p.Cmd.Path), PID: p.PID(), Exit: strconv.Itoa(p.Cmd.ProcessState.ExitCode())}
 		if err != nil {
 			info.Error = err.Error()
@@ -400,3 +403,8 @@ func (r *Run) finish(runErr error) ([]trace.Event, error) {
 
 // Summary is what the run wrote to summary.json.
 func (r *Run) Summary() Summary { return r.summary }
+
+// stopGrace is how long a process may take to stop after SIGTERM before
+// the lab kills it: the web server stops its LLAWP first, and binaries built
+// with the race detector take about a second more to exit.
+const stopGrace = 15 * time.Second

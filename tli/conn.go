@@ -96,13 +96,18 @@ func (c *Client) do(ctx context.Context, req *tlipb.Request) (resp *tlipb.Respon
 	if err := ctx.Err(); err != nil {
 		return nil, false, fmt.Errorf("%s: %s not sent: %w", c.peer(), Describe(req), err)
 	}
-	if dl, ok := ctx.Deadline(); ok {
+	dl, hasDeadline := ctx.Deadline()
+	if hasDeadline {
 		s.conn.SetDeadline(dl)
 	}
 	unwatch := watch(ctx, s.conn)
 	defer func() {
 		unwatch()
-		s.conn.SetDeadline(time.Time{})
+		// Only a context that can end has touched the deadline: leaving it
+		// alone otherwise saves two timer updates on every request.
+		if hasDeadline || ctx.Done() != nil {
+			s.conn.SetDeadline(time.Time{})
+		}
 	}()
 
 	// The frame is sealed into a second buffer: sealing in place over the

@@ -43,8 +43,8 @@ type direction struct {
 
 var errBadFrame = errors.New("frame failed authentication")
 
-func newDirection(ikm, salt []byte, label string) (*direction, error) {
-	key, err := hkdf.Key(sha256.New, ikm, salt, label, 32)
+func newDirection(prk []byte, label string) (*direction, error) {
+	key, err := hkdf.Expand(sha256.New, prk, label, 32)
 	if err != nil {
 		return nil, err
 	}
@@ -89,13 +89,19 @@ type sessionKeys struct {
 	c2s, s2c *direction
 }
 
+// deriveKeys extracts once and expands one key per direction: both keys
+// come from the same secret and nonces, so one extract serves both.
 func deriveKeys(ikm, clientNonce, serverNonce []byte) (sessionKeys, error) {
 	salt := append(append([]byte(nil), clientNonce...), serverNonce...)
-	c2s, err := newDirection(ikm, salt, labelC2S)
+	prk, err := hkdf.Extract(sha256.New, ikm, salt)
 	if err != nil {
 		return sessionKeys{}, err
 	}
-	s2c, err := newDirection(ikm, salt, labelS2C)
+	c2s, err := newDirection(prk, labelC2S)
+	if err != nil {
+		return sessionKeys{}, err
+	}
+	s2c, err := newDirection(prk, labelS2C)
 	if err != nil {
 		return sessionKeys{}, err
 	}

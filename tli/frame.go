@@ -70,14 +70,21 @@ func frameTypeName(t byte) string {
 // and payload, which aliases buf. A stream that ends inside a frame gives
 // io.ErrUnexpectedEOF; one that ends between frames gives io.EOF.
 func ReadFrame(r io.Reader, buf []byte) (typ byte, payload []byte, err error) {
-	var hdr [HeaderSize]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+	// The header is read into buf when it fits: a local array would escape
+	// through io.Reader and cost an allocation on every frame.
+	hdr := buf[:0]
+	if cap(hdr) < HeaderSize {
+		hdr = make([]byte, 0, HeaderSize)
+	}
+	hdr = hdr[:HeaderSize]
+	if _, err := io.ReadFull(r, hdr); err != nil {
 		if err == io.EOF {
 			return 0, nil, io.EOF
 		}
 		return 0, nil, &FrameError{Err: err}
 	}
 	n := binary.BigEndian.Uint32(hdr[:4])
+	typ = hdr[4]
 	if n > MaxFrame {
 		return 0, nil, &FrameError{Len: int(n), Err: ErrFrameTooLarge}
 	}
@@ -88,7 +95,7 @@ func ReadFrame(r io.Reader, buf []byte) (typ byte, payload []byte, err error) {
 		}
 		return 0, nil, &FrameError{Len: int(n), Err: err}
 	}
-	return hdr[4], buf, nil
+	return typ, buf, nil
 }
 
 // readPayload reads n bytes into buf. When buf is too small it grows with

@@ -1,0 +1,177 @@
+package hla
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/agentlab/agentlab/conf"
+	"github.com/agentlab/agentlab/policyserver"
+	"github.com/agentlab/agentlab/pool"
+)
+
+// benchStack is a Policy Server and the agent's socket pool to it, in this
+// process, over loopback TCP: the path a page load takes in the lab.
+type benchStack struct {
+	pool *pool.Pool
+	aco  conf.ACO
+}
+
+func newBenchStack(b *testing.B) *benchStack {
+	b.Helper()
+	st, err := policyserver.SeedStore()
+	if err != nil {
+		b.Fatal(err)
+	}
+	th, err := st.RegisterHost("trust_bench", "hco.smps1", true, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := policyserver.New(policyserver.Config{Name: "smps1.bench", Store: st, Log: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, l); close(done) }()
+	port := l.Addr().(*net.TCPAddr).Port
+	hco := conf.DefaultHCO()
+	hco.Name = "hco.bench"
+	hco.PolicyServers = []conf.PolicyServer{{Host: "127.0.0.1", AuthorizationPort: port}}
+	p, aco, err := pool.Start(ctx, pool.Config{HCO: hco, TrustedHost: "trust_bench", Secret: th.Secret}, pool.AgentInfo{AgentName: "bench", Role: "hla"}, "aco.wa1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Close(); cancel(); <-done })
+	return &benchStack{pool: p, aco: aco}
+}
+
+func (s *benchStack) server(b *testing.B, cacheSize int) *httptest.Server {
+	aco := s.aco
+	aco.MaxResourceCacheSize, aco.MaxSessionCacheSize = cacheSize, cacheSize
+	a, err := NewAgent(Config{Client: s.pool, AgentName: aco.DefaultAgentName, ACO: aco, Next: NewSite()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ts := httptest.NewServer(a)
+	b.Cleanup(ts.Close)
+	return ts
+}
+
+// login gets an SMSESSION cookie as a browser does after the challenge.
+func login(b *testing.B, base string) *http.Cookie {
+	req, _ := http.NewRequest(http.MethodGet, base+"/protected/", nil)
+	req.SetBasicAuth("user1", "Passw0rd1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	for _, c := range resp.Cookies() {
+		if c.Name == SessionCookie {
+			return c
+		}
+	}
+	b.Fatalf("no %s cookie after login: %d", SessionCookie, resp.StatusCode)
+	return nil
+}
+
+// loads sends b.N page loads of /protected/ from 8 keep-alive browsers and
+// records each one's latency.
+func loads(base string, cookie *http.Cookie, lat *[]time.Duration) func(*testing.B) {
+	return func(b *testing.B) {
+		tr := &http.Transport{MaxIdleConnsPerHost: 64}
+		defer tr.CloseIdleConnections()
+		client := &http.Client{Transport: tr}
+		var mu sync.Mutex
+		b.SetParallelism(4)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			var mine []time.Duration
+			for pb.Next() {
+				req, _ := http.NewRequest(http.MethodGet, base+"/protected/", nil)
+				if cookie != nil {
+					req.AddCookie(cookie)
+				}
+				t0 := time.Now()
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Errorf("status %d", resp.StatusCode)
+					return
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			*lat = append(*lat, mine...)
+			mu.Unlock()
+		})
+	}
+}
+
+func pct(l []time.Duration, p float64) time.Duration {
+	if len(l) == 0 {
+		return 0
+	}
+	s := slices.Clone(l)
+	slices.Sort(s)
+	return s[int(float64(len(s)-1)*p/100)]
+}
+
+// BenchmarkHTTP compares, in one run over loopback TCP, the built-in site
+// served by a plain net/http server with the same site behind the agent,
+// the agent cache on (no Policy Server call once warm) and off (the seed's
+// setting: IsProtected and Authorize on every page load). The figures are
+// requests per second and the ratio cache-on/plain (target >= 0.8), and
+// p50/p99 of the cache-off page loads. Rounds are interleaved so that a
+// busy neighbour on a small machine slows all three alike.
+func BenchmarkHTTP(b *testing.B) {
+	s := newBenchStack(b)
+	plain := httptest.NewServer(NewSite())
+	b.Cleanup(plain.Close)
+	on, off := s.server(b, 700), s.server(b, 0)
+	onCookie, offCookie := login(b, on.URL), login(b, off.URL)
+
+	const rounds = 3
+	var rps [3]float64
+	var offLat []time.Duration
+	for i := 0; i < rounds; i++ {
+		var discard []time.Duration
+		for j, r := range []testing.BenchmarkResult{
+			testing.Benchmark(loads(plain.URL, nil, &discard)),
+			testing.Benchmark(loads(on.URL, onCookie, &discard)),
+			testing.Benchmark(loads(off.URL, offCookie, &offLat)),
+		} {
+			rps[j] += float64(r.N) / r.T.Seconds() / rounds
+		}
+	}
+	b.ReportMetric(rps[0], "plain-req/s")
+	b.ReportMetric(rps[1], "cache-on-req/s")
+	b.ReportMetric(rps[2], "cache-off-req/s")
+	b.ReportMetric(rps[1]/rps[0], "cache-on/plain")
+	b.ReportMetric(float64(pct(offLat, 50).Microseconds()), "cache-off-p50-µs")
+	b.ReportMetric(float64(pct(offLat, 99).Microseconds()), "cache-off-p99-µs")
+	b.Log(fmt.Sprintf("plain %.0f req/s; agent cache on %.0f req/s (%.2fx plain); cache off %.0f req/s, p50 %s, p99 %s",
+		rps[0], rps[1], rps[1]/rps[0], rps[2], pct(offLat, 50), pct(offLat, 99)))
+	for b.Loop() {
+	}
+}

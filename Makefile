@@ -45,8 +45,11 @@ fuzz:
 demo: build
 	$(BIN)/agentlab run
 
+# Every benchmark. The headline figures (docs/performance.md) come from
+# BenchmarkTLIRatios, BenchmarkHTTP and BenchmarkColdStartIIS, each of which
+# measures its baseline in the same run.
 bench:
-	$(GO) test -run='^$$' -bench=. -benchtime=$(BENCHTIME) ./policyserver/ ./tli/
+	$(GO) test -run='^$$' -bench=. -benchtime=$(BENCHTIME) ./...
 
 # Regenerates proto/*.pb.go (committed). Needs protoc from Debian's
 # protobuf-compiler package; the Go plugins are built into ./bin.

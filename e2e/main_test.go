@@ -53,7 +53,7 @@ type result struct {
 }
 
 // runCmd runs a binary to its end (bounded by a timeout, so nothing hangs).
-func runCmd(t *testing.T, env []string, name string, args ...string) result {
+func runCmd(t testing.TB, env []string, name string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -79,7 +79,7 @@ func runCmd(t *testing.T, env []string, name string, args ...string) result {
 // loopbackIPs picks n addresses of this test's own in 127.0.0.0/8, all free
 // on port, so that tests running in parallel, or a lab left running on the
 // lab's fixed addresses, never collide.
-func loopbackIPs(t *testing.T, n, port int) []string {
+func loopbackIPs(t testing.TB, n, port int) []string {
 	t.Helper()
 	var out []string
 	for tries := 0; len(out) < n; tries++ {

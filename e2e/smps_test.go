@@ -15,7 +15,7 @@ import (
 )
 
 // startSmps runs smps on ip:44443 until the test ends and returns its log path.
-func startSmps(t *testing.T, ip, name string, extra ...string) (logPath string) {
+func startSmps(t testing.TB, ip, name string, extra ...string) (logPath string) {
 	t.Helper()
 	dir := t.TempDir()
 	logPath = filepath.Join(dir, "smps.log")
@@ -65,7 +65,7 @@ func startSmps(t *testing.T, ip, name string, extra ...string) (logPath string) 
 	return logPath
 }
 
-func writeHosts(t *testing.T, entries map[string]string) string {
+func writeHosts(t testing.TB, entries map[string]string) string {
 	t.Helper()
 	var b strings.Builder
 	for name, ip := range entries {

@@ -108,6 +108,10 @@ type narrProc struct {
 	// traffic holds, per server, the indices of the events that are not a
 	// connection's end: ends with none of these between them are one step.
 	traffic map[string][]int
+	// ongoing is the index of the process's first event of a phase that
+	// goes on (requests, management), or -1: a start-up socket that ends
+	// after it ends as an incident, not as part of the start-up.
+	ongoing int
 }
 
 type narrConn struct {
@@ -154,10 +158,13 @@ func newNarrator(evs []Event, host string, servers []string) *narrator {
 		k := key{e.Proc, e.PID}
 		p := byKey[k]
 		if p == nil {
-			p = &narrProc{proc: e.Proc, pid: e.PID, byID: map[string]*narrConn{}, traffic: map[string][]int{}}
+			p = &narrProc{proc: e.Proc, pid: e.PID, byID: map[string]*narrConn{}, traffic: map[string][]int{}, ongoing: -1}
 			byKey[k] = p
 			n.procs = append(n.procs, p)
 			n.names[e.Proc]++
+		}
+		if p.ongoing < 0 && (e.Phase == PhaseRequests || e.Phase == PhaseManagement) {
+			p.ongoing = i
 		}
 		if e.Conn == "" {
 			if e.Op == OpConnect && strings.HasPrefix(e.Note, "failed:") {
@@ -705,7 +712,7 @@ func (n *narrator) hcoStep(p *narrProc, server string, conns []*narrConn, fails 
 	var kinds []narrEnd
 	ended := map[narrEnd][]*narrConn{}
 	for _, c := range conns {
-		if c.end >= 0 && n.ev(c.end).Phase == PhaseHCO {
+		if n.claimed(p, c) {
 			kd := narrEndOf(n.ev(c.end))
 			if _, seen := ended[kd]; !seen {
 				kinds = append(kinds, kd)
@@ -988,14 +995,18 @@ func (n *narrator) busy(p *narrProc, server string, burst []*narrConn) (int, boo
 	return open, open > 0
 }
 
-// claimed tells whether a connection's end is told in its start step.
-func (n *narrator) claimed(c *narrConn) bool {
+// claimed tells whether a connection's end is told in its start step: an
+// HCO socket that is never used closes with its process, and that close
+// belongs to the end of the run, not to the start-up.
+func (n *narrator) claimed(p *narrProc, c *narrConn) bool {
 	if c.end < 0 || n.ev(c.end).Phase != c.phase {
 		return false
 	}
 	switch c.phase {
-	case PhaseBootstrap, PhaseAdmin, PhaseHCO:
+	case PhaseBootstrap, PhaseAdmin:
 		return true
+	case PhaseHCO:
+		return p.ongoing < 0 || c.end < p.ongoing
 	}
 	return false
 }
@@ -1013,7 +1024,7 @@ func (n *narrator) incidents(p *narrProc) []Step {
 	}
 	var items []item
 	for _, c := range p.conns {
-		if !c.accepted && c.end >= 0 && !n.claimed(c) {
+		if !c.accepted && c.end >= 0 && !n.claimed(p, c) {
 			items = append(items, item{idx: c.end, kind: narrEndOf(n.ev(c.end)), server: c.server, conn: c})
 		}
 	}
@@ -1031,8 +1042,8 @@ func (n *narrator) incidents(p *narrProc) []Step {
 		if k := len(groups); k > 0 {
 			g := groups[k-1]
 			prev := g[len(g)-1]
-			e, pe := n.ev(it.idx), n.ev(prev.idx)
-			if it.kind == prev.kind && it.server == prev.server && e.Phase == pe.Phase &&
+			e := n.ev(it.idx)
+			if it.kind == prev.kind && it.server == prev.server &&
 				e.T.Sub(n.ev(g[0].idx).T) <= narrGroupWindow && !p.trafficBetween(it.server, prev.idx, it.idx) {
 				groups[k-1] = append(g, it)
 				continue

@@ -682,3 +682,22 @@ func FuzzNarrate(f *testing.F) {
 		}
 	})
 }
+
+// An HCO socket that never carries a request keeps the phase it was opened
+// in, and closes only when its process stops: that close is the end of the
+// run, not part of the start-up step.
+func TestNarrateUnusedHCOSocketClosesAtEnd(t *testing.T) {
+	l := newNarrLab()
+	l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+	w := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+	setPhase(PhaseRequests, w[0])
+	l.do(w[0], "IsProtected GET /", "NO")
+	l.wait(5 * time.Second)
+	l.close(w[1])
+	narrCheck(t, l.evs,
+		"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection.",
+		"Step 2: w3wp.exe (pid 4242) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50135 and 50136, and downloads ACO aco.wa1 over the first (port 50135).",
+		"Step 3: w3wp.exe sends 1 IsProtected request to smps1.shared.lab:44443 over port 50135.",
+		"Step 4: at "+l.evs[len(l.evs)-1].T.Local().Format("15:04:05.000")+", w3wp.exe (pid 4242) closes its connection to smps1.shared.lab:44443 (port 50136).",
+	)
+}

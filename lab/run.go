@@ -45,8 +45,26 @@ type ProcInfo struct {
 	Name  string `json:"name"`
 	Proc  string `json:"proc"`
 	PID   int    `json:"pid"`
-	Exit  string `json:"exit"`
+	Role  string `json:"role,omitempty"`
+	Exit  string `json:"exit,omitempty"`
 	Error string `json:"error,omitempty"`
+	// StartedBy is empty for the processes the lab started; the LLAWP is
+	// started by its web server, and known only from its own trace.
+	StartedBy string `json:"started_by,omitempty"`
+}
+
+// Settings are what a run was asked to do, for summary.json.
+type Settings struct {
+	Model        string `json:"model"`
+	Requests     int    `json:"requests"`
+	Concurrency  int    `json:"concurrency"`
+	PollInterval string `json:"poll_interval"`
+	Polls        int    `json:"polls_awaited"`
+	WebServer    string `json:"web_server"`
+	TrustedHost  string `json:"trusted_host"`
+	HCO          string `json:"host_config_object"`
+	ACO          string `json:"agent_config_object"`
+	Bootstrap    string `json:"bootstrap"`
 }
 
 // Summary is summary.json.
@@ -56,6 +74,7 @@ type Summary struct {
 	Started      time.Time  `json:"started"`
 	Duration     string     `json:"duration"`
 	PollInterval string     `json:"poll_interval"`
+	Settings     Settings   `json:"settings"`
 	Processes    []ProcInfo `json:"processes"`
 	Events       int        `json:"events"`
 	Requests     struct {
@@ -104,7 +123,13 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 		r.Opts.StartTimeout = 10 * time.Second
 	}
 	l := r.Lab
-	r.summary = Summary{Lab: l.Name, Out: r.Opts.Out, Started: time.Now(), PollInterval: r.poll().String()}
+	r.summary = Summary{Lab: l.Name, Out: r.Opts.Out, Started: time.Now(), PollInterval: r.poll().String(),
+		Settings: Settings{
+			Model: l.WebServer.Model, Requests: r.requests(), Concurrency: max(r.Opts.Concurrency, 1),
+			PollInterval: r.poll().String(), Polls: r.polls(), WebServer: l.WebServer.Host,
+			TrustedHost: l.WebServer.TrustedHost, HCO: l.WebServer.HostConfigObject, ACO: l.WebServer.AgentConfigObject,
+			Bootstrap: strings.Join(l.WebServer.Bootstrap, ","),
+		}}
 	if err := os.MkdirAll(r.Opts.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("out folder: %w", err)
 	}
@@ -278,10 +303,7 @@ func (r *Run) poll() time.Duration {
 
 // workload sends the page loads a browser would.
 func (r *Run) workload(ctx context.Context, web *Proc) error {
-	n := r.Opts.Requests
-	if n == 0 {
-		n = 10
-	}
+	n := r.requests()
 	r.progress("sending %d page loads to %s as %s (Basic challenge answered)", n, r.summary.WebServerURL, r.Lab.User.Login())
 	res := Workload{
 		BaseURL: strings.TrimSuffix(r.summary.WebServerURL, "/"), User: r.Lab.User.Login(), Password: r.Lab.User.Password,
@@ -299,10 +321,7 @@ func (r *Run) workload(ctx context.Context, web *Proc) error {
 
 // waitPolls waits until the LLAWP's trace shows the management polls.
 func (r *Run) waitPolls(ctx context.Context) error {
-	want := r.Opts.Polls
-	if want == 0 {
-		want = 2
-	}
+	want := r.polls()
 	r.progress("waiting for %d management polls by LLAWP.exe (every %s: the lab shortens the vendor's 30 s; --poll 30s restores it)", want, r.poll())
 	limit := time.Duration(want+1)*r.poll() + 10*time.Second
 	wctx, cancel := context.WithTimeout(ctx, limit)
@@ -386,6 +405,7 @@ func (r *Run) finish(runErr error) ([]trace.Event, error) {
 		runErr = errors.Join(runErr, fmt.Errorf("merging traces: %w", err))
 	}
 	r.summary.Events = len(evs)
+	r.summary.Processes = append(r.summary.Processes, agentProcs(evs, r.infos)...)
 	for _, p := range r.infos {
 		if p.Error != "" && runErr == nil {
 			runErr = fmt.Errorf("process %s", p.Error)
@@ -408,3 +428,35 @@ func (r *Run) Summary() Summary { return r.summary }
 // the lab kills it: the web server stops its LLAWP first, and binaries built
 // with the race detector take about a second more to exit.
 const stopGrace = 15 * time.Second
+
+func (r *Run) requests() int {
+	if r.Opts.Requests > 0 {
+		return r.Opts.Requests
+	}
+	return 10
+}
+
+func (r *Run) polls() int {
+	if r.Opts.Polls > 0 {
+		return r.Opts.Polls
+	}
+	return 2
+}
+
+// agentProcs lists the processes a trace shows that the lab did not start
+// itself (the LLAWP, launched by its web server).
+func agentProcs(evs []trace.Event, started []ProcInfo) []ProcInfo {
+	known := map[int]bool{}
+	for _, p := range started {
+		known[p.PID] = true
+	}
+	var out []ProcInfo
+	for _, e := range evs {
+		if known[e.PID] || e.Role != "llawp" {
+			continue
+		}
+		known[e.PID] = true
+		out = append(out, ProcInfo{Name: e.Proc, Proc: "llawp", PID: e.PID, Role: e.Role, StartedBy: "w3wp.exe"})
+	}
+	return out
+}

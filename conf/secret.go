@@ -49,10 +49,12 @@ func HostIdentity() (string, error) {
 			}
 		}
 	}
-	if mid == "" {
-		return "", fmt.Errorf("cannot identify this host: no /etc/machine-id or /var/lib/dbus/machine-id; set %s", HostIDEnv)
-	}
 	name, err := os.Hostname()
+	if mid == "" {
+		// A container may have no machine id: the host name alone still
+		// binds the secret to this host, if more loosely.
+		mid = "no-machine-id"
+	}
 	if err != nil {
 		return "", fmt.Errorf("cannot identify this host: %w; set %s", err, HostIDEnv)
 	}

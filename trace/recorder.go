@@ -154,3 +154,24 @@ func (r *Recorder) Close() error {
 func (r *Recorder) nextConnID() string {
 	return fmt.Sprintf("%d-%d", r.opts.PID, r.seq.Add(1))
 }
+
+// Open is what every agentlab process does with its --hosts, --trace and
+// --source flags: load the lab's hosts map, name this process's host after
+// its source address (unless o.Host already names it), and record into dir;
+// with no dir it records nothing but still resolves and names lab hosts.
+func Open(dir, hostsFile, source string, o Options) (*Recorder, error) {
+	if hostsFile != "" {
+		h, err := LoadHosts(hostsFile)
+		if err != nil {
+			return nil, err
+		}
+		o.Hosts = h
+	}
+	if o.Host == "" && source != "" {
+		o.Host = o.Hosts.Name(source)
+	}
+	if dir == "" {
+		return NewRecorder(nil, o), nil
+	}
+	return Create(dir, o)
+}

@@ -282,3 +282,47 @@ func TestRecorderNilWriter(t *testing.T) {
 		t.Errorf("ResolveAddr = %q", got)
 	}
 }
+
+func TestOpen(t *testing.T) {
+	dir := t.TempDir()
+	hosts := filepath.Join(dir, "hosts")
+	if err := os.WriteFile(hosts, []byte("127.0.0.11 wa1.shared.lab\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, dir, hosts, source, wantHost string
+		wantFile, wantErr                  bool
+	}{
+		{"names the host from the source", dir, hosts, "127.0.0.11", "wa1.shared.lab", true, false},
+		{"no folder records nothing but resolves", "", hosts, "127.0.0.11", "wa1.shared.lab", false, false},
+		{"no hosts file", dir, "", "", "", true, false},
+		{"missing hosts file", dir, filepath.Join(dir, "nope"), "", "", false, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r, err := Open(c.dir, c.hosts, c.source, Options{Proc: "w3wp.exe", PID: 42})
+			if (err != nil) != c.wantErr {
+				t.Fatalf("err %v, want error %v", err, c.wantErr)
+			}
+			if err != nil {
+				if !strings.Contains(err.Error(), "nope") {
+					t.Errorf("error %q does not name the file", err)
+				}
+				return
+			}
+			defer r.Close()
+			if got := r.Options().Host; got != c.wantHost {
+				t.Errorf("host %q, want %q", got, c.wantHost)
+			}
+			if c.hosts != "" {
+				if ip, ok := r.Hosts().Lookup("wa1.shared.lab"); !ok || ip != "127.0.0.11" {
+					t.Errorf("hosts map does not resolve wa1.shared.lab")
+				}
+			}
+			_, statErr := os.Stat(filepath.Join(dir, FileName("w3wp.exe", 42)))
+			if c.wantFile && statErr != nil {
+				t.Errorf("no trace file: %v", statErr)
+			}
+		})
+	}
+}

@@ -57,13 +57,7 @@ func (c *probeCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var hosts *trace.Hosts
-	if c.Hosts != "" {
-		if hosts, err = trace.LoadHosts(c.Hosts); err != nil {
-			return err
-		}
-	}
-	rec, err := openRecorder(c.Trace, trace.Options{Proc: "agentlab", Role: "probe", Host: hosts.Name(c.Source), Hosts: hosts, Payload: true})
+	rec, err := trace.Open(c.Trace, c.Hosts, c.Source, trace.Options{Proc: "agentlab", Role: "probe", Payload: true})
 	if err != nil {
 		return err
 	}
@@ -139,13 +133,6 @@ func (c *runCmd) Run(ctx context.Context) error {
 	q := sum.Requests
 	fmt.Printf("requests: %d sent, %d succeeded, %d failed\n", q.Sent, q.Succeeded, q.Failed)
 	return err
-}
-
-func openRecorder(dir string, o trace.Options) (*trace.Recorder, error) {
-	if dir == "" {
-		return trace.NewRecorder(nil, o), nil
-	}
-	return trace.Create(dir, o)
 }
 
 type cli struct {

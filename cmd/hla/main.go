@@ -71,26 +71,15 @@ func mainErr(args []string) error {
 	if err != nil {
 		return err
 	}
-	var hosts *trace.Hosts
-	if *hostsFile != "" {
-		if hosts, err = trace.LoadHosts(*hostsFile); err != nil {
-			return err
-		}
-	}
 	dialer, err := trace.LocalDialer(*source)
 	if err != nil {
 		return fmt.Errorf("--source: %w", err)
 	}
-	host := hosts.Name(*source)
-	var rec *trace.Recorder
-	if *traceDir != "" {
-		if rec, err = trace.Create(*traceDir, trace.Options{Proc: *procName, Role: "hla", Host: host, Hosts: hosts, Payload: *payload}); err != nil {
-			return err
-		}
-		defer rec.Close()
-	} else {
-		rec = trace.NewRecorder(nil, trace.Options{Proc: *procName, Role: "hla", Host: host, Hosts: hosts})
+	rec, err := trace.Open(*traceDir, *hostsFile, *source, trace.Options{Proc: *procName, Role: "hla", Payload: *payload})
+	if err != nil {
+		return err
 	}
+	defer rec.Close()
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}

@@ -82,25 +82,13 @@ func mainErr(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var hosts *trace.Hosts
-	if *hostsFile != "" {
-		if hosts, err = trace.LoadHosts(*hostsFile); err != nil {
-			return err
-		}
-	}
 	dialer, err := trace.LocalDialer(*source)
 	if err != nil {
 		return fmt.Errorf("--source: %w", err)
 	}
-	topts := trace.Options{Proc: *procName, Role: "llawp", Host: hosts.Name(*source), Hosts: hosts, Payload: *payload}
-	var rec *trace.Recorder
-	if *traceDir != "" {
-		if rec, err = trace.Create(*traceDir, topts); err != nil {
-			return err
-		}
-	} else {
-		// Records nothing, but still resolves the lab's host names.
-		rec = trace.NewRecorder(nil, topts)
+	rec, err := trace.Open(*traceDir, *hostsFile, *source, trace.Options{Proc: *procName, Role: "llawp", Payload: *payload})
+	if err != nil {
+		return err
 	}
 	defer rec.Close()
 

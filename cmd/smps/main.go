@@ -94,19 +94,12 @@ func mainErr(args []string) error {
 	}
 	defer log.Close()
 
-	var hosts *trace.Hosts
-	if *hostsFile != "" {
-		if hosts, err = trace.LoadHosts(*hostsFile); err != nil {
-			return err
-		}
+	rec, err := trace.Open(*traceDir, *hostsFile, "", trace.Options{Proc: "smps", Role: "policyserver", Host: *name, Payload: *payload})
+	if err != nil {
+		return err
 	}
-	var rec *trace.Recorder
-	if *traceDir != "" {
-		if rec, err = trace.Create(*traceDir, trace.Options{Proc: "smps", Role: "policyserver", Host: *name, Hosts: hosts, Payload: *payload}); err != nil {
-			return err
-		}
-		defer rec.Close()
-	}
+	defer rec.Close()
+	hosts := rec.Hosts()
 
 	srv, err := policyserver.New(policyserver.Config{
 		Name: *name, Store: store, MaxConns: *maxConns, IdleTimeout: *idle, MaxLifetime: *lifetime,

@@ -62,22 +62,11 @@ func mainErr(args []string) error {
 	if err != nil {
 		return err
 	}
-	var hosts *trace.Hosts
-	if *hostsFile != "" {
-		if hosts, err = trace.LoadHosts(*hostsFile); err != nil {
-			return err
-		}
+	rec, err := trace.Open(*traceDir, *hostsFile, *source, trace.Options{Proc: "smreghost", Role: "smreghost"})
+	if err != nil {
+		return err
 	}
-	var rec *trace.Recorder
-	if *traceDir != "" {
-		if rec, err = trace.Create(*traceDir, trace.Options{Proc: "smreghost", Role: "smreghost", Hosts: hosts}); err != nil {
-			return err
-		}
-		defer rec.Close()
-	} else if hosts != nil {
-		// A recorder that records nothing still resolves lab names.
-		rec = trace.NewRecorder(nil, trace.Options{Proc: "smreghost", Hosts: hosts})
-	}
+	defer rec.Close()
 	dialer, err := trace.LocalDialer(*source)
 	if err != nil {
 		return fmt.Errorf("-source: %w", err)

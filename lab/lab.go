@@ -49,13 +49,19 @@ func (p PolicyServer) Addr() string { return fmt.Sprintf("%s:%d", p.Host, p.Port
 
 // WebServer is the agent host.
 type WebServer struct {
-	Host              string   `yaml:"host"`
-	Model             string   `yaml:"model"`
-	HTTPPort          int      `yaml:"http_port"`
-	TrustedHost       string   `yaml:"trusted_host"`
-	HostConfigObject  string   `yaml:"host_config_object"`
-	AgentConfigObject string   `yaml:"agent_config_object"`
-	Bootstrap         []string `yaml:"bootstrap"`
+	Host  string `yaml:"host"`
+	Model string `yaml:"model"`
+	// Apache model: the children, their MPM, recycling, and where
+	// they take the ACO from.
+	Workers             int      `yaml:"workers,omitempty"`
+	MPM                 string   `yaml:"mpm,omitempty"`
+	MaxRequestsPerChild int      `yaml:"max_requests_per_child,omitempty"`
+	ACOFromLLAWP        bool     `yaml:"aco_from_llawp,omitempty"`
+	HTTPPort            int      `yaml:"http_port"`
+	TrustedHost         string   `yaml:"trusted_host"`
+	HostConfigObject    string   `yaml:"host_config_object"`
+	AgentConfigObject   string   `yaml:"agent_config_object"`
+	Bootstrap           []string `yaml:"bootstrap"`
 }
 
 // Credentials are a name and a password.
@@ -149,6 +155,12 @@ func (l *Lab) Validate() error {
 		l.WebServer.Model = "iis"
 	} else if w.Model != "iis" && w.Model != "apache" {
 		bad("web_server.model %q: want iis or apache", w.Model)
+	}
+	if w.Workers < 0 || w.MaxRequestsPerChild < 0 {
+		bad("web_server.workers and max_requests_per_child must not be negative")
+	}
+	if w.MPM != "" && w.MPM != "prefork" && w.MPM != "worker" {
+		bad("web_server.mpm %q: want prefork or worker", w.MPM)
 	}
 	for _, f := range []struct{ k, v string }{{"trusted_host", w.TrustedHost}, {"host_config_object", w.HostConfigObject}, {"agent_config_object", w.AgentConfigObject}} {
 		if f.v == "" {

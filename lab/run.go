@@ -56,6 +56,10 @@ type ProcInfo struct {
 // Settings are what a run was asked to do, for summary.json.
 type Settings struct {
 	Model        string `json:"model"`
+	Workers      int    `json:"workers,omitempty"`
+	MPM          string `json:"mpm,omitempty"`
+	MaxRequests  int    `json:"max_requests_per_child,omitempty"`
+	ACOFromLLAWP bool   `json:"aco_from_llawp,omitempty"`
 	Requests     int    `json:"requests"`
 	Concurrency  int    `json:"concurrency"`
 	PollInterval string `json:"poll_interval"`
@@ -125,7 +129,9 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 	l := r.Lab
 	r.summary = Summary{Lab: l.Name, Out: r.Opts.Out, Started: time.Now(), PollInterval: r.poll().String(),
 		Settings: Settings{
-			Model: l.WebServer.Model, Requests: r.requests(), Concurrency: max(r.Opts.Concurrency, 1),
+			Model: l.WebServer.Model, Workers: l.WebServer.Workers, MPM: l.WebServer.MPM,
+			MaxRequests: l.WebServer.MaxRequestsPerChild, ACOFromLLAWP: l.WebServer.ACOFromLLAWP,
+			Requests: r.requests(), Concurrency: max(r.Opts.Concurrency, 1),
 			PollInterval: r.poll().String(), Polls: r.polls(), WebServer: l.WebServer.Host,
 			TrustedHost: l.WebServer.TrustedHost, HCO: l.WebServer.HostConfigObject, ACO: l.WebServer.AgentConfigObject,
 			Bootstrap: strings.Join(l.WebServer.Bootstrap, ","),
@@ -270,23 +276,57 @@ func (r *Run) writeWebAgent() error {
 	return wa.File.WriteFile(r.path("WebAgent.conf"), 0o644)
 }
 
-// startWebServer starts the IIS model's worker (w3wp.exe), which does its
-// bootstrap and HCO phase, then launches the LLAWP, which does its own.
-func (r *Run) startWebServer(ctx context.Context) (*Proc, error) {
+// WorkerProc is what the web server's processes are called in traces:
+// w3wp.exe for IIS, httpd for Apache (the parent and each child).
+func (w WebServer) WorkerProc() string {
+	if w.Model == "apache" {
+		return "httpd"
+	}
+	return "w3wp.exe"
+}
+
+// webServerArgs are hla's flags for the lab's web server.
+func (r *Run) webServerArgs(addr string) []string {
 	l, w := r.Lab, r.Lab.WebServer
-	ip := l.Hosts[w.Host]
-	addr := fmt.Sprintf("%s:%d", ip, w.HTTPPort)
 	args := []string{
 		"--webagent", r.path("WebAgent.conf"), "--listen", addr, "--model", w.Model,
 		"--out", r.Opts.Out, "--trace", r.Opts.Out, "--trace-payload",
-		"--hosts", r.hostsFile, "--source", ip, "--poll", r.poll().String(),
+		"--hosts", r.hostsFile, "--source", l.Hosts[w.Host], "--poll", r.poll().String(),
 	}
-	r.progress("starting web server %s (hla, IIS model: w3wp.exe) on %s, waiting for its bootstrap and HCO phase", w.Host, addr)
+	if w.Model == "apache" {
+		args = append(args, "--workers", strconv.Itoa(max(w.Workers, 1)))
+		if w.MPM != "" {
+			args = append(args, "--mpm", w.MPM)
+		}
+		if w.MaxRequestsPerChild > 0 {
+			args = append(args, "--max-requests-per-child", strconv.Itoa(w.MaxRequestsPerChild))
+		}
+		if w.ACOFromLLAWP {
+			args = append(args, "--aco-from-llawp")
+		}
+	}
+	return args
+}
+
+// startWebServer starts the web server: in the IIS model its worker
+// (w3wp.exe), which does its bootstrap and HCO phase, then launches the
+// LLAWP, which does its own; in the Apache model the httpd parent, which
+// launches the LLAWP and the children, each of which does its own.
+func (r *Run) startWebServer(ctx context.Context) (*Proc, error) {
+	l, w := r.Lab, r.Lab.WebServer
+	addr := fmt.Sprintf("%s:%d", l.Hosts[w.Host], w.HTTPPort)
+	name := w.WorkerProc()
+	if w.Model == "apache" {
+		r.progress("starting web server %s (hla, Apache model: httpd parent and %d children) on %s, waiting for every child's bootstrap and HCO phase",
+			w.Host, max(w.Workers, 1), addr)
+	} else {
+		r.progress("starting web server %s (hla, IIS model: w3wp.exe) on %s, waiting for its bootstrap and HCO phase", w.Host, addr)
+	}
 	sctx, cancel := context.WithTimeout(ctx, r.Opts.StartTimeout)
 	defer cancel()
-	p, err := Start(sctx, ProcSpec{Name: "w3wp.exe", Bin: r.bin("hla"), Args: args, Env: r.agentEnv(), Ready: "hla: serving ", Stderr: r.stderrFile("w3wp.exe")})
+	p, err := Start(sctx, ProcSpec{Name: name, Bin: r.bin("hla"), Args: r.webServerArgs(addr), Env: r.agentEnv(), Ready: "hla: serving ", Stderr: r.stderrFile(name)})
 	if err != nil {
-		out, _ := os.ReadFile(r.path("w3wp.exe.stderr"))
+		out, _ := os.ReadFile(r.path(name + ".stderr"))
 		return nil, fmt.Errorf("web server %s: %w\n%s", w.Host, err, out)
 	}
 	r.procs = append(r.procs, p)
@@ -405,7 +445,7 @@ func (r *Run) finish(runErr error) ([]trace.Event, error) {
 		runErr = errors.Join(runErr, fmt.Errorf("merging traces: %w", err))
 	}
 	r.summary.Events = len(evs)
-	r.summary.Processes = append(r.summary.Processes, agentProcs(evs, r.infos)...)
+	r.summary.Processes = append(r.summary.Processes, agentProcs(evs, r.infos, r.Lab.WebServer.WorkerProc())...)
 	for _, p := range r.infos {
 		if p.Error != "" && runErr == nil {
 			runErr = fmt.Errorf("process %s", p.Error)
@@ -444,19 +484,24 @@ func (r *Run) polls() int {
 }
 
 // agentProcs lists the processes a trace shows that the lab did not start
-// itself (the LLAWP, launched by its web server).
-func agentProcs(evs []trace.Event, started []ProcInfo) []ProcInfo {
+// itself: the LLAWP, and the Apache model's children, launched by the web
+// server.
+func agentProcs(evs []trace.Event, started []ProcInfo, web string) []ProcInfo {
 	known := map[int]bool{}
 	for _, p := range started {
 		known[p.PID] = true
 	}
 	var out []ProcInfo
 	for _, e := range evs {
-		if known[e.PID] || e.Role != "llawp" {
+		if known[e.PID] || e.Role != "llawp" && e.Role != "hla" {
 			continue
 		}
 		known[e.PID] = true
-		out = append(out, ProcInfo{Name: e.Proc, Proc: "llawp", PID: e.PID, Role: e.Role, StartedBy: "w3wp.exe"})
+		bin := "hla"
+		if e.Role == "llawp" {
+			bin = "llawp"
+		}
+		out = append(out, ProcInfo{Name: e.Proc, Proc: bin, PID: e.PID, Role: e.Role, StartedBy: web})
 	}
 	return out
 }

@@ -76,15 +76,19 @@ func (c *probeCmd) Run(ctx context.Context) error {
 }
 
 type runCmd struct {
-	Lab         string        `arg:"" optional:"" help:"Lab file (default: the embedded seed lab)." type:"existingfile"`
-	Out         string        `help:"Folder for the run's traces, logs and config files." default:"out" type:"path"`
-	Requests    int           `help:"Page loads to send through the web server." default:"10"`
-	Concurrency int           `help:"Browsers sending them at once." default:"1"`
-	Poll        time.Duration `help:"PSPollInterval for the run (default: the lab's, 5s in the seed lab; the vendor's is 30s)."`
-	Model       string        `help:"Web server process model." enum:"iis" default:"iis"`
-	Hold        bool          `help:"Keep the lab up after the workload, until Ctrl-C, to browse it."`
-	All         bool          `help:"Show every process's socket events, not only the web server host's to the Policy Servers."`
-	Bin         string        `help:"Folder with the smps, smreghost, hla, llawp and agentlab binaries (default: this program's folder)." type:"path"`
+	Lab          string        `arg:"" optional:"" help:"Lab file (default: the embedded seed lab)." type:"existingfile"`
+	Out          string        `help:"Folder for the run's traces, logs and config files." default:"out" type:"path"`
+	Requests     int           `help:"Page loads to send through the web server." default:"10"`
+	Concurrency  int           `help:"Browsers sending them at once." default:"1"`
+	Poll         time.Duration `help:"PSPollInterval for the run (default: the lab's, 5s in the seed lab; the vendor's is 30s)."`
+	Model        string        `help:"Web server process model: iis (one w3wp.exe) or apache (an httpd parent and its children). Default: the lab's."`
+	Workers      int           `help:"Apache model: httpd children (default: the lab's, or 3)."`
+	MPM          string        `help:"Apache model: prefork (one request at a time per child) or worker (many). Default: the lab's, or prefork."`
+	MaxRequests  int           `name:"max-requests-per-child" help:"Apache model: recycle a child after this many requests (0: never), like MaxConnectionsPerChild."`
+	ACOFromLLAWP bool          `name:"aco-from-llawp" help:"Apache model: children take the ACO from the LLAWP instead of the Policy Server."`
+	Hold         bool          `help:"Keep the lab up after the workload, until Ctrl-C, to browse it."`
+	All          bool          `help:"Show every process's socket events, not only the web server host's to the Policy Servers."`
+	Bin          string        `help:"Folder with the smps, smreghost, hla, llawp and agentlab binaries (default: this program's folder)." type:"path"`
 }
 
 func (c *runCmd) Run(ctx context.Context) error {
@@ -98,7 +102,9 @@ func (c *runCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	l.WebServer.Model = c.Model
+	if err := c.apply(&l.WebServer); err != nil {
+		return err
+	}
 	if c.Bin == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -133,6 +139,40 @@ func (c *runCmd) Run(ctx context.Context) error {
 	q := sum.Requests
 	fmt.Printf("requests: %d sent, %d succeeded, %d failed\n", q.Sent, q.Succeeded, q.Failed)
 	return err
+}
+
+// apply overrides the lab's web server with the flags that were given.
+func (c *runCmd) apply(w *lab.WebServer) error {
+	switch c.Model {
+	case "":
+	case "iis", "apache":
+		w.Model = c.Model
+	default:
+		return fmt.Errorf("--model %q: want iis or apache", c.Model)
+	}
+	switch c.MPM {
+	case "":
+	case "prefork", "worker":
+		w.MPM = c.MPM
+	default:
+		return fmt.Errorf("--mpm %q: want prefork or worker", c.MPM)
+	}
+	if c.Workers < 0 || c.MaxRequests < 0 {
+		return fmt.Errorf("--workers and --max-requests-per-child must not be negative")
+	}
+	if c.Workers > 0 {
+		w.Workers = c.Workers
+	}
+	if c.MaxRequests > 0 {
+		w.MaxRequestsPerChild = c.MaxRequests
+	}
+	if c.ACOFromLLAWP {
+		w.ACOFromLLAWP = true
+	}
+	if w.Model == "apache" && w.Workers == 0 {
+		w.Workers = 3
+	}
+	return nil
 }
 
 type cli struct {

@@ -1,0 +1,123 @@
+package lab
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestSeed(t *testing.T) {
+	l, err := Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.WebServer.Host != "wa1.shared.lab" || l.WebServer.Bootstrap[0] != "smps2.shared.lab" || len(l.PolicyServers) != 2 {
+		t.Errorf("seed lab: %+v", l)
+	}
+	h, err := l.HostsMap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ip, _ := h.Lookup("smps1.shared.lab"); ip != "127.0.0.21" {
+		t.Errorf("smps1.shared.lab resolves to %q", ip)
+	}
+	if n := h.Name("127.0.0.11:50134"); n != "wa1.shared.lab" {
+		t.Errorf("127.0.0.11 is named %q", n)
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	base := `name: x
+hosts: {wa1: 127.0.0.11, ps1: 127.0.0.21}
+policy_servers: [{host: ps1, port: 44443}]
+web_server: {host: wa1, http_port: 8080, trusted_host: t, host_config_object: h, agent_config_object: a, bootstrap: [ps1]}
+admin: {user: a, password: b}
+user: {name: u, password: p}
+`
+	if _, err := Parse("lab.yaml", "", []byte(base)); err != nil {
+		t.Fatalf("the base lab is refused: %v", err)
+	}
+	cases := []struct{ name, from, to, want string }{
+		{"not loopback", "127.0.0.21", "10.0.0.1", "not a loopback address"},
+		{"not an address", "127.0.0.21", "smps", "not an IP address"},
+		{"unknown server host", "{host: ps1, port", "{host: ps9, port", "ps9 is not in hosts"},
+		{"bad port", "port: 44443", "port: 0", "port 0"},
+		{"bad model", "http_port: 8080", "http_port: 8080, model: nginx", "want iis or apache"},
+		{"bad mpm", "http_port: 8080", "http_port: 8080, mpm: event", "want prefork or worker"},
+		{"bootstrap not a lab server", "bootstrap: [ps1]", "bootstrap: [ps2]", "not one of the lab's policy servers"},
+		{"missing trusted host", "trusted_host: t, ", "", "trusted_host is missing"},
+		{"unknown key", "name: x", "name: x\nbogus: 1", "bogus"},
+		{"bad poll", "name: x", "name: x\npoll_interval: soon", "positive duration"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse("lab.yaml", "", []byte(strings.Replace(base, c.from, c.to, 1)))
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "lab.yaml") {
+				t.Errorf("error %v, want one naming lab.yaml and saying %q", err, c.want)
+			}
+		})
+	}
+}
+
+// TestWorkload: a page load answers the Basic challenge once, then rides on
+// the cookie; a failing page is counted with its reason.
+func TestWorkload(t *testing.T) {
+	var challenges atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/broken/" {
+			http.Error(w, "no", http.StatusForbidden)
+			return
+		}
+		if c, err := r.Cookie("SMSESSION"); err == nil && c.Value == "ok" {
+			return
+		}
+		if u, p, ok := r.BasicAuth(); ok && u == "user1" && p == "pw" {
+			http.SetCookie(w, &http.Cookie{Name: "SMSESSION", Value: "ok", Path: "/"})
+			return
+		}
+		challenges.Add(1)
+		w.Header().Set("WWW-Authenticate", `Basic realm="r"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	defer srv.Close()
+	res := Workload{BaseURL: srv.URL, User: "user1", Password: "pw", Paths: []string{"/protected/"}, Requests: 6}.Run(context.Background())
+	if res.Sent != 6 || res.Succeeded != 6 || res.Failed != 0 || res.Challenges != 1 || challenges.Load() != 1 {
+		t.Errorf("result %+v, server challenges %d", res, challenges.Load())
+	}
+	if res.Percentile(50) <= 0 || res.Percentile(99) < res.Percentile(50) {
+		t.Errorf("percentiles p50 %s p99 %s", res.Percentile(50), res.Percentile(99))
+	}
+	res = Workload{BaseURL: srv.URL, User: "user1", Password: "pw", Paths: []string{"/broken/"}, Requests: 2, Concurrency: 2}.Run(context.Background())
+	if res.Failed != 2 || len(res.Errors) != 2 || !strings.Contains(res.Errors[0], "403") {
+		t.Errorf("result %+v", res)
+	}
+}
+
+// TestProc: a process is ready at its ready line, stops on SIGTERM, and a
+// process that exits before it is ready says so.
+func TestProc(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := Start(ctx, ProcSpec{Name: "sleeper", Bin: "/bin/sh", Args: []string{"-c", "echo starting; echo ready now; exec sleep 30"}, Ready: "ready"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := p.Stdout(); len(out) < 2 || out[1] != "ready now" {
+		t.Errorf("stdout %q", out)
+	}
+	if err := p.Stop(5 * time.Second); err == nil || !strings.Contains(err.Error(), "sleeper") {
+		t.Errorf("stop of a process killed by SIGTERM: %v", err)
+	}
+	_, err = Start(ctx, ProcSpec{Name: "quitter", Bin: "/bin/sh", Args: []string{"-c", "exit 3"}, Ready: "ready"})
+	if err == nil || !strings.Contains(err.Error(), "quitter exited before it was ready") {
+		t.Errorf("a process that exits early: %v", err)
+	}
+	_, err = Start(ctx, ProcSpec{Name: "missing", Bin: "/nonexistent/bin"})
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/bin") {
+		t.Errorf("a missing binary: %v", err)
+	}
+}

@@ -152,7 +152,7 @@ func TestSeedLabRun(t *testing.T) {
 		t.Error("LLAWP.exe's round does not follow w3wp.exe's")
 	}
 	wa, _ := os.ReadFile(filepath.Join(out, "WA.jsonl"))
-	if !strings.Contains(string(wa), fmt.Sprintf(`"owner_pid":%d`, hlaPID)) {
+	if !strings.Contains(string(wa), fmt.Sprintf(`"ppid":%d`, hlaPID)) {
 		t.Errorf("WA.jsonl does not show LLAWP.exe (pid %d) started by w3wp.exe (pid %d)", llawpPID, hlaPID)
 	}
 	waLog, _ := os.ReadFile(filepath.Join(out, "WA.log"))
@@ -210,8 +210,20 @@ func TestSeedLabRun(t *testing.T) {
 	if got, want := counts["w3wp.exe"]["IsProtected"], 12+sum.Requests.Challenges; got != want {
 		t.Errorf("w3wp.exe sent %d IsProtected for %d HTTP requests", got, want)
 	}
+	// The seed's four steps come first, in its order.
+	for i, want := range []string{
+		fmt.Sprintf("Step 1: w3wp.exe (pid %d) connects to smps2.shared.lab:44443 using tcp port", hlaPID),
+		fmt.Sprintf("Step 2: w3wp.exe (pid %d) connects to smps1.shared.lab:44443 by creating 2 connections", hlaPID),
+		fmt.Sprintf("Step 3: LLAWP.exe (pid %d) connects to smps2.shared.lab:44443 using tcp port", llawpPID),
+		fmt.Sprintf("Step 4: LLAWP.exe (pid %d) connects to smps1.shared.lab:44443 by creating 2 connections", llawpPID),
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("step %d is not %q:\n%s", i+1, want, r.stdout)
+		}
+	}
 	for _, want := range []string{"Time of Day", "Process Name", "w3wp.exe", "LLAWP.exe",
-		"Step 1:", "downloads HCO hco.smps1 and resets the connection", "requests: 12 sent, 12 succeeded, 0 failed"} {
+		"downloads HCO hco.smps1 and resets the connection", "downloads ACO aco.wa1 over the first",
+		"requests: 12 sent, 12 succeeded, 0 failed"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, r.stdout)
 		}
@@ -237,12 +249,20 @@ func TestSeedLabSocketGrowth(t *testing.T) {
 	labFile, _ := seedLab(t)
 	out := t.TempDir()
 	r := runCmd(t, nil, "agentlab", "run", labFile, "--out", out, "--bin", binDir, "--requests", "400", "--concurrency", "24", "--poll", "1s")
+	// A second run into the same folder replaces the first: its trace
+	// must show one w3wp.exe, not both runs'.
+	if r.code == 0 {
+		r = runCmd(t, nil, "agentlab", "run", labFile, "--out", out, "--bin", binDir, "--requests", "400", "--concurrency", "24", "--poll", "1s")
+	}
 	if r.code != 0 {
 		t.Fatalf("agentlab run: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
 	evs, err := trace.ReadFile(filepath.Join(out, "trace.jsonl"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if n := len(agentConns(evs)["w3wp.exe"]); n != 1 {
+		t.Errorf("the second run's trace shows %d w3wp.exe processes, want 1", n)
 	}
 	for pid, cs := range agentConns(evs)["w3wp.exe"] {
 		n := 0
@@ -251,8 +271,10 @@ func TestSeedLabSocketGrowth(t *testing.T) {
 				n++
 			}
 		}
-		if n < 2 || n > 20 || (n-2)%2 != 0 {
-			t.Errorf("w3wp.exe (pid %d) opened %d sockets to smps1: want 2 plus steps of 2, at most 20", pid, n)
+		// 24 browsers on 2 sockets queue at once: the pool must grow, and
+		// only in whole steps.
+		if n < 4 || n > 20 || (n-2)%2 != 0 {
+			t.Errorf("w3wp.exe (pid %d) opened %d sockets to smps1: want 2 plus at least one step of 2, at most 20", pid, n)
 		}
 		t.Logf("w3wp.exe opened %d sockets to smps1 for 24 concurrent browsers", n)
 	}

@@ -95,7 +95,7 @@ func login(b *testing.B, base string) *http.Cookie {
 // and returns requests per second and each load's latency. It times by
 // hand: testing.Benchmark called from inside a running benchmark waits for
 // a lock that benchmark holds, and never returns.
-func loads(b *testing.B, base string, cookie *http.Cookie, d time.Duration) (rps float64, lat []time.Duration) {
+func loads(b *testing.B, base string, cookie *http.Cookie, basic bool, d time.Duration) (rps float64, lat []time.Duration) {
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
@@ -112,6 +112,9 @@ func loads(b *testing.B, base string, cookie *http.Cookie, d time.Duration) (rps
 				req, _ := http.NewRequest(http.MethodGet, base+"/protected/", nil)
 				if cookie != nil {
 					req.AddCookie(cookie)
+				}
+				if basic {
+					req.SetBasicAuth("user1", "Passw0rd1")
 				}
 				t0 := time.Now()
 				resp, err := client.Do(req)
@@ -168,25 +171,34 @@ func BenchmarkHTTP(b *testing.B) {
 
 	d := max(benchTime()/3, 100*time.Millisecond)
 	const rounds = 3
-	var rps [3]float64
-	var offLat []time.Duration
+	var rps [4]float64
+	var offLat, basicLat []time.Duration
 	for i := 0; i < rounds; i++ {
 		// The plain server gets the same cookie: the same browser, the
 		// same request bytes.
-		r0, _ := loads(b, plain.URL, onCookie, d)
-		r1, _ := loads(b, on.URL, onCookie, d)
-		r2, l2 := loads(b, off.URL, offCookie, d)
-		rps[0], rps[1], rps[2] = rps[0]+r0/rounds, rps[1]+r1/rounds, rps[2]+r2/rounds
+		r0, _ := loads(b, plain.URL, onCookie, false, d)
+		r1, _ := loads(b, on.URL, onCookie, false, d)
+		r2, l2 := loads(b, off.URL, offCookie, false, d)
+		// Credentials on every request and no cookie: IsProtected, Login
+		// and Authorize, the three Policy Server calls of a page load
+		// with nothing cached anywhere.
+		r3, l3 := loads(b, off.URL, nil, true, d)
+		rps[0], rps[1], rps[2], rps[3] = rps[0]+r0/rounds, rps[1]+r1/rounds, rps[2]+r2/rounds, rps[3]+r3/rounds
 		offLat = append(offLat, l2...)
+		basicLat = append(basicLat, l3...)
 	}
 	b.ReportMetric(rps[0], "plain-req/s")
 	b.ReportMetric(rps[1], "cache-on-req/s")
 	b.ReportMetric(rps[2], "cache-off-req/s")
+	b.ReportMetric(rps[3], "three-calls-req/s")
 	b.ReportMetric(rps[1]/rps[0], "cache-on/plain")
 	b.ReportMetric(float64(pct(offLat, 50).Microseconds()), "cache-off-p50-us")
 	b.ReportMetric(float64(pct(offLat, 99).Microseconds()), "cache-off-p99-us")
-	b.Logf("plain %.0f req/s; agent cache on %.0f req/s (%.2fx plain); cache off %.0f req/s, p50 %s, p99 %s",
-		rps[0], rps[1], rps[1]/rps[0], rps[2], pct(offLat, 50), pct(offLat, 99))
+	b.ReportMetric(float64(pct(basicLat, 50).Microseconds()), "three-calls-p50-us")
+	b.ReportMetric(float64(pct(basicLat, 99).Microseconds()), "three-calls-p99-us")
+	b.Logf("plain %.0f req/s; agent cache on %.0f req/s (%.2fx plain); cache off with a session %.0f req/s (2 calls: p50 %s, p99 %s); "+
+		"cache off with Basic credentials each time %.0f req/s (3 calls: p50 %s, p99 %s)",
+		rps[0], rps[1], rps[1]/rps[0], rps[2], pct(offLat, 50), pct(offLat, 99), rps[3], pct(basicLat, 50), pct(basicLat, 99))
 }
 
 // benchTime is -test.benchtime when it is a duration (1s otherwise).

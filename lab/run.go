@@ -96,8 +96,8 @@ type Summary struct {
 }
 
 // Run is one run of a lab: it starts the Policy Servers, registers the web
-// server's trusted host with smreghost, checks the agent's configuration
-// against the live servers from the web server's address, stops
+// server's trusted host with smreghost, starts the web server (which starts
+// its LLAWP), sends the page loads, waits for the management polls, stops
 // everything, and merges the per-process traces into trace.jsonl.
 type Run struct {
 	Lab  *Lab
@@ -138,6 +138,11 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 		}}
 	if err := os.MkdirAll(r.Opts.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("out folder: %w", err)
+	}
+	if n, err := clearPreviousRun(r.Opts.Out); err != nil {
+		return nil, err
+	} else if n > 0 {
+		r.progress("cleared the previous run's %d files from %s", n, r.Opts.Out)
 	}
 	hosts, err := l.HostsMap()
 	if err != nil {
@@ -504,4 +509,60 @@ func agentProcs(evs []trace.Event, started []ProcInfo, web string) []ProcInfo {
 		out = append(out, ProcInfo{Name: e.Proc, Proc: bin, PID: e.PID, Role: e.Role, StartedBy: web})
 	}
 	return out
+}
+
+// runFiles are the names a run writes into its folder. A new run removes
+// them first: the traces are named by pid and the merge reads every one in
+// the folder, so a second run would otherwise count the first run's polls
+// and narrate both runs' processes.
+var runFiles = []string{"*.trace.jsonl", "trace.jsonl", "*.log", "*.log.*", "*.jsonl", "*.stderr",
+	"summary.json", "SmHost.conf", "WebAgent.conf", "hosts", "registrations.yaml", "registrations.yaml.lock"}
+
+func clearPreviousRun(dir string) (int, error) {
+	n := 0
+	for _, pat := range runFiles {
+		files, err := filepath.Glob(filepath.Join(dir, pat))
+		if err != nil {
+			return n, err
+		}
+		for _, f := range files {
+			if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
+				return n, fmt.Errorf("clearing the previous run: %w", err)
+			}
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Report prints what a run shows a learner: the Process Monitor view
+// (filtered as the seed filters, or every process with all), the steps
+// of the agent processes, and the summary line. The steps leave out the
+// registration, which happens before the web server exists, so that Steps
+// 1 to 4 are the seed's: the worker's bootstrap and HCO phase, then the
+// LLAWP's.
+func (r *Run) Report(w io.Writer, evs []trace.Event, all bool) {
+	l, sum := r.Lab, r.summary
+	if len(evs) > 0 {
+		servers := l.ServerHosts()
+		keep := trace.All(trace.SocketOps, trace.Between(l.WebServer.Host, servers...))
+		what := fmt.Sprintf("filtered as the seed filters: %s to %s", l.WebServer.Host, strings.Join(servers, " or "))
+		if all {
+			keep, what = trace.SocketOps, "every process"
+		}
+		fmt.Fprintf(w, "\nProcess Monitor view (%s):\n\n", what)
+		trace.WriteTable(w, evs, keep)
+		var agents []trace.Event
+		for _, e := range evs {
+			if e.Role == "hla" || e.Role == "llawp" {
+				agents = append(agents, e)
+			}
+		}
+		fmt.Fprintf(w, "\nWhat happened, step by step:\n\n")
+		trace.WriteNarrative(w, trace.Narrate(agents, l.WebServer.Host, servers))
+		fmt.Fprintf(w, "\nThe lab polled management every %s (the vendor's default is 30s).\n", sum.PollInterval)
+		fmt.Fprintf(w, "Everything is in %s: trace.jsonl, each process's log, WA.log, SmHost.conf, WebAgent.conf, summary.json.\n", r.Opts.Out)
+	}
+	q := sum.Requests
+	fmt.Fprintf(w, "requests: %d sent, %d succeeded, %d failed\n", q.Sent, q.Succeeded, q.Failed)
 }

@@ -141,7 +141,9 @@ func Run(ctx context.Context, cfg Config) error {
 	svc := NewService(ServiceConfig{Registry: reg, Records: sink, Log: log})
 	srv := cfg.Serve(svc, log)
 
-	log.Info().Int("owner_pid", cfg.OwnerPID).Str("webagent", cfg.WebAgent).
+	// ppid is the kernel's word for who started this process; owner_pid is
+	// what the owner said it was: a reader can check one against the other.
+	log.Info().Int("owner_pid", cfg.OwnerPID).Int("ppid", os.Getppid()).Str("webagent", cfg.WebAgent).
 		Msgf("%s starting for trusted host '%s'.", cfg.ProcName, sm.HostName)
 
 	a := &round{cfg: cfg, wa: wa, sm: sm, sink: sink, log: log, trace: tr, reg: reg, svc: svc}

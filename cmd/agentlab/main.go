@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -121,23 +120,7 @@ func (c *runCmd) Run(ctx context.Context) error {
 		},
 	}}
 	evs, err := r.Execute(ctx)
-	sum := r.Summary()
-	if len(evs) > 0 {
-		servers := l.ServerHosts()
-		keep := trace.All(trace.SocketOps, trace.Between(l.WebServer.Host, servers...))
-		what := fmt.Sprintf("filtered as the seed filters: %s to %s", l.WebServer.Host, strings.Join(servers, " or "))
-		if c.All {
-			keep, what = trace.SocketOps, "every process"
-		}
-		fmt.Printf("\nProcess Monitor view (%s):\n\n", what)
-		trace.WriteTable(os.Stdout, evs, keep)
-		fmt.Printf("\nWhat happened, step by step:\n\n")
-		trace.WriteNarrative(os.Stdout, trace.Narrate(evs, l.WebServer.Host, servers))
-		fmt.Printf("\nThe lab polled management every %s (the vendor's default is 30s).\n", sum.PollInterval)
-		fmt.Printf("Everything is in %s: trace.jsonl, each process's log, WA.log, SmHost.conf, WebAgent.conf, summary.json.\n", c.Out)
-	}
-	q := sum.Requests
-	fmt.Printf("requests: %d sent, %d succeeded, %d failed\n", q.Sent, q.Succeeded, q.Failed)
+	r.Report(os.Stdout, evs, c.All)
 	return err
 }
 

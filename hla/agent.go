@@ -108,6 +108,9 @@ type decision struct {
 	reason  string
 	realm   string // of the resource, for flushes of one realm
 	userDN  string // of the session, for flushes of one user
+	// refreshed is the session token the server re-issued with a later
+	// idle deadline; it goes back to the browser once and is never cached.
+	refreshed string
 }
 
 type header struct{ name, value string }
@@ -213,6 +216,9 @@ func (a *Agent) serveProtected(w http.ResponseWriter, r *http.Request, res resou
 			return
 		}
 		if ok {
+			if d.refreshed != "" {
+				setSessionCookie(w, r, d.refreshed)
+			}
 			a.decide(w, r, res, d)
 			return
 		}
@@ -363,6 +369,9 @@ func (a *Agent) authorize(ctx context.Context, r *http.Request, token string, re
 	case tlipb.Result_YES:
 		az := resp.GetAuthorize()
 		d = decision{allowed: true, headers: a.policyHeaders(az.GetHeaders()), policy: az.GetPolicy(), realm: res.realm}
+		if tok := az.GetSessionToken(); tok != "" && tok != token {
+			defer func() { d.refreshed = tok }()
+		}
 	case tlipb.Result_NO:
 		d = decision{reason: resp.GetMessage(), realm: res.realm}
 	case tlipb.Result_CHALLENGE:

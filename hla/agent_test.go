@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -646,4 +647,64 @@ func TestConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// The Policy Server moves a session's idle deadline by re-issuing its
+// token in the Authorize answer: the browser must get the new cookie, or
+// an active user is logged out at login time + idle timeout.
+func TestRefreshedSessionToken(t *testing.T) {
+	rg := newRig(t, cacheACO(0, 0))
+	cookie := rg.login(t, "user1")
+	rg.ps.hook = func(ctx context.Context, req *tlipb.Request) (*tlipb.Response, error) {
+		if req.GetAuthorize() == nil {
+			return nil, errUseSeed
+		}
+		resp := rg.ps.seed(req)
+		resp.GetAuthorize().SessionToken = cookie + "-refreshed"
+		return resp, nil
+	}
+	for i := 0; i < 2; i++ {
+		w := rg.do(req{target: "/protected/", cookie: cookie})
+		if w.Code != http.StatusOK {
+			t.Fatalf("status %d", w.Code)
+		}
+		var got string
+		for _, c := range w.Result().Cookies() {
+			if c.Name == SessionCookie {
+				got = c.Value
+			}
+		}
+		if want := cookie + "-refreshed"; got != want {
+			t.Errorf("load %d: cookie %q, want %q", i, got, want)
+		}
+	}
+}
+
+// A cached decision must not replay a refresh: the token it carried went
+// to the browser with the answer that brought it.
+func TestRefreshedSessionTokenNotCached(t *testing.T) {
+	rg := newRig(t, cacheACO(0, 700))
+	cookie := rg.login(t, "user1")
+	rg.ps.hook = func(ctx context.Context, req *tlipb.Request) (*tlipb.Response, error) {
+		if req.GetAuthorize() == nil {
+			return nil, errUseSeed
+		}
+		resp := rg.ps.seed(req)
+		resp.GetAuthorize().SessionToken = cookie + "-refreshed"
+		return resp, nil
+	}
+	cookies := func(w *httptest.ResponseRecorder) (n int) {
+		for _, c := range w.Result().Cookies() {
+			if c.Name == SessionCookie {
+				n++
+			}
+		}
+		return n
+	}
+	if w := rg.do(req{target: "/protected/other", cookie: cookie}); cookies(w) != 1 {
+		t.Errorf("the answer that carried the refresh set %d cookies", cookies(w))
+	}
+	if w := rg.do(req{target: "/protected/other", cookie: cookie}); cookies(w) != 0 {
+		t.Errorf("a cached decision set %d cookies", cookies(w))
+	}
 }

@@ -36,9 +36,10 @@ type LLAWPConfig struct {
 	MinBackoff, MaxBackoff time.Duration
 }
 
-// ProcessConfig is one web worker process of the IIS model (w3wp.exe): it
-// bootstraps, builds its socket pool, serves HTTP through the agent, and
-// owns the LLAWP.
+// ProcessConfig is one web worker process: the IIS model's w3wp.exe, or
+// one httpd child of the Apache model. Each bootstraps, builds its own
+// socket pool and serves HTTP through the agent; how it reaches its LLAWP
+// is the model's business (RunIIS owns one, RunApacheChild attaches).
 type ProcessConfig struct {
 	WebAgent string // path to WebAgent.conf
 	Listen   string // HTTP address, e.g. 127.0.0.11:8080
@@ -49,7 +50,10 @@ type ProcessConfig struct {
 	Recorder *trace.Recorder
 	Dialer   *net.Dialer
 	ProcName string
-	Log      zerolog.Logger
+	// Role names the process in its LLAWP registration and SetAgentInfo;
+	// "" means "hla".
+	Role string
+	Log  zerolog.Logger
 	// Forwarder receives the worker's log records for the LLAWP's WA.log;
 	// Log should already write into it.
 	Forwarder *ipc.LogForwarder
@@ -58,6 +62,35 @@ type ProcessConfig struct {
 	Upstream *url.URL
 	// Ready is called with the HTTP address once the worker serves.
 	Ready func(addr string)
+
+	// The Apache model's children only.
+
+	// ACOFromLLAWP takes the ACO from the LLAWP's Status rather than
+	// asking a Policy Server (pool.Config.SkipACO).
+	ACOFromLLAWP bool
+	// Prefork serves one connection, and one request, at a time, like an
+	// Apache prefork child.
+	Prefork bool
+	// MaxRequests, when positive, ends the worker (nil error) once it has
+	// served that many HTTP requests: Apache's MaxConnectionsPerChild.
+	MaxRequests int
+}
+
+func (cfg *ProcessConfig) role() string {
+	if cfg.Role == "" {
+		return "hla"
+	}
+	return cfg.Role
+}
+
+// llawpLink is how a worker reaches its LLAWP.
+type llawpLink interface {
+	// aco is the LLAWP's ACO, for ACOFromLLAWP.
+	aco(ctx context.Context) (conf.ACO, error)
+	// run keeps the worker registered and watching until ctx ends,
+	// applying management events to agent; it closes linked (if not nil)
+	// once the worker first watches.
+	run(ctx context.Context, agent *Agent, linked chan<- struct{})
 }
 
 // RunIIS runs the IIS model's worker until ctx ends: the first round of the
@@ -66,6 +99,17 @@ type ProcessConfig struct {
 // the LLAWP: if it dies, the worker logs it, goes on serving, and starts a
 // new one.
 func RunIIS(ctx context.Context, cfg ProcessConfig) error {
+	if cfg.ACOFromLLAWP {
+		return errors.New("the IIS model's worker takes its ACO from the Policy Server: --aco-from-llawp is for the Apache model")
+	}
+	return runWorker(ctx, cfg, &supervisor{cfg: cfg, log: cfg.Log}, 0)
+}
+
+// runWorker is one web worker process from bootstrap to exit. linkWait,
+// when positive, holds Ready until the worker watches its LLAWP (or that
+// long has passed), so that a management command queued once the web
+// server says it serves reaches this worker too.
+func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink, linkWait time.Duration) error {
 	log := cfg.Log
 	wa, err := conf.ReadWebAgent(cfg.WebAgent)
 	if err != nil {
@@ -82,15 +126,21 @@ func RunIIS(ctx context.Context, cfg ProcessConfig) error {
 	log.Info().Str("server", boot.Server.Addr()).Str("hco", boot.HCO.Name).Msg("Bootstrap: host configuration object received, bootstrap connection reset")
 	p, aco, err := pool.Start(ctx, pool.Config{
 		HCO: boot.HCO, TrustedHost: sm.HostName, Secret: boot.Secret,
-		Recorder: cfg.Recorder, Dialer: cfg.Dialer, Log: log,
+		Recorder: cfg.Recorder, Dialer: cfg.Dialer, Log: log, SkipACO: cfg.ACOFromLLAWP,
 	}, pool.AgentInfo{
-		AgentName: sm.HostName, PID: os.Getpid(), Role: "hla",
+		AgentName: sm.HostName, PID: os.Getpid(), Role: cfg.role(),
 		Info: fmt.Sprintf("Product=agentlab,Platform=%s,Version=%s,Process=%s", runtime.GOOS, Version, cfg.ProcName),
 	}, wa.AgentConfigObject)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
+	if cfg.ACOFromLLAWP {
+		if aco, err = link.aco(ctx); err != nil {
+			return err
+		}
+		log.Info().Str("aco", aco.Name).Msg("Agent configuration object taken from the LLAWP")
+	}
 
 	var next http.Handler = NewSite()
 	if cfg.Upstream != nil {
@@ -110,21 +160,45 @@ func RunIIS(ctx context.Context, cfg ProcessConfig) error {
 			return fmt.Errorf("listen for HTTP on %s: %w", cfg.Listen, err)
 		}
 	}
-	srv := &http.Server{Handler: agent, ReadHeaderTimeout: 10 * time.Second}
+	recycle := make(chan struct{})
+	var handler http.Handler = agent
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second}
+	if cfg.Prefork {
+		l = newPreforkListener(l)
+		handler = serialize(handler)
+		// Apache's KeepAliveTimeout: a prefork child held by an idle
+		// browser serves nobody else.
+		srv.IdleTimeout = 5 * time.Second
+	}
+	if cfg.MaxRequests > 0 {
+		handler = countRequests(handler, cfg.MaxRequests, func() { close(recycle) })
+	}
+	srv.Handler = handler
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(l) }()
 
-	sup := &supervisor{cfg: cfg, agent: agent, log: log}
 	var wg sync.WaitGroup
-	sctx, stopSup := context.WithCancel(ctx)
+	sctx, stopLink := context.WithCancel(ctx)
+	linked := make(chan struct{})
 	wg.Add(1)
-	go func() { defer wg.Done(); sup.run(sctx) }()
-	if cfg.Ready != nil {
+	go func() { defer wg.Done(); link.run(sctx, agent, linked) }()
+	if linkWait > 0 {
+		select {
+		case <-linked:
+		case <-time.After(linkWait):
+			log.Warn().Dur("waited", linkWait).Msg("Serving before the LLAWP link is up: management commands until then are not seen")
+		case <-ctx.Done():
+		}
+	}
+	if cfg.Ready != nil && ctx.Err() == nil {
 		cfg.Ready(l.Addr().String())
 	}
 
 	select {
 	case <-ctx.Done():
+		err = nil
+	case <-recycle:
+		log.Info().Int("max_requests", cfg.MaxRequests).Msg("Served MaxRequestsPerChild requests: finishing the requests in flight, then exiting")
 		err = nil
 	case err = <-serveErr:
 		err = fmt.Errorf("HTTP server on %s: %w", l.Addr(), err)
@@ -132,7 +206,7 @@ func RunIIS(ctx context.Context, cfg ProcessConfig) error {
 	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(shutCtx)
-	stopSup()
+	stopLink()
 	wg.Wait()
 	return err
 }
@@ -146,7 +220,12 @@ type supervisor struct {
 	log   zerolog.Logger
 }
 
-func (s *supervisor) run(ctx context.Context) {
+func (s *supervisor) aco(context.Context) (conf.ACO, error) {
+	return conf.ACO{}, errors.New("the IIS model's worker takes its ACO from the Policy Server")
+}
+
+func (s *supervisor) run(ctx context.Context, agent *Agent, _ chan<- struct{}) {
+	s.agent = agent
 	minB, maxB := s.cfg.LLAWP.MinBackoff, s.cfg.LLAWP.MaxBackoff
 	if minB <= 0 {
 		minB = time.Second
@@ -186,7 +265,7 @@ func (s *supervisor) once(ctx context.Context) error {
 	defer o.Kill()
 	s.log.Info().Int("llawp_pid", o.PID()).Msg("LLAWP started")
 	l := o.LLAWP()
-	id, err := l.Register(ctx, ipc.Worker{PID: os.Getpid(), Name: s.cfg.ProcName, Role: "hla"})
+	id, err := l.Register(ctx, ipc.Worker{PID: os.Getpid(), Name: s.cfg.ProcName, Role: s.cfg.role()})
 	if err != nil {
 		return fmt.Errorf("register with the LLAWP: %w", err)
 	}
@@ -223,8 +302,7 @@ func (s *supervisor) once(ctx context.Context) error {
 					return errors.New("the LLAWP closed its event stream")
 				}
 			}
-			s.log.Info().Uint32("code", ev.Code).Str("command", ev.Name).Str("arg", ev.Arg).Msg("Management command from the LLAWP")
-			s.agent.Apply(ManagementEvent{Code: int(ev.Code), Name: ev.Name, Arg: ev.Arg})
+			applyEvent(s.log, s.agent, ev)
 		case <-o.Exited():
 			return fmt.Errorf("the LLAWP (pid %d) exited", o.PID())
 		case <-ctx.Done():
@@ -235,4 +313,11 @@ func (s *supervisor) once(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// applyEvent is a worker's handling of one relayed management command; the
+// log line is how a learner (and the e2e tests) see that it arrived.
+func applyEvent(log zerolog.Logger, agent *Agent, ev ipc.ManagementEvent) {
+	log.Info().Uint32("code", ev.Code).Str("command", ev.Name).Str("arg", ev.Arg).Msg("Management command from the LLAWP")
+	agent.Apply(ManagementEvent{Code: int(ev.Code), Name: ev.Name, Arg: ev.Arg})
 }

@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-plugin"
+
+	"github.com/agentlab/agentlab/proto/tlipb"
 )
 
 // PluginName is the LLAWP's entry in the plugin map.
@@ -142,6 +144,9 @@ type Status struct {
 	LastPollError   string
 	CommandsRelayed uint64
 	Workers         []WorkerStatus
+	// ACO is the agent configuration object the LLAWP fetched; nil until
+	// it is ready. Apache children with --aco-from-llawp take it from here.
+	ACO *tlipb.AgentConfig
 }
 
 // WorkerStatus is one registered worker as the LLAWP sees it.

@@ -273,7 +273,7 @@ func (a *round) start(ctx context.Context) error {
 		Relay: a.reg.Publish, Log: a.log, Trace: a.trace,
 	}
 	a.svc.SetAgent(AgentInfo{
-		AgentName: name, TrustedHost: sm.HostName, BootstrapServer: res.Server.Addr(), HCOServers: servers,
+		AgentName: name, TrustedHost: sm.HostName, BootstrapServer: res.Server.Addr(), HCOServers: servers, ACO: &aco,
 	})
 	a.svc.SetPoller(poller)
 	a.svc.SetPhase(PhaseReady)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/ipc"
 )
 
@@ -40,6 +41,9 @@ type AgentInfo struct {
 	TrustedHost     string
 	BootstrapServer string
 	HCOServers      []string
+	// ACO is what the LLAWP's pool fetched: Status hands it to workers
+	// that take their ACO from the LLAWP.
+	ACO *conf.ACO
 }
 
 // Service is the LLAWP side of the ipc.LLAWP interface; ipc.Plugin serves
@@ -139,6 +143,9 @@ func (s *Service) Status(context.Context) (ipc.Status, error) {
 		PID: s.cfg.PID, Started: s.started, Uptime: s.cfg.Now().Sub(s.started), Phase: phase,
 		AgentName: a.AgentName, TrustedHost: a.TrustedHost, BootstrapServer: a.BootstrapServer,
 		HCOServers: slices.Clone(a.HCOServers), Workers: s.cfg.Registry.Workers(),
+	}
+	if a.ACO != nil {
+		st.ACO = a.ACO.Proto()
 	}
 	if p != nil {
 		ps := p.Stats()

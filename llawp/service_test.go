@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/proto/tlipb"
 )
@@ -182,5 +183,39 @@ func TestServiceDropsRecordsWithLogFileOff(t *testing.T) {
 	sum, err := s.CloseAndSummary()
 	if err != nil || sum.Received != 2 || sum.Dropped != 2 {
 		t.Fatalf("summary %+v, %v: want 2 received, 2 dropped", sum, err)
+	}
+}
+
+// Status carries the LLAWP's ACO once it has one, for Apache children
+// that take it from the LLAWP (--aco-from-llawp), and the pid of every
+// registered worker, each an httpd child of its own.
+func TestServiceStatusACOAndWorkers(t *testing.T) {
+	sink := NewSink(SinkOptions{Proc: "LLAWP.exe", Role: "llawp", PID: 4242})
+	reg := NewRegistry(RegistryOptions{})
+	svc := NewService(ServiceConfig{Registry: reg, Records: sink, Log: sink.Logger(), PID: 4242})
+	l := serve(t, svc)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := l.Status(ctx)
+	if err != nil || st.ACO != nil {
+		t.Fatalf("Status before the HCO phase: ACO %v, err %v; want none", st.ACO, err)
+	}
+	aco := conf.DefaultACO()
+	aco.Name, aco.DefaultAgentName = "aco.wa1", "wa1"
+	svc.SetAgent(AgentInfo{AgentName: "wa1", ACO: &aco})
+	for _, pid := range []int{101, 102} {
+		if _, err := l.Register(ctx, ipc.Worker{PID: pid, Name: "httpd", Role: "hla"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st, err = l.Status(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := conf.ACOFromProto(st.ACO)
+	if err != nil || got.Name != "aco.wa1" || got.DefaultAgentName != "wa1" {
+		t.Errorf("ACO from Status %+v (%v), want aco.wa1 for agent wa1", got, err)
+	}
+	if len(st.Workers) != 2 || st.Workers[0].PID != 101 || st.Workers[1].PID != 102 {
+		t.Errorf("workers %+v, want pids 101 and 102", st.Workers)
 	}
 }

@@ -44,6 +44,11 @@ type Config struct {
 	MaxQueue int
 	// Log receives the pool's events; the zero Logger discards them.
 	Log zerolog.Logger
+	// SkipACO leaves GetAgentConfig out of Start (SetAgentInfo is still
+	// sent): for an agent process that takes its ACO from its LLAWP, as
+	// Apache children do in the vendor's documented setup. Start then
+	// returns the zero ACO.
+	SkipACO bool
 }
 
 // AgentInfo is what SetAgentInfo tells the server about this agent process.
@@ -90,7 +95,7 @@ var errClosed = newError("pool: closed", nil, ErrClosed, ErrNoConnection)
 // MinSocketsPerPort sockets to every server of the HCO, in HCO order and
 // one after the other, each with its own handshake; then it sends
 // SetAgentInfo and fetches the ACO named acoName over the first socket of
-// the first server that is available. A server that is down is skipped and
+// the first server that is available (unless cfg.SkipACO). A server that is down is skipped and
 // Disabled (later requests and CheckServers retry it); if none can be
 // reached the error names each one and why.
 //
@@ -204,6 +209,9 @@ func (p *Pool) hello(ctx context.Context, s *server, info AgentInfo, acoName str
 		// Informational for the server: an agent that cannot tell it its
 		// version still works.
 		s.log.Warn().Str("result", resp.GetResult().String()).Str("message", resp.GetMessage()).Msg("SetAgentInfo refused")
+	}
+	if p.cfg.SkipACO {
+		return conf.ACO{}, done, nil
 	}
 	resp, how, err = p.once(ctx, s, &tlipb.Request{Body: &tlipb.Request_GetAgentConfig{GetAgentConfig: &tlipb.GetAgentConfigRequest{Name: acoName}}})
 	if err != nil {

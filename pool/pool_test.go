@@ -835,3 +835,33 @@ func TestCloseDuringCheckServers(t *testing.T) {
 		}
 	}
 }
+
+// An agent that takes its ACO from its LLAWP (Apache children with
+// --aco-from-llawp) still opens its own sockets and says who it is, but
+// never asks for the ACO.
+func TestStartSkipACO(t *testing.T) {
+	t.Parallel()
+	l := newLab(t)
+	ps := l.realServer("smps1.shared.lab")
+	cfg, tb := l.config(hcoFor(true, ps.ep))
+	cfg.SkipACO = true
+	p, aco := l.start(cfg)
+	if got := ps.srv.Stats().Accepted.Load(); got != 2 {
+		t.Errorf("server accepted %d connections, want MinSocketsPerPort = 2", got)
+	}
+	if aco.Name != "" {
+		t.Errorf("ACO %q returned with SkipACO, want the zero ACO", aco.Name)
+	}
+	var reqs []string
+	for _, e := range tb.events(t) {
+		if e.Op == trace.OpRequest {
+			reqs = append(reqs, e.Note)
+		}
+	}
+	if want := []string{"SetAgentInfo wa1"}; !slices.Equal(reqs, want) {
+		t.Errorf("requests %q, want %q", reqs, want)
+	}
+	if st := p.Stats(); len(st.Servers) != 1 || st.Servers[0].Open != 2 {
+		t.Errorf("pool stats %+v, want 2 sockets open to the one server", st)
+	}
+}

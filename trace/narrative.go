@@ -124,6 +124,7 @@ type narrConn struct {
 	refused          string // handshake refusal, as the agent recorded it
 	refusedIdx       int
 	end              int // index of its first end, -1 while open
+	last             int // index of its last event before the end
 }
 
 type narrReq struct {
@@ -200,6 +201,7 @@ func newNarrator(evs []Event, host string, servers []string) *narrator {
 			c.end = i
 			continue
 		}
+		c.last = i
 		p.traffic[c.server] = append(p.traffic[c.server], i)
 	}
 	return n
@@ -1006,7 +1008,13 @@ func (n *narrator) claimed(p *narrProc, c *narrConn) bool {
 	case PhaseBootstrap, PhaseAdmin:
 		return true
 	case PhaseHCO:
-		return p.ongoing < 0 || c.end < p.ongoing
+		// A probe closes right after its ACO; a pooled socket that sat
+		// idle until its process stopped closed with the run, not with
+		// the start-up.
+		if p.ongoing >= 0 && c.end > p.ongoing {
+			return false
+		}
+		return n.ev(c.end).T.Sub(n.ev(c.last).T) <= narrGroupWindow
 	}
 	return false
 }

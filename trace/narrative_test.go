@@ -701,3 +701,19 @@ func TestNarrateUnusedHCOSocketClosesAtEnd(t *testing.T) {
 		"Step 4: at "+l.evs[len(l.evs)-1].T.Local().Format("15:04:05.000")+", w3wp.exe (pid 4242) closes its connection to smps1.shared.lab:44443 (port 50136).",
 	)
 }
+
+// An Apache child that served no request still closes its HCO sockets only
+// when it stops: that is the end of the run, not part of its start-up.
+func TestNarrateIdleChildClosesAtEnd(t *testing.T) {
+	l := newNarrLab()
+	l.bootstrap("httpd", 3101, 50134, "smps2.shared.lab")
+	w := l.hcoConns("httpd", 3101, "smps1.shared.lab", true, 50135, 50136)
+	l.wait(5 * time.Second)
+	l.close(w[0])
+	l.close(w[1])
+	narrCheck(t, l.evs,
+		"Step 1: httpd (pid 3101) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection.",
+		"Step 2: httpd (pid 3101) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50135 and 50136, and downloads ACO aco.wa1 over the first (port 50135).",
+		"Step 3: at "+l.evs[len(l.evs)-2].T.Local().Format("15:04:05.000")+", httpd (pid 3101) closes its 2 connections to smps1.shared.lab:44443 (ports 50135 and 50136).",
+	)
+}

@@ -1,7 +1,10 @@
 // Command hla is a web server worker with the high-level agent: in the IIS
 // model one process, shown as w3wp.exe, that bootstraps, pools its sockets
 // to the Policy Servers, serves HTTP through the agent and launches the
-// LLAWP through go-plugin.
+// LLAWP through go-plugin; in the Apache model an httpd parent that owns
+// the listening socket and the LLAWP, and N httpd children (this binary
+// again, marked by hla.EnvChild) that each do what w3wp.exe does, on the
+// parent's socket and with the parent's LLAWP.
 package main
 
 import (
@@ -9,10 +12,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/rs/zerolog"
@@ -35,8 +40,12 @@ func mainErr(args []string) error {
 	fs := flag.NewFlagSet("hla", flag.ContinueOnError)
 	webagent := fs.String("webagent", "WebAgent.conf", "the web server instance's WebAgent.conf")
 	listen := fs.String("listen", "127.0.0.1:8080", "HTTP address to serve on")
-	model := fs.String("model", "iis", "process model: iis")
-	procName := fs.String("proc-name", "w3wp.exe", "process name in traces and logs")
+	model := fs.String("model", "iis", "process model: iis or apache")
+	procName := fs.String("proc-name", "", "process name in traces and logs (default: w3wp.exe, or httpd for apache)")
+	workers := fs.Int("workers", 3, "apache: number of httpd children")
+	mpm := fs.String("mpm", "prefork", "apache: prefork (one request at a time per child) or worker (many goroutines over one pool)")
+	maxRequests := fs.Int("max-requests-per-child", 0, "apache: a child exits after this many HTTP requests and a new one starts (0: never), like MaxConnectionsPerChild")
+	acoFromLLAWP := fs.Bool("aco-from-llawp", false, "apache: children take the ACO from the LLAWP, not from a Policy Server")
 	llawpPath := fs.String("llawp", "", "the llawp binary (default: next to this one)")
 	out := fs.String("out", ".", "folder for the logs (this process's, and the LLAWP's WA.log)")
 	traceDir := fs.String("trace", "", "folder for the socket traces")
@@ -49,8 +58,40 @@ func mainErr(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *model != "iis" {
-		return fmt.Errorf("--model %q: only iis is available", *model)
+	apacheOnly := map[string]bool{"workers": true, "mpm": true, "max-requests-per-child": true, "aco-from-llawp": true}
+	var misused []string
+	fs.Visit(func(f *flag.Flag) {
+		if apacheOnly[f.Name] && *model != "apache" {
+			misused = append(misused, "--"+f.Name)
+		}
+	})
+	switch {
+	case *model != "iis" && *model != "apache":
+		return fmt.Errorf("--model %q: want iis or apache", *model)
+	case len(misused) > 0:
+		return fmt.Errorf("%s: only for --model apache", strings.Join(misused, ", "))
+	case *mpm != "prefork" && *mpm != "worker":
+		return fmt.Errorf("--mpm %q: want prefork or worker", *mpm)
+	case *workers < 1:
+		return fmt.Errorf("--workers %d: want at least 1", *workers)
+	case *maxRequests < 0:
+		return fmt.Errorf("--max-requests-per-child %d: must not be negative", *maxRequests)
+	}
+	in, child, err := hla.Inherit()
+	if err != nil {
+		return err
+	}
+	role := "hla"
+	switch {
+	case *model == "apache" && !child:
+		role = "httpd-parent"
+		fallthrough
+	case *model == "apache":
+		if *procName == "" {
+			*procName = "httpd"
+		}
+	case *procName == "":
+		*procName = "w3wp.exe"
 	}
 	var up *url.URL
 	if *upstream != "" {
@@ -75,7 +116,13 @@ func mainErr(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--source: %w", err)
 	}
-	rec, err := trace.Open(*traceDir, *hostsFile, *source, trace.Options{Proc: *procName, Role: "hla", Payload: *payload})
+	// The httpd parent opens no socket of its own to a Policy Server:
+	// nothing of it to trace.
+	recDir := *traceDir
+	if role == "httpd-parent" {
+		recDir = ""
+	}
+	rec, err := trace.Open(recDir, *hostsFile, *source, trace.Options{Proc: *procName, Role: role, Payload: *payload})
 	if err != nil {
 		return err
 	}
@@ -86,7 +133,13 @@ func mainErr(args []string) error {
 	base := filepath.Join(*out, fmt.Sprintf("%s-%d", *procName, os.Getpid()))
 	// The worker's records go to its own file and, through the LLAWP, to WA.log.
 	fwd := ipc.NewLogForwarder(0)
-	log, err := logging.New(logging.Options{Proc: *procName, Role: "hla", File: base + ".log", JSON: fwd, Append: true, Level: zerolog.InfoLevel})
+	var fwdW io.Writer = fwd
+	if role == "httpd-parent" {
+		// Not a worker: it never registers, so its records have no way
+		// to WA.log; its own file and stderr are enough.
+		fwdW = nil
+	}
+	log, err := logging.New(logging.Options{Proc: *procName, Role: role, File: base + ".log", JSON: fwdW, Append: true, Level: zerolog.InfoLevel})
 	if err != nil {
 		return err
 	}
@@ -114,15 +167,30 @@ func mainErr(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err = hla.RunIIS(ctx, hla.ProcessConfig{
+	// The lab reads this line to know the web server is up.
+	ready := func(addr string) { fmt.Printf("hla: serving http://%s\n", addr) }
+	llawp := hla.LLAWPConfig{Path: *llawpPath, Args: llawpArgs, Stderr: os.Stderr}
+	worker := hla.ProcessConfig{
 		WebAgent: *webagent, Listen: *listen, HostID: hostID, Recorder: rec, Dialer: dialer,
-		ProcName: *procName, Log: log.Logger, Forwarder: fwd, Upstream: up,
-		LLAWP: hla.LLAWPConfig{Path: *llawpPath, Args: llawpArgs, Stderr: os.Stderr},
-		Ready: func(addr string) {
-			// The lab reads this line to know the web server is up.
-			fmt.Printf("hla: serving http://%s\n", addr)
-		},
-	})
+		ProcName: *procName, Log: log.Logger, Forwarder: fwd, Upstream: up, LLAWP: llawp, Ready: ready,
+	}
+	switch {
+	case child:
+		worker.Ready = nil // the parent says when the web server serves
+		worker.ACOFromLLAWP, worker.Prefork, worker.MaxRequests = *acoFromLLAWP, *mpm == "prefork", *maxRequests
+		err = hla.RunApacheChild(ctx, worker, in)
+	case *model == "apache":
+		self, xerr := os.Executable()
+		if xerr != nil {
+			return xerr
+		}
+		err = hla.RunApache(ctx, hla.ApacheConfig{
+			WebAgent: *webagent, Listen: *listen, Workers: *workers, Log: log.Logger, LLAWP: llawp, Stderr: os.Stderr, Ready: ready,
+			Child: hla.ChildCommand{Path: self, Args: args},
+		})
+	default:
+		err = hla.RunIIS(ctx, worker)
+	}
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}

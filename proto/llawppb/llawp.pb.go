@@ -20,6 +20,7 @@
 package llawppb
 
 import (
+	tlipb "github.com/agentlab/agentlab/proto/tlipb"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -492,8 +493,12 @@ type StatusReply struct {
 	CommandsRelayed uint64                 `protobuf:"varint,12,opt,name=commands_relayed,json=commandsRelayed,proto3" json:"commands_relayed,omitempty"`
 	Workers         []*WorkerStatus        `protobuf:"bytes,13,rep,name=workers,proto3" json:"workers,omitempty"`
 	Phase           string                 `protobuf:"bytes,14,opt,name=phase,proto3" json:"phase,omitempty"` // starting, ready, failed
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// aco is the agent configuration object the LLAWP fetched, once ready:
+	// Apache children with --aco-from-llawp take it from here rather than
+	// from a Policy Server, as the vendor documents for Apache.
+	Aco           *tlipb.AgentConfig `protobuf:"bytes,15,opt,name=aco,proto3" json:"aco,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusReply) Reset() {
@@ -624,6 +629,13 @@ func (x *StatusReply) GetPhase() string {
 	return ""
 }
 
+func (x *StatusReply) GetAco() *tlipb.AgentConfig {
+	if x != nil {
+		return x.Aco
+	}
+	return nil
+}
+
 type WorkerStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId      uint64                 `protobuf:"varint,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
@@ -728,7 +740,7 @@ var File_proto_llawp_proto protoreflect.FileDescriptor
 
 const file_proto_llawp_proto_rawDesc = "" +
 	"\n" +
-	"\x11proto/llawp.proto\x12\x0eagentlab.llawp\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\a\n" +
+	"\x11proto/llawp.proto\x12\x0eagentlab.llawp\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x0fproto/tli.proto\"\a\n" +
 	"\x05Empty\"B\n" +
 	"\x06Worker\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x12\n" +
@@ -759,7 +771,7 @@ const file_proto_llawp_proto_rawDesc = "" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x10\n" +
 	"\x03arg\x18\x04 \x01(\tR\x03arg\x12.\n" +
 	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
-	"\x06missed\x18\x06 \x01(\x04R\x06missed\"\xa9\x04\n" +
+	"\x06missed\x18\x06 \x01(\x04R\x06missed\"\xd6\x04\n" +
 	"\vStatusReply\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x124\n" +
 	"\astarted\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x121\n" +
@@ -777,7 +789,8 @@ const file_proto_llawp_proto_rawDesc = "" +
 	"\x0flast_poll_error\x18\v \x01(\tR\rlastPollError\x12)\n" +
 	"\x10commands_relayed\x18\f \x01(\x04R\x0fcommandsRelayed\x126\n" +
 	"\aworkers\x18\r \x03(\v2\x1c.agentlab.llawp.WorkerStatusR\aworkers\x12\x14\n" +
-	"\x05phase\x18\x0e \x01(\tR\x05phase\"\x85\x02\n" +
+	"\x05phase\x18\x0e \x01(\tR\x05phase\x12+\n" +
+	"\x03aco\x18\x0f \x01(\v2\x19.agentlab.tli.AgentConfigR\x03aco\"\x85\x02\n" +
 	"\fWorkerStatus\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\x04R\bworkerId\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\rR\x03pid\x12\x12\n" +
@@ -823,6 +836,7 @@ var file_proto_llawp_proto_goTypes = []any{
 	(*WorkerStatus)(nil),          // 8: agentlab.llawp.WorkerStatus
 	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 	(*durationpb.Duration)(nil),   // 10: google.protobuf.Duration
+	(*tlipb.AgentConfig)(nil),     // 11: agentlab.tli.AgentConfig
 }
 var file_proto_llawp_proto_depIdxs = []int32{
 	9,  // 0: agentlab.llawp.LogRecord.time:type_name -> google.protobuf.Timestamp
@@ -831,22 +845,23 @@ var file_proto_llawp_proto_depIdxs = []int32{
 	10, // 3: agentlab.llawp.StatusReply.uptime:type_name -> google.protobuf.Duration
 	9,  // 4: agentlab.llawp.StatusReply.last_poll:type_name -> google.protobuf.Timestamp
 	8,  // 5: agentlab.llawp.StatusReply.workers:type_name -> agentlab.llawp.WorkerStatus
-	9,  // 6: agentlab.llawp.WorkerStatus.registered:type_name -> google.protobuf.Timestamp
-	1,  // 7: agentlab.llawp.LLAWP.Register:input_type -> agentlab.llawp.Worker
-	3,  // 8: agentlab.llawp.LLAWP.Unregister:input_type -> agentlab.llawp.WorkerRef
-	4,  // 9: agentlab.llawp.LLAWP.Log:input_type -> agentlab.llawp.LogRecord
-	3,  // 10: agentlab.llawp.LLAWP.Watch:input_type -> agentlab.llawp.WorkerRef
-	0,  // 11: agentlab.llawp.LLAWP.Status:input_type -> agentlab.llawp.Empty
-	2,  // 12: agentlab.llawp.LLAWP.Register:output_type -> agentlab.llawp.Registered
-	0,  // 13: agentlab.llawp.LLAWP.Unregister:output_type -> agentlab.llawp.Empty
-	5,  // 14: agentlab.llawp.LLAWP.Log:output_type -> agentlab.llawp.LogSummary
-	6,  // 15: agentlab.llawp.LLAWP.Watch:output_type -> agentlab.llawp.ManagementEvent
-	7,  // 16: agentlab.llawp.LLAWP.Status:output_type -> agentlab.llawp.StatusReply
-	12, // [12:17] is the sub-list for method output_type
-	7,  // [7:12] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	11, // 6: agentlab.llawp.StatusReply.aco:type_name -> agentlab.tli.AgentConfig
+	9,  // 7: agentlab.llawp.WorkerStatus.registered:type_name -> google.protobuf.Timestamp
+	1,  // 8: agentlab.llawp.LLAWP.Register:input_type -> agentlab.llawp.Worker
+	3,  // 9: agentlab.llawp.LLAWP.Unregister:input_type -> agentlab.llawp.WorkerRef
+	4,  // 10: agentlab.llawp.LLAWP.Log:input_type -> agentlab.llawp.LogRecord
+	3,  // 11: agentlab.llawp.LLAWP.Watch:input_type -> agentlab.llawp.WorkerRef
+	0,  // 12: agentlab.llawp.LLAWP.Status:input_type -> agentlab.llawp.Empty
+	2,  // 13: agentlab.llawp.LLAWP.Register:output_type -> agentlab.llawp.Registered
+	0,  // 14: agentlab.llawp.LLAWP.Unregister:output_type -> agentlab.llawp.Empty
+	5,  // 15: agentlab.llawp.LLAWP.Log:output_type -> agentlab.llawp.LogSummary
+	6,  // 16: agentlab.llawp.LLAWP.Watch:output_type -> agentlab.llawp.ManagementEvent
+	7,  // 17: agentlab.llawp.LLAWP.Status:output_type -> agentlab.llawp.StatusReply
+	13, // [13:18] is the sub-list for method output_type
+	8,  // [8:13] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_proto_llawp_proto_init() }

@@ -234,7 +234,7 @@ func (a *attachLink) once(ctx context.Context, agent *Agent, linked chan<- struc
 	if err != nil {
 		return err
 	}
-	id, err := att.Register(ctx, ipc.Worker{PID: os.Getpid(), Name: a.cfg.ProcName, Role: a.cfg.role()})
+	id, err := register(ctx, att, ipc.Worker{PID: os.Getpid(), Name: a.cfg.ProcName, Role: a.cfg.role()})
 	if err != nil {
 		a.drop(att)
 		return fmt.Errorf("register with the LLAWP: %w", err)

@@ -265,7 +265,7 @@ func (s *supervisor) once(ctx context.Context) error {
 	defer o.Kill()
 	s.log.Info().Int("llawp_pid", o.PID()).Msg("LLAWP started")
 	l := o.LLAWP()
-	id, err := l.Register(ctx, ipc.Worker{PID: os.Getpid(), Name: s.cfg.ProcName, Role: s.cfg.role()})
+	id, err := register(ctx, l, ipc.Worker{PID: os.Getpid(), Name: s.cfg.ProcName, Role: s.cfg.role()})
 	if err != nil {
 		return fmt.Errorf("register with the LLAWP: %w", err)
 	}
@@ -320,4 +320,14 @@ func (s *supervisor) once(ctx context.Context) error {
 func applyEvent(log zerolog.Logger, agent *Agent, ev ipc.ManagementEvent) {
 	log.Info().Uint32("code", ev.Code).Str("command", ev.Name).Str("arg", ev.Arg).Msg("Management command from the LLAWP")
 	agent.Apply(ManagementEvent{Code: int(ev.Code), Name: ev.Name, Arg: ev.Arg})
+}
+
+// registerTimeout bounds Register: an LLAWP that is alive but does not
+// answer (stopped, wedged) must count as gone, so that it is replaced.
+const registerTimeout = 10 * time.Second
+
+func register(ctx context.Context, l ipc.LLAWP, w ipc.Worker) (ipc.WorkerID, error) {
+	rctx, cancel := context.WithTimeout(ctx, registerTimeout)
+	defer cancel()
+	return l.Register(rctx, w)
 }

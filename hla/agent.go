@@ -86,8 +86,24 @@ type Agent struct {
 	// outlive the session it was given to.
 	decisions *lru[authzKey, decision]
 	sessions  *lru[string, sessionInfo]
+	// flushGen counts management flushes: an answer asked for before a
+	// flush must not be cached after it, or the flush is undone.
+	flushGen atomic.Uint64
 
 	c counters
+}
+
+// addUnlessFlushed caches an answer obtained when flushGen was gen, unless a
+// flush came meanwhile. The check after the add closes the window between
+// the first check and the add: Apply counts a flush before it purges.
+func addUnlessFlushed[K comparable, V any](a *Agent, c *lru[K, V], gen uint64, k K, v V, ttl time.Duration) {
+	if a.flushGen.Load() != gen {
+		return
+	}
+	c.Add(k, v, ttl)
+	if a.flushGen.Load() != gen {
+		c.Remove(k)
+	}
 }
 
 type resourceKey struct{ method, path string }
@@ -326,6 +342,7 @@ func (a *Agent) isProtected(ctx context.Context, method, path string) (resourceI
 		a.c.resourceMisses.Add(1)
 	}
 	a.c.isProtectedSent.Add(1)
+	gen := a.flushGen.Load()
 	call := "IsProtected " + method + " " + path
 	resp, err := a.call(ctx, call, &tlipb.Request{Body: &tlipb.Request_IsProtected{IsProtected: &tlipb.IsProtectedRequest{
 		AgentName: a.cfg.AgentName, Resource: path, Action: method,
@@ -342,7 +359,7 @@ func (a *Agent) isProtected(ctx context.Context, method, path string) (resourceI
 	default:
 		return resourceInfo{}, unexpected(call, resp)
 	}
-	a.resources.Add(key, res, a.resourceTTL)
+	addUnlessFlushed(a, a.resources, gen, key, res, a.resourceTTL)
 	return res, nil
 }
 
@@ -358,6 +375,7 @@ func (a *Agent) authorize(ctx context.Context, r *http.Request, token string, re
 		a.c.sessionMisses.Add(1)
 	}
 	a.c.authorizeSent.Add(1)
+	gen := a.flushGen.Load()
 	call := "Authorize " + r.Method + " " + r.URL.Path
 	resp, err := a.call(ctx, call, &tlipb.Request{Body: &tlipb.Request_Authorize{Authorize: &tlipb.AuthorizeRequest{
 		AgentName: a.cfg.AgentName, SessionToken: token, Resource: r.URL.Path, Action: r.Method, ClientIp: clientIP(r),
@@ -384,7 +402,7 @@ func (a *Agent) authorize(ctx context.Context, r *http.Request, token string, re
 	}
 	if info, known := a.sessions.Get(token); known {
 		d.userDN = info.userDN
-		a.decisions.Add(key, d, min(MaxSessionCacheTTL, info.deadline.Sub(a.now())))
+		addUnlessFlushed(a, a.decisions, gen, key, d, min(MaxSessionCacheTTL, info.deadline.Sub(a.now())))
 	}
 	return d, true, nil
 }

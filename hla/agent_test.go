@@ -708,3 +708,25 @@ func TestRefreshedSessionTokenNotCached(t *testing.T) {
 		t.Errorf("a cached decision set %d cookies", cookies(w))
 	}
 }
+
+// A flush that arrives while a request is at the Policy Server must not be
+// undone by that request's answer landing in the cache after the purge.
+func TestFlushDuringRequestIsNotUndone(t *testing.T) {
+	rg := newRig(t, cacheACO(700, 700))
+	flushed := false
+	rg.ps.hook = func(ctx context.Context, req *tlipb.Request) (*tlipb.Response, error) {
+		if req.GetIsProtected() != nil && !flushed {
+			flushed = true
+			rg.agent.Apply(ManagementEvent{Code: CmdFlushAll, Name: "FLUSH_ALL"})
+		}
+		return nil, errUseSeed
+	}
+	for i := 0; i < 2; i++ {
+		if w := rg.do(req{target: "/"}); w.Code != http.StatusOK {
+			t.Fatalf("status %d", w.Code)
+		}
+	}
+	if n := rg.ps.count("IsProtected"); n != 2 {
+		t.Errorf("%d IsProtected sent, want 2: the answer from before the flush was cached", n)
+	}
+}

@@ -38,6 +38,9 @@ func (a *Agent) Apply(cmd ManagementEvent) {
 		// server's signed token as it is, so there is nothing to roll over.
 		ev.Msg("Agent key command ignored: this agent does not encrypt cookies")
 		return
+	}
+	a.flushGen.Add(1)
+	switch cmd.Code {
 	case CmdFlushAll:
 		r, s := a.resources.Purge(), a.decisions.Purge()
 		ev.Int("resources", r).Int("sessions", s).Msg("Flushed all caches")

@@ -82,17 +82,22 @@ type Summary struct {
 	Processes    []ProcInfo `json:"processes"`
 	Events       int        `json:"events"`
 	Requests     struct {
-		Sent       int      `json:"sent"`
-		Succeeded  int      `json:"succeeded"`
-		Failed     int      `json:"failed"`
-		Challenges int      `json:"challenges"`
-		P50ms      float64  `json:"p50_ms"`
-		P99ms      float64  `json:"p99_ms"`
-		Errors     []string `json:"errors,omitempty"`
+		Sent       int     `json:"sent"`
+		Succeeded  int     `json:"succeeded"`
+		Failed     int     `json:"failed"`
+		Challenges int     `json:"challenges"`
+		P50ms      float64 `json:"p50_ms"`
+		P99ms      float64 `json:"p99_ms"`
+		// ElapsedMs is the workload's wall time, for requests per second.
+		ElapsedMs float64  `json:"elapsed_ms"`
+		Errors    []string `json:"errors,omitempty"`
 	} `json:"requests"`
-	ManagementPolls int    `json:"management_polls"`
-	WebServerURL    string `json:"web_server_url,omitempty"`
-	Error           string `json:"error,omitempty"`
+	// AgentMemory is sampled right after the workload, while every agent
+	// process still runs: stopped processes have no resident memory to read.
+	AgentMemory     *MemorySample `json:"agent_memory,omitempty"`
+	ManagementPolls int           `json:"management_polls"`
+	WebServerURL    string        `json:"web_server_url,omitempty"`
+	Error           string        `json:"error,omitempty"`
 }
 
 // Run is one run of a lab: it starts the Policy Servers, registers the web
@@ -171,6 +176,11 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 	}
 	if err := r.workload(ctx, web); err != nil {
 		return nil, err
+	}
+	if m, err := SampleMemory(web.PID()); err == nil {
+		r.summary.AgentMemory = m
+	} else {
+		r.progress("resident memory not sampled: %v", err)
 	}
 	if err := r.waitPolls(ctx); err != nil {
 		return nil, err
@@ -358,6 +368,7 @@ func (r *Run) workload(ctx context.Context, web *Proc) error {
 	q.Sent, q.Succeeded, q.Failed, q.Challenges, q.Errors = res.Sent, res.Succeeded, res.Failed, res.Challenges, res.Errors
 	q.P50ms = float64(res.Percentile(50).Microseconds()) / 1000
 	q.P99ms = float64(res.Percentile(99).Microseconds()) / 1000
+	q.ElapsedMs = float64(res.Elapsed.Microseconds()) / 1000
 	if res.Failed > 0 {
 		return fmt.Errorf("%d of %d page loads failed: %s", res.Failed, res.Sent, strings.Join(res.Errors, "; "))
 	}

@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
@@ -158,10 +159,89 @@ func (c *runCmd) apply(w *lab.WebServer) error {
 	return nil
 }
 
+type compareCmd struct {
+	Lab         string        `arg:"" optional:"" help:"Lab file (default: the embedded seed lab)." type:"existingfile"`
+	Out         string        `help:"Folder for the runs: one subfolder each (iis, apache-prefork, apache-worker)." default:"out/compare" type:"path"`
+	Workers     int           `help:"httpd children of the Apache runs." default:"3"`
+	Requests    int           `help:"Page loads each run sends through its web server." default:"200"`
+	Concurrency int           `help:"Browsers sending them at once." default:"8"`
+	MaxRequests int           `name:"max-requests-per-child" help:"Recycle the Apache runs' children after this many requests (0: never), and show connections opened per 1,000 requests."`
+	Poll        time.Duration `help:"PSPollInterval of every run: shorter than the lab's so that three runs, each waiting for 2 management polls, take seconds." default:"1s"`
+	JSON        bool          `name:"json" help:"Print the figures as JSON instead of the table."`
+	Bin         string        `help:"Folder with the smps, smreghost, hla, llawp and agentlab binaries (default: this program's folder)." type:"path"`
+}
+
+func (c *compareCmd) Run(ctx context.Context) error {
+	var l *lab.Lab
+	var err error
+	if c.Lab == "" {
+		l, err = lab.Seed()
+	} else {
+		l, err = lab.Load(c.Lab)
+	}
+	if err != nil {
+		return err
+	}
+	if c.Workers < 1 || c.Requests < 1 || c.Concurrency < 1 || c.MaxRequests < 0 || c.Poll <= 0 {
+		return fmt.Errorf("--workers, --requests, --concurrency and --poll must be positive, --max-requests-per-child not negative")
+	}
+	if c.Bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		c.Bin = filepath.Dir(exe)
+	}
+	start := time.Now()
+	runs := lab.Compare(ctx, l, lab.CompareOptions{
+		Out: c.Out, BinDir: c.Bin, Progress: os.Stderr, Requests: c.Requests, Concurrency: c.Concurrency,
+		Poll: c.Poll, Workers: c.Workers, MaxRequestsPerChild: c.MaxRequests,
+	})
+	took := time.Since(start).Round(100 * time.Millisecond)
+	if c.JSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		err := enc.Encode(struct {
+			Lab                 string           `json:"lab"`
+			Workers             int              `json:"workers"`
+			Requests            int              `json:"requests"`
+			Concurrency         int              `json:"concurrency"`
+			MaxRequestsPerChild int              `json:"max_requests_per_child,omitempty"`
+			PollInterval        string           `json:"poll_interval"`
+			LabPollInterval     string           `json:"lab_poll_interval"`
+			Took                string           `json:"took"`
+			Runs                []lab.CompareRun `json:"runs"`
+		}{l.Name, c.Workers, c.Requests, c.Concurrency, c.MaxRequests, c.Poll.String(),
+			time.Duration(l.PollInterval).String(), took.String(), runs})
+		if err != nil {
+			return err
+		}
+	} else {
+		recycle := "no recycling"
+		if c.MaxRequests > 0 {
+			recycle = fmt.Sprintf("Apache children recycled every %d requests", c.MaxRequests)
+		}
+		fmt.Printf("\nagentlab compare: lab %s, %d page loads by %d browsers per run, Apache with %d children, %s.\n",
+			l.Name, c.Requests, c.Concurrency, c.Workers, recycle)
+		fmt.Printf("Management polled every %s (--poll; the lab says %s, the vendor 30s); each run waits for 2 polls.\n\n",
+			c.Poll, time.Duration(l.PollInterval))
+		if err := lab.WriteCompareTable(os.Stdout, runs, l.ServerHosts()); err != nil {
+			return err
+		}
+		fmt.Printf("\nAll from each run's trace.jsonl and summary.json in %s/{iis,apache-prefork,apache-worker}; %d runs in %s.\n",
+			c.Out, len(runs), took)
+		if c.MaxRequests > 0 {
+			fmt.Println("IIS does not recycle: its connections per 1,000 requests are the baseline.")
+		}
+	}
+	return lab.CompareFailures(runs)
+}
+
 type cli struct {
-	Run   runCmd   `cmd:"" help:"Run a lab: Policy Servers, registration, bootstrap, and the trace."`
-	Probe probeCmd `cmd:"" help:"Check an agent's configuration against live Policy Servers: bootstrap, handshakes, ACO."`
-	Conf  struct {
+	Run     runCmd     `cmd:"" help:"Run a lab: Policy Servers, registration, bootstrap, and the trace."`
+	Compare compareCmd `cmd:"" help:"Run a lab as IIS, Apache prefork and Apache worker, one after another, and compare what each cost."`
+	Probe   probeCmd   `cmd:"" help:"Check an agent's configuration against live Policy Servers: bootstrap, handshakes, ACO."`
+	Conf    struct {
 		Check confCheckCmd `cmd:"" help:"Check a WebAgent.conf or SmHost.conf and print what the agent would use."`
 	} `cmd:"" help:"Vendor configuration files."`
 }

@@ -18,20 +18,7 @@ import (
 // HCO phase (and joined the LLAWP). The target is under 3 s on a
 // 2-core machine. Shutting down is off the clock.
 func BenchmarkApacheStart32(b *testing.B) {
-	ips := loopbackIPs(b, 3, 44443)
-	hosts := writeHosts(b, map[string]string{"wa1.shared.lab": ips[0], "smps1.shared.lab": ips[1], "smps2.shared.lab": ips[2]})
-	regs := filepath.Join(b.TempDir(), "registrations.yaml")
-	startSmps(b, ips[1], "smps1.shared.lab", "--hosts", hosts, "--registrations", regs)
-	startSmps(b, ips[2], "smps2.shared.lab", "--hosts", hosts, "--registrations", regs)
-	dir := b.TempDir()
-	env := []string{"AGENTLAB_HOST_ID=wa1.shared.lab"}
-	r := runCmd(b, env, "smreghost", "-i", "smps2.shared.lab", "-u", "siteminder", "-p", "siteminder",
-		"-hn", "trust_wa1", "-hc", "hco.smps1", "-f", filepath.Join(dir, "SmHost.conf"), "--hosts", hosts)
-	if r.code != 0 {
-		b.Fatalf("smreghost: %s", r.stderr)
-	}
-	wa := filepath.Join(dir, "WebAgent.conf")
-	os.WriteFile(wa, []byte(webAgentConf("SmHost.conf", "aco.wa1")), 0o644)
+	ips, hosts, wa, env := benchLab(b)
 
 	var total, worst time.Duration
 	for i := 0; i < b.N; i++ {

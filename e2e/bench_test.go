@@ -18,20 +18,7 @@ import (
 // go-plugin, has received its ACO (its own bootstrap and HCO phase). The
 // target is the second under 500 ms. Shutting each one down is off the clock.
 func BenchmarkColdStartIIS(b *testing.B) {
-	ips := loopbackIPs(b, 3, 44443)
-	hosts := writeHosts(b, map[string]string{"wa1.shared.lab": ips[0], "smps1.shared.lab": ips[1], "smps2.shared.lab": ips[2]})
-	regs := filepath.Join(b.TempDir(), "registrations.yaml")
-	startSmps(b, ips[1], "smps1.shared.lab", "--hosts", hosts, "--registrations", regs)
-	startSmps(b, ips[2], "smps2.shared.lab", "--hosts", hosts, "--registrations", regs)
-	dir := b.TempDir()
-	env := []string{"AGENTLAB_HOST_ID=wa1.shared.lab"}
-	r := runCmd(b, env, "smreghost", "-i", "smps2.shared.lab", "-u", "siteminder", "-p", "siteminder",
-		"-hn", "trust_wa1", "-hc", "hco.smps1", "-f", filepath.Join(dir, "SmHost.conf"), "--hosts", hosts)
-	if r.code != 0 {
-		b.Fatalf("smreghost: %s", r.stderr)
-	}
-	wa := filepath.Join(dir, "WebAgent.conf")
-	os.WriteFile(wa, []byte("HostConfigFile=\"SmHost.conf\"\r\nAgentConfigObject=\"aco.wa1\"\r\nEnableWebAgent=\"YES\"\r\n# <EOF>\r\n"), 0o644)
+	ips, hosts, wa, env := benchLab(b)
 
 	var hlaTotal, llawpTotal, llawpMax time.Duration
 	for i := 0; i < b.N; i++ {
@@ -76,6 +63,29 @@ func BenchmarkColdStartIIS(b *testing.B) {
 	b.ReportMetric(float64(hlaTotal.Milliseconds())/float64(b.N), "w3wp-ready-ms")
 	b.ReportMetric(float64(llawpTotal.Milliseconds())/float64(b.N), "llawp-ready-ms")
 	b.ReportMetric(float64(llawpMax.Milliseconds()), "llawp-ready-max-ms")
+}
+
+// benchLab starts the seed lab's two Policy Servers on addresses of the
+// benchmark's own, registers trust_wa1, and writes the WebAgent.conf a web
+// server starts from: ips are wa1, smps1 and smps2.
+func benchLab(b *testing.B) (ips []string, hosts, webAgent string, env []string) {
+	ips = loopbackIPs(b, 3, 44443)
+	hosts = writeHosts(b, map[string]string{"wa1.shared.lab": ips[0], "smps1.shared.lab": ips[1], "smps2.shared.lab": ips[2]})
+	regs := filepath.Join(b.TempDir(), "registrations.yaml")
+	startSmps(b, ips[1], "smps1.shared.lab", "--hosts", hosts, "--registrations", regs)
+	startSmps(b, ips[2], "smps2.shared.lab", "--hosts", hosts, "--registrations", regs)
+	dir := b.TempDir()
+	env = []string{"AGENTLAB_HOST_ID=wa1.shared.lab"}
+	r := runCmd(b, env, "smreghost", "-i", "smps2.shared.lab", "-u", "siteminder", "-p", "siteminder",
+		"-hn", "trust_wa1", "-hc", "hco.smps1", "-f", filepath.Join(dir, "SmHost.conf"), "--hosts", hosts)
+	if r.code != 0 {
+		b.Fatalf("smreghost: %s", r.stderr)
+	}
+	webAgent = filepath.Join(dir, "WebAgent.conf")
+	if err := os.WriteFile(webAgent, []byte(webAgentConf("SmHost.conf", "aco.wa1")), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return ips, hosts, webAgent, env
 }
 
 // llawpHasACO tells whether an LLAWP's trace in dir shows its ACO answer.

@@ -98,6 +98,14 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // Seed is the embedded default lab.
 func Seed() (*Lab, error) { return Parse("labs/seed.yaml (embedded)", "", labs.SeedLab) }
 
+// Open is the lab at path, or the embedded seed lab when path is "".
+func Open(path string) (*Lab, error) {
+	if path == "" {
+		return Seed()
+	}
+	return Load(path)
+}
+
 // Load reads a lab file.
 func Load(path string) (*Lab, error) {
 	data, err := os.ReadFile(path)

@@ -92,25 +92,15 @@ type runCmd struct {
 }
 
 func (c *runCmd) Run(ctx context.Context) error {
-	var l *lab.Lab
-	var err error
-	if c.Lab == "" {
-		l, err = lab.Seed()
-	} else {
-		l, err = lab.Load(c.Lab)
-	}
+	l, err := lab.Open(c.Lab)
 	if err != nil {
 		return err
 	}
 	if err := c.apply(&l.WebServer); err != nil {
 		return err
 	}
-	if c.Bin == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		c.Bin = filepath.Dir(exe)
+	if c.Bin, err = binDir(c.Bin); err != nil {
+		return err
 	}
 	r := &lab.Run{Lab: l, Opts: lab.Options{
 		Out: c.Out, BinDir: c.Bin, Progress: os.Stderr, Requests: c.Requests, Concurrency: c.Concurrency,
@@ -172,25 +162,15 @@ type compareCmd struct {
 }
 
 func (c *compareCmd) Run(ctx context.Context) error {
-	var l *lab.Lab
-	var err error
-	if c.Lab == "" {
-		l, err = lab.Seed()
-	} else {
-		l, err = lab.Load(c.Lab)
-	}
+	l, err := lab.Open(c.Lab)
 	if err != nil {
 		return err
 	}
 	if c.Workers < 1 || c.Requests < 1 || c.Concurrency < 1 || c.MaxRequests < 0 || c.Poll <= 0 {
 		return fmt.Errorf("--workers, --requests, --concurrency and --poll must be positive, --max-requests-per-child not negative")
 	}
-	if c.Bin == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		c.Bin = filepath.Dir(exe)
+	if c.Bin, err = binDir(c.Bin); err != nil {
+		return err
 	}
 	start := time.Now()
 	runs := lab.Compare(ctx, l, lab.CompareOptions{
@@ -235,6 +215,19 @@ func (c *compareCmd) Run(ctx context.Context) error {
 		}
 	}
 	return lab.CompareFailures(runs)
+}
+
+// binDir is where the lab's binaries are: the flag's folder, or this
+// program's own (make build puts them all in bin/).
+func binDir(flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Dir(exe), nil
 }
 
 type cli struct {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -688,7 +687,7 @@ func startLoad(baseURL string, browsers int) *load {
 			// The timeout only guards against a hang; it is not a figure.
 			c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
 			for ctx.Err() == nil {
-				err := l.get(ctx, c, baseURL+"/protected/")
+				err := getPage(ctx, c, baseURL+"/protected/")
 				if ctx.Err() != nil {
 					return // stopped mid-request: not the agent's failure
 				}
@@ -706,24 +705,6 @@ func startLoad(baseURL string, browsers int) *load {
 		}()
 	}
 	return l
-}
-
-func (l *load) get(ctx context.Context, c *http.Client, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	req.SetBasicAuth(agentUser, agentPassword)
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s: %.200s", url, resp.Status, body)
-	}
-	return nil
 }
 
 func (l *load) waitOK(t *testing.T, n int64, timeout time.Duration) {

@@ -281,6 +281,12 @@ func (p *parent) run(ctx context.Context) error {
 			p.mu.Lock()
 			delete(p.children, c.slot)
 			p.mu.Unlock()
+			if ctx.Err() != nil {
+				// A Ctrl-C reaches the whole process group: a child that
+				// stopped on it is not to be replaced, nor is the web
+				// server failing to start.
+				continue
+			}
 			if !serving {
 				// A child that cannot start (a configuration error, every
 				// Policy Server down) would fail again in a loop: the web

@@ -248,6 +248,7 @@ func (a *attachLink) once(ctx context.Context, agent *Agent, linked chan<- struc
 	defer func() { cancel(); wg.Wait() }()
 	events, err := att.Watch(wctx, id)
 	if err != nil {
+		unregister(ctx, att, id)
 		a.drop(att)
 		return fmt.Errorf("watch the LLAWP: %w", err)
 	}
@@ -271,15 +272,24 @@ func (a *attachLink) once(ctx context.Context, agent *Agent, linked chan<- struc
 				continue
 			}
 			if ctx.Err() == nil {
+				// Registering again makes a new id: the old one must not
+				// stay in the LLAWP's registry as a worker that is gone.
+				unregister(ctx, att, id)
 				a.drop(att)
 				return errors.New("the LLAWP closed its event stream")
 			}
 		case <-ctx.Done():
 		}
 		// A child leaves the LLAWP's registry; it never stops the LLAWP.
-		uctx, c := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		att.Unregister(uctx, id)
-		c()
+		unregister(ctx, att, id)
 		return ctx.Err()
 	}
+}
+
+// unregister leaves the LLAWP's registry, at best effort: an LLAWP that
+// is gone has no registry to leave.
+func unregister(ctx context.Context, l ipc.LLAWP, id ipc.WorkerID) {
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	l.Unregister(uctx, id)
 }

@@ -187,6 +187,11 @@ func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink, linkWait 
 		case <-linked:
 		case <-time.After(linkWait):
 			log.Warn().Dur("waited", linkWait).Msg("Serving before the LLAWP link is up: management commands until then are not seen")
+		case err := <-serveErr:
+			// Never report ready for a server that has already failed.
+			stopLink()
+			wg.Wait()
+			return fmt.Errorf("HTTP server on %s: %w", l.Addr(), err)
 		case <-ctx.Done():
 		}
 	}
@@ -205,7 +210,11 @@ func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink, linkWait 
 	}
 	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	srv.Shutdown(shutCtx)
+	if srv.Shutdown(shutCtx) != nil {
+		// Requests still running after the grace must not outlive the
+		// pool that the deferred Close is about to shut under them.
+		srv.Close()
+	}
 	stopLink()
 	wg.Wait()
 	return err

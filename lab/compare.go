@@ -392,7 +392,7 @@ func WriteCompareTable(w io.Writer, runs []CompareRun, servers []string) error {
 	row("ACO downloads", num(func(r CompareRun) int { return r.ACODownloads }))
 	row("management polls", num(func(r CompareRun) int { return r.ManagementPolls }))
 	row("page loads succeeded / sent", func(r CompareRun) string { return fmt.Sprintf("%d / %d", r.Succeeded, r.PageLoads) })
-	row("HTTP requests/s", func(r CompareRun) string { return fmt.Sprintf("%.0f", r.RequestsPerSec) })
+	row("page loads/s (each one or two HTTP requests)", func(r CompareRun) string { return fmt.Sprintf("%.0f", r.RequestsPerSec) })
 	row("p50 latency (ms)", func(r CompareRun) string { return fmt.Sprintf("%.2f", r.P50ms) })
 	row("p99 latency (ms)", func(r CompareRun) string { return fmt.Sprintf("%.2f", r.P99ms) })
 	row("resident memory (MiB)", func(r CompareRun) string {
@@ -402,7 +402,7 @@ func WriteCompareTable(w io.Writer, runs []CompareRun, servers []string) error {
 		return fmt.Sprintf("%.1f (%d procs)", r.RSSMiB, r.RSSProcs)
 	})
 	if slices.ContainsFunc(runs, func(r CompareRun) bool { return r.ConnsPer1000 != nil }) {
-		row("connections opened per 1,000 requests", func(r CompareRun) string {
+		row("connections opened per 1,000 page loads", func(r CompareRun) string {
 			if r.ConnsPer1000 == nil {
 				return "-"
 			}

@@ -188,8 +188,8 @@ func TestWriteCompareTable(t *testing.T) {
 	runs[0].SetConnsPer1000()
 	out.Reset()
 	WriteCompareTable(&out, runs, []string{ps1, ps2})
-	if !strings.Contains(out.String(), "connections opened per 1,000 requests") {
-		t.Errorf("no connections per 1,000 requests row:\n%s", out.String())
+	if !strings.Contains(out.String(), "connections opened per 1,000 page loads") {
+		t.Errorf("no connections per 1,000 page loads row:\n%s", out.String())
 	}
 	if err := CompareFailures(runs); err == nil || !strings.Contains(err.Error(), "Apache worker run failed") {
 		t.Errorf("CompareFailures: %v", err)

@@ -161,8 +161,14 @@ func mainErr(args []string) error {
 	if *poll > 0 {
 		llawpArgs = append(llawpArgs, "--poll", poll.String())
 	}
-	if *linger > 0 {
+	switch {
+	case *linger > 0:
 		llawpArgs = append(llawpArgs, "--linger", linger.String())
+	case *model == "apache":
+		// The parent owns the LLAWP and stops it at shutdown; a lull with
+		// no child registered (all recycling at once) must not end it, or
+		// the children still running would hold a dead reattach config.
+		llawpArgs = append(llawpArgs, "--linger", "-1ns")
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

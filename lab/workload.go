@@ -76,7 +76,11 @@ func (w Workload) Run(ctx context.Context) *WorkloadResult {
 				d := time.Since(t0)
 				mu.Lock()
 				res.Sent++
-				res.Latencies = append(res.Latencies, d)
+				// Latency is of page loads that worked: a failure's time
+				// (up to a client timeout) says nothing about the agent.
+				if err == nil {
+					res.Latencies = append(res.Latencies, d)
+				}
 				if challenged {
 					res.Challenges++
 				}

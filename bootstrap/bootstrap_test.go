@@ -11,38 +11,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
 	"github.com/agentlab/agentlab/conf"
-	"github.com/agentlab/agentlab/policyserver"
+	"github.com/agentlab/agentlab/policyserver/pstest"
 	"github.com/agentlab/agentlab/trace"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// policyServer serves the seed store on a free loopback port until the
-// test ends and returns its port and the store.
-func policyServer(t *testing.T) (int, *policyserver.Store) {
-	t.Helper()
-	st, err := policyserver.SeedStore()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := policyserver.New(policyserver.Config{Name: "smps2.shared.lab", Store: st, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, l); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return l.Addr().(*net.TCPAddr).Port, st
-}
 
 // deadPort is a loopback port nobody listens on.
 func deadPort(t *testing.T) int {
@@ -71,10 +47,7 @@ func smHost(t *testing.T, secret, hco string, ports ...int) *conf.SmHost {
 }
 
 func TestRun(t *testing.T) {
-	port, st := policyServer(t)
-	if _, err := st.RegisterHost("trust_wa1", "hco.smps1", true, []byte("s3cret")); err != nil {
-		t.Fatal(err)
-	}
+	port := pstest.Start(t, "trust_wa1", []byte("s3cret")).Port
 	dead := deadPort(t)
 	cases := []struct {
 		name    string
@@ -151,7 +124,7 @@ func TestBootstrapServer(t *testing.T) {
 }
 
 func TestRegister(t *testing.T) {
-	port, _ := policyServer(t)
+	port := pstest.Start(t, "", nil).Port
 	dir := t.TempDir()
 	file := filepath.Join(dir, "SmHost.conf")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -388,11 +388,7 @@ func TestAgentLabKilled(t *testing.T) {
 	p.waitOutput(t, &p.stderr, "lab: holding. Browse ", 2*time.Minute)
 
 	procs := leftovers(addrs, nil)
-	var comms []string
-	for _, q := range procs {
-		comms = append(comms, q.comm)
-	}
-	slices.Sort(comms)
+	comms := commands(procs)
 	if want := []string{"hla", "llawp", "smps", "smps"}; !slices.Equal(comms, want) {
 		t.Fatalf("the holding lab runs %v, want %v", comms, want)
 	}
@@ -727,4 +723,15 @@ func (l *load) errors() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.Clone(l.errs)
+}
+
+// commands are the sorted command names of procs, to compare a process
+// tree with what a model should run.
+func commands(procs []procStat) []string {
+	var out []string
+	for _, q := range procs {
+		out = append(out, q.comm)
+	}
+	slices.Sort(out)
+	return out
 }

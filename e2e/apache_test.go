@@ -462,11 +462,7 @@ func TestApacheParentKilled(t *testing.T) {
 		t.Fatalf("%d page loads failed: %v", len(errs), errs)
 	}
 	procs := descendants(p.pid)
-	var comms []string
-	for _, q := range procs {
-		comms = append(comms, q.comm)
-	}
-	slices.Sort(comms)
+	comms := commands(procs)
 	if want := []string{"hla", "hla", "hla", "llawp"}; !slices.Equal(comms, want) {
 		t.Fatalf("the parent runs %v, want %v", comms, want)
 	}

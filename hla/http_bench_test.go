@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -13,10 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/agentlab/agentlab/conf"
-	"github.com/agentlab/agentlab/policyserver"
+	"github.com/agentlab/agentlab/policyserver/pstest"
 	"github.com/agentlab/agentlab/pool"
 )
 
@@ -29,34 +26,15 @@ type benchStack struct {
 
 func newBenchStack(b *testing.B) *benchStack {
 	b.Helper()
-	st, err := policyserver.SeedStore()
-	if err != nil {
-		b.Fatal(err)
-	}
-	th, err := st.RegisterHost("trust_bench", "hco.smps1", true, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv, err := policyserver.New(policyserver.Config{Name: "smps1.bench", Store: st, Log: zerolog.Nop()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, l); close(done) }()
-	port := l.Addr().(*net.TCPAddr).Port
+	ps := pstest.Start(b, "trust_bench", nil)
 	hco := conf.DefaultHCO()
 	hco.Name = "hco.bench"
-	hco.PolicyServers = []conf.PolicyServer{{Host: "127.0.0.1", AuthorizationPort: port}}
-	p, aco, err := pool.Start(ctx, pool.Config{HCO: hco, TrustedHost: "trust_bench", Secret: th.Secret}, pool.AgentInfo{AgentName: "bench", Role: "hla"}, "aco.wa1")
+	hco.PolicyServers = []conf.PolicyServer{{Host: "127.0.0.1", AuthorizationPort: ps.Port}}
+	p, aco, err := pool.Start(context.Background(), pool.Config{HCO: hco, TrustedHost: "trust_bench", Secret: ps.Secret}, pool.AgentInfo{AgentName: "bench", Role: "hla"}, "aco.wa1")
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { p.Close(); cancel(); <-done })
+	b.Cleanup(func() { p.Close() })
 	return &benchStack{pool: p, aco: aco}
 }
 

@@ -7,7 +7,6 @@ package hla
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -18,10 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/agentlab/agentlab/conf"
-	"github.com/agentlab/agentlab/policyserver"
+	"github.com/agentlab/agentlab/policyserver/pstest"
 	"github.com/agentlab/agentlab/proto/tlipb"
 	"github.com/agentlab/agentlab/tli"
 )
@@ -44,56 +41,9 @@ func (a *tliClient) Do(ctx context.Context, req *tlipb.Request) (*tlipb.Response
 	return a.c.Do(ctx, req)
 }
 
-type livePS struct {
-	addr   string
-	secret []byte
-	stop   func()
-}
-
-// startPS serves the seed store with trust_wa1 registered, as smreghost
-// would, on a free loopback port until the test ends.
-func startPS(t *testing.T) *livePS {
-	t.Helper()
-	st, err := policyserver.SeedStore()
-	if err != nil {
-		t.Fatalf("SeedStore: %v", err)
-	}
-	th, err := st.RegisterHost("trust_wa1", "hco.smps1", true, nil)
-	if err != nil {
-		t.Fatalf("RegisterHost: %v", err)
-	}
-	srv, err := policyserver.New(policyserver.Config{Name: "smps1.shared.lab", Store: st, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatalf("policyserver.New: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Serve: %v", err)
-				}
-			case <-time.After(liveWait):
-				t.Errorf("Serve has not returned %s after the cancel", liveWait)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return &livePS{addr: ln.Addr().String(), secret: th.Secret, stop: stop}
-}
-
 // liveRig is a browser, an agent behind an HTTP server, and a Policy Server.
 type liveRig struct {
-	ps     *livePS
+	ps     *pstest.Server
 	agent  *Agent
 	srv    *httptest.Server
 	client *http.Client
@@ -101,10 +51,10 @@ type liveRig struct {
 
 func newLiveRig(t *testing.T, aco conf.ACO, next http.Handler) *liveRig {
 	t.Helper()
-	ps := startPS(t)
+	ps := pstest.Start(t, "trust_wa1", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), liveWait)
 	defer cancel()
-	c, err := tli.Dial(ctx, ps.addr, tli.ClientConfig{TrustedHost: "trust_wa1", Secret: ps.secret})
+	c, err := tli.Dial(ctx, ps.Addr, tli.ClientConfig{TrustedHost: "trust_wa1", Secret: ps.Secret})
 	if err != nil {
 		t.Fatalf("tli.Dial: %v", err)
 	}
@@ -352,7 +302,7 @@ func TestLivePolicyServerDown(t *testing.T) {
 	if r := lr.get(t, "/", nil); r.status != 200 {
 		t.Fatalf("before: %d", r.status)
 	}
-	lr.ps.stop()
+	lr.ps.Stop()
 	for i := range 2 {
 		r := lr.get(t, "/", nil)
 		if r.status != 503 {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -132,6 +133,28 @@ func (a apacheTrace) count(pid int, f func(trace.Event) bool) int {
 
 // booted: pid's own bootstrap connection to the bootstrap server, ended
 // with a reset, and its HCO connections.
+// first is the time of the first event of op by any of pids.
+func (a apacheTrace) first(pids []int, op string) time.Time {
+	var t time.Time
+	for _, e := range a.evs {
+		if slices.Contains(pids, e.PID) && e.Op == op && (t.IsZero() || e.T.Before(t)) {
+			t = e.T
+		}
+	}
+	return t
+}
+
+// last is the time of pid's last event that f accepts.
+func (a apacheTrace) last(pid int, f func(trace.Event) bool) time.Time {
+	var t time.Time
+	for _, e := range a.evs {
+		if e.PID == pid && f(e) && e.T.After(t) {
+			t = e.T
+		}
+	}
+	return t
+}
+
 func (a apacheTrace) bootResets(pid int, bootIP string) int {
 	return a.count(pid, func(e trace.Event) bool {
 		return e.Op == trace.OpReset && e.Phase == trace.PhaseBootstrap && strings.HasPrefix(e.Remote, bootIP+":")
@@ -302,9 +325,92 @@ func TestApacheThreeChildren(t *testing.T) {
 		waitLog(t, filepath.Join(out, "WA.log"), fmt.Sprintf("Worker httpd (pid %d) registered with the LLAWP", pid), 10*time.Second)
 	}
 
+	// The seed's order: every child's bootstrap and HCO phase, then the
+	// LLAWP's (the parent launches it once the children are through).
+	llFirst := a.first([]int{ll}, trace.OpConnect)
+	for _, pid := range kids {
+		if last := a.last(pid, func(e trace.Event) bool { return e.Op == trace.OpConnect && e.Phase == trace.PhaseHCO }); !last.Before(llFirst) {
+			t.Errorf("child %d opened an HCO socket at %v, after the LLAWP's first connect at %v", pid, last, llFirst)
+		}
+	}
+
+	// The LLAWP's Status lists each child with its own sockets.
+	st := waitStatus(t, baseURL, "every child reporting MinSocketsPerPort sockets to smps1", func(st statusDoc) bool {
+		if len(st.LLAWP.Workers) != 3 {
+			return false
+		}
+		for _, w := range st.LLAWP.Workers {
+			if !slices.Contains(kids, w.PID) || len(w.Servers) != 1 || w.Servers[0].Addr != "smps1.shared.lab:44443" || w.Servers[0].Open != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	if st.LLAWP.PID != ll {
+		t.Errorf("status from LLAWP pid %d, the trace's LLAWP is %d", st.LLAWP.PID, ll)
+	}
+
 	queueFlush(t, hco+":44443")
 	for _, pid := range kids {
 		waitLog(t, filepath.Join(out, fmt.Sprintf("httpd-%d.log", pid)), "Management command from the LLAWP arg= code=194 command=FLUSH_ALL", 20*time.Second)
+	}
+	stopApache(t, p, s)
+}
+
+// statusDoc is the part of a worker's /agentlab/status the tests read.
+type statusDoc struct {
+	PID   int `json:"pid"`
+	LLAWP struct {
+		PID     int `json:"pid"`
+		Workers []struct {
+			PID     int `json:"pid"`
+			Servers []struct {
+				Addr  string `json:"addr"`
+				State string `json:"state"`
+				Open  int    `json:"open"`
+			} `json:"servers"`
+		} `json:"workers"`
+	} `json:"llawp"`
+	Error string `json:"error"`
+}
+
+// waitStatus polls the web server's /agentlab/status until ok holds.
+func waitStatus(t *testing.T, baseURL, what string, ok func(statusDoc) bool) statusDoc {
+	t.Helper()
+	var st statusDoc
+	var last string
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := closeClient().Get(baseURL + "/agentlab/status")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			last = string(body)
+			st = statusDoc{}
+			if json.Unmarshal(body, &st) == nil && ok(st) {
+				return st
+			}
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("status never showed %s; last: %s", what, last)
+	return st
+}
+
+// TestApacheWorkerRecycleNoDrop: a worker-MPM child that recycles stops
+// accepting and answers every request on the connections it accepted, so
+// that a browser on a fresh connection never sees it close unanswered.
+func TestApacheWorkerRecycleNoDrop(t *testing.T) {
+	t.Parallel()
+	s := newAgentSetup(t)
+	p, baseURL, out := s.startApache(t, "--workers", "3", "--mpm", "worker", "--max-requests-per-child", "10")
+	if errs := pages(baseURL, 300, 4); len(errs) != 0 {
+		t.Errorf("%d of 300 page loads failed while children recycled: %v", len(errs), errs)
+	}
+	if kids := readTrace(t, out).children(); len(kids) < 3+20 {
+		t.Errorf("trace shows %d children, want the first 3 and at least 20 replacements for 300 requests at 10 per child", len(kids))
 	}
 	stopApache(t, p, s)
 }
@@ -450,6 +556,12 @@ func TestApacheChildKilled(t *testing.T) {
 	if alive(victim) {
 		t.Errorf("the killed child %d still runs", victim.pid)
 	}
+	// A child stopped by someone else's SIGTERM exits 0, but did not
+	// recycle: it is a death, replaced after a backoff, not at once.
+	if err := syscall.Kill(nu.pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, filepath.Join(out, fmt.Sprintf("httpd-%d.log", p.pid)), "exit status 0 (stopped from outside)", 20*time.Second)
 	stopApache(t, p, s)
 }
 

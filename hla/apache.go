@@ -59,7 +59,8 @@ type ApacheConfig struct {
 }
 
 // RunApache runs the httpd parent until ctx ends. It owns the listening
-// socket and the one LLAWP, which it launches first; it never serves HTTP
+// socket and the one LLAWP, which it launches once every first child is
+// through its HCO phase; it never serves HTTP
 // and never talks to a Policy Server itself. Its children each bootstrap
 // and open their own pool (the seed: every httpd child contacts the
 // Policy Server on its own), share the listening socket, and attach to the
@@ -112,20 +113,9 @@ func RunApache(ctx context.Context, cfg ApacheConfig) error {
 	defer lf.Close()
 
 	p := &parent{cfg: cfg, log: log, lf: lf, addr: l.Addr().String(), events: make(chan childEvent), quit: make(chan struct{})}
-	// The LLAWP first: the children need its reattach config.
-	o, err := p.launchLLAWP(ctx)
-	if err != nil {
-		return err
-	}
-	var llawpWG sync.WaitGroup
-	lctx, stopLLAWP := context.WithCancel(ctx)
-	llawpWG.Add(1)
-	go func() { defer llawpWG.Done(); p.superviseLLAWP(lctx, o) }()
-	defer func() {
-		stopLLAWP()
-		llawpWG.Wait()
-		p.killLLAWP()
-	}()
+	// The LLAWP goes last, after the children (run returns once they are
+	// stopped).
+	defer p.stopLLAWP()
 	return p.run(ctx)
 }
 
@@ -141,6 +131,10 @@ type parent struct {
 	// error rather than N copies.
 	serving atomic.Bool
 
+	// The LLAWP's supervisor, once launched.
+	llawpWG     sync.WaitGroup
+	llawpCancel context.CancelFunc
+
 	mu       sync.Mutex
 	llawp    *ipc.Owner
 	reattach string
@@ -155,12 +149,42 @@ type child struct {
 	started time.Time
 	done    chan struct{}
 	stderr  *childStderr
+	// reattach is the parent's end of the child's reattach pipe; nil once
+	// the child has exited. Guarded by parent.mu.
+	reattach *os.File
+	// recycling: the child said it served MaxRequests and drains (run's
+	// goroutine only).
+	recycling bool
 }
 
+// childEvent is a child's notice (hco, ready, recycle), or its exit.
 type childEvent struct {
-	c     *child
-	ready bool  // it serves; otherwise it exited
-	err   error // exit status
+	c      *child
+	notice string
+	exited bool
+	err    error // exit status
+}
+
+// startLLAWP launches the LLAWP and its supervisor, and names it to every
+// child.
+func (p *parent) startLLAWP(ctx context.Context) error {
+	o, err := p.launchLLAWP(ctx)
+	if err != nil {
+		return err
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	p.llawpCancel = cancel
+	p.llawpWG.Add(1)
+	go func() { defer p.llawpWG.Done(); p.superviseLLAWP(lctx, o) }()
+	return nil
+}
+
+func (p *parent) stopLLAWP() {
+	if p.llawpCancel != nil {
+		p.llawpCancel()
+	}
+	p.llawpWG.Wait()
+	p.killLLAWP()
 }
 
 func (p *parent) launchLLAWP(ctx context.Context) (*ipc.Owner, error) {
@@ -173,9 +197,20 @@ func (p *parent) launchLLAWP(ctx context.Context) (*ipc.Owner, error) {
 	}
 	p.log.Info().Int("llawp_pid", o.PID()).Msg("LLAWP started")
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.llawp, p.reattach = o, o.ReattachJSON()
-	p.mu.Unlock()
+	for _, c := range p.children {
+		c.sendReattach(p.reattach)
+	}
 	return o, nil
+}
+
+// sendReattach names the LLAWP to the child, at best effort: a child that
+// has just exited has nobody reading the pipe. Called with parent.mu held.
+func (c *child) sendReattach(cfg string) {
+	if c.reattach != nil && cfg != "" {
+		io.WriteString(c.reattach, cfg+"\n")
+	}
 }
 
 func (p *parent) killLLAWP() {
@@ -187,10 +222,9 @@ func (p *parent) killLLAWP() {
 	}
 }
 
-// superviseLLAWP starts a new LLAWP when the one running dies. Children
-// started from then on attach to the new one; those already running keep
-// serving without an LLAWP (no management events) until they are
-// replaced, as their reattach config names the old one.
+// superviseLLAWP starts a new LLAWP when the one running dies; every child
+// is sent its reattach config and registers with it. Meanwhile the
+// children go on serving, without management events.
 func (p *parent) superviseLLAWP(ctx context.Context, o *ipc.Owner) {
 	minB, maxB := p.cfg.LLAWP.MinBackoff, p.cfg.LLAWP.MaxBackoff
 	if minB <= 0 {
@@ -238,8 +272,10 @@ func (p *parent) run(ctx context.Context) error {
 			return err
 		}
 	}
-	ready := map[int]bool{}
-	serving := false
+	// The LLAWP starts once every first child is through its HCO phase:
+	// its own bootstrap round then reads after theirs, as in the seed.
+	hco, ready := map[int]bool{}, map[int]bool{}
+	llawpUp, serving := false, false
 	backoff := make([]time.Duration, p.cfg.Workers)
 	restart := make(chan int)
 	var timers sync.WaitGroup
@@ -259,16 +295,33 @@ func (p *parent) run(ctx context.Context) error {
 				p.after(tctx, &timers, backoff[slot], slot, restart)
 			}
 		case ev := <-p.events:
-			if ev.ready {
-				p.log.Info().Int("child_pid", ev.c.pid).Int("slot", ev.c.slot).Msg("httpd child serving")
+			c := ev.c
+			switch ev.notice {
+			case noticeHCO:
+				if llawpUp {
+					continue
+				}
+				hco[c.slot] = true
+				if len(hco) == p.cfg.Workers {
+					llawpUp = true
+					if err := p.startLLAWP(ctx); err != nil {
+						p.stopAll()
+						return err
+					}
+				}
+				continue
+			case noticeReady:
+				p.log.Info().Int("child_pid", c.pid).Int("slot", c.slot).Msg("httpd child serving")
 				if !serving {
-					ready[ev.c.slot] = true
+					ready[c.slot] = true
 					if len(ready) == p.cfg.Workers {
 						serving = true
 						p.serving.Store(true)
+						p.mu.Lock()
 						for _, c := range p.children {
 							c.stderr.flush()
 						}
+						p.mu.Unlock()
 						p.log.Info().Int("children", p.cfg.Workers).Str("addr", p.addr).Msg("Every httpd child serves")
 						if p.cfg.Ready != nil {
 							p.cfg.Ready(p.addr)
@@ -276,8 +329,14 @@ func (p *parent) run(ctx context.Context) error {
 					}
 				}
 				continue
+			case noticeRecycle:
+				c.recycling = true
+				continue
 			}
-			c := ev.c
+			if !ev.exited {
+				p.log.Warn().Int("child_pid", c.pid).Str("notice", ev.notice).Msg("Unknown notice from an httpd child")
+				continue
+			}
 			p.mu.Lock()
 			delete(p.children, c.slot)
 			p.mu.Unlock()
@@ -294,11 +353,11 @@ func (p *parent) run(ctx context.Context) error {
 				p.stopAll()
 				msg := strings.TrimPrefix(strings.TrimSpace(c.stderr.text()), "hla: ")
 				if msg == "" {
-					msg = fmt.Sprint(ev.err)
+					msg = fmt.Sprint(exitText(ev.err))
 				}
 				return fmt.Errorf("httpd child (pid %d) exited before serving: %s", c.pid, msg)
 			}
-			if ev.err == nil {
+			if c.recycling && ev.err == nil {
 				// It recycled itself (MaxRequestsPerChild): a new one
 				// bootstraps now, the socket storm of the vendor's KB.
 				p.log.Info().Int("child_pid", c.pid).Int("slot", c.slot).Msg("httpd child recycled; starting a new one")
@@ -314,11 +373,21 @@ func (p *parent) run(ctx context.Context) error {
 				backoff[c.slot] = 0
 			}
 			backoff[c.slot] = p.next(backoff[c.slot])
-			p.log.Error().Int("child_pid", c.pid).Int("slot", c.slot).Str("exit", ev.err.Error()).Dur("restart_in", backoff[c.slot]).
+			p.log.Error().Int("child_pid", c.pid).Int("slot", c.slot).Str("exit", exitText(ev.err)).Dur("restart_in", backoff[c.slot]).
 				Msg("httpd child died; a new one will be started")
 			p.after(tctx, &timers, backoff[c.slot], c.slot, restart)
 		}
 	}
+}
+
+// exitText is a child's exit status as a reader wants it: a child that
+// exited 0 without recycling was stopped by someone else (a signal it
+// handled), which is not "<nil>".
+func exitText(err error) string {
+	if err == nil {
+		return "exit status 0 (stopped from outside)"
+	}
+	return err.Error()
 }
 
 func (p *parent) next(b time.Duration) time.Duration {
@@ -344,65 +413,93 @@ func (p *parent) after(ctx context.Context, wg *sync.WaitGroup, d time.Duration,
 	}()
 }
 
-// start execs a child into slot. It inherits the listening socket (fd 3)
-// and the write end of its ready pipe (fd 4); the reattach config and the
-// parent's pid travel in its environment.
+// start execs a child into slot. It inherits the listening socket (fd 3),
+// the write end of its notice pipe (fd 4) and the read end of its
+// reattach pipe (fd 5); the parent's pid travels in its environment.
 func (p *parent) start(slot int) error {
-	p.mu.Lock()
-	reattach := p.reattach
-	p.mu.Unlock()
-	rr, rw, err := os.Pipe()
+	var pipes []*os.File
+	closeAll := func() {
+		for _, f := range pipes {
+			f.Close()
+		}
+	}
+	pipe := func() (r, w *os.File, err error) {
+		if r, w, err = os.Pipe(); err == nil {
+			pipes = append(pipes, r, w)
+		}
+		return r, w, err
+	}
+	nr, nw, err := pipe()
 	if err != nil {
 		return err
 	}
-	er, ew, err := os.Pipe()
+	ar, aw, err := pipe()
 	if err != nil {
-		rr.Close()
-		rw.Close()
+		closeAll()
+		return err
+	}
+	er, ew, err := pipe()
+	if err != nil {
+		closeAll()
 		return err
 	}
 	cmd := exec.Command(p.cfg.Child.Path, p.cfg.Child.Args...)
 	cmd.Env = append(os.Environ(), p.cfg.Child.Env...)
-	cmd.Env = append(cmd.Env, EnvChild+"="+strconv.Itoa(os.Getpid()), ipc.EnvReattach+"="+reattach)
-	cmd.ExtraFiles = []*os.File{p.lf, rw}
+	cmd.Env = append(cmd.Env, EnvChild+"="+strconv.Itoa(os.Getpid()))
+	cmd.ExtraFiles = []*os.File{p.lf, nw, ar}
 	cmd.Stdout, cmd.Stderr = ew, ew
 	// SIGTERM, not SIGKILL: a child whose parent died still closes its
 	// Policy Server sockets (a FIN in the trace). The child also watches
 	// getppid, in case the parent died before this took effect.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	err = cmd.Start()
-	rw.Close()
+	// The child's ends are the child's alone from here.
+	nw.Close()
+	ar.Close()
 	ew.Close()
 	if err != nil {
-		rr.Close()
+		nr.Close()
+		aw.Close()
 		er.Close()
 		return fmt.Errorf("start httpd child: %w", err)
 	}
 	c := &child{slot: slot, pid: cmd.Process.Pid, cmd: cmd, started: time.Now(), done: make(chan struct{}),
-		stderr: &childStderr{w: p.cfg.Stderr, direct: p.serving.Load()}}
+		stderr: newChildStderr(p.cfg.Stderr, p.serving.Load()), reattach: aw}
 	p.mu.Lock()
 	p.children[slot] = c
+	c.sendReattach(p.reattach)
 	p.mu.Unlock()
 	p.log.Info().Int("child_pid", c.pid).Int("slot", slot).Msg("httpd child started")
 	go c.stderr.copy(er)
-	readyc := make(chan struct{})
+	notices := make(chan struct{})
 	go func() {
-		defer rr.Close()
-		line, _ := bufio.NewReader(rr).ReadString('\n')
-		if line == readyLine {
-			close(readyc)
-			p.send(childEvent{c: c, ready: true})
+		defer close(notices)
+		defer nr.Close()
+		sc := bufio.NewScanner(nr)
+		for sc.Scan() {
+			p.send(childEvent{c: c, notice: strings.TrimSpace(sc.Text())})
 		}
 	}()
 	go func() {
 		err := cmd.Wait()
 		close(c.done)
-		// The ready line, if any, is reported before the exit.
+		p.mu.Lock()
+		aw.Close()
+		c.reattach = nil
+		p.mu.Unlock()
+		// Its notices and its last words come before its exit: both pipes
+		// reach EOF once the child is gone, unless something it started
+		// still holds them, hence the bound.
+		bound := time.After(2 * time.Second)
 		select {
-		case <-readyc:
-		case <-time.After(100 * time.Millisecond):
+		case <-notices:
+		case <-bound:
 		}
-		p.send(childEvent{c: c, err: err})
+		select {
+		case <-c.stderr.done:
+		case <-bound:
+		}
+		p.send(childEvent{c: c, exited: true, err: err})
 	}()
 	return nil
 }
@@ -447,12 +544,18 @@ func (p *parent) stopAll() {
 // told to let it through.
 type childStderr struct {
 	w      io.Writer
+	done   chan struct{} // closed at the pipe's EOF
 	mu     sync.Mutex
 	direct bool
 	buf    strings.Builder
 }
 
+func newChildStderr(w io.Writer, direct bool) *childStderr {
+	return &childStderr{w: w, direct: direct, done: make(chan struct{})}
+}
+
 func (s *childStderr) copy(r io.ReadCloser) {
+	defer close(s.done)
 	defer r.Close()
 	buf := make([]byte, 4096)
 	for {

@@ -1,12 +1,14 @@
 package hla
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,36 +27,46 @@ const EnvChild = "AGENTLAB_HTTPD_CHILD"
 // The files a child inherits (exec.Cmd.ExtraFiles: fd 3 onwards).
 const (
 	childListenerFD = 3 // the parent's HTTP listening socket
-	childReadyFD    = 4 // write end of a pipe: one line when serving
+	childNoticeFD   = 4 // write end of a pipe: the child's notices, a line each
+	childReattachFD = 5 // read end of a pipe: the LLAWP's reattach config, a line each time it changes
 )
 
-// readyLine is what a child writes on its ready pipe once it serves.
-const readyLine = "ready\n"
+// A child's notices to its parent, one line each on the notice pipe. The
+// parent launches the LLAWP once every first child has sent noticeHCO (so
+// that a capture shows every child's round before the LLAWP's, as in the
+// seed), counts noticeReady, and replaces at once only a child that sent
+// noticeRecycle: any other exit is a death, replaced after a backoff.
+const (
+	noticeHCO     = "hco"
+	noticeReady   = "ready"
+	noticeRecycle = "recycle"
+)
 
 // Inherited is what an httpd child gets from its parent.
 type Inherited struct {
 	Listener  net.Listener
 	ParentPID int
-	// Reattach is the LLAWP's ipc.EnvReattach.
-	Reattach string
-	ready    *os.File
+
+	mu     sync.Mutex
+	notice *os.File
+	// reattach delivers each reattach config the parent sends (the first
+	// when an LLAWP is up, another each time the parent starts a new one).
+	reattach *os.File
 }
 
-// Inherit takes the listening socket and the ready pipe that the parent
-// passed, and the LLAWP's reattach config; ok is false when this process
-// is not an httpd child.
+// Inherit takes the listening socket and the two pipes that the parent
+// passed; ok is false when this process is not an httpd child.
 func Inherit() (in *Inherited, ok bool, err error) {
 	v := os.Getenv(EnvChild)
 	if v == "" {
 		return nil, false, nil
 	}
-	in = &Inherited{Reattach: os.Getenv(ipc.EnvReattach)}
+	in = &Inherited{}
 	if _, err := fmt.Sscan(v, &in.ParentPID); err != nil || in.ParentPID <= 0 {
 		return nil, true, fmt.Errorf("%s=%q: want the parent's pid", EnvChild, v)
 	}
-	// The variables are for this process only: not for anything it starts.
+	// The variable is for this process only: not for anything it starts.
 	os.Unsetenv(EnvChild)
-	os.Unsetenv(ipc.EnvReattach)
 	lf := os.NewFile(childListenerFD, "httpd listener")
 	if lf == nil {
 		return nil, true, errors.New("no listening socket inherited on fd 3")
@@ -65,16 +77,43 @@ func Inherit() (in *Inherited, ok bool, err error) {
 	if err != nil {
 		return nil, true, fmt.Errorf("inherited listening socket: %w", err)
 	}
-	in.ready = os.NewFile(childReadyFD, "httpd ready pipe")
+	in.notice = os.NewFile(childNoticeFD, "httpd notice pipe")
+	in.reattach = os.NewFile(childReattachFD, "httpd reattach pipe")
+	if in.notice == nil || in.reattach == nil {
+		in.Listener.Close()
+		return nil, true, errors.New("no notice pipe (fd 4) or reattach pipe (fd 5) inherited from the httpd parent")
+	}
 	return in, true, nil
 }
 
-// Ready tells the parent that this child serves.
-func (in *Inherited) Ready() {
-	if in.ready != nil {
-		io.WriteString(in.ready, readyLine)
-		in.ready.Close()
-		in.ready = nil
+// notify sends one notice to the parent, at best effort: a parent that is
+// gone reads nothing, and the child finds out by watching getppid.
+func (in *Inherited) notify(line string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.notice != nil {
+		io.WriteString(in.notice, line+"\n")
+	}
+}
+
+func (in *Inherited) close() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.notice != nil {
+		in.notice.Close()
+		in.notice = nil
+	}
+}
+
+// readReattach hands every line of the reattach pipe to set, until the
+// parent closes it (it has exited) or the pipe is closed here.
+func (in *Inherited) readReattach(set func(string)) {
+	sc := bufio.NewScanner(in.reattach)
+	sc.Buffer(make([]byte, 4096), 64<<10)
+	for sc.Scan() {
+		if line := strings.TrimSpace(sc.Text()); line != "" {
+			set(line)
+		}
 	}
 }
 
@@ -88,11 +127,9 @@ const linkWait = 5 * time.Second
 // listening socket, joined to the parent's LLAWP with ipc.Attach, which
 // cannot stop it.
 func RunApacheChild(ctx context.Context, cfg ProcessConfig, in *Inherited) error {
-	if in.Reattach == "" {
-		return fmt.Errorf("no LLAWP to attach to: %s is empty", ipc.EnvReattach)
-	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	defer in.close()
 	// Pdeathsig is the first guard against outliving the parent; this
 	// covers a parent that died before it took effect.
 	go watchParent(ctx, in.ParentPID, func() {
@@ -102,13 +139,16 @@ func RunApacheChild(ctx context.Context, cfg ProcessConfig, in *Inherited) error
 	cfg.Listener = in.Listener
 	ready := cfg.Ready
 	cfg.Ready = func(addr string) {
-		in.Ready()
+		in.notify(noticeReady)
 		if ready != nil {
 			ready(addr)
 		}
 	}
-	link := &attachLink{cfg: cfg, reattach: in.Reattach, log: cfg.Log}
+	cfg.HCODone = func() { in.notify(noticeHCO) }
+	cfg.Recycling = func() { in.notify(noticeRecycle) }
+	link := newAttachLink(cfg)
 	defer link.close()
+	go in.readReattach(link.setReattach)
 	err := runWorker(ctx, cfg, link, linkWait)
 	if ctx.Err() != nil {
 		return nil // stopped by the parent, or the parent is gone
@@ -134,35 +174,74 @@ func watchParent(ctx context.Context, ppid int, gone func()) {
 
 // attachLink is an httpd child's way to the LLAWP that its parent owns.
 type attachLink struct {
-	cfg      ProcessConfig
-	reattach string
-	log      zerolog.Logger
+	cfg ProcessConfig
+	log zerolog.Logger
 
 	linkedOnce sync.Once
 
-	mu  sync.Mutex
-	att *ipc.Attached
+	mu       sync.Mutex
+	reattach string
+	// changed is closed, and replaced, when reattach changes.
+	changed chan struct{}
+	att     *ipc.Attached
 }
 
-func (a *attachLink) attached(ctx context.Context) (*ipc.Attached, error) {
+func newAttachLink(cfg ProcessConfig) *attachLink {
+	return &attachLink{cfg: cfg, log: cfg.Log, changed: make(chan struct{})}
+}
+
+// setReattach takes the parent's word that the LLAWP is (now) this one:
+// a connection to an earlier LLAWP is dropped, which ends its Watch, and
+// the link registers with the new one.
+func (a *attachLink) setReattach(cfg string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if cfg == a.reattach {
+		return
+	}
+	a.reattach = cfg
+	close(a.changed)
+	a.changed = make(chan struct{})
 	if a.att != nil {
-		return a.att, nil
+		a.att.Close()
+		a.att = nil
 	}
-	att, err := ipc.Attach(ctx, a.reattach)
-	if err != nil {
-		return nil, err
+}
+
+// attached is the connection to the current LLAWP, dialled when needed;
+// it waits for the parent to name an LLAWP (it launches it once every
+// first child is through its HCO phase).
+func (a *attachLink) attached(ctx context.Context) (*ipc.Attached, error) {
+	for {
+		a.mu.Lock()
+		if a.att != nil {
+			att := a.att
+			a.mu.Unlock()
+			return att, nil
+		}
+		if a.reattach != "" {
+			att, err := ipc.Attach(ctx, a.reattach)
+			if err == nil {
+				a.att = att
+			}
+			a.mu.Unlock()
+			return att, err
+		}
+		changed := a.changed
+		a.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("the httpd parent has named no LLAWP yet: %w", ctx.Err())
+		case <-changed:
+		}
 	}
-	a.att = att
-	return att, nil
 }
 
 // drop forgets a connection that failed, so that the next try dials again.
 func (a *attachLink) drop(att *ipc.Attached) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.att == att {
+	if a.att == att && att != nil {
 		a.att.Close()
 		a.att = nil
 	}
@@ -207,11 +286,23 @@ func (a *attachLink) aco(ctx context.Context) (conf.ACO, error) {
 	}
 }
 
-func (a *attachLink) run(ctx context.Context, agent *Agent, linked chan<- struct{}) {
+func (a *attachLink) status(ctx context.Context) (ipc.Status, error) {
+	att, err := a.attached(ctx)
+	if err != nil {
+		return ipc.Status{}, err
+	}
+	st, err := att.Status(ctx)
+	if err != nil {
+		a.drop(att)
+	}
+	return st, err
+}
+
+func (a *attachLink) run(ctx context.Context, w worker, linked chan<- struct{}) {
 	backoff, maxB := 100*time.Millisecond, 10*time.Second
 	for ctx.Err() == nil {
 		started := time.Now()
-		err := a.once(ctx, agent, linked)
+		err := a.once(ctx, w, linked)
 		if ctx.Err() != nil {
 			return
 		}
@@ -229,7 +320,7 @@ func (a *attachLink) run(ctx context.Context, agent *Agent, linked chan<- struct
 }
 
 // once is one registration with the LLAWP, until it goes away or ctx ends.
-func (a *attachLink) once(ctx context.Context, agent *Agent, linked chan<- struct{}) error {
+func (a *attachLink) once(ctx context.Context, w worker, linked chan<- struct{}) error {
 	att, err := a.attached(ctx)
 	if err != nil {
 		return err
@@ -255,6 +346,8 @@ func (a *attachLink) once(ctx context.Context, agent *Agent, linked chan<- struc
 	if linked != nil {
 		a.linkedOnce.Do(func() { close(linked) })
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); reportSockets(wctx, att, id, w.sockets, a.log) }()
 	if a.cfg.Forwarder != nil {
 		wg.Add(1)
 		go func() {
@@ -268,7 +361,7 @@ func (a *attachLink) once(ctx context.Context, agent *Agent, linked chan<- struc
 		select {
 		case ev, ok := <-events:
 			if ok {
-				applyEvent(a.log, agent, ev)
+				applyEvent(a.log, w.agent, ev)
 				continue
 			}
 			if ctx.Err() == nil {

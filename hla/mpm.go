@@ -1,10 +1,12 @@
 package hla
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // preforkListener hands out one connection at a time: the next Accept
@@ -82,4 +84,67 @@ func countRequests(next http.Handler, max int, limitReached func()) http.Handler
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// drainGrace bounds how long a worker that stops or recycles waits for the
+// requests it has accepted.
+const drainGrace = 5 * time.Second
+
+// drain is a recycling worker's exit: it stops accepting (the listening
+// socket stays open in the parent and the other children, so the kernel's
+// queue goes to them), turns keep-alive off so that each connection closes
+// after the response it owes, and waits for its connections to close.
+// Not http.Server.Shutdown: once shutting down, the server closes any
+// connection it reads a request from without answering, a fresh one
+// included, and the browser sees EOF on a request it cannot safely resend.
+func drain(ctx context.Context, srv *http.Server, l net.Listener, serveErr <-chan error, conns *connCounter, grace time.Duration) {
+	l.Close()
+	<-serveErr // Serve returns once its listener is closed
+	srv.SetKeepAlivesEnabled(false)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-conns.idle():
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	srv.Close()
+}
+
+// connCounter counts the connections an http.Server holds (its ConnState
+// hook), for drain.
+type connCounter struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{}
+}
+
+func (c *connCounter) track(_ net.Conn, st http.ConnState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch st {
+	case http.StateNew:
+		c.n++
+	case http.StateClosed, http.StateHijacked:
+		c.n--
+		if c.n == 0 && c.zero != nil {
+			close(c.zero)
+			c.zero = nil
+		}
+	}
+}
+
+// idle is closed once no connection is open.
+func (c *connCounter) idle() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == 0 {
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
+	if c.zero == nil {
+		c.zero = make(chan struct{})
+	}
+	return c.zero
 }

@@ -74,6 +74,12 @@ type ProcessConfig struct {
 	// MaxRequests, when positive, ends the worker (nil error) once it has
 	// served that many HTTP requests: Apache's MaxConnectionsPerChild.
 	MaxRequests int
+	// HCODone is called once the worker is through its HCO phase (its
+	// pool is open), before it waits for anything from its LLAWP.
+	HCODone func()
+	// Recycling is called when the worker has served MaxRequests and
+	// starts to drain.
+	Recycling func()
 }
 
 func (cfg *ProcessConfig) role() string {
@@ -88,9 +94,11 @@ type llawpLink interface {
 	// aco is the LLAWP's ACO, for ACOFromLLAWP.
 	aco(ctx context.Context) (conf.ACO, error)
 	// run keeps the worker registered and watching until ctx ends,
-	// applying management events to agent; it closes linked (if not nil)
-	// once the worker first watches.
-	run(ctx context.Context, agent *Agent, linked chan<- struct{})
+	// applying management events to w's agent and reporting its sockets;
+	// it closes linked (if not nil) once the worker first watches.
+	run(ctx context.Context, w worker, linked chan<- struct{})
+	// status is the LLAWP's Status.
+	status(ctx context.Context) (ipc.Status, error)
 }
 
 // RunIIS runs the IIS model's worker until ctx ends: the first round of the
@@ -135,6 +143,9 @@ func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink, linkWait 
 		return err
 	}
 	defer p.Close()
+	if cfg.HCODone != nil {
+		cfg.HCODone()
+	}
 	if cfg.ACOFromLLAWP {
 		if aco, err = link.aco(ctx); err != nil {
 			return err
@@ -161,7 +172,8 @@ func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink, linkWait 
 		}
 	}
 	recycle := make(chan struct{})
-	var handler http.Handler = agent
+	side := worker{agent: agent, sockets: poolSockets(p)}
+	handler := statusHandler(cfg.ProcName, side.sockets, link, agent)
 	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second}
 	if cfg.Prefork {
 		l = newPreforkListener(l)
@@ -174,6 +186,8 @@ func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink, linkWait 
 		handler = countRequests(handler, cfg.MaxRequests, func() { close(recycle) })
 	}
 	srv.Handler = handler
+	conns := &connCounter{}
+	srv.ConnState = conns.track
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(l) }()
 
@@ -181,7 +195,7 @@ func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink, linkWait 
 	sctx, stopLink := context.WithCancel(ctx)
 	linked := make(chan struct{})
 	wg.Add(1)
-	go func() { defer wg.Done(); link.run(sctx, agent, linked) }()
+	go func() { defer wg.Done(); link.run(sctx, side, linked) }()
 	if linkWait > 0 {
 		select {
 		case <-linked:
@@ -199,21 +213,29 @@ func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink, linkWait 
 		cfg.Ready(l.Addr().String())
 	}
 
+	recycled := false
 	select {
 	case <-ctx.Done():
 		err = nil
 	case <-recycle:
 		log.Info().Int("max_requests", cfg.MaxRequests).Msg("Served MaxRequestsPerChild requests: finishing the requests in flight, then exiting")
-		err = nil
+		if cfg.Recycling != nil {
+			cfg.Recycling()
+		}
+		recycled = true
 	case err = <-serveErr:
 		err = fmt.Errorf("HTTP server on %s: %w", l.Addr(), err)
 	}
-	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if srv.Shutdown(shutCtx) != nil {
-		// Requests still running after the grace must not outlive the
-		// pool that the deferred Close is about to shut under them.
-		srv.Close()
+	if recycled {
+		drain(ctx, srv, l, serveErr, conns, drainGrace)
+	} else {
+		shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainGrace)
+		if srv.Shutdown(shutCtx) != nil {
+			// Requests still running after the grace must not outlive the
+			// pool that the deferred Close is about to shut under them.
+			srv.Close()
+		}
+		cancel()
 	}
 	stopLink()
 	wg.Wait()
@@ -224,17 +246,30 @@ func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink, linkWait 
 // registers, applies its management events to the agent's caches, forwards
 // log records, and starts a new one (with backoff) when it dies.
 type supervisor struct {
-	cfg   ProcessConfig
-	agent *Agent
-	log   zerolog.Logger
+	cfg    ProcessConfig
+	worker worker
+	log    zerolog.Logger
+
+	mu    sync.Mutex
+	llawp ipc.LLAWP // the one running, nil between two
+}
+
+func (s *supervisor) status(ctx context.Context) (ipc.Status, error) {
+	s.mu.Lock()
+	l := s.llawp
+	s.mu.Unlock()
+	if l == nil {
+		return ipc.Status{}, errors.New("no LLAWP running: it is being started again")
+	}
+	return l.Status(ctx)
 }
 
 func (s *supervisor) aco(context.Context) (conf.ACO, error) {
 	return conf.ACO{}, errors.New("the IIS model's worker takes its ACO from the Policy Server")
 }
 
-func (s *supervisor) run(ctx context.Context, agent *Agent, _ chan<- struct{}) {
-	s.agent = agent
+func (s *supervisor) run(ctx context.Context, w worker, _ chan<- struct{}) {
+	s.worker = w
 	minB, maxB := s.cfg.LLAWP.MinBackoff, s.cfg.LLAWP.MaxBackoff
 	if minB <= 0 {
 		minB = time.Second
@@ -274,6 +309,14 @@ func (s *supervisor) once(ctx context.Context) error {
 	defer o.Kill()
 	s.log.Info().Int("llawp_pid", o.PID()).Msg("LLAWP started")
 	l := o.LLAWP()
+	s.mu.Lock()
+	s.llawp = l
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.llawp = nil
+		s.mu.Unlock()
+	}()
 	id, err := register(ctx, l, ipc.Worker{PID: os.Getpid(), Name: s.cfg.ProcName, Role: s.cfg.role()})
 	if err != nil {
 		return fmt.Errorf("register with the LLAWP: %w", err)
@@ -289,6 +332,8 @@ func (s *supervisor) once(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watch the LLAWP: %w", err)
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); reportSockets(wctx, l, id, s.worker.sockets, s.log) }()
 	if s.cfg.Forwarder != nil {
 		wg.Add(1)
 		go func() {
@@ -311,7 +356,7 @@ func (s *supervisor) once(ctx context.Context) error {
 					return errors.New("the LLAWP closed its event stream")
 				}
 			}
-			applyEvent(s.log, s.agent, ev)
+			applyEvent(s.log, s.worker.agent, ev)
 		case <-o.Exited():
 			return fmt.Errorf("the LLAWP (pid %d) exited", o.PID())
 		case <-ctx.Done():

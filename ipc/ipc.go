@@ -157,6 +157,20 @@ type WorkerStatus struct {
 	LogRecords    uint64
 	Watchers      int
 	EventsDropped uint64
+	// Servers is the worker's last Report: its sockets per Policy Server,
+	// in HCO order; Reported is when it came (zero: never).
+	Servers  []ServerSockets
+	Reported time.Time
+}
+
+// ServerSockets is one worker's sockets to one Policy Server.
+type ServerSockets struct {
+	Addr     string `json:"addr"`
+	State    string `json:"state"`
+	Open     int    `json:"open"`
+	Busy     int    `json:"busy"`
+	Opened   int64  `json:"opened"`
+	Requests int64  `json:"requests"`
 }
 
 // LLAWP is the service an HLA uses. The same interface is what the LLAWP
@@ -171,6 +185,8 @@ type LLAWP interface {
 	// cancel ctx when it stops reading.
 	Watch(ctx context.Context, id WorkerID) (<-chan ManagementEvent, error)
 	Status(ctx context.Context) (Status, error)
+	// Report replaces what Status shows of the worker's sockets.
+	Report(ctx context.Context, id WorkerID, servers []ServerSockets) error
 }
 
 // LogSender is one open Log stream.

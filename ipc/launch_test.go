@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -128,12 +129,22 @@ func TestLaunchEndToEnd(t *testing.T) {
 		t.Fatalf("summary %+v, %v; want 3 received", sum, err)
 	}
 
+	sockets := []ipc.ServerSockets{{Addr: "smps1.shared.lab:44443", State: "Active", Open: 2, Busy: 1, Opened: 3, Requests: 40}}
+	if err := l.Report(ctx, id, sockets); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Report(ctx, id+100, sockets); !errors.Is(err, ipc.ErrUnknownWorker) {
+		t.Errorf("Report for an unknown worker: %v, want ErrUnknownWorker", err)
+	}
 	st, err := l.Status(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.PID != o.PID() || len(st.Workers) != 1 || st.Workers[0].LogRecords != 3 || st.Workers[0].Name != "w3wp.exe" || st.Workers[0].Registered.IsZero() {
 		t.Errorf("status %+v", st)
+	}
+	if w := st.Workers[0]; !slices.Equal(w.Servers, sockets) || w.Reported.IsZero() {
+		t.Errorf("status shows sockets %+v reported %v, want %+v", w.Servers, w.Reported, sockets)
 	}
 
 	// A second worker joins as an Apache child would, then leaves: the

@@ -137,6 +137,17 @@ func (f *fake) Status(context.Context) (ipc.Status, error) {
 	return st, nil
 }
 
+func (f *fake) Report(_ context.Context, id ipc.WorkerID, servers []ipc.ServerSockets) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w := f.workers[id]
+	if w == nil {
+		return ipc.ErrUnknownWorker
+	}
+	w.Servers, w.Reported = servers, time.Now()
+	return nil
+}
+
 func (f *fake) got() []ipc.LogRecord {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -151,6 +151,11 @@ func (c *grpcClient) Status(ctx context.Context) (Status, error) {
 	return statusFromProto(r), nil
 }
 
+func (c *grpcClient) Report(ctx context.Context, id WorkerID, servers []ServerSockets) error {
+	_, err := c.c.Report(ctx, &llawppb.WorkerReport{WorkerId: uint64(id), Servers: socketsToProto(servers)})
+	return fromStatus(err)
+}
+
 type grpcServer struct {
 	llawppb.UnimplementedLLAWPServer
 	impl LLAWP
@@ -223,6 +228,13 @@ func (s *grpcServer) Status(ctx context.Context, _ *llawppb.Empty) (*llawppb.Sta
 		return nil, toStatus(err)
 	}
 	return statusToProto(st), nil
+}
+
+func (s *grpcServer) Report(ctx context.Context, r *llawppb.WorkerReport) (*llawppb.Empty, error) {
+	if err := s.impl.Report(ctx, WorkerID(r.WorkerId), socketsFromProto(r.Servers)); err != nil {
+		return nil, toStatus(err)
+	}
+	return &llawppb.Empty{}, nil
 }
 
 func toStatus(err error) error {
@@ -307,6 +319,7 @@ func statusToProto(s Status) *llawppb.StatusReply {
 		r.Workers = append(r.Workers, &llawppb.WorkerStatus{
 			WorkerId: uint64(w.ID), Pid: uint32(w.PID), Name: w.Name, Role: w.Role, Registered: ts(w.Registered),
 			LogRecords: w.LogRecords, Watchers: uint32(w.Watchers), EventsDropped: w.EventsDropped,
+			Servers: socketsToProto(w.Servers), Reported: ts(w.Reported),
 		})
 	}
 	return r
@@ -323,7 +336,31 @@ func statusFromProto(r *llawppb.StatusReply) Status {
 		s.Workers = append(s.Workers, WorkerStatus{
 			ID: WorkerID(w.WorkerId), Worker: Worker{PID: int(w.Pid), Name: w.Name, Role: w.Role},
 			Registered: fromTS(w.Registered), LogRecords: w.LogRecords, Watchers: int(w.Watchers), EventsDropped: w.EventsDropped,
+			Servers: socketsFromProto(w.Servers), Reported: fromTS(w.Reported),
 		})
 	}
 	return s
+}
+
+func socketsToProto(ss []ServerSockets) []*llawppb.ServerSockets {
+	out := make([]*llawppb.ServerSockets, 0, len(ss))
+	for _, s := range ss {
+		out = append(out, &llawppb.ServerSockets{
+			Addr: s.Addr, State: s.State, Open: uint32(s.Open), Busy: uint32(s.Busy), Opened: uint64(s.Opened), Requests: uint64(s.Requests),
+		})
+	}
+	return out
+}
+
+func socketsFromProto(ss []*llawppb.ServerSockets) []ServerSockets {
+	if len(ss) == 0 {
+		return nil
+	}
+	out := make([]ServerSockets, 0, len(ss))
+	for _, s := range ss {
+		out = append(out, ServerSockets{
+			Addr: s.Addr, State: s.State, Open: int(s.Open), Busy: int(s.Busy), Opened: int64(s.Opened), Requests: int64(s.Requests),
+		})
+	}
+	return out
 }

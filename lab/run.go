@@ -113,6 +113,7 @@ type Run struct {
 	files     []*os.File
 	infos     []ProcInfo
 	summary   Summary
+	llawp     *llawpView // the LLAWP's status after the workload
 }
 
 func (r *Run) progress(format string, a ...any) {
@@ -184,6 +185,9 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 	}
 	if err := r.waitPolls(ctx); err != nil {
 		return nil, err
+	}
+	if err := r.fetchLLAWPStatus(ctx); err != nil {
+		r.progress("%v", err)
 	}
 	if r.Opts.Hold {
 		if r.Opts.HoldReady != nil {
@@ -571,8 +575,9 @@ func (r *Run) Report(w io.Writer, evs []trace.Event, all bool) {
 		}
 		fmt.Fprintf(w, "\nWhat happened, step by step:\n\n")
 		trace.WriteNarrative(w, trace.Narrate(agents, l.WebServer.Host, servers))
+		r.writeLLAWPStatus(w)
 		fmt.Fprintf(w, "\nThe lab polled management every %s (the vendor's default is 30s).\n", sum.PollInterval)
-		fmt.Fprintf(w, "Everything is in %s: trace.jsonl, each process's log, WA.log, SmHost.conf, WebAgent.conf, summary.json.\n", r.Opts.Out)
+		fmt.Fprintf(w, "Everything is in %s: trace.jsonl, each process's log, WA.log, SmHost.conf, WebAgent.conf, summary.json, llawp-status.json.\n", r.Opts.Out)
 	}
 	q := sum.Requests
 	fmt.Fprintf(w, "requests: %d sent, %d succeeded, %d failed\n", q.Sent, q.Succeeded, q.Failed)

@@ -182,6 +182,18 @@ func (r *Registry) CountLog(id ipc.WorkerID, pid int) {
 	}
 }
 
+// Report records a worker's sockets, as its last Report said.
+func (r *Registry) Report(id ipc.WorkerID, servers []ipc.ServerSockets) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := r.workers[id]
+	if w == nil {
+		return fmt.Errorf("%w %d", ipc.ErrUnknownWorker, id)
+	}
+	w.Servers, w.Reported = slices.Clone(servers), r.opts.Now()
+	return nil
+}
+
 // Workers lists the registered workers in the order they registered.
 func (r *Registry) Workers() []ipc.WorkerStatus {
 	r.mu.Lock()
@@ -190,6 +202,7 @@ func (r *Registry) Workers() []ipc.WorkerStatus {
 	for _, w := range r.workers {
 		st := w.WorkerStatus
 		st.Watchers = len(w.watchers)
+		st.Servers = slices.Clone(st.Servers)
 		out = append(out, st)
 	}
 	slices.SortFunc(out, func(a, b ipc.WorkerStatus) int { return cmp.Compare(a.ID, b.ID) })

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/agentlab/agentlab/ipc"
 )
@@ -171,6 +172,41 @@ func TestRegistryCountsAndLogs(t *testing.T) {
 	r.Unregister(b)
 	if want := []int{1, 2, 1, 0}; !slices.Equal(counts, want) {
 		t.Errorf("OnCount saw %v, want %v", counts, want)
+	}
+}
+
+func TestRegistryReport(t *testing.T) {
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	r := NewRegistry(RegistryOptions{Now: func() time.Time { return now }})
+	a := r.Register(ipc.Worker{PID: 10, Name: "httpd"})
+	b := r.Register(ipc.Worker{PID: 11, Name: "httpd"})
+	first := []ipc.ServerSockets{{Addr: "smps1.shared.lab:44443", State: "Active", Open: 2, Opened: 2}}
+	second := []ipc.ServerSockets{{Addr: "smps1.shared.lab:44443", State: "Active", Open: 4, Busy: 3, Opened: 5, Requests: 9}}
+	tests := []struct {
+		name    string
+		id      ipc.WorkerID
+		servers []ipc.ServerSockets
+		wantErr bool
+		want    map[ipc.WorkerID][]ipc.ServerSockets
+	}{
+		{"first report", a, first, false, map[ipc.WorkerID][]ipc.ServerSockets{a: first, b: nil}},
+		{"a later report replaces it", a, second, false, map[ipc.WorkerID][]ipc.ServerSockets{a: second, b: nil}},
+		{"each worker its own", b, first, false, map[ipc.WorkerID][]ipc.ServerSockets{a: second, b: first}},
+		{"unknown worker", 99, first, true, map[ipc.WorkerID][]ipc.ServerSockets{a: second, b: first}},
+	}
+	for _, tt := range tests {
+		err := r.Report(tt.id, tt.servers)
+		if (err != nil) != tt.wantErr || (err != nil && !errors.Is(err, ipc.ErrUnknownWorker)) {
+			t.Errorf("%s: Report: %v", tt.name, err)
+		}
+		for _, w := range r.Workers() {
+			if !slices.Equal(w.Servers, tt.want[w.ID]) {
+				t.Errorf("%s: worker %d shows %+v, want %+v", tt.name, w.ID, w.Servers, tt.want[w.ID])
+			}
+			if (w.Servers != nil) != !w.Reported.IsZero() {
+				t.Errorf("%s: worker %d reported at %v with sockets %v", tt.name, w.ID, w.Reported, w.Servers)
+			}
+		}
 	}
 }
 

@@ -135,6 +135,10 @@ func (s *Service) Watch(ctx context.Context, id ipc.WorkerID) (<-chan ipc.Manage
 	return s.cfg.Registry.Watch(ctx, id)
 }
 
+func (s *Service) Report(_ context.Context, id ipc.WorkerID, servers []ipc.ServerSockets) error {
+	return s.cfg.Registry.Report(id, servers)
+}
+
 func (s *Service) Status(context.Context) (ipc.Status, error) {
 	s.mu.Lock()
 	a, phase, p := s.agent, s.phase, s.poller

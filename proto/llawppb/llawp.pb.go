@@ -37,6 +37,143 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type WorkerReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId      uint64                 `protobuf:"varint,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	Servers       []*ServerSockets       `protobuf:"bytes,2,rep,name=servers,proto3" json:"servers,omitempty"` // in HCO order
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkerReport) Reset() {
+	*x = WorkerReport{}
+	mi := &file_proto_llawp_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerReport) ProtoMessage() {}
+
+func (x *WorkerReport) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_llawp_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerReport.ProtoReflect.Descriptor instead.
+func (*WorkerReport) Descriptor() ([]byte, []int) {
+	return file_proto_llawp_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *WorkerReport) GetWorkerId() uint64 {
+	if x != nil {
+		return x.WorkerId
+	}
+	return 0
+}
+
+func (x *WorkerReport) GetServers() []*ServerSockets {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
+}
+
+// ServerSockets is one worker's sockets to one Policy Server.
+type ServerSockets struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Addr          string                 `protobuf:"bytes,1,opt,name=addr,proto3" json:"addr,omitempty"`   // host:port, as the HCO names it
+	State         string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"` // Active, Disabled, Failed, ...
+	Open          uint32                 `protobuf:"varint,3,opt,name=open,proto3" json:"open,omitempty"`
+	Busy          uint32                 `protobuf:"varint,4,opt,name=busy,proto3" json:"busy,omitempty"`
+	Opened        uint64                 `protobuf:"varint,5,opt,name=opened,proto3" json:"opened,omitempty"` // sockets ever opened (handshake done)
+	Requests      uint64                 `protobuf:"varint,6,opt,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerSockets) Reset() {
+	*x = ServerSockets{}
+	mi := &file_proto_llawp_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerSockets) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerSockets) ProtoMessage() {}
+
+func (x *ServerSockets) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_llawp_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerSockets.ProtoReflect.Descriptor instead.
+func (*ServerSockets) Descriptor() ([]byte, []int) {
+	return file_proto_llawp_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ServerSockets) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *ServerSockets) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ServerSockets) GetOpen() uint32 {
+	if x != nil {
+		return x.Open
+	}
+	return 0
+}
+
+func (x *ServerSockets) GetBusy() uint32 {
+	if x != nil {
+		return x.Busy
+	}
+	return 0
+}
+
+func (x *ServerSockets) GetOpened() uint64 {
+	if x != nil {
+		return x.Opened
+	}
+	return 0
+}
+
+func (x *ServerSockets) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
 type Empty struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -45,7 +182,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_proto_llawp_proto_msgTypes[0]
+	mi := &file_proto_llawp_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -57,7 +194,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_llawp_proto_msgTypes[0]
+	mi := &file_proto_llawp_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -70,7 +207,7 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_proto_llawp_proto_rawDescGZIP(), []int{0}
+	return file_proto_llawp_proto_rawDescGZIP(), []int{2}
 }
 
 type Worker struct {
@@ -84,7 +221,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_proto_llawp_proto_msgTypes[1]
+	mi := &file_proto_llawp_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -96,7 +233,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_llawp_proto_msgTypes[1]
+	mi := &file_proto_llawp_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -109,7 +246,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_proto_llawp_proto_rawDescGZIP(), []int{1}
+	return file_proto_llawp_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Worker) GetPid() uint32 {
@@ -142,7 +279,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_proto_llawp_proto_msgTypes[2]
+	mi := &file_proto_llawp_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -154,7 +291,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_llawp_proto_msgTypes[2]
+	mi := &file_proto_llawp_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -167,7 +304,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_proto_llawp_proto_rawDescGZIP(), []int{2}
+	return file_proto_llawp_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Registered) GetWorkerId() uint64 {
@@ -186,7 +323,7 @@ type WorkerRef struct {
 
 func (x *WorkerRef) Reset() {
 	*x = WorkerRef{}
-	mi := &file_proto_llawp_proto_msgTypes[3]
+	mi := &file_proto_llawp_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -198,7 +335,7 @@ func (x *WorkerRef) String() string {
 func (*WorkerRef) ProtoMessage() {}
 
 func (x *WorkerRef) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_llawp_proto_msgTypes[3]
+	mi := &file_proto_llawp_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -211,7 +348,7 @@ func (x *WorkerRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerRef.ProtoReflect.Descriptor instead.
 func (*WorkerRef) Descriptor() ([]byte, []int) {
-	return file_proto_llawp_proto_rawDescGZIP(), []int{3}
+	return file_proto_llawp_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *WorkerRef) GetWorkerId() uint64 {
@@ -242,7 +379,7 @@ type LogRecord struct {
 
 func (x *LogRecord) Reset() {
 	*x = LogRecord{}
-	mi := &file_proto_llawp_proto_msgTypes[4]
+	mi := &file_proto_llawp_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -254,7 +391,7 @@ func (x *LogRecord) String() string {
 func (*LogRecord) ProtoMessage() {}
 
 func (x *LogRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_llawp_proto_msgTypes[4]
+	mi := &file_proto_llawp_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -267,7 +404,7 @@ func (x *LogRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRecord.ProtoReflect.Descriptor instead.
 func (*LogRecord) Descriptor() ([]byte, []int) {
-	return file_proto_llawp_proto_rawDescGZIP(), []int{4}
+	return file_proto_llawp_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LogRecord) GetTime() *timestamppb.Timestamp {
@@ -345,7 +482,7 @@ type LogSummary struct {
 
 func (x *LogSummary) Reset() {
 	*x = LogSummary{}
-	mi := &file_proto_llawp_proto_msgTypes[5]
+	mi := &file_proto_llawp_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -357,7 +494,7 @@ func (x *LogSummary) String() string {
 func (*LogSummary) ProtoMessage() {}
 
 func (x *LogSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_llawp_proto_msgTypes[5]
+	mi := &file_proto_llawp_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -370,7 +507,7 @@ func (x *LogSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogSummary.ProtoReflect.Descriptor instead.
 func (*LogSummary) Descriptor() ([]byte, []int) {
-	return file_proto_llawp_proto_rawDescGZIP(), []int{5}
+	return file_proto_llawp_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *LogSummary) GetReceived() uint64 {
@@ -407,7 +544,7 @@ type ManagementEvent struct {
 
 func (x *ManagementEvent) Reset() {
 	*x = ManagementEvent{}
-	mi := &file_proto_llawp_proto_msgTypes[6]
+	mi := &file_proto_llawp_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -419,7 +556,7 @@ func (x *ManagementEvent) String() string {
 func (*ManagementEvent) ProtoMessage() {}
 
 func (x *ManagementEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_llawp_proto_msgTypes[6]
+	mi := &file_proto_llawp_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -432,7 +569,7 @@ func (x *ManagementEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManagementEvent.ProtoReflect.Descriptor instead.
 func (*ManagementEvent) Descriptor() ([]byte, []int) {
-	return file_proto_llawp_proto_rawDescGZIP(), []int{6}
+	return file_proto_llawp_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ManagementEvent) GetSeq() uint64 {
@@ -503,7 +640,7 @@ type StatusReply struct {
 
 func (x *StatusReply) Reset() {
 	*x = StatusReply{}
-	mi := &file_proto_llawp_proto_msgTypes[7]
+	mi := &file_proto_llawp_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -515,7 +652,7 @@ func (x *StatusReply) String() string {
 func (*StatusReply) ProtoMessage() {}
 
 func (x *StatusReply) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_llawp_proto_msgTypes[7]
+	mi := &file_proto_llawp_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -528,7 +665,7 @@ func (x *StatusReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReply.ProtoReflect.Descriptor instead.
 func (*StatusReply) Descriptor() ([]byte, []int) {
-	return file_proto_llawp_proto_rawDescGZIP(), []int{7}
+	return file_proto_llawp_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StatusReply) GetPid() uint32 {
@@ -646,13 +783,16 @@ type WorkerStatus struct {
 	LogRecords    uint64                 `protobuf:"varint,6,opt,name=log_records,json=logRecords,proto3" json:"log_records,omitempty"`
 	Watchers      uint32                 `protobuf:"varint,7,opt,name=watchers,proto3" json:"watchers,omitempty"`
 	EventsDropped uint64                 `protobuf:"varint,8,opt,name=events_dropped,json=eventsDropped,proto3" json:"events_dropped,omitempty"`
+	// The worker's last Report: its sockets per Policy Server.
+	Servers       []*ServerSockets       `protobuf:"bytes,9,rep,name=servers,proto3" json:"servers,omitempty"`
+	Reported      *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=reported,proto3" json:"reported,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WorkerStatus) Reset() {
 	*x = WorkerStatus{}
-	mi := &file_proto_llawp_proto_msgTypes[8]
+	mi := &file_proto_llawp_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +804,7 @@ func (x *WorkerStatus) String() string {
 func (*WorkerStatus) ProtoMessage() {}
 
 func (x *WorkerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_llawp_proto_msgTypes[8]
+	mi := &file_proto_llawp_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +817,7 @@ func (x *WorkerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerStatus.ProtoReflect.Descriptor instead.
 func (*WorkerStatus) Descriptor() ([]byte, []int) {
-	return file_proto_llawp_proto_rawDescGZIP(), []int{8}
+	return file_proto_llawp_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WorkerStatus) GetWorkerId() uint64 {
@@ -736,11 +876,35 @@ func (x *WorkerStatus) GetEventsDropped() uint64 {
 	return 0
 }
 
+func (x *WorkerStatus) GetServers() []*ServerSockets {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
+}
+
+func (x *WorkerStatus) GetReported() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Reported
+	}
+	return nil
+}
+
 var File_proto_llawp_proto protoreflect.FileDescriptor
 
 const file_proto_llawp_proto_rawDesc = "" +
 	"\n" +
-	"\x11proto/llawp.proto\x12\x0eagentlab.llawp\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x0fproto/tli.proto\"\a\n" +
+	"\x11proto/llawp.proto\x12\x0eagentlab.llawp\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x0fproto/tli.proto\"d\n" +
+	"\fWorkerReport\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\x04R\bworkerId\x127\n" +
+	"\aservers\x18\x02 \x03(\v2\x1d.agentlab.llawp.ServerSocketsR\aservers\"\x95\x01\n" +
+	"\rServerSockets\x12\x12\n" +
+	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
+	"\x04open\x18\x03 \x01(\rR\x04open\x12\x12\n" +
+	"\x04busy\x18\x04 \x01(\rR\x04busy\x12\x16\n" +
+	"\x06opened\x18\x05 \x01(\x04R\x06opened\x12\x1a\n" +
+	"\brequests\x18\x06 \x01(\x04R\brequests\"\a\n" +
 	"\x05Empty\"B\n" +
 	"\x06Worker\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x12\n" +
@@ -790,7 +954,7 @@ const file_proto_llawp_proto_rawDesc = "" +
 	"\x10commands_relayed\x18\f \x01(\x04R\x0fcommandsRelayed\x126\n" +
 	"\aworkers\x18\r \x03(\v2\x1c.agentlab.llawp.WorkerStatusR\aworkers\x12\x14\n" +
 	"\x05phase\x18\x0e \x01(\tR\x05phase\x12+\n" +
-	"\x03aco\x18\x0f \x01(\v2\x19.agentlab.tli.AgentConfigR\x03aco\"\x85\x02\n" +
+	"\x03aco\x18\x0f \x01(\v2\x19.agentlab.tli.AgentConfigR\x03aco\"\xf6\x02\n" +
 	"\fWorkerStatus\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\x04R\bworkerId\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\rR\x03pid\x12\x12\n" +
@@ -802,14 +966,18 @@ const file_proto_llawp_proto_rawDesc = "" +
 	"\vlog_records\x18\x06 \x01(\x04R\n" +
 	"logRecords\x12\x1a\n" +
 	"\bwatchers\x18\a \x01(\rR\bwatchers\x12%\n" +
-	"\x0eevents_dropped\x18\b \x01(\x04R\reventsDropped2\xcc\x02\n" +
+	"\x0eevents_dropped\x18\b \x01(\x04R\reventsDropped\x127\n" +
+	"\aservers\x18\t \x03(\v2\x1d.agentlab.llawp.ServerSocketsR\aservers\x126\n" +
+	"\breported\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\breported2\x8b\x03\n" +
 	"\x05LLAWP\x12>\n" +
 	"\bRegister\x12\x16.agentlab.llawp.Worker\x1a\x1a.agentlab.llawp.Registered\x12>\n" +
 	"\n" +
 	"Unregister\x12\x19.agentlab.llawp.WorkerRef\x1a\x15.agentlab.llawp.Empty\x12>\n" +
 	"\x03Log\x12\x19.agentlab.llawp.LogRecord\x1a\x1a.agentlab.llawp.LogSummary(\x01\x12E\n" +
 	"\x05Watch\x12\x19.agentlab.llawp.WorkerRef\x1a\x1f.agentlab.llawp.ManagementEvent0\x01\x12<\n" +
-	"\x06Status\x12\x15.agentlab.llawp.Empty\x1a\x1b.agentlab.llawp.StatusReplyB,Z*github.com/agentlab/agentlab/proto/llawppbb\x06proto3"
+	"\x06Status\x12\x15.agentlab.llawp.Empty\x1a\x1b.agentlab.llawp.StatusReply\x12=\n" +
+	"\x06Report\x12\x1c.agentlab.llawp.WorkerReport\x1a\x15.agentlab.llawp.EmptyB,Z*github.com/agentlab/agentlab/proto/llawppbb\x06proto3"
 
 var (
 	file_proto_llawp_proto_rawDescOnce sync.Once
@@ -823,45 +991,52 @@ func file_proto_llawp_proto_rawDescGZIP() []byte {
 	return file_proto_llawp_proto_rawDescData
 }
 
-var file_proto_llawp_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_proto_llawp_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_proto_llawp_proto_goTypes = []any{
-	(*Empty)(nil),                 // 0: agentlab.llawp.Empty
-	(*Worker)(nil),                // 1: agentlab.llawp.Worker
-	(*Registered)(nil),            // 2: agentlab.llawp.Registered
-	(*WorkerRef)(nil),             // 3: agentlab.llawp.WorkerRef
-	(*LogRecord)(nil),             // 4: agentlab.llawp.LogRecord
-	(*LogSummary)(nil),            // 5: agentlab.llawp.LogSummary
-	(*ManagementEvent)(nil),       // 6: agentlab.llawp.ManagementEvent
-	(*StatusReply)(nil),           // 7: agentlab.llawp.StatusReply
-	(*WorkerStatus)(nil),          // 8: agentlab.llawp.WorkerStatus
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 10: google.protobuf.Duration
-	(*tlipb.AgentConfig)(nil),     // 11: agentlab.tli.AgentConfig
+	(*WorkerReport)(nil),          // 0: agentlab.llawp.WorkerReport
+	(*ServerSockets)(nil),         // 1: agentlab.llawp.ServerSockets
+	(*Empty)(nil),                 // 2: agentlab.llawp.Empty
+	(*Worker)(nil),                // 3: agentlab.llawp.Worker
+	(*Registered)(nil),            // 4: agentlab.llawp.Registered
+	(*WorkerRef)(nil),             // 5: agentlab.llawp.WorkerRef
+	(*LogRecord)(nil),             // 6: agentlab.llawp.LogRecord
+	(*LogSummary)(nil),            // 7: agentlab.llawp.LogSummary
+	(*ManagementEvent)(nil),       // 8: agentlab.llawp.ManagementEvent
+	(*StatusReply)(nil),           // 9: agentlab.llawp.StatusReply
+	(*WorkerStatus)(nil),          // 10: agentlab.llawp.WorkerStatus
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
+	(*tlipb.AgentConfig)(nil),     // 13: agentlab.tli.AgentConfig
 }
 var file_proto_llawp_proto_depIdxs = []int32{
-	9,  // 0: agentlab.llawp.LogRecord.time:type_name -> google.protobuf.Timestamp
-	9,  // 1: agentlab.llawp.ManagementEvent.time:type_name -> google.protobuf.Timestamp
-	9,  // 2: agentlab.llawp.StatusReply.started:type_name -> google.protobuf.Timestamp
-	10, // 3: agentlab.llawp.StatusReply.uptime:type_name -> google.protobuf.Duration
-	9,  // 4: agentlab.llawp.StatusReply.last_poll:type_name -> google.protobuf.Timestamp
-	8,  // 5: agentlab.llawp.StatusReply.workers:type_name -> agentlab.llawp.WorkerStatus
-	11, // 6: agentlab.llawp.StatusReply.aco:type_name -> agentlab.tli.AgentConfig
-	9,  // 7: agentlab.llawp.WorkerStatus.registered:type_name -> google.protobuf.Timestamp
-	1,  // 8: agentlab.llawp.LLAWP.Register:input_type -> agentlab.llawp.Worker
-	3,  // 9: agentlab.llawp.LLAWP.Unregister:input_type -> agentlab.llawp.WorkerRef
-	4,  // 10: agentlab.llawp.LLAWP.Log:input_type -> agentlab.llawp.LogRecord
-	3,  // 11: agentlab.llawp.LLAWP.Watch:input_type -> agentlab.llawp.WorkerRef
-	0,  // 12: agentlab.llawp.LLAWP.Status:input_type -> agentlab.llawp.Empty
-	2,  // 13: agentlab.llawp.LLAWP.Register:output_type -> agentlab.llawp.Registered
-	0,  // 14: agentlab.llawp.LLAWP.Unregister:output_type -> agentlab.llawp.Empty
-	5,  // 15: agentlab.llawp.LLAWP.Log:output_type -> agentlab.llawp.LogSummary
-	6,  // 16: agentlab.llawp.LLAWP.Watch:output_type -> agentlab.llawp.ManagementEvent
-	7,  // 17: agentlab.llawp.LLAWP.Status:output_type -> agentlab.llawp.StatusReply
-	13, // [13:18] is the sub-list for method output_type
-	8,  // [8:13] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	1,  // 0: agentlab.llawp.WorkerReport.servers:type_name -> agentlab.llawp.ServerSockets
+	11, // 1: agentlab.llawp.LogRecord.time:type_name -> google.protobuf.Timestamp
+	11, // 2: agentlab.llawp.ManagementEvent.time:type_name -> google.protobuf.Timestamp
+	11, // 3: agentlab.llawp.StatusReply.started:type_name -> google.protobuf.Timestamp
+	12, // 4: agentlab.llawp.StatusReply.uptime:type_name -> google.protobuf.Duration
+	11, // 5: agentlab.llawp.StatusReply.last_poll:type_name -> google.protobuf.Timestamp
+	10, // 6: agentlab.llawp.StatusReply.workers:type_name -> agentlab.llawp.WorkerStatus
+	13, // 7: agentlab.llawp.StatusReply.aco:type_name -> agentlab.tli.AgentConfig
+	11, // 8: agentlab.llawp.WorkerStatus.registered:type_name -> google.protobuf.Timestamp
+	1,  // 9: agentlab.llawp.WorkerStatus.servers:type_name -> agentlab.llawp.ServerSockets
+	11, // 10: agentlab.llawp.WorkerStatus.reported:type_name -> google.protobuf.Timestamp
+	3,  // 11: agentlab.llawp.LLAWP.Register:input_type -> agentlab.llawp.Worker
+	5,  // 12: agentlab.llawp.LLAWP.Unregister:input_type -> agentlab.llawp.WorkerRef
+	6,  // 13: agentlab.llawp.LLAWP.Log:input_type -> agentlab.llawp.LogRecord
+	5,  // 14: agentlab.llawp.LLAWP.Watch:input_type -> agentlab.llawp.WorkerRef
+	2,  // 15: agentlab.llawp.LLAWP.Status:input_type -> agentlab.llawp.Empty
+	0,  // 16: agentlab.llawp.LLAWP.Report:input_type -> agentlab.llawp.WorkerReport
+	4,  // 17: agentlab.llawp.LLAWP.Register:output_type -> agentlab.llawp.Registered
+	2,  // 18: agentlab.llawp.LLAWP.Unregister:output_type -> agentlab.llawp.Empty
+	7,  // 19: agentlab.llawp.LLAWP.Log:output_type -> agentlab.llawp.LogSummary
+	8,  // 20: agentlab.llawp.LLAWP.Watch:output_type -> agentlab.llawp.ManagementEvent
+	9,  // 21: agentlab.llawp.LLAWP.Status:output_type -> agentlab.llawp.StatusReply
+	2,  // 22: agentlab.llawp.LLAWP.Report:output_type -> agentlab.llawp.Empty
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_proto_llawp_proto_init() }
@@ -875,7 +1050,7 @@ func file_proto_llawp_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_llawp_proto_rawDesc), len(file_proto_llawp_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,7 @@ const (
 	LLAWP_Log_FullMethodName        = "/agentlab.llawp.LLAWP/Log"
 	LLAWP_Watch_FullMethodName      = "/agentlab.llawp.LLAWP/Watch"
 	LLAWP_Status_FullMethodName     = "/agentlab.llawp.LLAWP/Status"
+	LLAWP_Report_FullMethodName     = "/agentlab.llawp.LLAWP/Report"
 )
 
 // LLAWPClient is the client API for LLAWP service.
@@ -55,6 +56,10 @@ type LLAWPClient interface {
 	// worker unregisters or cancels.
 	Watch(ctx context.Context, in *WorkerRef, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ManagementEvent], error)
 	Status(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*StatusReply, error)
+	// Report tells the LLAWP what the worker's own pool holds, so that
+	// Status can show every worker's sockets: the LLAWP has no other view of
+	// a worker's connections.
+	Report(ctx context.Context, in *WorkerReport, opts ...grpc.CallOption) (*Empty, error)
 }
 
 type lLAWPClient struct {
@@ -127,6 +132,16 @@ func (c *lLAWPClient) Status(ctx context.Context, in *Empty, opts ...grpc.CallOp
 	return out, nil
 }
 
+func (c *lLAWPClient) Report(ctx context.Context, in *WorkerReport, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, LLAWP_Report_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LLAWPServer is the server API for LLAWP service.
 // All implementations must embed UnimplementedLLAWPServer
 // for forward compatibility.
@@ -143,6 +158,10 @@ type LLAWPServer interface {
 	// worker unregisters or cancels.
 	Watch(*WorkerRef, grpc.ServerStreamingServer[ManagementEvent]) error
 	Status(context.Context, *Empty) (*StatusReply, error)
+	// Report tells the LLAWP what the worker's own pool holds, so that
+	// Status can show every worker's sockets: the LLAWP has no other view of
+	// a worker's connections.
+	Report(context.Context, *WorkerReport) (*Empty, error)
 	mustEmbedUnimplementedLLAWPServer()
 }
 
@@ -167,6 +186,9 @@ func (UnimplementedLLAWPServer) Watch(*WorkerRef, grpc.ServerStreamingServer[Man
 }
 func (UnimplementedLLAWPServer) Status(context.Context, *Empty) (*StatusReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedLLAWPServer) Report(context.Context, *WorkerReport) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method Report not implemented")
 }
 func (UnimplementedLLAWPServer) mustEmbedUnimplementedLLAWPServer() {}
 func (UnimplementedLLAWPServer) testEmbeddedByValue()               {}
@@ -261,6 +283,24 @@ func _LLAWP_Status_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LLAWP_Report_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WorkerReport)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LLAWPServer).Report(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LLAWP_Report_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LLAWPServer).Report(ctx, req.(*WorkerReport))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // LLAWP_ServiceDesc is the grpc.ServiceDesc for LLAWP service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -279,6 +319,10 @@ var LLAWP_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _LLAWP_Status_Handler,
+		},
+		{
+			MethodName: "Report",
+			Handler:    _LLAWP_Report_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

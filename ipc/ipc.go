@@ -45,10 +45,6 @@ var Handshake = plugin.HandshakeConfig{
 // misses an owner that died before the LLAWP's first look.
 const EnvOwnerPID = "AGENTLAB_LLAWP_OWNER_PID"
 
-// EnvReattach is where an Apache-model parent puts Owner.ReattachJSON for
-// its children.
-const EnvReattach = "AGENTLAB_LLAWP_REATTACH"
-
 // ErrUnknownWorker answers a call naming a worker that is not registered
 // (never was, or unregistered, or the LLAWP restarted since).
 var ErrUnknownWorker = errors.New("unknown worker")

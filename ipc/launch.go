@@ -193,8 +193,8 @@ func (o *Owner) PID() int { return o.pid }
 // Reattach is what other processes need to Attach to this LLAWP.
 func (o *Owner) Reattach() Reattach { return o.reattach }
 
-// ReattachJSON is Reattach for the environment of the Apache model's
-// children (EnvReattach).
+// ReattachJSON is Reattach as one line of text, as the Apache model's
+// parent sends it to its children.
 func (o *Owner) ReattachJSON() string {
 	b, _ := json.Marshal(o.reattach)
 	return string(b)

@@ -58,6 +58,10 @@ type ProcessConfig struct {
 	// Log should already write into it.
 	Forwarder *ipc.LogForwarder
 	LLAWP     LLAWPConfig
+	// HealthPoll is how often the worker's pool retries the Policy
+	// Servers that are down (pool.Config.HealthPollInterval): 0 means
+	// the pool's default, a negative value never.
+	HealthPoll time.Duration
 	// Upstream is the application behind the agent; nil: the built-in site.
 	Upstream *url.URL
 	// Ready is called with the HTTP address once the worker serves.
@@ -135,6 +139,7 @@ func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink, linkWait 
 	p, aco, err := pool.Start(ctx, pool.Config{
 		HCO: boot.HCO, TrustedHost: sm.HostName, Secret: boot.Secret,
 		Recorder: cfg.Recorder, Dialer: cfg.Dialer, Log: log, SkipACO: cfg.ACOFromLLAWP,
+		HealthPollInterval: cfg.HealthPoll,
 	}, pool.AgentInfo{
 		AgentName: sm.HostName, PID: os.Getpid(), Role: cfg.role(),
 		Info: fmt.Sprintf("Product=agentlab,Platform=%s,Version=%s,Process=%s", runtime.GOOS, Version, cfg.ProcName),
@@ -159,8 +164,10 @@ func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink, linkWait 
 			return err
 		}
 	}
+	// The pool's bound, not RequestTimeout: a request that times out on
+	// one server goes on to the next, with a RequestTimeout of its own.
 	agent, err := NewAgent(Config{Client: p, AgentName: aco.DefaultAgentName, ACO: aco, Next: next, Log: log,
-		RequestTimeout: boot.HCO.RequestTimeout.D()})
+		RequestTimeout: p.CallTimeout()})
 	if err != nil {
 		return err
 	}

@@ -42,6 +42,10 @@ type Config struct {
 	HostID string
 	// Poll is the DoManagement period; 0 takes the ACO's PSPollInterval.
 	Poll time.Duration
+	// HealthPoll is how often the LLAWP's pool retries the Policy Servers
+	// that are down (pool.Config.HealthPollInterval): 0 means the pool's
+	// default, a negative value never.
+	HealthPoll time.Duration
 	// Linger is how long to stay up with no worker registered; 0 means
 	// DefaultLinger, a negative value forever.
 	Linger time.Duration
@@ -242,6 +246,7 @@ func (a *round) start(ctx context.Context) error {
 	}
 	p, aco, err := pool.Start(ctx, pool.Config{
 		HCO: res.HCO, TrustedHost: sm.HostName, Secret: res.Secret, Recorder: cfg.Recorder, Dialer: cfg.Dialer, Log: a.log,
+		HealthPollInterval: cfg.HealthPoll,
 	}, info, a.wa.AgentConfigObject)
 	if err != nil {
 		return err
@@ -269,7 +274,9 @@ func (a *round) start(ctx context.Context) error {
 		interval = aco.PSPollInterval.D()
 	}
 	poller := &Poller{
-		Client: p, AgentName: name, Interval: interval, Timeout: res.HCO.RequestTimeout.D(),
+		// The pool's bound, not RequestTimeout: a poll that times out on
+		// one server goes on to the next.
+		Client: p, AgentName: name, Interval: interval, Timeout: p.CallTimeout(),
 		Relay: a.reg.Publish, Log: a.log, Trace: a.trace,
 	}
 	a.svc.SetAgent(AgentInfo{

@@ -63,3 +63,29 @@ func BenchmarkPoolDo(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkRuleOrder is the selection every request pays for: the order of
+// the servers for each rule, over the lab's sizes (two servers; two
+// clusters of three).
+func BenchmarkRuleOrder(b *testing.B) {
+	two := plain(Active, Active)
+	six := cs(c{0, Active, 3}, c{0, Failed, 0}, c{0, Active, 1}, c{1, Active, 2}, c{1, Active, 2}, c{1, Disabled, 0})
+	for _, bb := range []struct {
+		name  string
+		rule  rule
+		cands []candidate
+	}{
+		{"failover", rule{mode: modeFailover}, two},
+		{"round-robin", rule{mode: modeRoundRobin}, two},
+		{"clusters", rule{mode: modeClusters, threshold: 60}, six},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if o := bb.rule.order(bb.cands, uint64(i)); len(o) != len(bb.cands) {
+					b.Fatal(o)
+				}
+			}
+		})
+	}
+}

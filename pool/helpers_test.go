@@ -178,6 +178,9 @@ func (l *lab) config(hco conf.HCO) (Config, *buf) {
 	cfg := Config{
 		HCO: hco, TrustedHost: trustedHost, Secret: secret, Recorder: rec,
 		HandshakeTimeout: wait, Log: zerolog.New(l.log).Level(zerolog.DebugLevel),
+		// Off unless a test wants it: a poll in the middle of a test would
+		// open sockets that its counts do not expect.
+		HealthPollInterval: -1,
 	}
 	if l.aliased {
 		cfg.Dialer = &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(l.agentIP)}}
@@ -291,6 +294,9 @@ type fakePS struct {
 	// mute keeps new connections open without a handshake, as a server too
 	// busy to answer does.
 	mute atomic.Bool
+	// delay is how long the server thinks before each answer, as a slow
+	// server of a cluster does.
+	delay time.Duration
 
 	mu     sync.Mutex
 	gate   chan struct{}
@@ -318,12 +324,17 @@ func byResource(req *tlipb.Request) verdict {
 }
 
 func (l *lab) fakeServer(name string, behave func(*tlipb.Request) verdict) *fakePS {
+	return l.slowServer(name, behave, 0)
+}
+
+// slowServer is a fakeServer that waits delay before each answer.
+func (l *lab) slowServer(name string, behave func(*tlipb.Request) verdict, delay time.Duration) *fakePS {
 	ep, ln := l.host(name)
 	if behave == nil {
 		behave = byResource
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &fakePS{ep: ep, behave: behave, gate: make(chan struct{}), active: map[net.Conn]struct{}{}, ln: ln, ctx: ctx, cancel: cancel}
+	f := &fakePS{ep: ep, behave: behave, delay: delay, gate: make(chan struct{}), active: map[net.Conn]struct{}{}, ln: ln, ctx: ctx, cancel: cancel}
 	f.wg.Add(1)
 	go f.serve()
 	l.t.Cleanup(f.stop)
@@ -438,6 +449,13 @@ func (f *fakePS) handle(tc *trace.Conn) {
 			tc.Reset()
 			return
 		}
+		if f.delay > 0 {
+			select {
+			case <-time.After(f.delay):
+			case <-f.ctx.Done():
+				return
+			}
+		}
 		if err := sc.WriteResponse(&req, fakeAnswer(&req)); err != nil {
 			return
 		}
@@ -520,6 +538,26 @@ func connEvents(evs []trace.Event, conn string, ops ...string) []trace.Event {
 				out = append(out, e)
 			}
 		}
+	}
+	return out
+}
+
+// stateNotes returns the notes of the trace's Server State events.
+func stateNotes(evs []trace.Event) []string {
+	var out []string
+	for _, e := range evs {
+		if e.Op == trace.OpServerState {
+			out = append(out, e.Note)
+		}
+	}
+	return out
+}
+
+// states gives each server's state, in HCO order.
+func states(p *Pool) []State {
+	var out []State
+	for _, s := range p.Stats().Servers {
+		out = append(out, s.State)
 	}
 	return out
 }

@@ -22,6 +22,11 @@ import (
 // one server once all MaxSocketsPerPort sockets are busy.
 const DefaultMaxQueue = 300
 
+// DefaultHealthPollInterval is how often the pool retries the servers that
+// are not up: the vendor's agents find a recovered server "about every
+// 30 s" (DOMAIN.md section 6).
+const DefaultHealthPollInterval = 30 * time.Second
+
 // Config is what an agent process builds its pools from, after bootstrap.
 type Config struct {
 	// HCO gives the servers, in order, and the socket parameters.
@@ -49,6 +54,13 @@ type Config struct {
 	// Apache children do in the vendor's documented setup. Start then
 	// returns the zero ACO.
 	SkipACO bool
+	// HealthPollInterval is how often the pool runs its health poll
+	// (CheckServers: retry the servers that are Disabled or Failed, and
+	// replace the idle sockets the others have closed), from Start to
+	// Close; 0 means DefaultHealthPollInterval, a negative value no poll
+	// at all: a server then comes back only when a request finds no other
+	// one up, or by a CheckServers of the caller's, as in older agents.
+	HealthPollInterval time.Duration
 }
 
 // AgentInfo is what SetAgentInfo tells the server about this agent process.
@@ -65,24 +77,31 @@ type AgentInfo struct {
 // decides which server each request goes to. Its methods are safe for
 // concurrent use.
 type Pool struct {
-	cfg              Config
-	hco              conf.HCO
-	log              zerolog.Logger
-	servers          []*server
-	sel              selector
+	cfg     Config
+	hco     conf.HCO
+	log     zerolog.Logger
+	servers []*server
+	rule    rule
+	// turn rotates round robin, one turn per request.
+	turn             atomic.Uint64
 	maxQueue         int
 	handshakeTimeout time.Duration
 	// defaultPhase labels sockets opened when no request asked for them.
 	defaultPhase string
-	// started turns on the "available again" log: at start every server
-	// becomes Active with its first socket, and that is no news.
+	// started turns on the telling of state changes: during Start every
+	// server becomes Active with its first socket, and that is no news;
+	// settle then tells the state each server starts in.
 	started atomic.Bool
+	// smu orders settle: the trace tells state changes in one order.
+	smu sync.Mutex
 
 	// life outlives each request: sockets opened for a request serve the
 	// pool after it. Close cancels it.
 	life  context.Context
 	stop  context.CancelFunc
 	dials sync.WaitGroup
+	// polls is the health poll goroutine.
+	polls sync.WaitGroup
 
 	mu       sync.Mutex
 	closed   bool
@@ -92,14 +111,17 @@ type Pool struct {
 var errClosed = newError("pool: closed", nil, ErrClosed, ErrNoConnection)
 
 // Start is the agent's HCO phase (DOMAIN.md section 3): it opens
-// MinSocketsPerPort sockets to every server of the HCO, in HCO order and
-// one after the other, each with its own handshake; then it sends
-// SetAgentInfo and fetches the ACO named acoName over the first socket of
-// the first server that is available (unless cfg.SkipACO). A server that is down is skipped and
-// Disabled (later requests and CheckServers retry it); if none can be
-// reached the error names each one and why.
+// MinSocketsPerPort sockets to every server of the HCO (every server of
+// every cluster, when the HCO lists clusters), in HCO order and one after
+// the other, each with its own handshake; then it sends SetAgentInfo and
+// fetches the ACO named acoName over the first socket of the first server
+// that is up (unless cfg.SkipACO). A server that is down is skipped and
+// Disabled (the health poll and later requests retry it); if none can be
+// reached the error names each one and why. Once the servers are tried,
+// the trace tells the state each one starts in (trace.OpServerState).
 //
-// ctx bounds the start only; the pool lives until Close.
+// ctx bounds the start only; the pool, and its health poll, live until
+// Close.
 func Start(ctx context.Context, cfg Config, info AgentInfo, acoName string) (*Pool, conf.ACO, error) {
 	p, err := newPool(ctx, cfg)
 	if err != nil {
@@ -130,10 +152,15 @@ func Start(ctx context.Context, cfg Config, info AgentInfo, acoName string) (*Po
 			cfg.TrustedHost, p.hco.Name, strings.Join(down, "\n")), nil, ErrNoConnection)
 	}
 	p.started.Store(true)
+	p.settle()
 	aco, err := p.fetchACO(ctx, info, acoName)
 	if err != nil {
 		p.Close()
 		return nil, conf.ACO{}, err
+	}
+	if every := p.healthPollInterval(); every > 0 {
+		p.polls.Add(1)
+		go p.healthPoll(every)
 	}
 	return p, aco, nil
 }
@@ -149,7 +176,7 @@ func newPool(ctx context.Context, cfg Config) (*Pool, error) {
 	if len(cfg.Secret) == 0 {
 		return nil, errors.New("pool: no shared secret")
 	}
-	p := &Pool{cfg: cfg, hco: hco, log: cfg.Log, sel: newSelector(hco), defaultPhase: trace.PhaseRequests}
+	p := &Pool{cfg: cfg, hco: hco, log: cfg.Log, rule: ruleFor(hco), defaultPhase: trace.PhaseRequests}
 	switch {
 	case cfg.MaxQueue == 0:
 		p.maxQueue = DefaultMaxQueue
@@ -160,29 +187,59 @@ func newPool(ctx context.Context, cfg Config) (*Pool, error) {
 	if p.handshakeTimeout <= 0 {
 		p.handshakeTimeout = tli.DefaultHandshakeTimeout
 	}
-	list := hco.PolicyServers
-	if len(hco.Clusters) > 0 {
-		// Clusters win over PolicyServer entries (DOMAIN.md section 6).
-		// Until cluster selection exists they are one ordered list.
-		list = nil
-		for _, c := range hco.Clusters {
-			list = append(list, c...)
-		}
-		p.log.Warn().Int("clusters", len(hco.Clusters)).Msg("Clusters are used as one ordered server list: FailoverThreshold is not applied")
-	}
 	p.life, p.stop = context.WithCancel(context.WithoutCancel(ctx))
-	for i, ps := range list {
-		p.servers = append(p.servers, newServer(p, i, ps))
+	if len(hco.Clusters) == 0 {
+		for i, ps := range hco.PolicyServers {
+			p.servers = append(p.servers, newServer(p, i, 0, ps))
+		}
+		return p, nil
+	}
+	// Clusters win over PolicyServer entries (DOMAIN.md section 6): the
+	// vendor's documentation says those are then not used at all.
+	if len(hco.PolicyServers) > 0 {
+		p.log.Info().Int("clusters", len(hco.Clusters)).Int("policy_servers", len(hco.PolicyServers)).
+			Msg("The HCO lists clusters: its PolicyServer entries are not used")
+	}
+	for c, cluster := range hco.Clusters {
+		for _, ps := range cluster {
+			p.servers = append(p.servers, newServer(p, len(p.servers), c, ps))
+		}
 	}
 	return p, nil
 }
 
-// fetchACO asks the first available server, then the next if that one
+func (p *Pool) healthPollInterval() time.Duration {
+	if p.cfg.HealthPollInterval == 0 {
+		return DefaultHealthPollInterval
+	}
+	return p.cfg.HealthPollInterval
+}
+
+// healthPoll runs CheckServers every interval until Close. A server that
+// answers becomes up again (settle tells it); one that does not stays as
+// it is, quietly: its state change was told when it went down.
+func (p *Pool) healthPoll(every time.Duration) {
+	defer p.polls.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.life.Done():
+			return
+		case <-t.C:
+		}
+		if err := p.CheckServers(p.life); err != nil && p.life.Err() == nil {
+			p.log.Debug().Err(err).Msg("Health poll: policy servers still unavailable")
+		}
+	}
+}
+
+// fetchACO asks the first server that is up, then the next if that one
 // fails under the request: the ACO is needed before anything else works.
 func (p *Pool) fetchACO(ctx context.Context, info AgentInfo, acoName string) (conf.ACO, error) {
 	var errs []string
 	for _, s := range p.servers {
-		if s.currentState() != Active {
+		if !s.currentHealth().up() {
 			continue
 		}
 		aco, how, err := p.hello(ctx, s, info, acoName)
@@ -230,25 +287,28 @@ func (p *Pool) hello(ctx context.Context, s *server, info AgentInfo, acoName str
 }
 
 func (p *Pool) once(ctx context.Context, s *server, req *tlipb.Request) (*tlipb.Response, outcome, error) {
-	c := p.newCall(ctx, req, trace.PhaseHCO)
-	defer c.cancel()
-	return p.exchange(c, s)
+	return p.exchange(p.newCall(ctx, req, trace.PhaseHCO), s)
 }
 
 // Do sends req to a Policy Server and returns its response; the Agent API
 // code is the response's Result. It sets req.Id, so a request must not be
 // shared between concurrent calls.
 //
-// The HCO's RequestTimeout bounds the whole call, the wait for a socket
-// included; ctx may end it sooner. An error says why with one of the
-// sentinels (ErrTimeout, ErrNoConnection, ErrQueueFull, ErrClosed).
+// The server is the selection's first choice (pool/doc.go). The HCO's
+// RequestTimeout bounds each try on one server, the wait for a socket
+// included; ctx may end the call sooner, and CallTimeout is the longest
+// it can take. An error says why with one of the sentinels (ErrTimeout,
+// ErrNoConnection, ErrQueueFull, ErrClosed).
 //
-// If the socket fails under a request that is safe to repeat (IsProtected,
-// Authorize, DoManagement, GetAgentConfig, SetAgentInfo, Logout,
-// GetHostConfig), the request goes once more to the next server the
-// selection gives. Any request that never left the agent (no socket could
-// be opened, or the server failed while it queued) goes on to the next
-// server too, a Login included.
+// When a server fails under the request (its socket breaks, or no answer
+// comes within RequestTimeout), the server is marked Failed and a request
+// that is safe to repeat (IsProtected, Authorize, DoManagement,
+// GetAgentConfig, SetAgentInfo, Logout, GetHostConfig) goes to the next
+// choice, each server once at most. Any request that never left the agent
+// (no socket could be opened, its socket was found closed by the server
+// before the request was written, or the server failed while it queued)
+// goes on to the next choice too, a Login included; a Login that was
+// written is never sent again.
 func (p *Pool) Do(ctx context.Context, req *tlipb.Request) (*tlipb.Response, error) {
 	if req == nil {
 		return nil, errors.New("pool: nil request")
@@ -261,21 +321,31 @@ func (p *Pool) Do(ctx context.Context, req *tlipb.Request) (*tlipb.Response, err
 	if req.GetDoManagement() != nil {
 		phase = trace.PhaseManagement
 	}
-	c := p.newCall(ctx, req, phase)
-	defer c.cancel()
-	return p.route(c)
+	return p.route(p.newCall(ctx, req, phase))
 }
 
 // maxBounces bounds how often one request may be sent back to the selection
 // by servers failing under other requests while it queued.
 const maxBounces = 3
 
+// CallTimeout is the longest a Do can take when its context has no
+// deadline: RequestTimeout for each try, and a request tries each server
+// once at most, plus the times it may be sent back to the selection
+// (maxBounces, and the one that ends it). An agent that wants a bound of
+// its own on top of the pool's should not make it shorter, or a request
+// would not live to see its retry on the next server.
+func (p *Pool) CallTimeout() time.Duration {
+	return p.hco.RequestTimeout.D() * time.Duration(len(p.servers)+maxBounces+1)
+}
+
 func (p *Pool) route(c *call) (*tlipb.Response, error) {
 	tried := make([]bool, len(p.servers))
+	// One turn per request: its retries follow the same rotation.
+	turn := p.turn.Add(1) - 1
 	var errs []error
-	retried, bounces := false, 0
+	bounces := 0
 	for {
-		s := p.pick(tried)
+		s := p.pick(tried, turn)
 		if s == nil {
 			break
 		}
@@ -293,10 +363,9 @@ func (p *Pool) route(c *call) (*tlipb.Response, error) {
 			tried[s.index] = true
 		case sent:
 			tried[s.index] = true
-			if retried || !retrySafe(c.req) {
+			if !retrySafe(c.req) {
 				return nil, err
 			}
-			retried = true
 		default:
 			return nil, err
 		}
@@ -321,12 +390,17 @@ func retrySafe(req *tlipb.Request) bool {
 	return false
 }
 
-func (p *Pool) pick(tried []bool) *server {
+// candidates is what the selection needs of every server now.
+func (p *Pool) candidates() []candidate {
 	cands := make([]candidate, len(p.servers))
 	for i, s := range p.servers {
-		cands[i] = candidate{index: i, state: s.currentState()}
+		cands[i] = s.candidate()
 	}
-	for _, i := range p.sel.order(cands) {
+	return cands
+}
+
+func (p *Pool) pick(tried []bool, turn uint64) *server {
+	for _, i := range p.rule.order(p.candidates(), turn) {
 		if !tried[i] {
 			return p.servers[i]
 		}
@@ -334,59 +408,90 @@ func (p *Pool) pick(tried []bool) *server {
 	return nil
 }
 
-// call is one request's journey through the pool.
+// call is one request's journey through the pool, over one or more
+// servers.
 type call struct {
-	ctx      context.Context // the caller's
-	rctx     context.Context // ctx bounded by RequestTimeout
+	ctx   context.Context // the caller's
+	req   *tlipb.Request
+	phase string
+	limit time.Duration // RequestTimeout, for each try
+}
+
+func (p *Pool) newCall(ctx context.Context, req *tlipb.Request, phase string) *call {
+	return &call{ctx: ctx, req: req, phase: phase, limit: p.hco.RequestTimeout.D()}
+}
+
+// try is one attempt of a call on one server, bounded by RequestTimeout
+// or by the caller's earlier deadline.
+type try struct {
+	ctx      context.Context
 	cancel   context.CancelFunc
-	req      *tlipb.Request
-	phase    string
-	limit    time.Duration
 	deadline time.Time
 	// ours tells RequestTimeout (the server's fault) from a shorter
 	// deadline of the caller's (nobody's fault but the caller's).
 	ours bool
 }
 
-func (p *Pool) newCall(ctx context.Context, req *tlipb.Request, phase string) *call {
-	limit := p.hco.RequestTimeout.D()
-	c := &call{ctx: ctx, req: req, phase: phase, limit: limit, deadline: time.Now().Add(limit), ours: true}
-	if dl, ok := ctx.Deadline(); ok && dl.Before(c.deadline) {
-		c.deadline, c.ours = dl, false
+func (c *call) begin() *try {
+	t := &try{deadline: time.Now().Add(c.limit), ours: true}
+	if dl, ok := c.ctx.Deadline(); ok && dl.Before(t.deadline) {
+		t.deadline, t.ours = dl, false
 	}
-	c.rctx, c.cancel = context.WithDeadline(ctx, c.deadline)
-	return c
+	t.ctx, t.cancel = context.WithDeadline(c.ctx, t.deadline)
+	return t
 }
 
-// ended tells whether the request's time is up. The socket's deadline is
-// the context's, and its timer may fire a moment before the context's own.
-func (c *call) ended() bool {
-	return c.rctx.Err() != nil || !time.Now().Before(c.deadline)
+// ended tells whether the try's time is up. The socket's deadline is the
+// context's, and its timer may fire a moment before the context's own.
+func (t *try) ended() bool {
+	return t.ctx.Err() != nil || !time.Now().Before(t.deadline)
+}
+
+// timedOut tells whether the try ended by RequestTimeout while the caller
+// still waits: the one end that blames the server and lets the call go on.
+func (c *call) timedOut(t *try) bool {
+	return t.ours && c.ctx.Err() == nil
 }
 
 func (c *call) head(s *server) string {
 	return fmt.Sprintf("pool: %s to %s", tli.Describe(c.req), s.addr)
 }
 
-// endErr names why a request whose time is up ended, where.
-func (c *call) endErr(s *server, where string, cause error) error {
+// endErr names why a try whose time is up ended, where.
+func (c *call) endErr(t *try, s *server, where string, cause error) error {
 	switch {
 	case errors.Is(c.ctx.Err(), context.Canceled):
 		return newError(c.head(s)+": canceled by the caller "+where, cause, context.Canceled)
-	case c.ours:
-		return newError(fmt.Sprintf("%s: no answer within RequestTimeout %s %s", c.head(s), c.limit, where), cause, ErrTimeout, context.DeadlineExceeded)
+	case t.ours:
+		return newError(fmt.Sprintf("%s: no answer within RequestTimeout %s %s", c.head(s), seconds(c.limit), where), cause, ErrTimeout, context.DeadlineExceeded)
 	}
 	return newError(c.head(s)+": the caller's deadline passed "+where, cause, ErrTimeout, context.DeadlineExceeded)
 }
 
-// exchange runs one attempt of a request on server s, and sorts out the
-// socket and the server's state when it fails.
+// seconds writes a timeout as the vendor's objects give it, in seconds.
+func seconds(d time.Duration) string {
+	if d%time.Second == 0 {
+		return fmt.Sprintf("%ds", d/time.Second)
+	}
+	return d.String()
+}
+
+// exchange runs one try of a request on server s, and sorts out the socket
+// and the server's state when it fails.
 func (p *Pool) exchange(c *call, s *server) (*tlipb.Response, outcome, error) {
-	k, how, err := s.acquire(c.rctx, c.phase)
+	t := c.begin()
+	defer t.cancel()
+	k, how, err := s.acquire(t.ctx, c.phase)
 	switch how {
 	case done:
 	case expired:
-		return nil, final, c.endErr(s, "while waiting for a socket", nil)
+		err := c.endErr(t, s, "while waiting for a socket", nil)
+		if c.timedOut(t) {
+			// Nothing was sent, and the server is not to blame for a
+			// queue: the request may go elsewhere.
+			return nil, unsent, err
+		}
+		return nil, final, err
 	case unsent, bounced:
 		return nil, how, newError(c.head(s), err, ErrNoConnection)
 	default:
@@ -395,10 +500,22 @@ func (p *Pool) exchange(c *call, s *server) (*tlipb.Response, outcome, error) {
 		}
 		return nil, how, err
 	}
+	if !retrySafe(c.req) {
+		// A request that must not be sent twice is sent only on a socket
+		// the server has not already closed: a server that was stopped
+		// or killed leaves the agent idle sockets that would take the
+		// request and lose it.
+		if gone := peerGone(k.c.Conn().Conn); gone != nil {
+			err := fmt.Errorf("socket %d was closed by the server while idle: %w", k.num, gone)
+			s.fail(k, err.Error(), err)
+			return nil, unsent, newError(c.head(s)+": not sent", err, ErrNoConnection)
+		}
+	}
 	k.c.Conn().SetPhase(c.phase)
-	resp, err := k.c.Do(c.rctx, c.req)
+	began := time.Now()
+	resp, err := k.c.Do(t.ctx, c.req)
 	if err == nil {
-		s.answered(k)
+		s.answered(k, time.Since(began))
 		return resp, done, nil
 	}
 	switch {
@@ -410,25 +527,27 @@ func (p *Pool) exchange(c *call, s *server) (*tlipb.Response, outcome, error) {
 		// Refused before sending (too large, or the time was already up):
 		// the socket is still in step with the server.
 		s.release(k)
-		if c.ended() {
-			return nil, final, c.endErr(s, "before sending", err)
+		if t.ended() {
+			return nil, final, c.endErr(t, s, "before sending", err)
 		}
 		return nil, final, newError(c.head(s), err)
 	case p.isClosed():
 		s.drop(k)
 		return nil, final, newError(c.head(s)+": the pool was closed", err, ErrClosed, ErrNoConnection)
-	case c.ended():
+	case t.ended():
 		// A late answer would answer the next request on this socket:
-		// it is reset either way. Only RequestTimeout blames the server.
+		// it is reset either way. Only RequestTimeout blames the server,
+		// and then the request may go on to the next one.
 		where := fmt.Sprintf("(socket %d reset)", k.num)
-		if c.ours && !errors.Is(c.ctx.Err(), context.Canceled) {
-			s.fail(k, fmt.Errorf("no answer within RequestTimeout %s: %w", c.limit, err))
-		} else {
-			s.drop(k)
+		if c.timedOut(t) {
+			why := "no answer within RequestTimeout " + seconds(c.limit)
+			s.fail(k, why, fmt.Errorf("%s: %w", why, err))
+			return nil, sent, c.endErr(t, s, where, err)
 		}
-		return nil, final, c.endErr(s, where, err)
+		s.drop(k)
+		return nil, final, c.endErr(t, s, where, err)
 	}
-	s.fail(k, err)
+	s.fail(k, fmt.Sprintf("socket %d: %v", k.num, err), err)
 	return nil, sent, newError(fmt.Sprintf("%s: socket %d failed", c.head(s), k.num), err, ErrNoConnection)
 }
 
@@ -448,11 +567,15 @@ func (p *Pool) isClosed() bool {
 	return p.closed
 }
 
-// CheckServers tries to open a socket to every server that is not Active,
-// as the agent's health check does, topping it up to MinSocketsPerPort; a
-// server that accepts one is Active again and, with EnableFailover, takes
-// the traffic back if it comes first in the HCO. The error lists the
-// servers still unavailable.
+// CheckServers is the agent's health poll (Start runs it every
+// HealthPollInterval). It tries to open a socket to every server that is
+// Disabled or Failed, topping it up to MinSocketsPerPort; a server that
+// accepts one is up again, Active or Inactive as the selection then says
+// (with EnableFailover=yes it takes the new requests back if it comes
+// first in the HCO). On a server that is up it closes the idle sockets
+// the server has closed and opens new ones in their place; one that then
+// refuses them all is Failed. The error lists the servers still
+// unavailable and those found failed.
 func (p *Pool) CheckServers(ctx context.Context) error {
 	if !p.enter() {
 		return errClosed
@@ -465,8 +588,9 @@ func (p *Pool) CheckServers(ctx context.Context) error {
 	errs := make([]error, len(p.servers))
 	var wg sync.WaitGroup
 	for i, s := range p.servers {
-		state := s.currentState()
-		if state == Active {
+		state := s.currentHealth()
+		if state.up() {
+			wg.Go(func() { errs[i] = s.sweep(ctx, p.defaultPhase) })
 			continue
 		}
 		wg.Go(func() {
@@ -479,10 +603,11 @@ func (p *Pool) CheckServers(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Close ends every socket with a FIN, busy ones included so that their
-// requests fail at once rather than wait out RequestTimeout, then waits
-// for those requests and for sockets being opened. Requests waiting for a
-// socket fail with ErrClosed. Close may be called more than once.
+// Close stops the health poll and ends every socket with a FIN, busy ones
+// included so that their requests fail at once rather than wait out
+// RequestTimeout, then waits for those requests, for sockets being opened
+// and for the health poll to return. Requests waiting for a socket fail
+// with ErrClosed. Close may be called more than once.
 func (p *Pool) Close() error {
 	p.mu.Lock()
 	if p.closed {
@@ -502,12 +627,13 @@ func (p *Pool) Close() error {
 	}
 	p.inflight.Wait()
 	p.dials.Wait()
+	p.polls.Wait()
 	return errors.Join(errs...)
 }
 
 // Stats is a snapshot of the pool.
 type Stats struct {
-	Servers []ServerStats // in HCO order
+	Servers []ServerStats // in HCO order (with clusters: cluster by cluster)
 	// Queued is the number of requests waiting for a busy socket to come
 	// free, all servers (ServerStats.Queued).
 	Queued int
@@ -517,8 +643,17 @@ type Stats struct {
 
 // ServerStats describes the sockets to one server.
 type ServerStats struct {
-	Addr  string // host:port, as the HCO names it
+	Addr string // host:port, as the HCO names it
+	// State is the vendor's: Active, Inactive, Disabled or Failed, as the
+	// selection sees it now.
 	State State
+	// Cluster is the server's cluster, 1 for the HCO's first; 0 when the
+	// HCO lists no clusters.
+	Cluster int
+	// ResponseTime is the recent time the server took to answer (an EWMA,
+	// what clusters choose by); 0 until it has answered since it last
+	// came up.
+	ResponseTime time.Duration
 	// Open sockets, of which Busy carry a request; Opening are being
 	// dialed and already count toward MaxSocketsPerPort.
 	Open, Busy, Opening int
@@ -547,11 +682,21 @@ type SocketStats struct {
 // Stats returns a snapshot of every server's sockets and queue.
 func (p *Pool) Stats() Stats {
 	var st Stats
-	for _, s := range p.servers {
+	cands := make([]candidate, len(p.servers))
+	for i, s := range p.servers {
 		ss := s.stats()
+		cands[i] = candidate{index: i, cluster: s.cluster, health: ss.State, latency: ss.ResponseTime}
+		if len(p.hco.Clusters) == 0 {
+			ss.Cluster = 0
+		}
 		st.Servers = append(st.Servers, ss)
 		st.Queued += ss.Queued
 		st.MaxQueued = max(st.MaxQueued, ss.MaxQueued)
+	}
+	for i, in := range p.rule.inUse(cands) {
+		if cands[i].health.up() && !in {
+			st.Servers[i].State = Inactive
+		}
 	}
 	return st
 }

@@ -64,16 +64,39 @@ type waiter struct {
 	elem *list.Element
 }
 
+// healthChange is a change of a server's health that settle has not told
+// yet, with why it happened.
+type healthChange struct {
+	to  State
+	why string
+}
+
 // server is the pool of sockets to one Policy Server, and its queue.
 type server struct {
-	p     *Pool
-	index int
-	ps    conf.PolicyServer
-	addr  string
-	log   zerolog.Logger
+	p       *Pool
+	index   int
+	cluster int // 0-based; 0 without clusters
+	ps      conf.PolicyServer
+	addr    string
+	log     zerolog.Logger
 
-	mu      sync.Mutex
-	state   State
+	// shown is the state last told in the trace and the log, or
+	// stateUntold; settle owns it (under Pool.smu).
+	shown State
+
+	mu sync.Mutex
+	// health is what the sockets tell: Active (up), Disabled or Failed.
+	// Whether an Active server gets new requests (the vendor's Active
+	// or Inactive) is the selection's business: see settle.
+	health  State
+	changes []healthChange // since settle last ran
+	// retriedBy says who opens the sockets of a server that is not up:
+	// the health poll or a request with nowhere else to go. It names
+	// the recovery in the trace.
+	retriedBy string
+	// latency is the EWMA of the time the server took to answer; 0 until
+	// it has answered since it last came up.
+	latency time.Duration
 	closed  bool
 	socks   []*socket // open sockets, oldest first
 	opening int       // being dialed: they count toward MaxSocketsPerPort at once
@@ -87,8 +110,8 @@ type server struct {
 	maxQueued                                        int
 }
 
-func newServer(p *Pool, index int, ps conf.PolicyServer) *server {
-	s := &server{p: p, index: index, ps: ps, addr: ps.Addr(), state: Disabled, nextNum: 1}
+func newServer(p *Pool, index, cluster int, ps conf.PolicyServer) *server {
+	s := &server{p: p, index: index, cluster: cluster, ps: ps, addr: ps.Addr(), health: Disabled, shown: stateUntold, nextNum: 1}
 	s.log = p.log.With().Str("policy_server", s.addr).Logger()
 	return s
 }
@@ -110,6 +133,7 @@ func (s *server) dial(ctx context.Context, phase string) (*tli.Client, error) {
 // It stops at the first failure and reports it; the sockets opened so far
 // stay.
 func (s *server) open(ctx context.Context, n int, phase string) error {
+	defer s.p.settle()
 	for range n {
 		s.mu.Lock()
 		if s.closed || len(s.socks)+s.opening >= s.p.hco.MaxSocketsPerPort {
@@ -156,7 +180,7 @@ func (s *server) acquire(ctx context.Context, phase string) (*socket, outcome, e
 		return nil, final, errClosed
 	}
 	var closing []*socket
-	if s.state == Active {
+	if s.health == Active {
 		for _, k := range s.socks {
 			if k.state == sockIdle {
 				k.state = sockBusy
@@ -165,7 +189,7 @@ func (s *server) acquire(ctx context.Context, phase string) (*socket, outcome, e
 			}
 		}
 	} else {
-		closing = s.probeLocked()
+		closing = s.probeLocked("retried by a request")
 	}
 	// Waiters that a socket being opened will serve are not "queued" for
 	// the limit: they would otherwise fail while the pool is still growing.
@@ -209,15 +233,73 @@ func (s *server) acquire(ctx context.Context, phase string) (*socket, outcome, e
 // MinSocketsPerPort (at least one).
 func (s *server) check(ctx context.Context, phase string) error {
 	s.mu.Lock()
-	if s.state == Active || s.closed {
+	if s.health == Active || s.closed {
 		s.mu.Unlock()
 		return nil
 	}
-	closing := s.probeLocked()
+	closing := s.probeLocked("health poll")
 	n := max(1, s.p.hco.MinSocketsPerPort-len(s.socks))
 	s.mu.Unlock()
 	closeSockets(closing)
 	return s.open(ctx, n, phase)
+}
+
+// sweep is the health poll of a server that is up: its idle sockets that
+// the server has closed or reset (its idle timeout, or it went away) are
+// closed on this side too and replaced, up to MinSocketsPerPort. A server
+// that refuses the replacement with no socket left to it is Failed: that
+// is how the poll finds a server that died while it took no request
+// (a backup, a server of a cluster not in use), whose state the selection
+// of clusters depends on.
+func (s *server) sweep(ctx context.Context, phase string) error {
+	s.mu.Lock()
+	if s.health != Active || s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	var closing []*socket
+	var gone error
+	kept := s.socks[:0]
+	for _, k := range s.socks {
+		if k.state == sockIdle {
+			if err := peerGone(k.c.Conn().Conn); err != nil {
+				k.state = sockGone
+				closing = append(closing, k)
+				if gone == nil {
+					gone = fmt.Errorf("socket %d was closed by the server while idle: %w", k.num, err)
+				}
+				continue
+			}
+		}
+		kept = append(kept, k)
+	}
+	clear(s.socks[len(kept):])
+	s.socks = kept
+	n := s.p.hco.MinSocketsPerPort - len(s.socks) - s.opening
+	s.mu.Unlock()
+	closeSockets(closing)
+	if gone == nil {
+		return nil
+	}
+	s.log.Debug().Err(gone).Int("closed", len(closing)).Msg("Health poll: closed the sockets the server had closed")
+	if n <= 0 {
+		return nil
+	}
+	err := s.open(ctx, n, phase)
+	if err == nil || ctx.Err() != nil {
+		return nil
+	}
+	defer s.p.settle()
+	s.mu.Lock()
+	if s.health != Active || s.closed || s.usableLocked() {
+		s.mu.Unlock()
+		return nil
+	}
+	why := fmt.Sprintf("%v, and a new socket could not be opened: %v", gone, err)
+	closing = s.failLocked(s.nextNum, why, fmt.Errorf("%w; new socket: %w", gone, err), unsent)
+	s.mu.Unlock()
+	closeSockets(closing)
+	return fmt.Errorf("policy server %s failed: %s", s.addr, why)
 }
 
 // queuedLocked counts the requests that wait for a busy socket to come
@@ -229,11 +311,13 @@ func (s *server) queuedLocked() int { return max(0, s.waiters.Len()-s.opening) }
 // the vendor keeps them) may be dead too (a restarted server dropped them
 // all), so none of them carries a request again. Idle ones are returned for
 // closing, busy ones close when their request is done. The retry is a new
-// socket, whose handshake tells whether the server is back.
-func (s *server) probeLocked() []*socket {
-	if s.state == Active {
+// socket, whose handshake tells whether the server is back; by names who
+// asked, for the trace.
+func (s *server) probeLocked(by string) []*socket {
+	if s.health == Active {
 		return nil
 	}
+	s.retriedBy = by
 	var closing []*socket
 	kept := s.socks[:0]
 	for _, k := range s.socks {
@@ -255,7 +339,7 @@ func (s *server) probeLocked() []*socket {
 // count toward MaxSocketsPerPort before they are dialed, so that callers
 // arriving together never open more than the maximum between them.
 func (s *server) growLocked(phase string) {
-	if s.closed || s.state == Active && time.Now().Before(s.growAfter) {
+	if s.closed || s.health == Active && time.Now().Before(s.growAfter) {
 		return
 	}
 	need := s.waiters.Len() - s.opening
@@ -278,6 +362,7 @@ func (s *server) growLocked(phase string) {
 // handshake, and Close stops it.
 func (s *server) dialAsync(num int, phase string) {
 	defer s.p.dials.Done()
+	defer s.p.settle()
 	c, err := s.dial(s.p.life, phase)
 	s.mu.Lock()
 	s.opening--
@@ -287,7 +372,7 @@ func (s *server) dialAsync(num int, phase string) {
 		var closing []*socket
 		switch {
 		case s.closed:
-		case s.state == Active && s.usableLocked():
+		case s.health == Active && s.usableLocked():
 			// A server that refuses more sockets (its connection limit)
 			// still answers on those it has: the waiting requests wait
 			// for them, within their RequestTimeout.
@@ -297,7 +382,7 @@ func (s *server) dialAsync(num int, phase string) {
 			// Nothing left to wait for: the requests go elsewhere, and
 			// they never reached this server.
 			s.log.Warn().Err(err).Int("socket", num).Msg("Could not open a socket; policy server unavailable")
-			closing = s.failLocked(num, err, unsent)
+			closing = s.failLocked(num, fmt.Sprintf("could not open socket %d: %v", num, err), err, unsent)
 		}
 		s.mu.Unlock()
 		closeSockets(closing)
@@ -320,16 +405,25 @@ func (s *server) addLocked(num int, c *tli.Client) {
 	s.socks = slices.Insert(s.socks, i, k)
 	s.opened++
 	s.log.Debug().Int("socket", num).Int("open", len(s.socks)).Str("local", c.Conn().LocalAddr().String()).Msg("Opened socket")
-	s.reviveLocked()
+	s.setHealthLocked(Active, fmt.Sprintf("socket %d connected (%s)", num, s.retriedBy))
 	s.handLocked(k)
 }
 
-func (s *server) reviveLocked() {
-	if s.state != Active {
-		if s.p.started.Load() {
-			s.log.Info().Str("was", s.state.String()).Msg("Policy server is available again")
-		}
-		s.state = Active
+// setHealthLocked changes the server's health and keeps the change for
+// settle to tell. Changes during Start are not kept: settle tells the
+// state each server ends Start in.
+func (s *server) setHealthLocked(to State, why string) {
+	if s.health == to {
+		return
+	}
+	s.health = to
+	if to == Active {
+		// Its response time from before is no guide to the server
+		// that came back: it is measured again.
+		s.latency = 0
+	}
+	if s.p.started.Load() {
+		s.changes = append(s.changes, healthChange{to: to, why: why})
 	}
 }
 
@@ -363,20 +457,31 @@ func (s *server) release(k *socket) {
 	s.mu.Unlock()
 }
 
-// answered counts a request the server answered and returns its socket.
-// An answer does not make a Failed server Active: it may answer a request
-// sent before the failure. Only a new socket does.
-func (s *server) answered(k *socket) {
+// latencyWeight is the weight of the latest answer in a server's response
+// time (an EWMA): about the last 5 answers count. [our choice]
+const latencyWeight = 0.3
+
+// answered counts a request the server answered in d and returns its
+// socket. An answer does not make a Failed server Active: it may answer a
+// request sent before the failure. Only a new socket does.
+func (s *server) answered(k *socket, d time.Duration) {
+	d = max(d, 1) // 0 means "not measured"
 	s.mu.Lock()
 	s.requests++
+	if s.latency == 0 {
+		s.latency = d
+	} else {
+		s.latency = time.Duration(latencyWeight*float64(d) + (1-latencyWeight)*float64(s.latency))
+	}
 	s.mu.Unlock()
 	s.release(k)
 }
 
-// fail handles an error on a socket whose request had left: the socket is
-// reset (a late answer would otherwise answer the next request), the
-// server becomes Failed, and the older sockets are closed.
-func (s *server) fail(k *socket, err error) {
+// fail handles an error on a socket (why says it for the trace): the
+// socket is reset (a late answer would otherwise answer the next request),
+// the server becomes Failed, and the older sockets are closed.
+func (s *server) fail(k *socket, why string, err error) {
+	defer s.p.settle()
 	k.c.Reset()
 	s.mu.Lock()
 	s.removeLocked(k)
@@ -384,7 +489,7 @@ func (s *server) fail(k *socket, err error) {
 	s.failures++
 	var closing []*socket
 	if !s.closed {
-		closing = s.failLocked(k.num, err, bounced)
+		closing = s.failLocked(k.num, why, err, bounced)
 		s.log.Warn().Err(err).Int("socket", k.num).Int("closed_older", len(closing)).Int("open", len(s.socks)).
 			Msg("Reset socket after an error; policy server marked failed")
 	}
@@ -414,11 +519,11 @@ func (s *server) drop(k *socket) {
 // busy ones close when their request returns them. Younger sockets stay.
 // The waiting requests leave with how: the selection decides again where
 // they go now that this server is unavailable.
-func (s *server) failLocked(num int, err error, how outcome) []*socket {
+func (s *server) failLocked(num int, why string, err error, how outcome) []*socket {
 	s.lastErr = err
 	s.growAfter = time.Time{} // the retry of a failed server is a new socket
-	if s.state == Active {
-		s.state = Failed
+	if s.health == Active {
+		s.setHealthLocked(Failed, why)
 	}
 	var closing []*socket
 	kept := s.socks[:0]
@@ -486,17 +591,27 @@ func closeSockets(ks []*socket) {
 	}
 }
 
-func (s *server) currentState() State {
+func (s *server) currentHealth() State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.state
+	return s.health
+}
+
+func (s *server) candidateLocked() candidate {
+	return candidate{index: s.index, cluster: s.cluster, health: s.health, latency: s.latency}
+}
+
+func (s *server) candidate() candidate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.candidateLocked()
 }
 
 func (s *server) stats() ServerStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := ServerStats{
-		Addr: s.addr, State: s.state, Open: len(s.socks), Opening: s.opening,
+		Addr: s.addr, State: s.health, Cluster: s.cluster + 1, ResponseTime: s.latency, Open: len(s.socks), Opening: s.opening,
 		Queued: s.queuedLocked(), Waiting: s.waiters.Len(), MaxQueued: s.maxQueued,
 		Opened: s.opened, DialFailures: s.dialFailures, Requests: s.requests, Failures: s.failures, Resets: s.resets,
 	}

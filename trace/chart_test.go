@@ -21,7 +21,7 @@ func TestCountServerLoad(t *testing.T) {
 		{"nothing", nil, [][]int{nil, nil}},
 		{"failover then fail-back", []Event{
 			resp(0, wa, s1, PhaseRequests), resp(300*time.Millisecond, wa, s1, PhaseRequests), // second 0
-			resp(time.Second, wa, s2, PhaseRequests),  // second 1: smps1 gone
+			resp(time.Second, wa, s2, PhaseRequests),   // second 1: smps1 gone
 			resp(2*time.Second, wa, s2, PhaseRequests), // second 2
 			resp(3*time.Second, wa, s1, PhaseRequests), // second 3: back
 		}, [][]int{{2, 0, 0, 1}, {0, 1, 1, 0}}},

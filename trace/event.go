@@ -17,6 +17,20 @@ const (
 	OpHandshake  = "Handshake"
 	OpRequest    = "Request"
 	OpResponse   = "Response"
+	// OpServerState is an agent's pool changing its view of a Policy
+	// Server (pool.State: Active, Inactive, Disabled, Failed). It is on
+	// no connection (conn is empty): remote and remote_host name the
+	// server, and the note reads "<host:port> <from> -> <to>: <why>",
+	// or "<host:port> <state>: <why>" for the state it starts in.
+	OpServerState = "Server State"
+)
+
+// Notes of a TCP Disconnect or TCP Reset that the peer made: this process
+// only saw it (EOF, ECONNRESET). Without one of these notes the event is
+// this process's own close. A pcapng tells the two apart by them.
+const (
+	NoteClosedByPeer = "closed by peer"
+	NoteResetByPeer  = "reset by peer"
 )
 
 // Phases of an agent's life, used to colour and group events.

@@ -69,6 +69,7 @@ func Narrate(evs []Event, host string, servers []string) []Step {
 		activity = append(activity, ac...)
 
 		incidents = append(incidents, n.incidents(p)...)
+		incidents = append(incidents, n.failovers(p)...)
 	}
 	slices.SortStableFunc(incidents, narrByFirst)
 	steps := append(append(startup, activity...), incidents...)
@@ -108,6 +109,8 @@ type narrProc struct {
 	// traffic holds, per server, the indices of the events that are not a
 	// connection's end: ends with none of these between them are one step.
 	traffic map[string][]int
+	// states are the indices of its pool's Server State events.
+	states []int
 	// ongoing is the index of the process's first event of a phase that
 	// goes on (requests, management), or -1: a start-up socket that ends
 	// after it ends as an incident, not as part of the start-up.
@@ -168,6 +171,10 @@ func newNarrator(evs []Event, host string, servers []string) *narrator {
 			p.ongoing = i
 		}
 		if e.Conn == "" {
+			if e.Op == OpServerState {
+				p.states = append(p.states, i)
+				continue
+			}
 			if e.Op == OpConnect && strings.HasPrefix(e.Note, "failed:") {
 				p.fails = append(p.fails, &narrFail{idx: i, server: narrServer(e), reason: narrReason(e.Note)})
 			}

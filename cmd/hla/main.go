@@ -53,6 +53,7 @@ func mainErr(args []string) error {
 	hostsFile := fs.String("hosts", "", "the lab's hosts file")
 	source := fs.String("source", "", "local IP address to connect from (the web server host's lab address)")
 	poll := fs.Duration("poll", 0, "override the ACO's PSPollInterval (labs)")
+	healthPoll := fs.Duration("health-poll", 0, "how often the agent retries Policy Servers that are down (0: 30s; negative: never), here and in the LLAWP")
 	linger := fs.Duration("llawp-linger", 0, "how long the LLAWP lingers with no worker (0: its default)")
 	upstream := fs.String("upstream", "", "application URL behind the agent (default: the built-in site)")
 	if err := fs.Parse(args); err != nil {
@@ -161,6 +162,9 @@ func mainErr(args []string) error {
 	if *poll > 0 {
 		llawpArgs = append(llawpArgs, "--poll", poll.String())
 	}
+	if *healthPoll != 0 {
+		llawpArgs = append(llawpArgs, "--health-poll", healthPoll.String())
+	}
 	switch {
 	case *linger > 0:
 		llawpArgs = append(llawpArgs, "--linger", linger.String())
@@ -179,6 +183,7 @@ func mainErr(args []string) error {
 	worker := hla.ProcessConfig{
 		WebAgent: *webagent, Listen: *listen, HostID: hostID, Recorder: rec, Dialer: dialer,
 		ProcName: *procName, Log: log.Logger, Forwarder: fwd, Upstream: up, LLAWP: llawp, Ready: ready,
+		HealthPoll: *healthPoll,
 	}
 	switch {
 	case child:

@@ -60,6 +60,7 @@ func mainErr(args []string, stderr io.Writer) error {
 	hostsFile := fs.String("hosts", "", "the lab's hosts file: resolves and names the lab's hosts")
 	source := fs.String("source", "", "local IP address to connect from (the web server host's lab address)")
 	poll := fs.Duration("poll", 0, "DoManagement poll period; 0 takes the ACO's PSPollInterval")
+	healthPoll := fs.Duration("health-poll", 0, "how often to retry Policy Servers that are down (0: 30s; negative: never)")
 	linger := fs.Duration("linger", llawp.DefaultLinger, "how long to stay up with no worker registered; negative: forever")
 	procName := fs.String("proc-name", llawp.DefaultProcName, "process name in logs and traces")
 	agentName := fs.String("agent-name", "", "agent name for DoManagement; empty takes the ACO's DefaultAgentName")
@@ -96,7 +97,7 @@ func mainErr(args []string, stderr io.Writer) error {
 	defer stop()
 	return llawp.Run(ctx, llawp.Config{
 		WebAgent: *webAgent, Out: *out, Recorder: rec, Dialer: dialer, HostID: hostID,
-		Poll: *poll, Linger: *linger, ProcName: *procName, AgentName: *agentName, AgentTrace: *agentTrace,
+		Poll: *poll, HealthPoll: *healthPoll, Linger: *linger, ProcName: *procName, AgentName: *agentName, AgentTrace: *agentTrace,
 		Debug: *debug, Stderr: stderr, OwnerPID: ipc.OwnerPID(),
 	})
 }

@@ -1,0 +1,54 @@
+package trace
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestNarrateFailover(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.Local)
+	const wa = "wa1.shared.lab"
+	state := func(at time.Duration, host, phase, note string) Event {
+		return Event{T: t0.Add(at), Proc: "w3wp.exe", PID: 42, Op: OpServerState, LocalHost: wa, RemoteHost: host, Phase: phase, Note: note}
+	}
+	tests := []struct {
+		name string
+		evs  []Event
+		want []string
+	}{
+		{"up at start says nothing", []Event{
+			state(0, "smps1.shared.lab", PhaseHCO, "smps1.shared.lab:44443 Active: up at start; new requests go to smps1.shared.lab:44443, the first server up in HCO order"),
+			state(0, "smps2.shared.lab", PhaseHCO, "smps2.shared.lab:44443 Inactive: up at start; new requests go to smps1.shared.lab:44443, the first server up in HCO order"),
+		}, nil},
+		{"down at start", []Event{
+			state(0, "smps1.shared.lab", PhaseHCO, "smps1.shared.lab:44443 Disabled: down at start: connect: connection refused"),
+		}, []string{"at 10:00:00.000, w3wp.exe finds smps1.shared.lab down at start (connect: connection refused): it is Disabled and retried by the health poll."}},
+		{"failover, then fail-back", []Event{
+			state(5*time.Second, "smps1.shared.lab", PhaseRequests, "smps1.shared.lab:44443 Active -> Failed: no answer within RequestTimeout 60s"),
+			state(5*time.Second+time.Millisecond, "smps2.shared.lab", PhaseRequests, "smps2.shared.lab:44443 Inactive -> Active: new requests go to smps2.shared.lab:44443, the first server up in HCO order"),
+			state(40*time.Second, "smps1.shared.lab", PhaseRequests, "smps1.shared.lab:44443 Failed -> Active: socket 5 connected (health poll)"),
+			state(40*time.Second, "smps2.shared.lab", PhaseRequests, "smps2.shared.lab:44443 Active -> Inactive: new requests go to smps1.shared.lab:44443, the first server up in HCO order"),
+		}, []string{
+			"at 10:00:05.000, w3wp.exe marks smps1.shared.lab unavailable (no answer within RequestTimeout 60s); next requests go to smps2.shared.lab.",
+			"at 10:00:40.000, w3wp.exe sees smps1.shared.lab back (socket 5 connected (health poll)): new sockets go to it; puts smps2.shared.lab on standby.",
+		}},
+		{"back but standing by", []Event{
+			state(0, "smps2.shared.lab", PhaseRequests, "smps2.shared.lab:44443 Failed -> Inactive: socket 3 connected (health poll)"),
+		}, []string{"at 10:00:00.000, w3wp.exe sees smps2.shared.lab back (socket 3 connected (health poll)), standing by as Inactive."}},
+		{"a note it cannot read is left out", []Event{
+			state(0, "smps1.shared.lab", PhaseRequests, "garbled"),
+		}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, s := range Narrate(tt.evs, wa, []string{"smps1.shared.lab", "smps2.shared.lab"}) {
+				got = append(got, s.Text)
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("steps:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}

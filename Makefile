@@ -30,9 +30,14 @@ FUZZ_TARGETS := \
 	./conf:FuzzParseWebAgent \
 	./tli:FuzzReadFrame \
 	./tli:FuzzServerHandshake \
+	./tli:FuzzParseKeyLog \
+	./wireshark:FuzzDissector \
 	./policyserver:FuzzParseStore \
+	./policyserver:FuzzParseFaultCommand \
+	./lab:FuzzParseFaults \
 	./trace:FuzzParseHosts \
-	./trace:FuzzNarrate
+	./trace:FuzzNarrate \
+	./trace:FuzzWritePcapng
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

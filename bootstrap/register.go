@@ -71,7 +71,10 @@ func Register(ctx context.Context, r Registration) (*conf.SmHost, error) {
 			return nil, fmt.Errorf("%s already exists; use -o to overwrite it", r.File)
 		}
 	}
-	c, err := tli.Dial(ctx, ps.Addr(), tli.ClientConfig{Admin: true, Recorder: r.Recorder, Dialer: r.Dialer, Phase: trace.PhaseAdmin})
+	// The administrator session names, in its clear hello, the host it
+	// registers: a capture of the registration then shows which trusted
+	// host it was for, as the agents' sessions show theirs.
+	c, err := tli.Dial(ctx, ps.Addr(), tli.ClientConfig{Admin: true, TrustedHost: r.TrustedHost, Recorder: r.Recorder, Dialer: r.Dialer, Phase: trace.PhaseAdmin})
 	if err != nil {
 		return nil, fmt.Errorf("registration: %w", err)
 	}

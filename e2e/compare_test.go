@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,5 +92,14 @@ func TestCompare(t *testing.T) {
 	}
 	if res.PollInterval != "1s" {
 		t.Errorf("poll %q, want compare's 1s", res.PollInterval)
+	}
+	// One report.html with the three runs side by side, named on stderr
+	// (stdout is the JSON).
+	page, err := os.ReadFile(filepath.Join(out, "report.html"))
+	if err != nil || !strings.Contains(stderr, "compare: report.html with the 3 runs side by side: "+filepath.Join(out, "report.html")) {
+		t.Errorf("no report.html (%v) or not told where:\n%s", err, stderr)
+	}
+	if n := strings.Count(string(page), `<svg class="seq"`); n != 3 {
+		t.Errorf("report.html has %d sequence diagrams, want one per run", n)
 	}
 }

@@ -111,7 +111,7 @@ func TestSeedLabRun(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("agentlab run: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
-	for _, f := range []string{"trace.jsonl", "summary.json", "SmHost.conf", "WebAgent.conf", "WA.log", "smps1.shared.lab.log", "smps2.shared.lab.log", "hosts"} {
+	for _, f := range []string{"trace.jsonl", "trace.pcapng", "summary.json", "SmHost.conf", "WebAgent.conf", "WA.log", "smps1.shared.lab.log", "smps2.shared.lab.log", "hosts"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Errorf("run folder lacks %s", f)
 		}

@@ -181,6 +181,9 @@ func TestBadStartup(t *testing.T) {
 		{"smreghost missing flags", "smreghost", []string{"-i", "x"}, []string{"missing -u, -p, -hn, -hc"}},
 		{"smreghost server down", "smreghost", []string{"-i", "127.0.0.1:1", "-u", "a", "-p", "b", "-hn", "c", "-hc", "d", "-f", filepath.Join(dir, "S.conf")}, []string{"127.0.0.1:1", "refused"}},
 		{"lab not loopback", "agentlab", []string{"run", badLab, "--out", filepath.Join(dir, "out")}, []string{"lab.yaml", "not a loopback address"}},
+		{"control not loopback", "smps", []string{"--listen", "127.0.0.1:0", "--control", "10.0.0.1:0"}, []string{"--control", "10.0.0.1:0", "loopback"}},
+		{"lab missing", "agentlab", []string{"run", filepath.Join(dir, "nolab.yaml")}, []string{"nolab.yaml", "no such file"}},
+		{"embedded lab unknown", "agentlab", []string{"run", "nosuchlab"}, []string{"nosuchlab", "failover, roundrobin"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -282,6 +282,8 @@ type CompareRun struct {
 	Figures
 	Out   string `json:"out"`
 	Error string `json:"error,omitempty"`
+	// side is the run as report.html shows it, events and all.
+	side trace.Side
 }
 
 // compareSpecs are the three process models, in the order they run and
@@ -316,7 +318,8 @@ func Compare(ctx context.Context, l *Lab, o CompareOptions) []CompareRun {
 		r := &Run{Lab: &cl, Opts: Options{Out: out, BinDir: o.BinDir, Progress: o.Progress,
 			Requests: o.Requests, Concurrency: o.Concurrency, Poll: o.Poll}}
 		evs, err := r.Execute(ctx)
-		cr := CompareRun{Figures: ComputeFigures(evs, r.Summary()), Out: out}
+		cr := CompareRun{Figures: ComputeFigures(evs, r.Summary()), Out: out,
+			side: r.reportSide(RunName(r.Summary().Settings), evs, r.compareLines())}
 		if err != nil {
 			cr.Error = err.Error()
 		}

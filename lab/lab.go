@@ -5,7 +5,9 @@ package lab
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -31,6 +33,10 @@ type Lab struct {
 	Admin         Credentials       `yaml:"admin"`
 	User          Credentials       `yaml:"user"`
 	PollInterval  Duration          `yaml:"poll_interval"`
+	// Workload is the lab's default load; agentlab run's flags override it.
+	Workload WorkloadSpec `yaml:"workload"`
+	// Faults are applied to the Policy Servers during the run (lab/faults.go).
+	Faults []Fault `yaml:"faults"`
 
 	// Dir is the lab file's folder: a relative store path is read from there.
 	Dir string `yaml:"-"`
@@ -53,15 +59,19 @@ type WebServer struct {
 	Model string `yaml:"model"`
 	// Apache model: the children, their MPM, recycling, and where
 	// they take the ACO from.
-	Workers             int      `yaml:"workers,omitempty"`
-	MPM                 string   `yaml:"mpm,omitempty"`
-	MaxRequestsPerChild int      `yaml:"max_requests_per_child,omitempty"`
-	ACOFromLLAWP        bool     `yaml:"aco_from_llawp,omitempty"`
-	HTTPPort            int      `yaml:"http_port"`
-	TrustedHost         string   `yaml:"trusted_host"`
-	HostConfigObject    string   `yaml:"host_config_object"`
-	AgentConfigObject   string   `yaml:"agent_config_object"`
-	Bootstrap           []string `yaml:"bootstrap"`
+	Workers             int    `yaml:"workers,omitempty"`
+	MPM                 string `yaml:"mpm,omitempty"`
+	MaxRequestsPerChild int    `yaml:"max_requests_per_child,omitempty"`
+	ACOFromLLAWP        bool   `yaml:"aco_from_llawp,omitempty"`
+	// HealthPoll is how often the agents look for Policy Servers that
+	// came back (hla and llawp --health-poll); 0 leaves their default,
+	// the vendor's 30 s.
+	HealthPoll        Duration `yaml:"health_poll,omitempty"`
+	HTTPPort          int      `yaml:"http_port"`
+	TrustedHost       string   `yaml:"trusted_host"`
+	HostConfigObject  string   `yaml:"host_config_object"`
+	AgentConfigObject string   `yaml:"agent_config_object"`
+	Bootstrap         []string `yaml:"bootstrap"`
 }
 
 // Credentials are a name and a password.
@@ -98,10 +108,23 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // Seed is the embedded default lab.
 func Seed() (*Lab, error) { return Parse("labs/seed.yaml (embedded)", "", labs.SeedLab) }
 
-// Open is the lab at path, or the embedded seed lab when path is "".
+// Open is the lab at path; with no such file, the embedded lab of that
+// name; the embedded seed lab when path is "".
 func Open(path string) (*Lab, error) {
 	if path == "" {
 		return Seed()
+	}
+	// A name with no file of that name is one of the embedded labs
+	// (failover, roundrobin, cluster): they run with no file on disk.
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) && !strings.ContainsRune(path, filepath.Separator) {
+		if strings.TrimSuffix(path, ".yaml") == "seed" {
+			return Seed()
+		}
+		data, serr := labs.Scenario(path)
+		if serr != nil {
+			return nil, fmt.Errorf("lab file %s: no such file, and %w", path, serr)
+		}
+		return Parse("labs/"+strings.TrimSuffix(path, ".yaml")+".yaml (embedded)", "", data)
 	}
 	return Load(path)
 }
@@ -189,10 +212,15 @@ func (l *Lab) Validate() error {
 	if l.PollInterval == 0 {
 		l.PollInterval = Duration(5 * time.Second)
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("%s: %s", l.File, strings.Join(errs, "; "))
+	if err := l.Workload.validate(); err != nil {
+		bad("workload: %v", err)
 	}
-	return nil
+	// Fault errors carry their own line: file:line: message, one each.
+	var out []error
+	if len(errs) > 0 {
+		out = append(out, fmt.Errorf("%s: %s", l.File, strings.Join(errs, "; ")))
+	}
+	return errors.Join(append(out, l.validateFaults()...)...)
 }
 
 // bootstrapServer finds the lab server a bootstrap entry names ("host" or "host:port").

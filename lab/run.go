@@ -26,10 +26,15 @@ type Options struct {
 	Progress io.Writer
 	// StartTimeout bounds each process's start.
 	StartTimeout time.Duration
-	// Requests is the number of page loads; 0 means 10.
+	// Requests is the number of page loads; 0: the lab's (workload:), or
+	// 10 when the lab gives neither requests nor a duration.
 	Requests int
-	// Concurrency is the number of browsers sending them; 0 means 1.
+	// Concurrency is the number of browsers sending them; 0: the lab's, or 1.
 	Concurrency int
+	// Duration keeps the workload going this long; Rate spaces its page
+	// loads (per second). 0: the lab's.
+	Duration time.Duration
+	Rate     float64
 	// Poll overrides the lab's PSPollInterval.
 	Poll time.Duration
 	// Polls is how many management polls the run waits for; 0 means 2.
@@ -38,7 +43,22 @@ type Options struct {
 	Hold bool
 	// HoldReady is told the web server's URL when the lab holds.
 	HoldReady func(url string)
+	// All shows every process's socket events in report.html's table, not
+	// only the seed's filter (agentlab run --all).
+	All bool
+	// TableRows caps the Process Monitor rows Report prints (the start-up
+	// is at the top; a long load adds thousands of sends and receives):
+	// 0 means DefaultTableRows, a negative value every row.
+	TableRows int
+	// KeyLog, when set, is the file every Policy Server appends its
+	// sessions' keys to (smps --keylog), for Wireshark to decrypt the
+	// run's capture. It reveals every request: off unless asked for.
+	KeyLog string
 }
+
+// DefaultTableRows is how many Process Monitor rows a run prints unless
+// told otherwise.
+const DefaultTableRows = 400
 
 // ProcInfo is one process of a run, for summary.json.
 type ProcInfo struct {
@@ -51,24 +71,28 @@ type ProcInfo struct {
 	// StartedBy is empty for the processes the lab started; the LLAWP is
 	// started by its web server, and known only from its own trace.
 	StartedBy string `json:"started_by,omitempty"`
+	// Fault says which of the lab's faults ended the process.
+	Fault string `json:"fault,omitempty"`
 }
 
 // Settings are what a run was asked to do, for summary.json.
 type Settings struct {
-	Model        string `json:"model"`
-	Workers      int    `json:"workers,omitempty"`
-	MPM          string `json:"mpm,omitempty"`
-	MaxRequests  int    `json:"max_requests_per_child,omitempty"`
-	ACOFromLLAWP bool   `json:"aco_from_llawp,omitempty"`
-	Requests     int    `json:"requests"`
-	Concurrency  int    `json:"concurrency"`
-	PollInterval string `json:"poll_interval"`
-	Polls        int    `json:"polls_awaited"`
-	WebServer    string `json:"web_server"`
-	TrustedHost  string `json:"trusted_host"`
-	HCO          string `json:"host_config_object"`
-	ACO          string `json:"agent_config_object"`
-	Bootstrap    string `json:"bootstrap"`
+	Model        string  `json:"model"`
+	Workers      int     `json:"workers,omitempty"`
+	MPM          string  `json:"mpm,omitempty"`
+	MaxRequests  int     `json:"max_requests_per_child,omitempty"`
+	ACOFromLLAWP bool    `json:"aco_from_llawp,omitempty"`
+	Requests     int     `json:"requests"`
+	Concurrency  int     `json:"concurrency"`
+	Duration     string  `json:"duration,omitempty"`
+	Rate         float64 `json:"rate,omitempty"`
+	PollInterval string  `json:"poll_interval"`
+	Polls        int     `json:"polls_awaited"`
+	WebServer    string  `json:"web_server"`
+	TrustedHost  string  `json:"trusted_host"`
+	HCO          string  `json:"host_config_object"`
+	ACO          string  `json:"agent_config_object"`
+	Bootstrap    string  `json:"bootstrap"`
 }
 
 // Summary is summary.json.
@@ -88,6 +112,9 @@ type Summary struct {
 		Challenges int     `json:"challenges"`
 		P50ms      float64 `json:"p50_ms"`
 		P99ms      float64 `json:"p99_ms"`
+		// MaxMs is the slowest page load that worked: how long a
+		// failover held a browser.
+		MaxMs float64 `json:"max_ms"`
 		// ElapsedMs is the workload's wall time, for requests per second.
 		ElapsedMs float64  `json:"elapsed_ms"`
 		Errors    []string `json:"errors,omitempty"`
@@ -97,7 +124,10 @@ type Summary struct {
 	AgentMemory     *MemorySample `json:"agent_memory,omitempty"`
 	ManagementPolls int           `json:"management_polls"`
 	WebServerURL    string        `json:"web_server_url,omitempty"`
-	Error           string        `json:"error,omitempty"`
+	// Faults are the lab's faults: when each was applied, to which
+	// server, and what it did (lab/faults.go).
+	Faults []FaultRecord `json:"faults,omitempty"`
+	Error  string        `json:"error,omitempty"`
 }
 
 // Run is one run of a lab: it starts the Policy Servers, registers the web
@@ -114,6 +144,7 @@ type Run struct {
 	infos     []ProcInfo
 	summary   Summary
 	llawp     *llawpView // the LLAWP's status after the workload
+	faults    *faultRunner
 }
 
 func (r *Run) progress(format string, a ...any) {
@@ -132,12 +163,12 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 	if r.Opts.StartTimeout == 0 {
 		r.Opts.StartTimeout = 10 * time.Second
 	}
-	l := r.Lab
+	l, ws := r.Lab, r.workloadSpec()
 	r.summary = Summary{Lab: l.Name, Out: r.Opts.Out, Started: time.Now(), PollInterval: r.poll().String(),
 		Settings: Settings{
 			Model: l.WebServer.Model, Workers: l.WebServer.Workers, MPM: l.WebServer.MPM,
 			MaxRequests: l.WebServer.MaxRequestsPerChild, ACOFromLLAWP: l.WebServer.ACOFromLLAWP,
-			Requests: r.requests(), Concurrency: max(r.Opts.Concurrency, 1),
+			Requests: ws.Requests, Concurrency: ws.Concurrency, Duration: ws.durationText(), Rate: ws.Rate,
 			PollInterval: r.poll().String(), Polls: r.polls(), WebServer: l.WebServer.Host,
 			TrustedHost: l.WebServer.TrustedHost, HCO: l.WebServer.HostConfigObject, ACO: l.WebServer.AgentConfigObject,
 			Bootstrap: strings.Join(l.WebServer.Bootstrap, ","),
@@ -159,6 +190,7 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 		return nil, err
 	}
 	defer func() {
+		err = errors.Join(err, r.stopFaults())
 		r.stopAll()
 		evs, err = r.finish(err)
 	}()
@@ -166,6 +198,9 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 		return nil, err
 	}
 	if err := r.register(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.startFaults(ctx); err != nil {
 		return nil, err
 	}
 	if err := r.writeWebAgent(); err != nil {
@@ -200,6 +235,9 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 
 func (r *Run) startPolicyServers(ctx context.Context) error {
 	l := r.Lab
+	if r.Opts.KeyLog != "" {
+		r.progress("the Policy Servers append every session's keys to %s: a secret that decrypts the capture (wireshark/README.md)", r.Opts.KeyLog)
+	}
 	for _, ps := range l.PolicyServers {
 		ip := l.Hosts[ps.Host]
 		args := []string{
@@ -208,6 +246,11 @@ func (r *Run) startPolicyServers(ctx context.Context) error {
 			"--log", r.path(ps.Host + ".log"), "--log-json", r.path(ps.Host + ".log.jsonl"),
 			"--registrations", r.path("registrations.yaml"),
 		}
+		// The servers write the key log, not the agents: they see every
+		// connection, smreghost's administrator sessions included.
+		if r.Opts.KeyLog != "" {
+			args = append(args, "--keylog", r.Opts.KeyLog)
+		}
 		if l.Store != "" {
 			store := l.Store
 			if !filepath.IsAbs(store) {
@@ -215,6 +258,7 @@ func (r *Run) startPolicyServers(ctx context.Context) error {
 			}
 			args = append(args, "--store", store)
 		}
+		args = r.faultServerArgs(ps, args)
 		r.progress("starting Policy Server %s on %s:%d, waiting until it listens", ps.Host, ip, ps.Port)
 		sctx, cancel := context.WithTimeout(ctx, r.Opts.StartTimeout)
 		p, err := Start(sctx, ProcSpec{Name: ps.Host, Bin: r.bin("smps"), Args: args, Ready: "smps: listening on", Stderr: r.stderrFile(ps.Host)})
@@ -312,6 +356,9 @@ func (r *Run) webServerArgs(addr string) []string {
 		"--out", r.Opts.Out, "--trace", r.Opts.Out, "--trace-payload",
 		"--hosts", r.hostsFile, "--source", l.Hosts[w.Host], "--poll", r.poll().String(),
 	}
+	if w.HealthPoll > 0 {
+		args = append(args, "--health-poll", time.Duration(w.HealthPoll).String())
+	}
 	if w.Model == "apache" {
 		args = append(args, "--workers", strconv.Itoa(max(w.Workers, 1)))
 		if w.MPM != "" {
@@ -362,18 +409,28 @@ func (r *Run) poll() time.Duration {
 
 // workload sends the page loads a browser would.
 func (r *Run) workload(ctx context.Context, web *Proc) error {
-	n := r.requests()
-	r.progress("sending %d page loads to %s as %s (Basic challenge answered)", n, r.summary.WebServerURL, r.Lab.User.Login())
+	ws := r.workloadSpec()
+	r.progress("sending %s to %s as %s (Basic challenge answered)", ws.describe(), r.summary.WebServerURL, r.Lab.User.Login())
+	r.faultsWorkloadStarted()
 	res := Workload{
 		BaseURL: strings.TrimSuffix(r.summary.WebServerURL, "/"), User: r.Lab.User.Login(), Password: r.Lab.User.Password,
-		Paths: []string{"/protected/", "/"}, Requests: n, Concurrency: r.Opts.Concurrency,
+		Paths: []string{"/protected/", "/"}, Requests: ws.Requests, Duration: time.Duration(ws.Duration), Rate: ws.Rate,
+		Concurrency: ws.Concurrency,
 	}.Run(ctx)
 	q := &r.summary.Requests
 	q.Sent, q.Succeeded, q.Failed, q.Challenges, q.Errors = res.Sent, res.Succeeded, res.Failed, res.Challenges, res.Errors
 	q.P50ms = float64(res.Percentile(50).Microseconds()) / 1000
 	q.P99ms = float64(res.Percentile(99).Microseconds()) / 1000
+	q.MaxMs = float64(res.Percentile(100).Microseconds()) / 1000
 	q.ElapsedMs = float64(res.Elapsed.Microseconds()) / 1000
-	if res.Failed > 0 {
+	if err := r.awaitFaults(ctx); err != nil {
+		return err
+	}
+	// Under faults, failed page loads are what the lab is about: they are
+	// counted and shown, and the run goes on.
+	if res.Failed > 0 && r.hasFaults() {
+		r.progress("%d of %d page loads failed under the lab's faults (summary.json has the first errors)", res.Failed, res.Sent)
+	} else if res.Failed > 0 {
 		return fmt.Errorf("%d of %d page loads failed: %s", res.Failed, res.Sent, strings.Join(res.Errors, "; "))
 	}
 	return nil
@@ -463,6 +520,10 @@ func (r *Run) finish(runErr error) ([]trace.Event, error) {
 	evs, err := trace.MergeDir(r.Opts.Out)
 	if err != nil {
 		runErr = errors.Join(runErr, fmt.Errorf("merging traces: %w", err))
+	} else if len(evs) > 0 {
+		if err := r.writePcapng(evs); err != nil {
+			runErr = errors.Join(runErr, err)
+		}
 	}
 	r.summary.Events = len(evs)
 	r.summary.Processes = append(r.summary.Processes, agentProcs(evs, r.infos, r.Lab.WebServer.WorkerProc())...)
@@ -478,6 +539,11 @@ func (r *Run) finish(runErr error) ([]trace.Event, error) {
 	if err := os.WriteFile(r.path("summary.json"), append(b, '\n'), 0o644); err != nil {
 		runErr = errors.Join(runErr, err)
 	}
+	// A failed run writes its report too: what it did before failing is
+	// what a learner needs to see.
+	if err := r.writeReport(evs); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
 	return evs, runErr
 }
 
@@ -488,13 +554,6 @@ func (r *Run) Summary() Summary { return r.summary }
 // the lab kills it: the web server stops its LLAWP first, and binaries built
 // with the race detector take about a second more to exit.
 const stopGrace = 15 * time.Second
-
-func (r *Run) requests() int {
-	if r.Opts.Requests > 0 {
-		return r.Opts.Requests
-	}
-	return 10
-}
 
 func (r *Run) polls() int {
 	if r.Opts.Polls > 0 {
@@ -531,7 +590,7 @@ func agentProcs(evs []trace.Event, started []ProcInfo, web string) []ProcInfo {
 // the folder, so a second run would otherwise count the first run's polls
 // and narrate both runs' processes.
 var runFiles = []string{"*.trace.jsonl", "trace.jsonl", "*.log", "*.log.*", "*.jsonl", "*.stderr",
-	"summary.json", "SmHost.conf", "WebAgent.conf", "hosts", "registrations.yaml", "registrations.yaml.lock"}
+	"summary.json", "SmHost.conf", "WebAgent.conf", "hosts", "registrations.yaml", "registrations.yaml.lock", ReportFile, PcapngFile}
 
 func clearPreviousRun(dir string) (int, error) {
 	n := 0
@@ -560,13 +619,25 @@ func (r *Run) Report(w io.Writer, evs []trace.Event, all bool) {
 	l, sum := r.Lab, r.summary
 	if len(evs) > 0 {
 		servers := l.ServerHosts()
-		keep := trace.All(trace.SocketOps, trace.Between(l.WebServer.Host, servers...))
-		what := fmt.Sprintf("filtered as the seed filters: %s to %s", l.WebServer.Host, strings.Join(servers, " or "))
-		if all {
-			keep, what = trace.SocketOps, "every process"
+		keep, what := r.tableView(all)
+		var rows []trace.Event
+		for _, e := range evs {
+			if keep == nil || keep(e) {
+				rows = append(rows, e)
+			}
+		}
+		limit := r.Opts.TableRows
+		if limit == 0 {
+			limit = DefaultTableRows
 		}
 		fmt.Fprintf(w, "\nProcess Monitor view (%s):\n\n", what)
-		trace.WriteTable(w, evs, keep)
+		if limit > 0 && len(rows) > limit {
+			trace.WriteTable(w, rows[:limit], nil)
+			fmt.Fprintf(w, "… and %d more rows (%d in all): every row is in %s and trace.jsonl; --rows -1 prints them all here.\n",
+				len(rows)-limit, len(rows), ReportFile)
+		} else {
+			trace.WriteTable(w, rows, nil)
+		}
 		var agents []trace.Event
 		for _, e := range evs {
 			if e.Role == "hla" || e.Role == "llawp" {
@@ -578,6 +649,20 @@ func (r *Run) Report(w io.Writer, evs []trace.Event, all bool) {
 		r.writeLLAWPStatus(w)
 		fmt.Fprintf(w, "\nThe lab polled management every %s (the vendor's default is 30s).\n", sum.PollInterval)
 		fmt.Fprintf(w, "Everything is in %s: trace.jsonl, each process's log, WA.log, SmHost.conf, WebAgent.conf, summary.json, llawp-status.json.\n", r.Opts.Out)
+		if p := r.PcapngPath(); p != "" {
+			fmt.Fprintf(w, "Open %s in Wireshark: the connections rendered from the trace, each packet's process in its comment.\n", p)
+			if r.Opts.KeyLog != "" {
+				fmt.Fprintf(w, "Decrypt its requests with the key log (a secret: delete it after): tshark -X lua_script:wireshark/agentlab_tli.lua -o agentlab_tli.keylog:%s -r %s -Y agentlab_tli\n", r.Opts.KeyLog, p)
+			}
+		}
+	}
+	r.reportFaults(w, evs)
+	// The chart is for runs long enough to show a change: a few seconds.
+	if servers := l.ServerHosts(); len(servers) > 1 || len(sum.Faults) > 0 {
+		if load := trace.CountServerLoad(evs, l.WebServer.Host, servers); load.Seconds() >= 3 {
+			fmt.Fprintf(w, "\nRequests answered per second, by Policy Server (from the trace):\n\n")
+			trace.WriteServerChart(w, load)
+		}
 	}
 	q := sum.Requests
 	fmt.Fprintf(w, "requests: %d sent, %d succeeded, %d failed\n", q.Sent, q.Succeeded, q.Failed)

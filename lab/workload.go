@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,12 +17,88 @@ import (
 // browser makes them, answering a Basic challenge with the lab user's
 // credentials and keeping the SMSESSION cookie afterwards.
 type Workload struct {
-	BaseURL     string
-	User        string
-	Password    string
-	Paths       []string // cycled through; default: /, /protected/
-	Requests    int      // page loads
-	Concurrency int      // browsers; each has its own cookie jar
+	BaseURL  string
+	User     string
+	Password string
+	Paths    []string // cycled through; default: /, /protected/
+	// Requests is the number of page loads, Duration how long to keep
+	// sending them; the workload ends at the first limit it reaches, and
+	// at least one must be set.
+	Requests int
+	Duration time.Duration
+	// Rate spaces page loads to this many per second across all browsers,
+	// on average (slower when every browser is busy); 0: as fast as the
+	// browsers go. A steady rate is what makes a failover readable in time.
+	Rate        float64
+	Concurrency int // browsers; each has its own cookie jar
+}
+
+// WorkloadSpec is a lab file's workload: section.
+type WorkloadSpec struct {
+	Requests    int      `yaml:"requests" json:"requests,omitempty"`
+	Concurrency int      `yaml:"concurrency" json:"concurrency,omitempty"`
+	Duration    Duration `yaml:"duration" json:"-"`
+	Rate        float64  `yaml:"rate" json:"rate,omitempty"`
+}
+
+func (s WorkloadSpec) validate() error {
+	if s.Requests < 0 || s.Concurrency < 0 || s.Rate < 0 {
+		return fmt.Errorf("requests, concurrency and rate must not be negative")
+	}
+	return nil
+}
+
+// DefaultRequests is the workload when neither the lab nor the command
+// line gives a request count or a duration.
+const DefaultRequests = 10
+
+// workloadSpec is the run's workload: the command line's values, else the
+// lab's, else DefaultRequests page loads from one browser.
+func (r *Run) workloadSpec() WorkloadSpec {
+	s, o := r.Lab.Workload, r.Opts
+	if o.Requests > 0 {
+		s.Requests = o.Requests
+	}
+	if o.Duration > 0 {
+		s.Duration = Duration(o.Duration)
+	}
+	if o.Concurrency > 0 {
+		s.Concurrency = o.Concurrency
+	}
+	if o.Rate > 0 {
+		s.Rate = o.Rate
+	}
+	if s.Requests == 0 && s.Duration == 0 {
+		s.Requests = DefaultRequests
+	}
+	s.Concurrency = max(s.Concurrency, 1)
+	return s
+}
+
+func (s WorkloadSpec) durationText() string {
+	if s.Duration == 0 {
+		return ""
+	}
+	return time.Duration(s.Duration).String()
+}
+
+// describe says what the workload sends, for the progress output.
+func (s WorkloadSpec) describe() string {
+	var what []string
+	if s.Requests > 0 {
+		what = append(what, fmt.Sprintf("%d page loads", s.Requests))
+	}
+	if s.Duration > 0 {
+		what = append(what, fmt.Sprintf("page loads for %s", time.Duration(s.Duration)))
+	}
+	out := strings.Join(what, " or ")
+	if s.Rate > 0 {
+		out += fmt.Sprintf(" at %g a second", s.Rate)
+	}
+	if s.Concurrency > 1 {
+		out += fmt.Sprintf(" from %d browsers", s.Concurrency)
+	}
+	return out
 }
 
 // WorkloadResult counts page loads; every figure is measured.
@@ -59,6 +136,9 @@ func (w Workload) Run(ctx context.Context) *WorkloadResult {
 	var mu sync.Mutex
 	var next atomic.Int64
 	start := time.Now()
+	// The duration ends the sending, not the page loads under way: one cut
+	// off at the deadline would count as a failure the agent never made.
+	over := func(t time.Time) bool { return w.Duration > 0 && !t.Before(start.Add(w.Duration)) }
 	var wg sync.WaitGroup
 	for b := 0; b < w.Concurrency; b++ {
 		wg.Add(1)
@@ -68,7 +148,14 @@ func (w Workload) Run(ctx context.Context) *WorkloadResult {
 			client := &http.Client{Jar: jar, Timeout: 90 * time.Second}
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= w.Requests || ctx.Err() != nil {
+				if (w.Requests > 0 || w.Duration == 0) && i >= w.Requests || ctx.Err() != nil {
+					return
+				}
+				slot := time.Now()
+				if w.Rate > 0 {
+					slot = start.Add(time.Duration(float64(i) / w.Rate * float64(time.Second)))
+				}
+				if over(slot) || !sleepUntil(ctx, slot) {
 					return
 				}
 				t0 := time.Now()
@@ -133,4 +220,20 @@ func (w Workload) get(ctx context.Context, c *http.Client, path string, auth boo
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode, resp.Header, nil
+}
+
+// sleepUntil waits for t; false when ctx ends first.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

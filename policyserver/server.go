@@ -35,6 +35,10 @@ type Config struct {
 	HandshakeTimeout time.Duration // 0: tli.DefaultHandshakeTimeout
 	Recorder         *trace.Recorder
 	Log              zerolog.Logger
+	// KeyLog, when set, receives every session's keys (tli.KeyLogLabel
+	// lines), agents' and administrators' alike: a debug aid for
+	// decrypting captures, off unless asked for.
+	KeyLog io.Writer
 	// Now is the clock for sessions; nil means time.Now.
 	Now func() time.Time
 }
@@ -51,6 +55,8 @@ type Server struct {
 	wg     sync.WaitGroup
 
 	stats Stats
+
+	faults faults
 }
 
 // Stats are counters for tests, status and benchmarks.
@@ -95,9 +101,9 @@ func (s *Server) Conns() int { return int(s.conns.Load()) }
 // connection it accepted and waits for their goroutines. It returns nil after a cancel and
 // the accept error otherwise.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
-	tl := s.cfg.Recorder.Listen(l, "")
+	fl := s.faults.add(l)
 	closeAll := func() {
-		l.Close()
+		s.faults.shut(fl)
 		s.mu.Lock()
 		for c := range s.active {
 			c.Close()
@@ -117,7 +123,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	}()
 	var tempDelay time.Duration
 	for {
-		c, err := tl.Accept()
+		c, err := s.faults.accept(ctx.Done(), fl)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -137,7 +143,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			return fmt.Errorf("policy server %s: accept on %s: %w", s.cfg.Name, l.Addr(), err)
 		}
 		tempDelay = 0
-		tc := c.(*trace.Conn)
+		tc := s.cfg.Recorder.Server(s.faults.wrap(c), "")
 		if n := s.conns.Add(1); n > int64(s.cfg.MaxConns) {
 			s.conns.Add(-1)
 			s.stats.Rejected.Add(1)
@@ -178,6 +184,7 @@ func (s *Server) handle(ctx context.Context, tc *trace.Conn) {
 	log := s.cfg.Log.With().Str("peer", peer).Logger()
 	sc, err := tli.ServerHandshake(ctx, tc, tli.ServerConfig{
 		Name: s.cfg.Name, Secret: s.secret, AllowAdmin: true, HandshakeTimeout: s.cfg.HandshakeTimeout,
+		KeyLog: s.cfg.KeyLog, Reject: s.rejectHandshake,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -201,7 +208,7 @@ func (s *Server) handle(ctx context.Context, tc *trace.Conn) {
 	}
 	who := sc.TrustedHost
 	if sc.Admin {
-		who = "administrator session"
+		who = "administrator session for " + sc.TrustedHost
 	}
 	log = log.With().Str("trusted_host", who).Logger()
 	log.Info().Msg("Accepted connection")

@@ -43,11 +43,7 @@ type direction struct {
 
 var errBadFrame = errors.New("frame failed authentication")
 
-func newDirection(prk []byte, label string) (*direction, error) {
-	key, err := hkdf.Expand(sha256.New, prk, label, 32)
-	if err != nil {
-		return nil, err
-	}
+func newDirection(key []byte) (*direction, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
@@ -89,21 +85,47 @@ type sessionKeys struct {
 	c2s, s2c *direction
 }
 
-// deriveKeys extracts once and expands one key per direction: both keys
-// come from the same secret and nonces, so one extract serves both.
-func deriveKeys(ikm, clientNonce, serverNonce []byte) (sessionKeys, error) {
+// keyBytes are a session's raw AES keys, kept only until the directions
+// are built and, when asked for, the key log line is written.
+type keyBytes struct {
+	c2s, s2c []byte
+}
+
+// deriveKeyBytes extracts once and expands one key per direction: both
+// keys come from the same secret and nonces, so one extract serves both.
+func deriveKeyBytes(ikm, clientNonce, serverNonce []byte) (keyBytes, error) {
 	salt := append(append([]byte(nil), clientNonce...), serverNonce...)
 	prk, err := hkdf.Extract(sha256.New, ikm, salt)
 	if err != nil {
-		return sessionKeys{}, err
+		return keyBytes{}, err
 	}
-	c2s, err := newDirection(prk, labelC2S)
+	c2s, err := hkdf.Expand(sha256.New, prk, labelC2S, 32)
+	if err != nil {
+		return keyBytes{}, err
+	}
+	s2c, err := hkdf.Expand(sha256.New, prk, labelS2C, 32)
+	if err != nil {
+		return keyBytes{}, err
+	}
+	return keyBytes{c2s: c2s, s2c: s2c}, nil
+}
+
+func (k keyBytes) session() (sessionKeys, error) {
+	c2s, err := newDirection(k.c2s)
 	if err != nil {
 		return sessionKeys{}, err
 	}
-	s2c, err := newDirection(prk, labelS2C)
+	s2c, err := newDirection(k.s2c)
 	if err != nil {
 		return sessionKeys{}, err
 	}
 	return sessionKeys{c2s: c2s, s2c: s2c}, nil
+}
+
+func deriveKeys(ikm, clientNonce, serverNonce []byte) (sessionKeys, error) {
+	k, err := deriveKeyBytes(ikm, clientNonce, serverNonce)
+	if err != nil {
+		return sessionKeys{}, err
+	}
+	return k.session()
 }

@@ -297,6 +297,15 @@ type ServerConfig struct {
 	// AllowAdmin accepts MODE_ADMIN sessions (registration, management).
 	AllowAdmin       bool
 	HandshakeTimeout time.Duration
+	// Reject is asked once a well-formed ClientHello is read; a non-zero
+	// code refuses the handshake with it, whoever the client is. It lets a
+	// Policy Server be told to fail handshakes (docs/faults.md) and still
+	// answer with the vendor's error frame, as a real refusal does.
+	Reject func(trustedHost string) (code int, detail string)
+	// KeyLog, when set, receives one line per session with its keys (the
+	// format is at KeyLogLabel): a debug aid that lets Wireshark read
+	// every request, passwords included. Nil unless asked for.
+	KeyLog io.Writer
 }
 
 // ServerHandshake runs the server side. On failure it has already sent the
@@ -346,6 +355,11 @@ func ServerHandshake(ctx context.Context, tc *trace.Conn, cfg ServerConfig) (*Se
 		return refuse(CodeNoClientHello, "client nonce too short", nil)
 	}
 	tc.Note(trace.OpHandshake, HeaderSize+len(payload), "ClientHello trusted host "+hello.TrustedHost)
+	if cfg.Reject != nil {
+		if code, detail := cfg.Reject(hello.TrustedHost); code != 0 {
+			return refuse(code, detail, nil)
+		}
+	}
 
 	sh := &tlipb.ServerHello{Version: Version, ServerNonce: newNonce(), ServerName: cfg.Name}
 	var ikm []byte
@@ -387,8 +401,21 @@ func ServerHandshake(ctx context.Context, tc *trace.Conn, cfg ServerConfig) (*Se
 	default:
 		return refuse(CodeNoClientHello, fmt.Sprintf("unknown mode %d", hello.Mode), nil)
 	}
-	if s.keys, err = deriveKeys(ikm, hello.ClientNonce, sh.ServerNonce); err != nil {
+	kb, err := deriveKeyBytes(ikm, hello.ClientNonce, sh.ServerNonce)
+	if err == nil {
+		s.keys, err = kb.session()
+	}
+	if err != nil {
 		return refuse(CodeServerHelloFailed, "", err)
+	}
+	// Logged before the ServerHello goes out, so that even a ClientConfirm
+	// that fails to open can be read in the capture. A key log the user
+	// asked for and cannot get fails the handshake: a capture that silently
+	// will not decrypt costs more than a refused connection in a lab.
+	if cfg.KeyLog != nil {
+		if err := writeKeyLog(cfg.KeyLog, hello.ClientNonce, kb); err != nil {
+			return refuse(CodeServerHelloFailed, "writing the key log", err)
+		}
 	}
 	sb, _ := proto.Marshal(sh)
 	if err := WriteFrame(tc, FrameServerHello, sb); err != nil {

@@ -3,7 +3,9 @@ package trace
 import (
 	"fmt"
 	"io"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -75,6 +77,17 @@ func (l ServerLoad) Seconds() int {
 	return len(l.PerSecond[0])
 }
 
+// chartTicks is how many x-axis ticks to draw for a span of last seconds:
+// as many as fit (at most 8) with whole seconds between them.
+func chartTicks(last int) int {
+	for k := min(8, last+1); k > 2; k-- {
+		if last%(k-1) == 0 {
+			return k
+		}
+	}
+	return 2
+}
+
 // chartMarks tell the series apart without colour (a log file, a pipe).
 var chartMarks = []string{"*", "o", "+", "x", "#", "@"}
 
@@ -104,7 +117,8 @@ func WriteServerChart(w io.Writer, l ServerLoad) error {
 		asciigraph.Caption(fmt.Sprintf("requests answered per second by each Policy Server, from %s (x: seconds)", l.Start.Format("15:04:05"))),
 	}
 	if n := l.Seconds(); n > 1 {
-		opts = append(opts, asciigraph.XAxisRange(0, float64(n-1)), asciigraph.XAxisTickCount(min(n, 8)))
+		opts = append(opts, asciigraph.XAxisRange(0, float64(n-1)), asciigraph.XAxisTickCount(chartTicks(n-1)),
+			asciigraph.XAxisValueFormatter(func(v float64) string { return strconv.Itoa(int(math.Round(v))) }))
 	}
 	// A few columns per second, so that a switch reads as a step; a long
 	// run is squeezed to a terminal's width.

@@ -78,3 +78,11 @@ func TestWriteServerChart(t *testing.T) {
 		t.Errorf("empty load: %q", b.String())
 	}
 }
+
+func TestChartTicks(t *testing.T) {
+	for _, tt := range []struct{ last, want int }{{1, 2}, {2, 3}, {4, 5}, {7, 8}, {20, 6}, {21, 8}, {13, 2}, {100, 6}} {
+		if got := chartTicks(tt.last); got != tt.want {
+			t.Errorf("chartTicks(%d) = %d, want %d", tt.last, got, tt.want)
+		}
+	}
+}

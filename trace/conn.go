@@ -155,16 +155,27 @@ func (c *Conn) payload(p []byte) []byte {
 func (c *Conn) peerClosed(err error) {
 	switch {
 	case errors.Is(err, io.EOF):
-		c.peerOnce.Do(func() { c.emit(OpDisconnect, 0, "closed by peer", nil) })
+		c.peerOnce.Do(func() { c.emit(OpDisconnect, 0, NoteClosedByPeer, nil) })
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
-		c.peerOnce.Do(func() { c.emit(OpReset, 0, "reset by peer", nil) })
+		c.peerOnce.Do(func() { c.emit(OpReset, 0, NoteResetByPeer, nil) })
 	}
 }
 
 // Close closes with a FIN and records TCP Disconnect.
+//
+// The first of Close and Reset closes the socket and records how, both
+// under closeOnce: a handler's Close racing another goroutine's Reset must
+// not record a FIN for the RST that went on the wire.
 func (c *Conn) Close() error {
-	err := c.Conn.Close()
-	c.closeOnce.Do(func() { c.emit(OpDisconnect, 0, "", nil) })
+	first, err := false, error(nil)
+	c.closeOnce.Do(func() {
+		first = true
+		err = c.Conn.Close()
+		c.emit(OpDisconnect, 0, "", nil)
+	})
+	if !first {
+		return c.Conn.Close()
+	}
 	return err
 }
 
@@ -176,19 +187,27 @@ func (c *Conn) Close() error {
 // show an RST that never went on the wire.
 func (c *Conn) Reset() error {
 	type linger interface{ SetLinger(int) error }
-	l, ok := c.Conn.(linger)
-	if !ok {
-		err := c.Conn.Close()
-		c.closeOnce.Do(func() { c.emit(OpDisconnect, 0, "reset not supported: closed", nil) })
-		return err
+	first, err := false, error(nil)
+	c.closeOnce.Do(func() {
+		first = true
+		l, ok := c.Conn.(linger)
+		if !ok {
+			err = c.Conn.Close()
+			c.emit(OpDisconnect, 0, "reset not supported: closed", nil)
+			return
+		}
+		if err = l.SetLinger(0); err != nil {
+			c.Conn.Close()
+			c.emit(OpDisconnect, 0, "reset failed: "+errText(err), nil)
+			return
+		}
+		err = c.Conn.Close()
+		c.emit(OpReset, 0, "", nil)
+	})
+	if !first {
+		// Closed already: nothing is left to reset, and Close says so.
+		return c.Conn.Close()
 	}
-	if err := l.SetLinger(0); err != nil {
-		c.Conn.Close()
-		c.closeOnce.Do(func() { c.emit(OpDisconnect, 0, "reset failed: "+errText(err), nil) })
-		return err
-	}
-	err := c.Conn.Close()
-	c.closeOnce.Do(func() { c.emit(OpReset, 0, "", nil) })
 	return err
 }
 

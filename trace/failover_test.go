@@ -52,3 +52,32 @@ func TestNarrateFailover(t *testing.T) {
 		})
 	}
 }
+
+// TestNarrateHealthPollFails: a health poll knocking on a server that
+// stays down is one step, however many seconds it lasts.
+func TestNarrateHealthPollFails(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.Local)
+	fail := func(at time.Duration) Event {
+		return Event{T: t0.Add(at), Proc: "w3wp.exe", PID: 42, Op: OpConnect, Remote: "127.0.0.21:44443",
+			LocalHost: "wa1.shared.lab", RemoteHost: "smps1.shared.lab", Phase: PhaseRequests, Note: "failed: connect: connection refused"}
+	}
+	tests := []struct {
+		name string
+		evs  []Event
+		want string
+	}{
+		{"one", []Event{fail(0)}, "at 10:00:00.000, w3wp.exe (pid 42) fails to connect to smps1.shared.lab:44443: connection refused."},
+		{"close together", []Event{fail(0), fail(500 * time.Millisecond)}, "at 10:00:00.000, w3wp.exe (pid 42) fails to connect to smps1.shared.lab:44443 2 times: connection refused."},
+		{"every 2 s", []Event{fail(0), fail(2 * time.Second), fail(4 * time.Second)}, "at 10:00:00.000, w3wp.exe (pid 42) fails to connect to smps1.shared.lab:44443 3 times until 10:00:04.000: connection refused."},
+	}
+	for _, tt := range tests {
+		steps := Narrate(tt.evs, "wa1.shared.lab", []string{"smps1.shared.lab"})
+		if len(steps) != 1 || steps[0].Text != tt.want {
+			var got []string
+			for _, s := range steps {
+				got = append(got, s.Text)
+			}
+			t.Errorf("%s: steps %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}

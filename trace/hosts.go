@@ -135,6 +135,25 @@ func (h *Hosts) Bytes() []byte {
 	return b.Bytes()
 }
 
+// HostEntry is one line of a hosts map: an IP, or IP:port, and its names.
+type HostEntry struct {
+	Addr  string
+	Names []string
+}
+
+// Entries lists the map's lines in order, for files that carry the names
+// along with the addresses (a pcapng's name resolution block).
+func (h *Hosts) Entries() []HostEntry {
+	if h == nil {
+		return nil
+	}
+	out := make([]HostEntry, 0, len(h.order))
+	for _, e := range h.order {
+		out = append(out, HostEntry{Addr: e.addr, Names: slices.Clone(e.names)})
+	}
+	return out
+}
+
 // Lookup gives the IP of a lab host name.
 func (h *Hosts) Lookup(name string) (string, bool) {
 	if h == nil {

@@ -831,7 +831,11 @@ func (n *narrator) activity(p *narrProc, phase string) []Step {
 		var text string
 		switch {
 		case len(b.reqs) == 0:
-			text = n.name(p) + " sends no request to " + b.server
+			// Sockets opened in this phase that carried none of its
+			// requests (a health poll's, or the LLAWP's, whose traffic
+			// is management): the opening is the news.
+			text = n.name(p) + " opened " + grown + " to " + b.server
+			grown = ""
 		case phase == PhaseManagement:
 			text = n.name(p) + " sends " + n.polls(b.reqs, b.server)
 		default:
@@ -1058,8 +1062,11 @@ func (n *narrator) incidents(p *narrProc) []Step {
 			g := groups[k-1]
 			prev := g[len(g)-1]
 			e := n.ev(it.idx)
-			if it.kind == prev.kind && it.server == prev.server &&
-				e.T.Sub(n.ev(g[0].idx).T) <= narrGroupWindow && !p.trafficBetween(it.server, prev.idx, it.idx) {
+			// Failed connects to a server that stays down (a health poll
+			// knocking every few seconds) are one story however long it
+			// lasts; ends of connections are grouped only when close.
+			near := e.T.Sub(n.ev(g[0].idx).T) <= narrGroupWindow || it.kind == narrFailed
+			if it.kind == prev.kind && it.server == prev.server && near && !p.trafficBetween(it.server, prev.idx, it.idx) {
 				groups[k-1] = append(g, it)
 				continue
 			}
@@ -1095,6 +1102,9 @@ func (n *narrator) incidents(p *narrProc) []Step {
 			text = at + p.who() + " fails to connect to " + server
 			if len(fails) > 1 {
 				text += fmt.Sprintf(" %d times", len(fails))
+			}
+			if span.last.Sub(span.first) > narrGroupWindow {
+				text += " until " + span.last.Local().Format(narrTimeLayout)
 			}
 			text += ": " + narrReasons(fails)
 		case narrClose, narrReset:

@@ -580,7 +580,7 @@ func TestNarrateOddities(t *testing.T) {
 		"Step 2: w3wp.exe (pid 1) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50101 and 50102, downloads ACO aco.wa1 over port 50102, sends SetAgentInfo wa1 but gets FAILURE (unknown agent), fails to connect once more: connection refused, closes port 50101 and the server resets port 50102.",
 		"Step 3: w3wp.exe (pid 1) tries smps2.shared.lab:44443: connection refused.",
 		"Step 4: w3wp.exe sends 1 IsProtected request to smps2.shared.lab:44443; it opened 1 socket (port 50200).",
-		"Step 5: w3wp.exe sends no request to smps1.shared.lab:44443; it opened 1 more socket (port 50201).",
+		"Step 5: w3wp.exe opened 1 more socket (port 50201) to smps1.shared.lab:44443.",
 		"Step 6: LLAWP.exe sends DoManagement every 2.0 s (3 polls) and Logout once to smps1.shared.lab:44443; it opened 1 socket (port 50300).",
 	)
 }

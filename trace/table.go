@@ -3,6 +3,7 @@ package trace
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 )
@@ -46,13 +47,21 @@ func All(fs ...Filter) Filter {
 // Process Name, PID, Operation, Path (local -> remote, host names), Length.
 func WriteTable(w io.Writer, evs []Event, keep Filter) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "Time of Day\tProcess Name\tPID\tOperation\tPath\tLength")
+	fmt.Fprintln(tw, strings.Join(tableHeader, "\t"))
 	for _, e := range evs {
 		if keep != nil && !keep(e) {
 			continue
 		}
-		path := Endpoint(e.LocalHost, e.Local) + " -> " + Endpoint(e.RemoteHost, e.Remote)
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\n", e.T.Local().Format("15:04:05.000000"), e.Proc, e.PID, e.Op, path, e.Len)
+		fmt.Fprintln(tw, strings.Join(tableRow(e), "\t"))
 	}
 	return tw.Flush()
+}
+
+// tableHeader and tableRow are the Process Monitor view's columns, shared
+// by the text table and report.html so that both show the same rows.
+var tableHeader = []string{"Time of Day", "Process Name", "PID", "Operation", "Path", "Length"}
+
+func tableRow(e Event) []string {
+	path := Endpoint(e.LocalHost, e.Local) + " -> " + Endpoint(e.RemoteHost, e.Remote)
+	return []string{e.T.Local().Format("15:04:05.000000"), e.Proc, strconv.Itoa(e.PID), e.Op, path, strconv.Itoa(e.Len)}
 }

@@ -4,6 +4,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -76,22 +77,30 @@ func (c *probeCmd) Run(ctx context.Context) error {
 }
 
 type runCmd struct {
-	Lab          string        `arg:"" optional:"" help:"Lab file (default: the embedded seed lab)." type:"existingfile"`
+	Lab          string        `arg:"" optional:"" help:"Lab file, or the name of an embedded lab: seed (the default), failover, roundrobin, cluster."`
 	Out          string        `help:"Folder for the run's traces, logs and config files." default:"out" type:"path"`
-	Requests     int           `help:"Page loads to send through the web server." default:"10"`
-	Concurrency  int           `help:"Browsers sending them at once." default:"1"`
+	Requests     int           `help:"Page loads to send through the web server (default: the lab's workload, or 10)."`
+	Duration     time.Duration `help:"Keep sending page loads this long (default: the lab's workload); with --requests too, the first limit reached ends it."`
+	Rate         float64       `help:"Page loads per second, across all browsers (default: the lab's workload, or as fast as they go)."`
+	Concurrency  int           `help:"Browsers sending them at once (default: the lab's workload, or 1)."`
 	Poll         time.Duration `help:"PSPollInterval for the run (default: the lab's, 5s in the seed lab; the vendor's is 30s)."`
 	Model        string        `help:"Web server process model: iis (one w3wp.exe) or apache (an httpd parent and its children). Default: the lab's."`
 	Workers      int           `help:"Apache model: httpd children (default: the lab's, or 3)."`
 	MPM          string        `help:"Apache model: prefork (one request at a time per child) or worker (many). Default: the lab's, or prefork."`
 	MaxRequests  int           `name:"max-requests-per-child" help:"Apache model: recycle a child after this many requests (0: never), like MaxConnectionsPerChild."`
 	ACOFromLLAWP bool          `name:"aco-from-llawp" help:"Apache model: children take the ACO from the LLAWP instead of the Policy Server."`
+	Rows         int           `help:"Process Monitor rows to print (the start-up comes first; report.html has them all); -1 for every row." default:"400"`
+	HealthPoll   time.Duration `name:"health-poll" help:"How often the agents look for Policy Servers that came back (default: the lab's, or the vendor's 30s)."`
 	Hold         bool          `help:"Keep the lab up after the workload, until Ctrl-C, to browse it."`
 	All          bool          `help:"Show every process's socket events, not only the web server host's to the Policy Servers."`
 	Bin          string        `help:"Folder with the smps, smreghost, hla, llawp and agentlab binaries (default: this program's folder)." type:"path"`
+	KeyLog       string        `name:"keylog" placeholder:"FILE" help:"Append every TLI session's keys to FILE (mode 0600), for Wireshark to decrypt the capture (wireshark/README.md). Anyone with FILE reads every request, passwords included: a debug aid, off by default." type:"path"`
 }
 
 func (c *runCmd) Run(ctx context.Context) error {
+	if c.Requests < 0 || c.Duration < 0 || c.Rate < 0 || c.Concurrency < 0 {
+		return fmt.Errorf("--requests, --duration, --rate and --concurrency must not be negative")
+	}
 	l, err := lab.Open(c.Lab)
 	if err != nil {
 		return err
@@ -104,7 +113,8 @@ func (c *runCmd) Run(ctx context.Context) error {
 	}
 	r := &lab.Run{Lab: l, Opts: lab.Options{
 		Out: c.Out, BinDir: c.Bin, Progress: os.Stderr, Requests: c.Requests, Concurrency: c.Concurrency,
-		Poll: c.Poll, Hold: c.Hold,
+		Duration: c.Duration, Rate: c.Rate,
+		Poll: c.Poll, Hold: c.Hold, KeyLog: c.KeyLog, All: c.All, TableRows: c.Rows,
 		HoldReady: func(url string) {
 			fmt.Fprintf(os.Stderr, "lab: holding. Browse %s (try %sprotected/ as %s / %s); Ctrl-C stops every process.\n",
 				url, url, l.User.Login(), l.User.Password)
@@ -112,6 +122,9 @@ func (c *runCmd) Run(ctx context.Context) error {
 	}}
 	evs, err := r.Execute(ctx)
 	r.Report(os.Stdout, evs, c.All)
+	if p := r.ReportPath(); p != "" {
+		fmt.Printf("report.html (sequence diagram, steps, table): %s\n", p)
+	}
 	return err
 }
 
@@ -143,6 +156,12 @@ func (c *runCmd) apply(w *lab.WebServer) error {
 	if c.ACOFromLLAWP {
 		w.ACOFromLLAWP = true
 	}
+	if c.HealthPoll < 0 {
+		return fmt.Errorf("--health-poll %v: must not be negative", c.HealthPoll)
+	}
+	if c.HealthPoll > 0 {
+		w.HealthPoll = lab.Duration(c.HealthPoll)
+	}
 	if w.Model == "apache" && w.Workers == 0 {
 		w.Workers = 3
 	}
@@ -173,10 +192,16 @@ func (c *compareCmd) Run(ctx context.Context) error {
 		return err
 	}
 	start := time.Now()
-	runs := lab.Compare(ctx, l, lab.CompareOptions{
+	opts := lab.CompareOptions{
 		Out: c.Out, BinDir: c.Bin, Progress: os.Stderr, Requests: c.Requests, Concurrency: c.Concurrency,
 		Poll: c.Poll, Workers: c.Workers, MaxRequestsPerChild: c.MaxRequests,
-	})
+	}
+	runs := lab.Compare(ctx, l, opts)
+	// On stderr, with the progress: stdout may be --json.
+	report, repErr := lab.WriteCompareReport(l, opts, runs)
+	if repErr == nil {
+		fmt.Fprintf(os.Stderr, "compare: report.html with the %d runs side by side: %s\n", len(runs), report)
+	}
 	took := time.Since(start).Round(100 * time.Millisecond)
 	if c.JSON {
 		enc := json.NewEncoder(os.Stdout)
@@ -214,8 +239,16 @@ func (c *compareCmd) Run(ctx context.Context) error {
 			fmt.Println("IIS does not recycle: its connections per 1,000 requests are the baseline.")
 		}
 	}
-	return lab.CompareFailures(runs)
+	return errors.Join(lab.CompareFailures(runs), repErr)
 }
+
+type pcapCmd struct {
+	Trace string `arg:"" help:"A run's merged trace (out/trace.jsonl), recorded with payloads (the lab's runs are)." type:"existingfile"`
+	Out   string `short:"o" required:"" placeholder:"FILE.pcapng" help:"The pcapng file to write." type:"path"`
+	Hosts string `placeholder:"HOSTSFILE" help:"The lab's hosts file, to name the addresses (default: the run's hosts file next to the trace, when there is one)." type:"existingfile"`
+}
+
+func (c *pcapCmd) Run() error { return trace.PcapngFromFile(c.Trace, c.Hosts, c.Out) }
 
 // binDir is where the lab's binaries are: the flag's folder, or this
 // program's own (make build puts them all in bin/).
@@ -234,6 +267,7 @@ type cli struct {
 	Run     runCmd     `cmd:"" help:"Run a lab: Policy Servers, registration, bootstrap, and the trace."`
 	Compare compareCmd `cmd:"" help:"Run a lab as IIS, Apache prefork and Apache worker, one after another, and compare what each cost."`
 	Probe   probeCmd   `cmd:"" help:"Check an agent's configuration against live Policy Servers: bootstrap, handshakes, ACO."`
+	Pcap    pcapCmd    `cmd:"" help:"Render a run's trace as a pcapng file for Wireshark: its connections, bytes and closes, with host names and the process of each packet."`
 	Conf    struct {
 		Check confCheckCmd `cmd:"" help:"Check a WebAgent.conf or SmHost.conf and print what the agent would use."`
 	} `cmd:"" help:"Vendor configuration files."`

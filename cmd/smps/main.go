@@ -19,6 +19,7 @@ import (
 
 	"github.com/agentlab/agentlab/logging"
 	"github.com/agentlab/agentlab/policyserver"
+	"github.com/agentlab/agentlab/tli"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -51,6 +52,9 @@ func mainErr(args []string) error {
 	lifetime := fs.Duration("max-lifetime", policyserver.DefaultMaxLifetime, "close agent connections this old (AgentConnectionMaxLifetime)")
 	hsTimeout := fs.Duration("handshake-timeout", 10*time.Second, "time allowed for a client's handshake")
 	debug := fs.Bool("debug", false, "log at debug level")
+	control := fs.String("control", "", "loopback address (port 0: any) of the fault-injection control API, docs/faults.md; off by default")
+	keyLog := fs.String("keylog", "", "append every session's keys to this file (mode 0600) for Wireshark (wireshark/README.md); "+
+		"it reveals every request, passwords included: a debug aid, off by default")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -101,10 +105,20 @@ func mainErr(args []string) error {
 	defer rec.Close()
 	hosts := rec.Hosts()
 
-	srv, err := policyserver.New(policyserver.Config{
+	cfg := policyserver.Config{
 		Name: *name, Store: store, MaxConns: *maxConns, IdleTimeout: *idle, MaxLifetime: *lifetime,
 		HandshakeTimeout: *hsTimeout, Recorder: rec, Log: log.Logger,
-	})
+	}
+	if *keyLog != "" {
+		f, err := tli.OpenKeyLog(*keyLog)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		cfg.KeyLog = f
+		log.Warn().Msgf("Session keys are appended to %s: anyone with that file can read every request", *keyLog)
+	}
+	srv, err := policyserver.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -119,6 +133,15 @@ func mainErr(args []string) error {
 		}
 		listeners = append(listeners, l)
 	}
+	var ctl net.Listener
+	if *control != "" {
+		if ctl, err = policyserver.ListenControl(hosts.ResolveAddr(*control)); err != nil {
+			for _, o := range listeners {
+				o.Close()
+			}
+			return fmt.Errorf("--control: %w", err)
+		}
+	}
 
 	var g run.Group
 	ctx, cancel := context.WithCancel(context.Background())
@@ -127,6 +150,13 @@ func mainErr(args []string) error {
 		g.Add(func() error { return srv.Serve(ctx, l) }, func(error) { cancel() })
 	}
 	g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+	if ctl != nil {
+		g.Add(func() error { return srv.ServeControl(ctx, ctl) }, func(error) { cancel() })
+		log.Warn().Msgf("Policy Server %s takes fault-injection commands on http://%s%s", *name, ctl.Addr(), policyserver.ControlPrefix)
+		// Printed before the listening lines, so that the lab has it by
+		// the time it sees the server ready.
+		fmt.Printf("smps: control on %s\n", ctl.Addr())
+	}
 	for _, l := range listeners {
 		log.Info().Msgf("Policy Server %s listening on %s", *name, l.Addr())
 		// The lab reads this line to know the server is ready.

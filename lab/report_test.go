@@ -1,0 +1,117 @@
+package lab
+
+import (
+	"html"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/agentlab/agentlab/trace"
+)
+
+// pageText is a page's text without its tags, as a reader sees it.
+func pageText(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return html.UnescapeString(regexp.MustCompile(`<[^>]+>`).ReplaceAllString(string(b), ""))
+}
+
+// TestWriteReport: a run's report.html says what the run was and how it
+// went, from its summary, and reads the trace with the text report's
+// filters.
+func TestWriteReport(t *testing.T) {
+	evs := newEvb().startup("w3wp.exe", 100, "hla").startup("LLAWP.exe", 101, "llawp").
+		add("smreghost", 99, "smreghost", trace.OpConnect, "99-1", ps2, trace.PhaseAdmin, "").evs
+	for _, tc := range []struct {
+		name string
+		sum  Summary
+		all  bool
+		want []string
+		not  []string
+	}{
+		{name: "iis", sum: summaryOf("iis", "", 0, 0),
+			want: []string{"agentlab run: lab seed, IIS", "one w3wp.exe and its LLAWP.exe", "200 page loads sent by 1 browser: 200 succeeded, 0 failed",
+				"filtered as the seed filters: wa1.shared.lab to smps1.shared.lab or smps2.shared.lab", "Step 1: w3wp.exe (pid 100)"},
+			not: []string{"The run failed", "smreghost (99)"}},
+		{name: "apache recycling", sum: summaryOf("apache", "", 3, 5),
+			want: []string{"agentlab run: lab seed, Apache prefork", "prefork MPM: an httpd parent, 3 httpd children",
+				"a child is replaced after 5 requests"}},
+		{name: "failed, every process", sum: func() Summary {
+			s := summaryOf("apache", "worker", 2, 0)
+			s.Error = "web server wa1.shared.lab: no answer"
+			return s
+		}(), all: true,
+			want: []string{"Apache worker", "The run failed: web server wa1.shared.lab: no answer", "rows (every process)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := Seed()
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &Run{Lab: l, Opts: Options{Out: t.TempDir(), All: tc.all}, summary: tc.sum}
+			r.summary.Lab, r.summary.Settings.Concurrency = l.Name, 1
+			r.summary.Settings.WebServer = l.WebServer.Host
+			if err := r.writeReport(evs); err != nil {
+				t.Fatal(err)
+			}
+			if r.ReportPath() != filepath.Join(r.Opts.Out, ReportFile) {
+				t.Errorf("ReportPath %q", r.ReportPath())
+			}
+			text := pageText(t, r.ReportPath())
+			for _, w := range tc.want {
+				if !strings.Contains(text, w) {
+					t.Errorf("report.html does not say %q", w)
+				}
+			}
+			for _, w := range tc.not {
+				if strings.Contains(text, w) {
+					t.Errorf("report.html says %q", w)
+				}
+			}
+		})
+	}
+	if p := (&Run{Opts: Options{Out: t.TempDir()}}).ReportPath(); p != "" {
+		t.Errorf("a run that wrote no report has ReportPath %q", p)
+	}
+}
+
+// TestWriteCompareReport: one page, each run beside the others, with the
+// figures table.
+func TestWriteCompareReport(t *testing.T) {
+	l, err := Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runs []CompareRun
+	for _, s := range compareSpecs {
+		b := newEvb().startup("w3wp.exe", 100, "hla")
+		sum := summaryOf(s.model, s.mpm, 3, 0)
+		r := &Run{Lab: l, summary: sum}
+		name := RunName(sum.Settings)
+		runs = append(runs, CompareRun{Figures: ComputeFigures(b.evs, sum), side: r.reportSide(name, b.evs, r.compareLines())})
+	}
+	o := CompareOptions{Out: filepath.Join(t.TempDir(), "compare"), Workers: 3}
+	path, err := WriteCompareReport(l, o, runs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if path != filepath.Join(o.Out, ReportFile) {
+		t.Errorf("path %q", path)
+	}
+	text := pageText(t, path)
+	for _, w := range []string{"agentlab compare: lab seed", "as IIS, Apache prefork and Apache worker", "Apache with 3 children, no recycling",
+		"handshakes completed", "IIS: 4 rows", "Apache prefork: 4 rows", "Apache worker: 4 rows"} {
+		if !strings.Contains(text, w) {
+			t.Errorf("compare report.html does not say %q", w)
+		}
+	}
+	b, _ := os.ReadFile(path)
+	if n := strings.Count(string(b), `<svg class="seq"`); n != 3 {
+		t.Errorf("%d diagrams, want one per run", n)
+	}
+}

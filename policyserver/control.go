@@ -1,0 +1,160 @@
+package policyserver
+
+// The control API: a small HTTP service on a loopback address of its own
+// (smps --control), through which a lab or a test tells the server to
+// misbehave. It is not on the TLI port because the faults act on that
+// port: a server that refuses connections or rejects handshakes there
+// could not be told to resume there. docs/faults.md documents it.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ControlPrefix is the path under which the fault commands live.
+const ControlPrefix = "/faults"
+
+// ParseFaultCommand reads a command from a control request's path and
+// query: /faults/stop-accepting[?mode=refuse|queue], /faults/reset,
+// /faults/stall?for=10s, /faults/reject-handshakes[?code=3154],
+// /faults/resume. Unknown actions and parameters are errors: a typo must
+// not become a fault that silently does something else.
+func ParseFaultCommand(path, rawQuery string) (FaultCommand, error) {
+	action, ok := strings.CutPrefix(path, ControlPrefix+"/")
+	if !ok || action == "" || strings.Contains(action, "/") {
+		return FaultCommand{}, fmt.Errorf("path %q: want %s/ACTION, ACTION one of %s", path, ControlPrefix, faultActions)
+	}
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return FaultCommand{}, fmt.Errorf("query %q: %w", rawQuery, err)
+	}
+	allowed := map[string]string{
+		FaultStopAccepting: "mode", FaultStall: "for", FaultRejectHandshakes: "code", FaultReset: "", FaultResume: "",
+	}
+	param, known := allowed[action]
+	if !known {
+		return FaultCommand{}, fmt.Errorf("unknown fault %q: want %s", action, faultActions)
+	}
+	for k, vs := range q {
+		if k != param {
+			if param == "" {
+				return FaultCommand{}, fmt.Errorf("%s takes no parameter, got %q", action, k)
+			}
+			return FaultCommand{}, fmt.Errorf("%s takes only %q, got %q", action, param, k)
+		}
+		if len(vs) != 1 {
+			return FaultCommand{}, fmt.Errorf("%s: %q given %d times", action, k, len(vs))
+		}
+	}
+	cmd := FaultCommand{Action: action}
+	v, has := q.Get(param), q.Has(param)
+	switch action {
+	case FaultStopAccepting:
+		switch v {
+		case "refuse":
+		case "queue":
+			cmd.Queue = true
+		default:
+			if has {
+				return FaultCommand{}, fmt.Errorf("stop-accepting mode %q: want refuse or queue", v)
+			}
+		}
+	case FaultStall:
+		if !has {
+			return FaultCommand{}, fmt.Errorf("stall needs for=DURATION, such as for=10s")
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return FaultCommand{}, fmt.Errorf("stall for %q: want a positive duration such as 10s", v)
+		}
+		cmd.For = d
+	case FaultRejectHandshakes:
+		cmd.Code = DefaultRejectCode
+		if has {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return FaultCommand{}, fmt.Errorf("reject-handshakes code %q is not a number", v)
+			}
+			if err := checkRejectCode(n); err != nil {
+				return FaultCommand{}, err
+			}
+			cmd.Code = n
+		}
+	}
+	return cmd, nil
+}
+
+// ControlHandler serves the control API: GET /faults gives the faults in
+// force, POST /faults/ACTION applies one. Answers are JSON; errors are one
+// line of text naming what was wrong.
+func (s *Server) ControlHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc(ControlPrefix, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "smps control: "+ControlPrefix+" is read with GET; faults are POSTed to "+ControlPrefix+"/ACTION", http.StatusMethodNotAllowed)
+			return
+		}
+		writeJSON(w, http.StatusOK, s.FaultState())
+	})
+	mux.HandleFunc(ControlPrefix+"/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", "POST")
+			http.Error(w, "smps control: faults are applied with POST", http.StatusMethodNotAllowed)
+			return
+		}
+		cmd, err := ParseFaultCommand(r.URL.Path, r.URL.RawQuery)
+		if err != nil {
+			http.Error(w, "smps control: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		res, err := s.Apply(cmd)
+		if err != nil {
+			http.Error(w, "smps control: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+// ListenControl listens for the control API on a loopback address only:
+// whoever reaches it can break the server.
+func ListenControl(addr string) (net.Listener, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("control address %q: %w", addr, err)
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || !ip.IsLoopback() {
+		return nil, fmt.Errorf("control address %q: want a loopback IP address (127.0.0.0/8 or ::1): whoever reaches the control API can break the server", addr)
+	}
+	return net.Listen("tcp", addr)
+}
+
+// ServeControl serves the control API on l until ctx ends; it returns nil
+// after a cancel.
+func (s *Server) ServeControl(ctx context.Context, l net.Listener) error {
+	hs := &http.Server{Handler: s.ControlHandler(), ReadHeaderTimeout: 5 * time.Second}
+	stop := context.AfterFunc(ctx, func() { hs.Close() })
+	defer stop()
+	err := hs.Serve(l)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("policy server %s: control API on %s: %w", s.cfg.Name, l.Addr(), err)
+}

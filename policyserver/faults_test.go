@@ -1,0 +1,419 @@
+package policyserver
+
+// Each fault is observed the way an agent meets it: through a real client
+// on a real socket, never through the server's own state alone.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agentlab/agentlab/tli"
+	"github.com/agentlab/agentlab/trace"
+)
+
+func mustApply(t testing.TB, ls *liveServer, cmd FaultCommand) FaultResult {
+	t.Helper()
+	res, err := ls.srv.Apply(cmd)
+	if err != nil {
+		t.Fatalf("Apply(%+v): %v", cmd, err)
+	}
+	return res
+}
+
+// quickDial handshakes with a short timeout: long enough on a loaded
+// machine for a server that answers, short for one that does not.
+func (ls *liveServer) quickDial(cfg tli.ClientConfig, d time.Duration) (*tli.Client, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	cfg.HandshakeTimeout = d
+	return tli.Dial(ctx, ls.addr, cfg)
+}
+
+func TestFaultStopAccepting(t *testing.T) {
+	cases := []struct {
+		name  string
+		queue bool
+		// connect checks what a new client meets while the fault is on.
+		connect func(t *testing.T, ls *liveServer)
+	}{
+		{"refuse", false, func(t *testing.T, ls *liveServer) {
+			_, err := net.DialTimeout("tcp", ls.addr, liveWait)
+			if !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Fatalf("connect while refusing: %v, want connection refused", err)
+			}
+		}},
+		{"queue", true, func(t *testing.T, ls *liveServer) {
+			// The kernel completes the connect; nobody answers the hello.
+			c, err := net.DialTimeout("tcp", ls.addr, liveWait)
+			if err != nil {
+				t.Fatalf("connect while queueing: %v, want it to complete in the backlog", err)
+			}
+			c.Close()
+			_, err = ls.quickDial(ls.agentConfig(), 300*time.Millisecond)
+			if !tli.IsTimeout(err) && !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("handshake while queueing: %v, want a timeout", err)
+			}
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ls := runLiveServer(t, nil)
+			old := ls.dial(t)
+			res := mustApply(t, ls, FaultCommand{Action: FaultStopAccepting, Queue: c.queue})
+			if want := map[bool]string{false: "refusing", true: "queueing"}[c.queue]; res.State.Accept != want {
+				t.Errorf("state %+v, want accept %q", res.State, want)
+			}
+			accepted := ls.srv.Stats().Accepted.Load()
+
+			// A handshake that starts during the fault and ends after it.
+			var late *tli.Client
+			var lateErr error
+			var wg sync.WaitGroup
+			if c.queue {
+				wg.Go(func() { late, lateErr = ls.tryDial(ls.agentConfig()) })
+			}
+			c.connect(t, ls)
+			// Sessions opened before go on: the fault is about new ones.
+			mustPing(t, old, "a session opened before the fault")
+			if n := ls.srv.Stats().Accepted.Load(); n != accepted {
+				t.Errorf("the server accepted %d connections while not accepting", n-accepted)
+			}
+
+			mustApply(t, ls, FaultCommand{Action: FaultResume})
+			fresh := ls.dial(t)
+			mustPing(t, fresh, "a session opened after resume")
+			wg.Wait()
+			if c.queue {
+				if lateErr != nil {
+					t.Fatalf("a handshake queued during the fault did not complete after resume: %v", lateErr)
+				}
+				mustPing(t, late, "the queued session")
+				late.Close()
+			}
+			if st := ls.srv.FaultState(); st.Accept != "accepting" || len(st.Listening) != 1 || st.Listening[0] != ls.addr {
+				t.Errorf("after resume: %+v, want accepting on %s", st, ls.addr)
+			}
+			ls.waitLog(t, "", "Fault injection: stopped accepting connections")
+			ls.waitLog(t, "", "Fault injection: resumed")
+		})
+	}
+}
+
+// TestFaultRefuseThenShutdown: a server that refuses, or holds a queued
+// connection, still stops at once when asked to (goleak checks the rest).
+func TestFaultRefuseThenShutdown(t *testing.T) {
+	for _, queue := range []bool{false, true} {
+		ls := runLiveServer(t, nil)
+		mustApply(t, ls, FaultCommand{Action: FaultStopAccepting, Queue: queue})
+		if queue {
+			c := ls.rawDial(t)
+			c.Write(liveFrame(t, tli.FrameClientHello, []byte{}))
+		}
+		if err := ls.stop(); err != nil {
+			t.Errorf("queue=%v: %v", queue, err)
+		}
+	}
+}
+
+func TestFaultReset(t *testing.T) {
+	ls := runLiveServer(t, nil)
+	clients := []*tli.Client{ls.dial(t), ls.dial(t)}
+	for _, c := range clients {
+		mustPing(t, c, "before the reset")
+	}
+	// A raw socket past the TCP handshake but not the TLI one is open too.
+	raw := ls.rawDial(t)
+	ls.waitFor(t, "3 open connections", func() bool { return ls.srv.Conns() == 3 })
+
+	res := mustApply(t, ls, FaultCommand{Action: FaultReset})
+	if res.Reset != 3 {
+		t.Errorf("reset %d connections, want 3", res.Reset)
+	}
+	raw.SetReadDeadline(time.Now().Add(liveWait))
+	if _, err := raw.Read(make([]byte, 16)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("read after the reset: %v, want connection reset by peer (an RST, not a FIN)", err)
+	}
+	for i, c := range clients {
+		err := livePingErr(c)
+		if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+			t.Errorf("client %d after the reset: %v, want ECONNRESET or EPIPE", i, err)
+		}
+	}
+	// The server goes on accepting.
+	mustPing(t, ls.dial(t), "a session opened after the reset")
+}
+
+func TestFaultStall(t *testing.T) {
+	cases := []struct {
+		name    string
+		stall   time.Duration
+		resume  time.Duration // 0: let the stall end by itself
+		atLeast time.Duration
+		atMost  time.Duration
+	}{
+		{"ends by itself", 600 * time.Millisecond, 0, 500 * time.Millisecond, liveWait},
+		{"ended by resume", time.Minute, 300 * time.Millisecond, 250 * time.Millisecond, 30 * time.Second},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var tr syncBuffer
+			ls := runLiveServer(t, func(cfg *Config) {
+				cfg.Recorder = trace.NewRecorder(&tr, trace.Options{Proc: "smps", Role: "policyserver"})
+			})
+			cl := ls.dial(t)
+			mustPing(t, cl, "before the stall")
+			t0 := time.Now()
+			mustApply(t, ls, FaultCommand{Action: FaultStall, For: c.stall})
+			if c.resume > 0 {
+				time.AfterFunc(c.resume, func() { ls.srv.Apply(FaultCommand{Action: FaultResume}) })
+			}
+			// A handshake during the stall gets no ServerHello either.
+			var wg sync.WaitGroup
+			var hsErr error
+			wg.Go(func() { _, hsErr = ls.quickDial(ls.agentConfig(), 150*time.Millisecond) })
+			mustPing(t, cl, "during the stall")
+			took := time.Since(t0)
+			if took < c.atLeast || took > c.atMost {
+				t.Errorf("the reply took %s, want between %s and %s", took, c.atLeast, c.atMost)
+			}
+			wg.Wait()
+			if hsErr == nil {
+				t.Error("a handshake completed during the stall")
+			}
+			mustPing(t, cl, "after the stall")
+			mustPing(t, ls.dial(t), "a session opened after the stall")
+
+			// The server read the request at once and sent the reply late.
+			evs, err := trace.ReadEvents("trace", strings.NewReader(tr.String()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			local := cl.Conn().LocalAddr().String()
+			var recv, sent time.Time
+			for _, e := range evs {
+				if e.T.Before(t0) || e.Remote != local {
+					continue
+				}
+				if e.Op == trace.OpReceive && recv.IsZero() {
+					recv = e.T
+				}
+				if e.Op == trace.OpSend && sent.IsZero() && !recv.IsZero() {
+					sent = e.T
+				}
+			}
+			if recv.IsZero() || sent.IsZero() || recv.Sub(t0) > c.atLeast/2 || sent.Sub(recv) < c.atLeast*9/10 {
+				t.Errorf("trace: request received %s after the ping started, reply sent %s after that; want the receive at once and the send held",
+					recv.Sub(t0), sent.Sub(recv))
+			}
+		})
+	}
+}
+
+// TestFaultStallKeepsDeadlines: a stall holds a reply, but the server's
+// own deadlines still end the wait, and closing the connection frees it.
+func TestFaultStallKeepsDeadlines(t *testing.T) {
+	ls := runLiveServer(t, func(cfg *Config) { cfg.HandshakeTimeout = 200 * time.Millisecond })
+	mustApply(t, ls, FaultCommand{Action: FaultStall, For: time.Minute})
+	c := ls.rawDial(t)
+	c.Write(liveHello(t, nil))
+	// The server's answer (here the error frame for a hello of version 0)
+	// is held until its write deadline; then it gives up and closes.
+	waitClosed(t, c, "a handshake held by a stall")
+	ls.waitFor(t, "the held connection to close", func() bool { return ls.srv.Conns() == 0 })
+}
+
+func TestFaultRejectHandshakes(t *testing.T) {
+	cases := []struct {
+		name  string
+		code  int // 0: the default
+		want  int
+		admin bool
+	}{
+		{"default code", 0, tli.CodeSecretIncorrect, false},
+		{"bad version", tli.CodeBadVersion, tli.CodeBadVersion, false},
+		{"no client ack", tli.CodeNoClientAck, tli.CodeNoClientAck, false},
+		{"administrator too", tli.CodeBadEncryption, tli.CodeBadEncryption, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ls := runLiveServer(t, nil)
+			old := ls.dial(t)
+			mustApply(t, ls, FaultCommand{Action: FaultRejectHandshakes, Code: c.code})
+			cfg := ls.agentConfig()
+			if c.admin {
+				cfg = tli.ClientConfig{Admin: true, TrustedHost: "smreghost", HandshakeTimeout: liveWait}
+			}
+			_, tap, err := ls.handshakeVia(t, cfg, nil)
+			var he *tli.HandshakeError
+			if !errors.As(err, &he) || he.Code != c.want {
+				t.Fatalf("handshake: %v, want handshake error %d", err, c.want)
+			}
+			if he.Message != tli.CodeText(c.want) {
+				t.Errorf("message %q, want the vendor's %q", he.Message, tli.CodeText(c.want))
+			}
+			ls.waitLog(t, tap.LocalAddr().String(), "Handshake error: "+tli.CodeText(c.want))
+			ls.waitLog(t, tap.LocalAddr().String(), "Failed handshake with")
+			mustPing(t, old, "a session opened before the fault")
+			mustApply(t, ls, FaultCommand{Action: FaultResume})
+			mustPing(t, ls.dial(t), "a session opened after resume")
+		})
+	}
+}
+
+func TestFaultApplyRejects(t *testing.T) {
+	ls := runLiveServer(t, nil)
+	cases := []struct {
+		cmd  FaultCommand
+		want string
+	}{
+		{FaultCommand{Action: "explode"}, `unknown fault "explode"`},
+		{FaultCommand{Action: FaultStall}, "positive duration"},
+		{FaultCommand{Action: FaultRejectHandshakes, Code: 42}, "3152 to 3157"},
+	}
+	for _, c := range cases {
+		if _, err := ls.srv.Apply(c.cmd); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Apply(%+v) = %v, want an error saying %q", c.cmd, err, c.want)
+		}
+	}
+	mustPing(t, ls.dial(t), "after refused commands")
+}
+
+func TestParseFaultCommand(t *testing.T) {
+	cases := []struct {
+		path, query string
+		want        FaultCommand
+		err         string
+	}{
+		{"/faults/stop-accepting", "", FaultCommand{Action: FaultStopAccepting}, ""},
+		{"/faults/stop-accepting", "mode=refuse", FaultCommand{Action: FaultStopAccepting}, ""},
+		{"/faults/stop-accepting", "mode=queue", FaultCommand{Action: FaultStopAccepting, Queue: true}, ""},
+		{"/faults/reset", "", FaultCommand{Action: FaultReset}, ""},
+		{"/faults/stall", "for=10s", FaultCommand{Action: FaultStall, For: 10 * time.Second}, ""},
+		{"/faults/reject-handshakes", "", FaultCommand{Action: FaultRejectHandshakes, Code: 3154}, ""},
+		{"/faults/reject-handshakes", "code=3152", FaultCommand{Action: FaultRejectHandshakes, Code: 3152}, ""},
+		{"/faults/resume", "", FaultCommand{Action: FaultResume}, ""},
+		{"/faults/", "", FaultCommand{}, "want /faults/ACTION"},
+		{"/faults/reset/now", "", FaultCommand{}, "want /faults/ACTION"},
+		{"/other/reset", "", FaultCommand{}, "want /faults/ACTION"},
+		{"/faults/explode", "", FaultCommand{}, `unknown fault "explode"`},
+		{"/faults/stop-accepting", "mode=drop", FaultCommand{}, `mode "drop"`},
+		{"/faults/stop-accepting", "for=1s", FaultCommand{}, `takes only "mode"`},
+		{"/faults/reset", "x=1", FaultCommand{}, "takes no parameter"},
+		{"/faults/stall", "", FaultCommand{}, "needs for=DURATION"},
+		{"/faults/stall", "for=soon", FaultCommand{}, "positive duration"},
+		{"/faults/stall", "for=-1s", FaultCommand{}, "positive duration"},
+		{"/faults/stall", "for=1s&for=2s", FaultCommand{}, "given 2 times"},
+		{"/faults/reject-handshakes", "code=abc", FaultCommand{}, "not a number"},
+		{"/faults/reject-handshakes", "code=3158", FaultCommand{}, "3152 to 3157"},
+		{"/faults/stall", "for=%zz", FaultCommand{}, "query"},
+	}
+	for _, c := range cases {
+		got, err := ParseFaultCommand(c.path, c.query)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s?%s: %v, want an error saying %q", c.path, c.query, err, c.err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%s?%s = %+v, %v; want %+v", c.path, c.query, got, err, c.want)
+		}
+	}
+}
+
+func FuzzParseFaultCommand(f *testing.F) {
+	f.Add("/faults/stall", "for=10s")
+	f.Add("/faults/stop-accepting", "mode=queue")
+	f.Add("/faults/reject-handshakes", "code=3153")
+	f.Add("/faults/reset", "")
+	f.Add("/faults/resume", "a=%00")
+	f.Fuzz(func(t *testing.T, path, query string) {
+		cmd, err := ParseFaultCommand(path, query)
+		if err != nil {
+			return
+		}
+		switch cmd.Action {
+		case FaultStall:
+			if cmd.For <= 0 {
+				t.Fatalf("stall accepted with %s", cmd.For)
+			}
+		case FaultRejectHandshakes:
+			if checkRejectCode(cmd.Code) != nil {
+				t.Fatalf("reject-handshakes accepted with code %d", cmd.Code)
+			}
+		case FaultStopAccepting, FaultReset, FaultResume:
+		default:
+			t.Fatalf("accepted unknown action %q", cmd.Action)
+		}
+	})
+}
+
+// TestControlHandler drives the control API as agentlab does, over HTTP.
+func TestControlHandler(t *testing.T) {
+	ls := runLiveServer(t, nil)
+	hs := httptest.NewServer(ls.srv.ControlHandler())
+	defer hs.Close()
+	cases := []struct {
+		method, path string
+		code         int
+		body         string
+	}{
+		{"GET", "/faults", 200, `"accept":"accepting"`},
+		{"POST", "/faults/stall?for=1m", 200, `"done":"stalling every reply for 1m0s"`},
+		{"GET", "/faults", 200, `"stall_until"`},
+		{"POST", "/faults/reject-handshakes?code=3153", 200, `"reject_handshakes":3153`},
+		{"POST", "/faults/stop-accepting?mode=queue", 200, `"accept":"queueing"`},
+		{"POST", "/faults/resume", 200, `"accept":"accepting"`},
+		{"POST", "/faults/reset", 200, `"done":"reset 0 connections"`},
+		{"GET", "/faults/reset", 405, "POST"},
+		{"POST", "/faults", 405, "GET"},
+		{"POST", "/faults/explode", 400, `smps control: unknown fault "explode"`},
+		{"POST", "/faults/stall", 400, "needs for=DURATION"},
+		{"GET", "/nothing", 404, ""},
+	}
+	for _, c := range cases {
+		req, _ := http.NewRequest(c.method, hs.URL+c.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.code || !strings.Contains(string(b), c.body) {
+			t.Errorf("%s %s: %d %s, want %d with %q", c.method, c.path, resp.StatusCode, b, c.code, c.body)
+		}
+		if c.code == 200 && !json.Valid(b) {
+			t.Errorf("%s %s: not JSON: %s", c.method, c.path, b)
+		}
+	}
+	// After resume the server serves as before.
+	mustPing(t, ls.dial(t), "after the control API's resume")
+}
+
+// syncBuffer is a trace sink written from the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

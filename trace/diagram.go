@@ -1,0 +1,602 @@
+package trace
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Limits of the sequence diagram. A run with thousands of page loads would
+// draw a page nobody scrolls; past these the diagram draws a marker or
+// stops, and says so under its title.
+const (
+	// diagPerConn is how many requests of one phase a connection draws
+	// (with their responses); one "… and K more" row stands for the rest.
+	diagPerConn = 8
+	// diagMaxProcs bounds the process lanes: a recycling storm starts a
+	// new httpd child every few requests.
+	diagMaxProcs = 16
+	// diagMaxRows bounds the rows, whatever else happened.
+	diagMaxRows = 1500
+	// diagGap is the pause between two rows that earns a "later" row: the
+	// same second that tells steps apart in the narrative.
+	diagGap = narrGroupWindow
+	// diagHeadEvery repeats the lane names down a long diagram.
+	diagHeadEvery = 30
+)
+
+// Diagram geometry, in pixels.
+const (
+	diagTimeW   = 104 // the clock column
+	diagHeadH   = 50  // the lane header boxes
+	diagRowH    = 22
+	diagProcGap = 160 // between two process lanes
+	diagMidGap  = 330 // between the last process lane and the first server lane
+	diagSrvGap  = 190 // between two server lanes
+	diagMargin  = 110 // right of the last lane: half a header box and some air
+	diagHead    = 9   // arrowhead length
+)
+
+// Kinds of diagram rows; an arrow's data-kind.
+const (
+	KindConnect       = "connect"
+	KindConnectFailed = "connect-failed"
+	KindHandshake     = "handshake"
+	KindRequest       = "request"
+	KindResponse      = "response"
+	KindReset         = "reset"
+	KindDisconnect    = "disconnect"
+	// KindState is a pool's change of mind about a server (OpServerState):
+	// it failed, came back, or took over the new requests.
+	KindState = "state"
+	// KindMore stands for the requests of one connection and phase past
+	// diagPerConn; its data-requests and data-responses say how many.
+	KindMore = "more"
+)
+
+// DiagramKind is the kind of arrow an event is drawn as, or "" for events
+// the diagram leaves to the table (sends, receives, the server's accepts).
+func DiagramKind(e Event) string {
+	switch e.Op {
+	case OpConnect:
+		if e.Conn == "" {
+			return KindConnectFailed
+		}
+		return KindConnect
+	case OpHandshake:
+		return KindHandshake
+	case OpRequest:
+		return KindRequest
+	case OpResponse:
+		return KindResponse
+	case OpReset:
+		return KindReset
+	case OpDisconnect:
+		return KindDisconnect
+	case OpServerState:
+		return KindState
+	}
+	return ""
+}
+
+// diagFromServer tells an arrow's direction: what the server sent (its
+// hello, a refusal, a response) or did (closed, reset) points back at the
+// process.
+func diagFromServer(e Event) bool {
+	switch e.Op {
+	case OpResponse:
+		return true
+	case OpHandshake:
+		return strings.HasPrefix(e.Note, "ServerHello") || strings.HasPrefix(e.Note, "refused")
+	case OpReset:
+		return e.Note == NoteResetByPeer
+	case OpDisconnect:
+		return e.Note == NoteClosedByPeer
+	}
+	return false
+}
+
+type diagram struct {
+	// ID prefixes the page's anchors (steps, rows), unique per side.
+	ID     string
+	Lanes  []diagLane
+	Rows   []diagRow
+	Width  int
+	Height int
+	// Notes say what the diagram left out, and why.
+	Notes []string
+	// Phases are the phases drawn, in the order of the legend.
+	Phases []string
+}
+
+type diagLane struct {
+	X      int
+	Label  string // "w3wp.exe (6226)", "smps1.shared.lab"
+	Sub    string // a second line: connections, ports
+	Server bool
+	// AliveFrom and AliveTo are the first and last rows of a process's
+	// events: its lifeline is drawn solid there, dashed outside.
+	AliveFrom, AliveTo int
+	key                string
+	conns, fails       int
+	ports              []string
+}
+
+type diagRow struct {
+	Y     int
+	Kind  string // an arrow kind, or "gap" or "lanes"
+	Phase string
+	Time  string
+	From  int // lane x
+	To    int
+	Label string
+	Port  string // the process's local port, to follow a connection
+	Title string // the event as the table shows it, for a tooltip
+	Proc  string
+	PID   int
+	Conn  string
+	// A "more" row's counts.
+	Requests, Responses int
+	// Steps are the numbers of the steps whose first drawn event this is.
+	Steps []int
+
+	t    time.Time
+	lane int // the process's lane, for its lifeline
+	// A "more" row's calls by name, in the order first seen, and the time
+	// of the last event it stands for.
+	kinds map[string]int
+	order []string
+	last  time.Time
+}
+
+// PhaseClass is the CSS class that colours a phase; unknown phases share one.
+func (r diagRow) PhaseClass() string { return phaseClass(r.Phase) }
+
+// DataPhase is the row's data-phase: its phase as recorded, or "none".
+func (r diagRow) DataPhase() string {
+	if r.Phase == "" {
+		return "none"
+	}
+	return r.Phase
+}
+
+func phaseClass(p string) string {
+	switch p {
+	case PhaseBootstrap, PhaseHCO, PhaseRequests, PhaseManagement, PhaseAdmin:
+		return "p-" + p
+	}
+	return "p-other"
+}
+
+// Arrow geometry, for the template.
+func (r diagRow) dir() int {
+	if r.To < r.From {
+		return -1
+	}
+	return 1
+}
+
+// LineTo is where the shaft stops, under the arrowhead.
+func (r diagRow) LineTo() int { return r.To - r.dir()*(diagHead-1) }
+
+// HeadPoints is the arrowhead, a triangle pointing at r.To.
+func (r diagRow) HeadPoints() string {
+	d := r.dir()
+	b := r.To - d*diagHead
+	return fmt.Sprintf("%d,%d %d,%d %d,%d", r.To, r.Y, b, r.Y-4, b, r.Y+4)
+}
+
+// LabelX starts the label just right of the arrow's left end (the
+// process's lane): every arrow runs between a process and a server.
+func (r diagRow) LabelX() int { return min(r.From, r.To) + 8 }
+
+func (r diagRow) LabelY() int { return r.Y - 5 }
+
+// markSteps puts each step's number on the first row the step tells, so
+// that a reader goes from a sentence to its arrows and back.
+func (d *diagram) markSteps(steps []Step) {
+	for _, st := range steps {
+		for i := range d.Rows {
+			r := &d.Rows[i]
+			if r.Kind == "gap" || r.Kind == "lanes" || r.PID != st.PID || r.Proc != st.Proc ||
+				r.t.Before(st.First) || r.t.After(st.Last) {
+				continue
+			}
+			if len(st.Conns) > 0 && !slices.Contains(st.Conns, r.Conn) {
+				continue
+			}
+			r.Steps = append(r.Steps, st.N)
+			break
+		}
+	}
+}
+
+// diagBadge is a step's number in the diagram, between the clock and the
+// first lane; a link to the step's sentence.
+type diagBadge struct {
+	N, X, W int
+}
+
+// Badges are the row's step badges, side by side: a digit is about 7 px.
+func (r diagRow) Badges() []diagBadge {
+	var out []diagBadge
+	x := diagTimeW + 2
+	for _, n := range r.Steps {
+		w := 10 + 7*len(strconv.Itoa(n))
+		out = append(out, diagBadge{N: n, X: x, W: w})
+		x += w + 3
+	}
+	return out
+}
+
+// Center is the middle of the diagram's width.
+func (d *diagram) Center() int { return d.Width / 2 }
+
+// layoutDiagram lays out the sequence diagram of evs: the events of the
+// processes on host (keep narrows them further, nil keeps all) with the
+// servers, as Narrate selects them. One lane per process, then one per
+// server; one row per drawn event, time going down.
+func layoutDiagram(evs []Event, host string, servers []string, keep Filter) *diagram {
+	var sel []Event
+	for _, e := range evs {
+		if DiagramKind(e) == "" || keep != nil && !keep(e) {
+			continue
+		}
+		if narrMatch(e.LocalHost, host) && narrMatchAny(e.RemoteHost, servers) {
+			sel = append(sel, e)
+		}
+	}
+	slices.SortStableFunc(sel, func(a, b Event) int { return a.T.Compare(b.T) })
+
+	d := &diagram{}
+	procIdx := map[string]int{}
+	srvIdx := map[string]int{}
+	var procs, srvs []*diagLane
+	type skipped struct {
+		who    string
+		events int
+	}
+	var skippedProcs []*skipped
+	skippedBy := map[string]*skipped{}
+
+	// One request in flight per socket: a response answers the oldest
+	// request still waiting, and is drawn if that request was.
+	type waiting struct {
+		drawn bool
+		more  *diagRow
+	}
+	pending := map[string][]waiting{}
+	drawnPer := map[string]int{}
+	moreOf := map[string]*diagRow{}
+	var moreRows []*diagRow
+	var rows []*diagRow
+	stoppedAt, leftOut := time.Time{}, 0
+
+	for _, e := range sel {
+		pk := e.Proc + "\x00" + strconv.Itoa(e.PID)
+		pi, ok := procIdx[pk]
+		if !ok {
+			if s := skippedBy[pk]; s != nil {
+				s.events++
+				continue
+			}
+			if len(procs) == diagMaxProcs {
+				s := &skipped{who: fmt.Sprintf("%s (%d)", e.Proc, e.PID), events: 1}
+				skippedBy[pk] = s
+				skippedProcs = append(skippedProcs, s)
+				continue
+			}
+			pi = len(procs)
+			procIdx[pk] = pi
+			procs = append(procs, &diagLane{Label: fmt.Sprintf("%s (%d)", e.Proc, e.PID), key: pk, AliveFrom: -1})
+		}
+		sk := diagServer(e)
+		si, ok := srvIdx[sk]
+		if !ok {
+			si = len(srvs)
+			srvIdx[sk] = si
+			srvs = append(srvs, &diagLane{Label: sk, key: sk, Server: true, AliveFrom: -1})
+		}
+		kind := DiagramKind(e)
+		switch kind {
+		case KindConnect:
+			procs[pi].conns++
+			srvs[si].conns++
+		case KindConnectFailed:
+			procs[pi].fails++
+			srvs[si].fails++
+		}
+		if _, port, err := net.SplitHostPort(e.Remote); err == nil && !slices.Contains(srvs[si].ports, port) {
+			srvs[si].ports = append(srvs[si].ports, port)
+		}
+
+		if !stoppedAt.IsZero() || len(rows) == diagMaxRows {
+			if stoppedAt.IsZero() {
+				stoppedAt = e.T
+			}
+			leftOut++
+			continue
+		}
+		row := &diagRow{Kind: kind, Phase: e.Phase, t: e.T, Proc: e.Proc, PID: e.PID, Conn: e.Conn,
+			Port: narrPort(e.Local), lane: pi, Title: diagTitle(e)}
+		if e.Local == "" {
+			row.Port = ""
+		}
+		switch kind {
+		case KindRequest:
+			ck := e.Conn + "\x00" + e.Phase
+			if drawnPer[ck] < diagPerConn {
+				drawnPer[ck]++
+				pending[e.Conn] = append(pending[e.Conn], waiting{drawn: true})
+				row.Label = e.Note
+				break
+			}
+			m := moreOf[ck]
+			if m == nil {
+				m = &diagRow{Kind: KindMore, Phase: e.Phase, t: e.T, Proc: e.Proc, PID: e.PID, Conn: e.Conn,
+					Port: row.Port, lane: pi, kinds: map[string]int{}}
+				moreOf[ck] = m
+				moreRows = append(moreRows, m)
+				row = m
+			} else {
+				row = nil
+			}
+			m.Requests++
+			m.last = e.T
+			k := narrKind(e.Note)
+			if m.kinds[k] == 0 {
+				m.order = append(m.order, k)
+			}
+			m.kinds[k]++
+			pending[e.Conn] = append(pending[e.Conn], waiting{more: m})
+		case KindResponse:
+			q := pending[e.Conn]
+			if len(q) > 0 {
+				w := q[0]
+				pending[e.Conn] = q[1:]
+				if !w.drawn && w.more != nil {
+					w.more.Responses++
+					w.more.last = e.T
+					row = nil
+					break
+				}
+			}
+			// The call's name and its answer: the request's arguments are
+			// on its own arrow, a row or a few above.
+			row.Label = e.Note
+			if _, res, ok := strings.Cut(e.Note, ": "); ok {
+				row.Label = narrKind(e.Note) + ": " + res
+			}
+		case KindConnect:
+			row.Label = e.Op
+		case KindConnectFailed:
+			row.Label = e.Op + " " + e.Note
+		case KindState:
+			// "smps1.shared.lab:44443 Active -> Failed: why": the lane says
+			// which server; the change is the news.
+			row.Label = e.Note
+			if st, ok := parseServerState(e.Note); ok {
+				row.Label = st.to
+				if st.from != "" {
+					row.Label = st.from + " → " + st.to
+				}
+				row.Label += ": " + st.why
+			}
+			// The reason can be a whole error chain: the arrow's title
+			// (hover) keeps it all, the label what fits a lane or two.
+			if r := []rune(row.Label); len(r) > 64 {
+				row.Label = string(r[:63]) + "…"
+			}
+		case KindReset, KindDisconnect:
+			row.Label = e.Op
+			if e.Note != "" {
+				row.Label += " (" + e.Note + ")"
+			}
+		default:
+			row.Label = e.Note
+		}
+		if row == nil {
+			continue
+		}
+		if diagFromServer(e) {
+			row.From, row.To = -1-si, pi // resolved to x below
+		} else {
+			row.From, row.To = pi, -1-si
+		}
+		rows = append(rows, row)
+	}
+
+	for _, m := range moreRows {
+		parts := make([]string, len(m.order))
+		for i, k := range m.order {
+			parts[i] = fmt.Sprintf("%d %s", m.kinds[k], k)
+		}
+		noun := "requests"
+		if m.Requests == 1 {
+			noun = "request"
+		}
+		m.Label = fmt.Sprintf("… and %d more %s (%s) from %s to %s", m.Requests, noun, narrList(parts),
+			m.t.Local().Format(narrTimeLayout), m.last.Local().Format(narrTimeLayout))
+		if m.Responses != m.Requests {
+			m.Label += fmt.Sprintf(", %d answered", m.Responses)
+		}
+		m.Title = fmt.Sprintf("%s: %d requests and %d responses on connection %s are not drawn", m.Label, m.Requests, m.Responses, m.Conn)
+	}
+
+	// Servers in the order the caller named them, then any other.
+	slices.SortStableFunc(srvs, func(a, b *diagLane) int {
+		ia, ib := diagOrder(servers, a.key), diagOrder(servers, b.key)
+		return ia - ib
+	})
+	srvX := map[int]int{}
+	x := diagTimeW + diagMargin - 20
+	for i, p := range procs {
+		if i > 0 {
+			x += diagProcGap
+		}
+		p.X = x
+		p.Sub = p.count()
+	}
+	for i, s := range srvs {
+		if i == 0 {
+			x += diagMidGap
+		} else {
+			x += diagSrvGap
+		}
+		s.X = x
+		srvX[srvIdx[s.key]] = x
+		ports := "port " + strings.Join(s.ports, ", ")
+		if len(s.ports) > 1 {
+			ports = "ports " + strings.Join(s.ports, ", ")
+		}
+		s.Sub = ports + " · " + s.count()
+		if len(s.ports) == 0 {
+			s.Sub = s.count()
+		}
+	}
+	d.Width = x + diagMargin
+	lx := func(v int) int {
+		if v < 0 {
+			return srvX[-1-v]
+		}
+		return procs[v].X
+	}
+
+	// Rows, with a "later" row where time jumps and the lane names again
+	// every so often.
+	y := diagHeadH + diagRowH
+	var prev time.Time
+	phases := map[string]bool{}
+	for i, r := range rows {
+		if i > 0 && i%diagHeadEvery == 0 {
+			d.Rows = append(d.Rows, diagRow{Kind: "lanes", Y: y})
+			y += diagRowH
+		}
+		if !prev.IsZero() && r.t.Sub(prev) >= diagGap {
+			d.Rows = append(d.Rows, diagRow{Kind: "gap", Y: y, Label: diagLater(r.t.Sub(prev))})
+			y += diagRowH
+		}
+		prev = r.t
+		if r.Kind == KindMore && r.last.After(prev) {
+			prev = r.last
+		}
+		r.Y = y
+		r.Time = r.t.Local().Format(narrTimeLayout)
+		r.From, r.To = lx(r.From), lx(r.To)
+		p := procs[r.lane]
+		if p.AliveFrom < 0 {
+			p.AliveFrom = y
+		}
+		p.AliveTo = y
+		phases[r.Phase] = true
+		d.Rows = append(d.Rows, *r)
+		y += diagRowH
+	}
+	d.Height = y
+	for _, p := range procs {
+		d.Lanes = append(d.Lanes, *p)
+	}
+	for _, s := range srvs {
+		d.Lanes = append(d.Lanes, *s)
+	}
+	for _, p := range []string{PhaseBootstrap, PhaseHCO, PhaseRequests, PhaseManagement, PhaseAdmin} {
+		if phases[p] {
+			d.Phases = append(d.Phases, p)
+			delete(phases, p)
+		}
+	}
+	for _, r := range d.Rows {
+		if phases[r.Phase] && r.Kind != "gap" && r.Kind != "lanes" {
+			d.Phases = append(d.Phases, r.Phase)
+			delete(phases, r.Phase)
+		}
+	}
+
+	if len(moreRows) > 0 {
+		reqs, conns := 0, map[string]bool{}
+		for _, m := range moreRows {
+			reqs += m.Requests
+			conns[m.Conn] = true
+		}
+		verb := "are"
+		if reqs == 1 {
+			verb = "is"
+		}
+		d.Notes = append(d.Notes, fmt.Sprintf("Each connection draws its first %d requests of a phase and their responses; "+
+			"%s, on %s, %s summed up in %s (“… and K more”).",
+			diagPerConn, narrCount(reqs, "more request", "more requests"), narrCount(len(conns), "connection", "connections"),
+			verb, narrCount(len(moreRows), "row", "rows")))
+	}
+	if len(skippedProcs) > 0 {
+		var who []string
+		n := 0
+		for _, s := range skippedProcs {
+			who = append(who, s.who)
+			n += s.events
+		}
+		if len(who) > 6 {
+			who = append(who[:5], fmt.Sprintf("%d others", len(who)-5))
+		}
+		d.Notes = append(d.Notes, fmt.Sprintf("Only the first %d processes have a lane: %s, %s, are not drawn (%d events; they are in the steps and in trace.jsonl).",
+			diagMaxProcs, narrCount(len(skippedProcs), "more process", "more processes"), narrList(who), n))
+	}
+	if !stoppedAt.IsZero() {
+		d.Notes = append(d.Notes, fmt.Sprintf("The diagram stops after %d rows, at %s: %d later events are not drawn.",
+			diagMaxRows, stoppedAt.Local().Format(narrTimeLayout), leftOut))
+	}
+	return d
+}
+
+// count is a lane's connections, and its failed connects if any.
+func (l *diagLane) count() string {
+	s := narrCount(l.conns, "connection", "connections")
+	if l.fails > 0 {
+		s += ", " + narrCount(l.fails, "failed", "failed")
+	}
+	return s
+}
+
+// diagServer names a server's lane: its host name, or its address when
+// the lab's hosts map had no name for it.
+func diagServer(e Event) string {
+	if e.RemoteHost != "" {
+		return e.RemoteHost
+	}
+	if h, _, err := net.SplitHostPort(e.Remote); err == nil {
+		return h
+	}
+	if e.Remote != "" {
+		return e.Remote
+	}
+	return "an unnamed server"
+}
+
+func diagOrder(servers []string, s string) int {
+	for i, w := range servers {
+		if strings.EqualFold(w, s) {
+			return i
+		}
+	}
+	return len(servers)
+}
+
+// diagTitle is an event as the table shows it, with its note.
+func diagTitle(e Event) string {
+	s := strings.Join(tableRow(e), "  ")
+	if e.Note != "" {
+		s += "  " + e.Note
+	}
+	return s
+}
+
+func diagLater(d time.Duration) string {
+	switch {
+	case d >= time.Minute:
+		return fmt.Sprintf("%s later", d.Round(time.Second))
+	default:
+		return fmt.Sprintf("%.1f s later", d.Seconds())
+	}
+}

@@ -1,0 +1,377 @@
+package trace
+
+import (
+	"bytes"
+	"fmt"
+	"html"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// arrowRE reads one drawn arrow of report.html: its phase, kind and, for a
+// "… and K more" row, the requests and responses it stands for.
+var arrowRE = regexp.MustCompile(`<g class="arrow [^"]*" data-phase="([^"]*)" data-kind="([^"]*)"[^>]*?(?: data-requests="(\d+)" data-responses="(\d+)")?>`)
+
+// drawnCounts counts a page's arrows per phase and kind, a "more" row
+// counting as the requests and responses it stands for.
+func drawnCounts(page string) (counts map[string]int, arrows int) {
+	counts = map[string]int{}
+	for _, m := range arrowRE.FindAllStringSubmatch(page, -1) {
+		phase, kind := m[1], m[2]
+		arrows++
+		if kind == KindMore {
+			req, _ := strconv.Atoi(m[3])
+			resp, _ := strconv.Atoi(m[4])
+			counts[phase+"/"+KindRequest] += req
+			counts[phase+"/"+KindResponse] += resp
+			continue
+		}
+		counts[phase+"/"+kind]++
+	}
+	return counts, arrows
+}
+
+// eventCounts counts what the diagram must show of evs, straight from the
+// events: per phase and kind, the web server host's events with the
+// servers, of the first procs processes (0: all).
+func eventCounts(evs []Event, host string, servers []string, procs int) map[string]int {
+	counts := map[string]int{}
+	seen := map[string]bool{}
+	for _, e := range evs {
+		kind := DiagramKind(e)
+		if kind == "" || !strings.EqualFold(e.LocalHost, host) || !narrMatchAny(e.RemoteHost, servers) {
+			continue
+		}
+		who := fmt.Sprint(e.Proc, e.PID)
+		if !seen[who] {
+			if procs > 0 && len(seen) == procs {
+				continue
+			}
+			seen[who] = true
+		}
+		phase := e.Phase
+		if phase == "" {
+			phase = "none"
+		}
+		counts[phase+"/"+kind]++
+	}
+	return counts
+}
+
+func renderReport(t *testing.T, sides ...Side) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := WriteReport(&b, Report{Title: "test", Lines: []string{"a line"}, Sides: sides}); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func TestReportDiagram(t *testing.T) {
+	peer := func() []Event {
+		l := newNarrLab()
+		l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+		w := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+		setPhase(PhaseRequests, w...)
+		l.do(w[0], "IsProtected GET /", "NO")
+		l.send(w[1], "Authorize GET /protected/")
+		l.peer(w[1], OpReset, "reset by peer")
+		l.peer(w[0], OpDisconnect, "closed by peer")
+		l.close(w[0])
+		return l.evs
+	}
+	failures := func() []Event {
+		l := newNarrLab()
+		l.fail("w3wp.exe", 4242, "smps3.shared.lab", PhaseBootstrap, "connect: connection refused")
+		c := l.open("w3wp.exe", 4242, 50134, "smps2.shared.lab", PhaseBootstrap)
+		l.emit(c, OpHandshake, 70, "ClientHello trusted host trust_wa1")
+		l.emit(c, OpHandshake, 40, "refused: 3153 Shared secret incorrect")
+		l.close(c)
+		// An event without a phase is drawn as such, not guessed.
+		c = l.connect("w3wp.exe", 4242, 50135, "smps2.shared.lab", "")
+		l.reset(c)
+		return l.evs
+	}
+	storm := func() []Event {
+		l := newNarrLab()
+		for i := range diagMaxProcs + 4 {
+			l.bootstrap("httpd", 5000+i, 41000+i, "smps2.shared.lab")
+		}
+		return l.evs
+	}
+	busy := func() []Event {
+		l := newNarrLab()
+		w := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+		setPhase(PhaseRequests, w...)
+		for i := range 500 {
+			l.do(w[i%2], "IsProtected GET /protected/", "YES")
+			l.do(w[i%2], "Authorize GET /protected/", "YES")
+		}
+		l.send(w[0], "IsProtected GET /")
+		return l.evs
+	}
+	for _, tc := range []struct {
+		name   string
+		evs    []Event
+		procs  int      // lanes the diagram may draw, 0 for all
+		lanes  []string // the lanes, left to right
+		subs   []string // their second lines, when checked
+		more   int      // "… and K more" rows
+		notes  []string // what the page must say it left out
+		counts map[string]int
+	}{
+		{name: "seed", evs: iis(), lanes: []string{"w3wp.exe (4242)", "LLAWP.exe (4250)", "smps1.shared.lab", "smps2.shared.lab"},
+			more: 2, notes: []string{"first 8 requests of a phase", "on 2 connections"},
+			counts: map[string]int{"bootstrap/connect": 2, "hco/connect": 4, "bootstrap/handshake": 6, "hco/handshake": 12,
+				"bootstrap/reset": 2, "management/request": 4}},
+		{name: "ends by the server", evs: peer(), lanes: []string{"w3wp.exe (4242)", "smps1.shared.lab", "smps2.shared.lab"},
+			counts: map[string]int{"requests/reset": 1, "requests/disconnect": 2, "requests/request": 2, "requests/response": 1}},
+		{name: "failures", evs: failures(), lanes: []string{"w3wp.exe (4242)", "smps2.shared.lab", "smps3.shared.lab"},
+			subs: []string{"2 connections, 1 failed", "port 44443 · 2 connections", "port 44443 · 0 connections, 1 failed"},
+			counts: map[string]int{"bootstrap/connect-failed": 1, "bootstrap/connect": 1, "bootstrap/handshake": 2,
+				"none/connect": 1, "none/handshake": 3, "none/reset": 1}},
+		{name: "recycling storm", evs: storm(), procs: diagMaxProcs,
+			notes:  []string{"Only the first 16 processes have a lane", "4 more processes", "httpd (5016)"},
+			counts: map[string]int{"bootstrap/connect": diagMaxProcs, "bootstrap/reset": diagMaxProcs}},
+		{name: "a thousand requests", evs: busy(), lanes: []string{"w3wp.exe (4242)", "smps1.shared.lab"}, more: 2,
+			notes:  []string{"985 more requests, on 2 connections, are summed up in 2 rows"},
+			counts: map[string]int{"requests/request": 1001, "requests/response": 1000}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			page := renderReport(t, Side{Events: tc.evs, Host: "wa1.shared.lab", Servers: narrServers})
+			got, _ := drawnCounts(page)
+			want := eventCounts(tc.evs, "wa1.shared.lab", narrServers, tc.procs)
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("arrows per phase/kind:\n got %v\nwant %v (from the events)", got, want)
+			}
+			// The same counts, stated by hand for the cases a reader checks
+			// against the seed: each connect, handshake message and RST.
+			for k, n := range tc.counts {
+				if got[k] != n {
+					t.Errorf("%s: %d arrows, want %d", k, got[k], n)
+				}
+			}
+			if n := strings.Count(page, `data-kind="more"`); n != tc.more {
+				t.Errorf("%d “more” rows, want %d", n, tc.more)
+			}
+			for _, n := range tc.notes {
+				if !strings.Contains(html.UnescapeString(page), n) {
+					t.Errorf("page does not say %q", n)
+				}
+			}
+
+			d := layoutDiagram(tc.evs, "wa1.shared.lab", narrServers, nil)
+			var lanes, subs []string
+			for _, l := range d.Lanes {
+				lanes = append(lanes, l.Label)
+				subs = append(subs, l.Sub)
+			}
+			if tc.lanes != nil && fmt.Sprint(lanes) != fmt.Sprint(tc.lanes) {
+				t.Errorf("lanes %q, want %q", lanes, tc.lanes)
+			}
+			if tc.subs != nil && fmt.Sprint(subs) != fmt.Sprint(tc.subs) {
+				t.Errorf("lane counts %q, want %q", subs, tc.subs)
+			}
+			procX := map[string]int{}
+			srvX := map[int]bool{}
+			for _, l := range d.Lanes {
+				if l.Server {
+					srvX[l.X] = true
+				} else {
+					procX[l.Label] = l.X
+				}
+			}
+			var last int
+			for _, r := range d.Rows {
+				if r.Y <= last {
+					t.Fatalf("row at y=%d after y=%d: time must go down", r.Y, last)
+				}
+				last = r.Y
+				if r.Kind == "gap" || r.Kind == "lanes" {
+					continue
+				}
+				// Every arrow runs between its process's lane and a
+				// server's, pointing at the one that acted upon the other.
+				p := procX[fmt.Sprintf("%s (%d)", r.Proc, r.PID)]
+				back := r.Kind == KindResponse || strings.HasPrefix(r.Label, "ServerHello") ||
+					strings.HasPrefix(r.Label, "refused") || strings.Contains(r.Label, "by peer")
+				from, to := p, r.To
+				if back {
+					from, to = r.From, p
+				}
+				if r.From != from || r.To != to || !srvX[map[bool]int{true: r.From, false: r.To}[back]] {
+					t.Errorf("%s %q runs from x=%d to x=%d; process lane at %d, back=%v", r.Kind, r.Label, r.From, r.To, p, back)
+				}
+			}
+			if d.Height != last+diagRowH || d.Width <= d.Lanes[len(d.Lanes)-1].X {
+				t.Errorf("diagram %dx%d does not hold its last row (y=%d) and lane", d.Width, d.Height, last)
+			}
+		})
+	}
+}
+
+// TestReportDiagramStops: past diagMaxRows the diagram stops and says at
+// what time, and how many events it left out.
+func TestReportDiagramStops(t *testing.T) {
+	l := newNarrLab()
+	for i := range diagMaxRows {
+		c := l.open("w3wp.exe", 4242, 30000+i, "smps1.shared.lab", PhaseHCO)
+		l.reset(c)
+	}
+	d := layoutDiagram(l.evs, "wa1.shared.lab", narrServers, nil)
+	arrows := 0
+	for _, r := range d.Rows {
+		if r.Kind != "gap" && r.Kind != "lanes" {
+			arrows++
+		}
+	}
+	if arrows != diagMaxRows {
+		t.Errorf("%d arrows, want the cap %d", arrows, diagMaxRows)
+	}
+	var agent []Event
+	for _, e := range l.evs {
+		if e.Proc == "w3wp.exe" {
+			agent = append(agent, e)
+		}
+	}
+	stop := agent[diagMaxRows].T.Local().Format(narrTimeLayout)
+	want := fmt.Sprintf("The diagram stops after %d rows, at %s: %d later events are not drawn.", diagMaxRows, stop, diagMaxRows)
+	if len(d.Notes) != 1 || d.Notes[0] != want {
+		t.Errorf("notes %q, want %q", d.Notes, want)
+	}
+}
+
+// TestReportPage checks the page around the diagram: the steps are
+// Narrate's, the table's rows WriteTable's, each side has its own anchors,
+// a pause is shown, and nothing is fetched when the page is viewed.
+func TestReportPage(t *testing.T) {
+	evs := iis()
+	// smreghost is not an agent: the lab keeps it out of the steps and
+	// the diagram, not out of the table.
+	l := newNarrLab()
+	l.t = evs[0].T.Add(-time.Second)
+	reg := l.connect("smreghost", 99, 50001, "smps2.shared.lab", PhaseAdmin)
+	l.do(reg, "RegisterHost trust_wa1", "SUCCESS")
+	l.close(reg)
+	evs = append(l.evs, evs...)
+	agents := func(e Event) bool { return e.Role == "hla" || e.Role == "llawp" }
+	keep := All(SocketOps, Between("wa1.shared.lab", narrServers...))
+	side := Side{Label: "IIS", Events: evs, Host: "wa1.shared.lab", Servers: narrServers, Agents: agents, Table: keep, TableWhat: "the seed's filter"}
+	other := side
+	other.Label = "again"
+	page := renderReport(t, side, other)
+
+	for _, bad := range []string{"<script", "<link", "src=", "url(", "https:", "@import"} {
+		if strings.Contains(page, bad) {
+			t.Errorf("page has %q: it must need nothing from elsewhere", bad)
+		}
+	}
+	if n := strings.Count(page, "http:"); n != 2 || strings.Count(page, `xmlns="http://www.w3.org/2000/svg"`) != 2 {
+		t.Errorf("%d http: in the page, want only the two diagrams' xmlns", n)
+	}
+
+	var agentEvs []Event
+	for _, e := range evs {
+		if agents(e) {
+			agentEvs = append(agentEvs, e)
+		}
+	}
+	steps := Narrate(agentEvs, "wa1.shared.lab", narrServers)
+	plain := html.UnescapeString(regexp.MustCompile(`<[^>]+>`).ReplaceAllString(page, ""))
+	for _, s := range steps {
+		if strings.Count(plain, fmt.Sprintf("Step %d: %s", s.N, s.Text)) != 2 {
+			t.Errorf("step %d is not on both sides: %s", s.N, s.Text)
+		}
+	}
+	for _, id := range []string{"s0-step-1", "s1-step-1", "s0-row-1", "s1-row-1"} {
+		if strings.Count(page, `id="`+id+`"`) != 1 {
+			t.Errorf("anchor %s is not on the page once", id)
+		}
+	}
+	if strings.Contains(page, "smreghost (99)") {
+		t.Error("smreghost has a lane: the diagram tells the agents only")
+	}
+	if !strings.Contains(plain, "5.0 s later") {
+		t.Error("no row marks the 5 s between two polls")
+	}
+
+	var text bytes.Buffer
+	if err := WriteTable(&text, evs, keep); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, line := range strings.Split(strings.TrimSpace(text.String()), "\n")[1:] {
+		want = append(want, strings.Join(strings.Fields(line), " "))
+	}
+	rowRE := regexp.MustCompile(`(?s)<tr class="op-[a-z]+">(.*?)</tr>`)
+	cellRE := regexp.MustCompile(`<td[^>]*>(.*?)</td>`)
+	rows := rowRE.FindAllStringSubmatch(page, -1)
+	if len(rows) != 2*len(want) {
+		t.Fatalf("%d table rows, want %d on each of 2 sides", len(rows), len(want))
+	}
+	for i, r := range rows[:len(want)] {
+		var cells []string
+		for _, c := range cellRE.FindAllStringSubmatch(r[1], -1) {
+			cells = append(cells, html.UnescapeString(c[1]))
+		}
+		if got := strings.Join(strings.Fields(strings.Join(cells, " ")), " "); got != want[i] {
+			t.Errorf("row %d:\n got %s\nwant %s", i, got, want[i])
+		}
+	}
+	if !strings.Contains(page, fmt.Sprintf("%d rows (the seed&#39;s filter)", len(want))) {
+		t.Error("the table's title does not say its rows and filter")
+	}
+}
+
+func TestWriteReportError(t *testing.T) {
+	err := WriteReport(&failWriter{}, Report{Title: "x", Sides: []Side{{Events: iis(), Host: "wa1.shared.lab"}}})
+	if err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Errorf("error %v, want the writer's", err)
+	}
+}
+
+// TestReportOddTraces: a trace with nothing to draw, or with events out of
+// their usual order, still makes a page, and says what it lacks.
+func TestReportOddTraces(t *testing.T) {
+	l := newNarrLab()
+	c := l.connect("w3wp.exe", 4242, 50135, "smps1.shared.lab", PhaseRequests)
+	orphans := []Event{}
+	for _, e := range l.evs {
+		if e.Proc == "w3wp.exe" && e.Op == OpHandshake {
+			orphans = append(orphans, e)
+		}
+	}
+	l.evs = nil
+	l.answer(c, "IsProtected GET /", "NO") // a response with no request
+	l.reset(c)
+	orphans = append(orphans, l.evs...)
+	var serverOnly []Event
+	for _, e := range iis() {
+		if e.Proc == "smps" {
+			serverOnly = append(serverOnly, e)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		evs    []Event
+		arrows int
+		want   string
+	}{
+		{"empty", nil, 0, "nothing to draw"},
+		{"servers only", serverOnly, 0, "nothing to draw"},
+		{"no connect, no request", orphans, 5, "IsProtected: NO"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			page := renderReport(t, Side{Label: tc.name, Events: tc.evs, Host: "wa1.shared.lab", Servers: narrServers})
+			if _, n := drawnCounts(page); n != tc.arrows {
+				t.Errorf("%d arrows, want %d", n, tc.arrows)
+			}
+			if !strings.Contains(page, tc.want) {
+				t.Errorf("page does not say %q", tc.want)
+			}
+		})
+	}
+}

@@ -3,7 +3,7 @@
 
 GO      ?= go
 BIN     := $(CURDIR)/bin
-FUZZTIME ?= 5s
+FUZZTIME ?= 3s
 BENCHTIME ?= 1s
 
 PROTOC_GEN_GO_VERSION      := v1.36.12

@@ -159,19 +159,29 @@ func TestCaptureMatchesTracePcapng(t *testing.T) {
 		name string
 		lab  string
 		args []string
+		// faults, when set, replaces the lab's workload: and faults:
+		// (failoverLab), to keep the run short.
+		faults string
 	}{
-		{"IIS", "seed", []string{"--requests", "6"}},
+		{"IIS", "seed", []string{"--requests", "6"}, ""},
 		// Recycled children close their pools as they exit, and new ones
 		// bootstrap again: many more connections and closes.
-		{"Apache with recycling", "seed", []string{"--requests", "12", "--model", "apache", "--workers", "2", "--max-requests-per-child", "3"}},
+		{"Apache with recycling", "seed", []string{"--requests", "12", "--model", "apache", "--workers", "2", "--max-requests-per-child", "3"}, ""},
 		// A killed server's sockets are closed by its system, which its
 		// trace cannot show: the rendering must infer the same FINs and
 		// RSTs that the capture shows.
-		{"a Policy Server killed under load", "failover", []string{"--duration", "14s"}},
+		{"a Policy Server killed under load", "failover", nil,
+			"workload: {duration: 5s, rate: 50, concurrency: 4}\nfaults:\n  - {at: 1500ms, server: smps1, action: kill}\n  - {at: 3s, server: smps1, action: restart}\n"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			labFile, ips := ownAddresses(t, "../labs/"+tc.lab+".yaml")
+			var labFile string
+			var ips map[string]string
+			if tc.faults != "" {
+				labFile, ips = failoverLab(t, tc.faults)
+			} else {
+				labFile, ips = ownAddresses(t, "../labs/"+tc.lab+".yaml")
+			}
 			out := t.TempDir()
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()

@@ -248,11 +248,11 @@ func TestSeedLabRun(t *testing.T) {
 func TestSeedLabSocketGrowth(t *testing.T) {
 	labFile, _ := seedLab(t)
 	out := t.TempDir()
-	r := runCmd(t, nil, "agentlab", "run", labFile, "--out", out, "--bin", binDir, "--requests", "400", "--concurrency", "24", "--poll", "1s")
+	r := runCmd(t, nil, "agentlab", "run", labFile, "--out", out, "--bin", binDir, "--requests", "200", "--concurrency", "24", "--poll", "1s")
 	// A second run into the same folder replaces the first: its trace
 	// must show one w3wp.exe, not both runs'.
 	if r.code == 0 {
-		r = runCmd(t, nil, "agentlab", "run", labFile, "--out", out, "--bin", binDir, "--requests", "400", "--concurrency", "24", "--poll", "1s")
+		r = runCmd(t, nil, "agentlab", "run", labFile, "--out", out, "--bin", binDir, "--requests", "200", "--concurrency", "24", "--poll", "1s")
 	}
 	if r.code != 0 {
 		t.Fatalf("agentlab run: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)

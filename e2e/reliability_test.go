@@ -105,7 +105,7 @@ func TestFailoverReliability(t *testing.T) {
 		// half the load.
 		rate = 100
 	}
-	workload := "workload:\n  duration: 9s\n  rate: " + strconv.Itoa(rate) + "\n  concurrency: 8\n"
+	workload := "workload:\n  duration: 7s\n  rate: " + strconv.Itoa(rate) + "\n  concurrency: 8\n"
 	tests := []struct {
 		name   string
 		faults string
@@ -114,11 +114,11 @@ func TestFailoverReliability(t *testing.T) {
 		back  string
 		grace time.Duration // what may pass on top of a health poll
 	}{
-		{"kill", "faults:\n  - {at: 2s, server: smps1, action: kill}\n  - {at: 5s, server: smps1, action: restart}\n", "restart", time.Second},
+		{"kill", "faults:\n  - {at: 2s, server: smps1, action: kill}\n  - {at: 4s, server: smps1, action: restart}\n", "restart", time.Second},
 		// A stalled server accepts the health poll's connection but
 		// answers its handshake only when the stall ends: that poll may
 		// wait up to a RequestTimeout.
-		{"stall", "faults:\n  - {at: 2s, server: smps1, action: stall 3s}\n", "stall", failoverRequestTimeout + time.Second},
+		{"stall", "faults:\n  - {at: 2s, server: smps1, action: stall 2500ms}\n", "stall", failoverRequestTimeout + time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -142,7 +142,7 @@ func TestFailoverReliability(t *testing.T) {
 				}
 			}
 			if tt.name == "stall" {
-				up = up.Add(3 * time.Second) // the stall's end
+				up = up.Add(2500 * time.Millisecond) // the stall's end
 			}
 			state, answer := run.backOnPrimary(up)
 			if state.IsZero() || answer.IsZero() {

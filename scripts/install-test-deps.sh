@@ -14,7 +14,9 @@ set -euo pipefail
 need=()
 command -v tshark >/dev/null || need+=(tshark)
 command -v dumpcap >/dev/null || need+=(wireshark-common)
-command -v chromium >/dev/null || need+=(chromium)
+# With --no-install-recommends chromium comes without a font: the report's
+# screenshot needs one to draw its labels.
+command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 if [ ${#need[@]} -eq 0 ]; then
 	echo "install-test-deps: tshark, dumpcap, chromium and protoc are installed"

@@ -44,6 +44,11 @@ func (r *fields) str(key string, dst *string, line *int, required bool, why stri
 	case !ok:
 	case required && strings.TrimSpace(v) == "":
 		r.fail(n, "%s is empty: %s", key, why)
+	case strings.TrimSpace(v) == "":
+		// An optional key left empty means its default, as if absent
+		// (cryptoprovider= is ETPKI): writing the file afresh then reads
+		// the same.
+		*line = n
 	default:
 		*dst, *line = v, n
 	}

@@ -404,6 +404,11 @@ func collectHalves(evs []Event) ([]*half, error) {
 			if local.Addr().Is4() != remote.Addr().Is4() {
 				return nil, fmt.Errorf("%s: %s and %s are not of one IP version", evWhere(e), e.Local, e.Remote)
 			}
+			if local == remote {
+				// A socket connected to itself: its two directions could
+				// not be told apart in the packets.
+				return nil, fmt.Errorf("%s: local and remote address are both %s", evWhere(e), e.Local)
+			}
 			h = &half{proc: e.Proc, pid: e.PID, conn: e.Conn, client: e.Op == OpConnect,
 				local: local, remote: remote, localStr: e.Local, remoteStr: e.Remote,
 				localHost: e.LocalHost, remoteHost: e.RemoteHost}

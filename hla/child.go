@@ -103,6 +103,8 @@ func (in *Inherited) close() {
 		in.notice.Close()
 		in.notice = nil
 	}
+	// Ends readReattach.
+	in.reattach.Close()
 }
 
 // readReattach hands every line of the reattach pipe to set, until the
@@ -210,7 +212,9 @@ func (a *attachLink) setReattach(cfg string) {
 
 // attached is the connection to the current LLAWP, dialled when needed;
 // it waits for the parent to name an LLAWP (it launches it once every
-// first child is through its HCO phase).
+// first child is through its HCO phase). The dial happens outside the
+// lock and is bounded: an LLAWP that accepts and never answers (stopped,
+// wedged) must not hold up Status or a new reattach config meanwhile.
 func (a *attachLink) attached(ctx context.Context) (*ipc.Attached, error) {
 	for {
 		a.mu.Lock()
@@ -219,23 +223,44 @@ func (a *attachLink) attached(ctx context.Context) (*ipc.Attached, error) {
 			a.mu.Unlock()
 			return att, nil
 		}
-		if a.reattach != "" {
-			att, err := ipc.Attach(ctx, a.reattach)
-			if err == nil {
-				a.att = att
-			}
-			a.mu.Unlock()
-			return att, err
-		}
-		changed := a.changed
+		cfg, changed := a.reattach, a.changed
 		a.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("the httpd parent has named no LLAWP yet: %w", ctx.Err())
-		case <-changed:
+		if cfg == "" {
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("the httpd parent has named no LLAWP yet: %w", ctx.Err())
+			case <-changed:
+				continue
+			}
 		}
+		actx, cancel := context.WithTimeout(ctx, attachTimeout)
+		att, err := ipc.Attach(actx, cfg)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		a.mu.Lock()
+		switch {
+		case a.reattach != cfg:
+			// The parent named another LLAWP meanwhile: dial that one.
+			a.mu.Unlock()
+			att.Close()
+			continue
+		case a.att != nil:
+			// Another caller got there first.
+			mine := a.att
+			a.mu.Unlock()
+			att.Close()
+			return mine, nil
+		}
+		a.att = att
+		a.mu.Unlock()
+		return att, nil
 	}
 }
+
+// attachTimeout bounds one dial of the LLAWP.
+const attachTimeout = 5 * time.Second
 
 // drop forgets a connection that failed, so that the next try dials again.
 func (a *attachLink) drop(att *ipc.Attached) {

@@ -180,7 +180,7 @@ func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink, linkWait 
 	}
 	recycle := make(chan struct{})
 	side := worker{agent: agent, sockets: poolSockets(p)}
-	handler := statusHandler(cfg.ProcName, side.sockets, link, agent)
+	var handler http.Handler = agent
 	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second}
 	if cfg.Prefork {
 		l = newPreforkListener(l)
@@ -192,7 +192,9 @@ func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink, linkWait 
 	if cfg.MaxRequests > 0 {
 		handler = countRequests(handler, cfg.MaxRequests, func() { close(recycle) })
 	}
-	srv.Handler = handler
+	// Outside the count: the lab asking for the LLAWP's status must not
+	// recycle a child.
+	srv.Handler = statusHandler(cfg.ProcName, side.sockets, link, handler)
 	conns := &connCounter{}
 	srv.ConnState = conns.track
 	serveErr := make(chan error, 1)

@@ -105,10 +105,9 @@ func reportSockets(ctx context.Context, l ipc.LLAWP, id ipc.WorkerID, sockets fu
 	t := time.NewTicker(reportEvery)
 	defer t.Stop()
 	for {
-		// Busy moves with every request: the counts that matter to a
-		// reader are the open sockets and their states.
+		// At most one report a tick, however busy the pool.
 		now := sockets()
-		if !sameSockets(now, last) {
+		if !slices.Equal(now, last) {
 			rctx, cancel := context.WithTimeout(ctx, reportEvery)
 			err := l.Report(rctx, id, now)
 			cancel()
@@ -124,12 +123,6 @@ func reportSockets(ctx context.Context, l ipc.LLAWP, id ipc.WorkerID, sockets fu
 		case <-t.C:
 		}
 	}
-}
-
-func sameSockets(a, b []ipc.ServerSockets) bool {
-	return slices.EqualFunc(a, b, func(x, y ipc.ServerSockets) bool {
-		return x.Addr == y.Addr && x.State == y.State && x.Open == y.Open && x.Opened == y.Opened
-	})
 }
 
 // statusHandler answers StatusPath and hands every other request to next.

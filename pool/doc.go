@@ -95,8 +95,10 @@
 // from before the failure and opens new ones, up to MinSocketsPerPort; the
 // first that completes its handshake makes the server up again. For a
 // server that is up it closes the idle sockets the server has closed (its
-// idle timeout, or it went away) and opens new ones in their place; if the
-// server refuses them all, it is Failed: that is how a server that dies
+// idle timeout, or it went away) and opens new ones up to
+// MinSocketsPerPort (sockets above that were the pool's growth under load,
+// and come back only when the load does); if the server refuses them all,
+// it is Failed: that is how a server that dies
 // while it takes no request (a backup, a cluster not in use) is found.
 // Between polls, a request that finds no server up retries the others
 // itself.

@@ -90,8 +90,19 @@ type session struct {
 	peer string
 }
 
+// A nonce is 16 bytes from this package; a peer's may be longer, up to
+// maxNonce.
+const (
+	minNonce = 16
+	maxNonce = 64
+)
+
+// MaxTrustedHostLen bounds a trusted host name in a ClientHello (a host
+// name's own limit).
+const MaxTrustedHostLen = 255
+
 func newNonce() []byte {
-	b := make([]byte, 16)
+	b := make([]byte, minNonce)
 	rand.Read(b)
 	return b
 }
@@ -351,8 +362,16 @@ func ServerHandshake(ctx context.Context, tc *trace.Conn, cfg ServerConfig) (*Se
 	if hello.Version != Version {
 		return refuse(CodeBadVersion, fmt.Sprintf("client version %d, server speaks %d", hello.Version, Version), nil)
 	}
-	if len(hello.ClientNonce) < 16 {
+	// Bounds before anything is logged or written: the hello is read
+	// before any secret is proven, and its nonce goes to the key log and
+	// its name to every log line of the session.
+	switch {
+	case len(hello.ClientNonce) < minNonce:
 		return refuse(CodeNoClientHello, "client nonce too short", nil)
+	case len(hello.ClientNonce) > maxNonce:
+		return refuse(CodeNoClientHello, fmt.Sprintf("client nonce of %d bytes, at most %d", len(hello.ClientNonce), maxNonce), nil)
+	case len(hello.TrustedHost) > MaxTrustedHostLen:
+		return refuse(CodeNoClientHello, fmt.Sprintf("trusted host name of %d bytes, at most %d", len(hello.TrustedHost), MaxTrustedHostLen), nil)
 	}
 	tc.Note(trace.OpHandshake, HeaderSize+len(payload), "ClientHello trusted host "+hello.TrustedHost)
 	if cfg.Reject != nil {

@@ -186,6 +186,23 @@ func TestHandshakeRefusals(t *testing.T) {
 			h.ClientNonce = h.ClientNonce[:15]
 			c.Write(helloFrame(t, h, secret))
 		}},
+		{name: "nonce of 64 KiB (it would go to the key log)", allowAdmin: true, code: CodeNoClientHello, attack: func(t *testing.T, c *net.TCPConn) {
+			priv, _ := ecdh.X25519().GenerateKey(rand.Reader)
+			h := newHello()
+			h.Mode, h.EcdhPublic = tlipb.Mode_MODE_ADMIN, priv.PublicKey().Bytes()
+			h.ClientNonce = make([]byte, 64<<10)
+			c.Write(helloFrame(t, h, nil))
+		}},
+		{name: "nonce one byte too long", code: CodeNoClientHello, attack: func(t *testing.T, c *net.TCPConn) {
+			h := newHello()
+			h.ClientNonce = make([]byte, maxNonce+1)
+			c.Write(helloFrame(t, h, secret))
+		}},
+		{name: "trusted host name too long", code: CodeNoClientHello, attack: func(t *testing.T, c *net.TCPConn) {
+			h := newHello()
+			h.TrustedHost = strings.Repeat("h", MaxTrustedHostLen+1)
+			c.Write(helloFrame(t, h, secret))
+		}},
 		{name: "unknown mode", code: CodeNoClientHello, attack: func(t *testing.T, c *net.TCPConn) {
 			h := newHello()
 			h.Mode = 9

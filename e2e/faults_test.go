@@ -219,7 +219,12 @@ func TestSmpsControl(t *testing.T) {
 	}
 	post := func(path string, code int, body string) {
 		t.Helper()
-		resp, err := http.Post("http://"+control+path, "", nil)
+		req, _ := http.NewRequest(http.MethodPost, "http://"+control+path, nil)
+		// Without it smps refuses: a web page could otherwise POST a fault.
+		if code != http.StatusForbidden {
+			req.Header.Set("X-Agentlab-Control", "1")
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -249,6 +254,10 @@ func TestSmpsControl(t *testing.T) {
 		})
 	}
 	post("/faults/explode", 400, `unknown fault "explode"`)
+	post("/faults/stop-accepting", 403, "needs the header X-Agentlab-Control: 1")
+	if r := register(); r.code != 0 {
+		t.Errorf("smreghost after a refused POST: exit %d\n%s", r.code, r.stderr)
+	}
 	waitForLog(t, logPath, "Fault injection: stopped accepting connections: refusing")
 	waitForLog(t, logPath, "Fault injection: rejecting every handshake with 3153 Bad version")
 	waitForLog(t, logPath, "Handshake error: Bad version")

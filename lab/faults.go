@@ -26,7 +26,6 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/agentlab/agentlab/tli"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -43,6 +42,22 @@ const (
 )
 
 var actionList = "kill, restart, stop-accepting [refuse|queue], reset, stall DURATION, reject-handshakes [CODE] or resume"
+
+// The handshake error codes reject-handshakes may name: tli's
+// CodeNoClientHello (3152) to CodeBadEncryption (3157). lab may not import
+// tli (DESIGN.md); smps checks the range again when told.
+const (
+	minRejectCode = 3152
+	maxRejectCode = 3157
+)
+
+// maxStall is smps's limit on a stall (policyserver.MaxStall): a lab file
+// asking for more fails at once, with its line, not when the fault is due.
+const maxStall = 24 * time.Hour
+
+// controlHeader is what smps requires on a POST to its control API
+// (policyserver.ControlHeader), so that a web page cannot send one.
+const controlHeader = "X-Agentlab-Control"
 
 // AnchorWorkload is the default anchor of a fault's at: the moment the
 // workload starts.
@@ -97,14 +112,17 @@ func ParseFaultAction(s string) (FaultAction, error) {
 		if err != nil || d <= 0 {
 			return FaultAction{}, fmt.Errorf("stall %q: want a positive duration such as 10s", args[0])
 		}
+		if d > maxStall {
+			return FaultAction{}, fmt.Errorf("stall %q: at most %s", args[0], maxStall)
+		}
 		a.For = d
 		return a, tooMany(1)
 	case ActionRejectHandshakes:
 		if len(args) > 0 {
 			n, err := strconv.Atoi(args[0])
-			if err != nil || n < tli.CodeNoClientHello || n > tli.CodeBadEncryption {
+			if err != nil || n < minRejectCode || n > maxRejectCode {
 				return FaultAction{}, fmt.Errorf("reject-handshakes %q: want one of the vendor's handshake error codes %d to %d",
-					args[0], tli.CodeNoClientHello, tli.CodeBadEncryption)
+					args[0], minRejectCode, maxRejectCode)
 			}
 			a.Code = n
 		}
@@ -160,12 +178,15 @@ func (a FaultAction) controlPath() string {
 //     server: smps1   # a policy server of the lab: its host, host:port, or the host's first label
 //     action: kill    # see ParseFaultAction
 type Fault struct {
-	Line   int           // of the item in the lab file
-	At     time.Duration // after the anchor
-	After  string        // the anchor; "" means AnchorWorkload
-	Server string        // as written
+	Line  int           // of the item in the lab file
+	At    time.Duration // after the anchor
+	After string        // the anchor; "" means AnchorWorkload
+	// Server is as written until Validate, then the server's host, or its
+	// host:port when the host has several of the lab's servers.
+	Server string
 	Action FaultAction
 
+	addr       string // the server's host:port, set by Validate: what the run keys it by
 	actionText string
 	problems   []lineError
 }
@@ -274,9 +295,20 @@ func (l *Lab) validateFaults() []error {
 			errs = append(errs, fmt.Errorf("%s:%d: fault %d: %v", l.File, f.Line, i+1, err))
 			continue
 		}
-		f.Server = ps.Host
+		f.Server, f.addr = l.serverName(ps), ps.Addr()
 	}
 	return errs
+}
+
+// serverName is how the faults name a server to a person: its host, unless
+// the host has several of the lab's servers, where the port tells them apart.
+func (l *Lab) serverName(ps PolicyServer) string {
+	for _, o := range l.PolicyServers {
+		if o.Host == ps.Host && o.Port != ps.Port {
+			return ps.Addr()
+		}
+	}
+	return ps.Host
 }
 
 // faultServer finds the lab server a fault names: its host, host:port, or
@@ -300,6 +332,8 @@ func (l *Lab) faultServer(name string) (PolicyServer, error) {
 		return PolicyServer{}, fmt.Errorf("server %q is %d of the lab's policy servers: name one as host:port", name, len(exact))
 	case len(label) == 1:
 		return label[0], nil
+	case len(label) > 1 && !slices.ContainsFunc(label, func(p PolicyServer) bool { return p.Host != label[0].Host }):
+		return PolicyServer{}, fmt.Errorf("server %q is %d of the lab's policy servers: name one as host:port", name, len(label))
 	case len(label) > 1:
 		return PolicyServer{}, fmt.Errorf("server %q could be any of %d hosts: write the whole host name", name, len(label))
 	}
@@ -327,6 +361,7 @@ type FaultRecord struct {
 // faultServerState is one Policy Server as the faults see it.
 type faultServerState struct {
 	ps      PolicyServer
+	name    string // as the faults' records and messages name it
 	addr    string // ip:port it listens on
 	args    []string
 	proc    *Proc // nil once killed
@@ -343,7 +378,7 @@ type faultRunner struct {
 	r      *Run
 	faults []Fault
 
-	servers map[string]*faultServerState
+	servers map[string]*faultServerState // by PolicyServer.Addr: a host may have several
 	ctx     context.Context
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -374,8 +409,20 @@ func (r *Run) faultServerArgs(ps PolicyServer, args []string) []string {
 		r.faults = &faultRunner{r: r, faults: r.Lab.Faults, servers: map[string]*faultServerState{}}
 	}
 	args = append(slices.Clone(args), "--control", r.Lab.Hosts[ps.Host]+":0")
-	r.faults.servers[ps.Host] = &faultServerState{ps: ps, addr: fmt.Sprintf("%s:%d", r.Lab.Hosts[ps.Host], ps.Port), args: args}
+	r.faults.servers[ps.Addr()] = &faultServerState{ps: ps, name: r.Lab.serverName(ps), addr: fmt.Sprintf("%s:%d", r.Lab.Hosts[ps.Host], ps.Port), args: args}
 	return args
+}
+
+// faultServerStarted gives the faults the process of a server that
+// faultServerArgs prepared. The process's name is its host, which two
+// servers may share, so the server says which it is.
+func (r *Run) faultServerStarted(ps PolicyServer, p *Proc) {
+	if r.faults == nil {
+		return
+	}
+	if s := r.faults.servers[ps.Addr()]; s != nil {
+		s.proc = p
+	}
 }
 
 // controlAddr is what smps printed before it said it was ready.
@@ -395,16 +442,16 @@ func (r *Run) startFaults(ctx context.Context) error {
 	if fr == nil {
 		return nil
 	}
-	for _, p := range r.procs {
-		s := fr.servers[p.Name]
-		if s == nil || s.proc != nil {
-			continue
+	for _, ps := range r.Lab.PolicyServers {
+		s := fr.servers[ps.Addr()]
+		if s == nil || s.proc == nil {
+			return fmt.Errorf("policy server %s: no process for its faults", ps.Addr())
 		}
-		addr, err := controlAddr(p)
+		addr, err := controlAddr(s.proc)
 		if err != nil {
 			return err
 		}
-		s.proc, s.control = p, addr
+		s.control = addr
 	}
 	fr.ctx, fr.cancel = context.WithCancel(ctx)
 	fr.done, fr.wake, fr.settled = make(chan struct{}), make(chan struct{}, 1), make(chan struct{})
@@ -412,7 +459,7 @@ func (r *Run) startFaults(ctx context.Context) error {
 	fr.phaseAt, fr.scan = map[string]time.Time{}, map[string]*traceTail{}
 	fr.records = make([]FaultRecord, len(fr.faults))
 	for i, f := range fr.faults {
-		fr.records[i] = FaultRecord{Line: f.Line, When: f.When(), Server: f.Server, Action: f.Action.String(), Address: fr.servers[f.Server].addr}
+		fr.records[i] = FaultRecord{Line: f.Line, When: f.When(), Server: f.Server, Action: f.Action.String(), Address: fr.servers[f.addr].addr}
 		if f.Anchor() == AnchorWorkload {
 			fr.pending++
 		}
@@ -481,7 +528,7 @@ func (r *Run) stopFaults() error {
 	r.files = append(r.files, fr.files...)
 	var errs []error
 	for _, ps := range r.Lab.PolicyServers {
-		s := fr.servers[ps.Host]
+		s := fr.servers[ps.Addr()]
 		if s == nil {
 			continue
 		}
@@ -616,7 +663,7 @@ func (fr *faultRunner) dueAt(i int) time.Time {
 // apply carries out fault i and records it.
 func (fr *faultRunner) apply(i int) {
 	f := fr.faults[i]
-	s := fr.servers[f.Server]
+	s := fr.servers[f.addr]
 	rec := FaultRecord{Line: f.Line, When: f.When(), Server: f.Server, Action: f.Action.String(), Address: s.addr, Time: time.Now()}
 	where := fmt.Sprintf("%s:%d", fr.r.Lab.File, f.Line)
 	var err error
@@ -649,7 +696,7 @@ func (fr *faultRunner) apply(i int) {
 func (fr *faultRunner) kill(s *faultServerState, rec *FaultRecord, where string) error {
 	p := s.proc
 	if p == nil {
-		return fmt.Errorf("%s is not running (killed by an earlier fault)", s.ps.Host)
+		return fmt.Errorf("%s is not running (killed by an earlier fault)", s.name)
 	}
 	rec.PID = p.PID()
 	p.Kill()
@@ -674,7 +721,7 @@ func (fr *faultRunner) restart(s *faultServerState, rec *FaultRecord, where stri
 		s.ended = append(s.ended, p)
 		s.note(p, "stopped (SIGTERM) for the restart at "+where)
 		if err != nil && !strings.Contains(err.Error(), "signal: terminated") {
-			r.progress("stopping %s (pid %d) for its restart: %v", s.ps.Host, rec.PID, err)
+			r.progress("stopping %s (pid %d) for its restart: %v", s.name, rec.PID, err)
 		}
 		how = fmt.Sprintf("pid %d stopped (SIGTERM) and started again", rec.PID)
 	}
@@ -717,7 +764,7 @@ type controlResult struct {
 
 func (fr *faultRunner) control(s *faultServerState, a FaultAction, rec *FaultRecord) error {
 	if s.proc == nil {
-		return fmt.Errorf("%s is not running (killed by an earlier fault; restart it first)", s.ps.Host)
+		return fmt.Errorf("%s is not running (killed by an earlier fault; restart it first)", s.name)
 	}
 	rec.PID = s.proc.PID()
 	ctx, cancel := context.WithTimeout(fr.ctx, 5*time.Second)
@@ -726,18 +773,19 @@ func (fr *faultRunner) control(s *faultServerState, a FaultAction, rec *FaultRec
 	if err != nil {
 		return err
 	}
+	req.Header.Set(controlHeader, "1")
 	resp, err := fr.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("control API of %s (pid %d) at %s: %w", s.ps.Host, rec.PID, s.control, err)
+		return fmt.Errorf("control API of %s (pid %d) at %s: %w", s.name, rec.PID, s.control, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s (pid %d) refused %q: %s", s.ps.Host, rec.PID, a, strings.TrimSpace(string(body)))
+		return fmt.Errorf("%s (pid %d) refused %q: %s", s.name, rec.PID, a, strings.TrimSpace(string(body)))
 	}
 	var res controlResult
 	if err := json.Unmarshal(body, &res); err != nil || res.Done == "" {
-		return fmt.Errorf("%s (pid %d): unreadable control answer %q", s.ps.Host, rec.PID, body)
+		return fmt.Errorf("%s (pid %d): unreadable control answer %q", s.name, rec.PID, body)
 	}
 	rec.Result = res.Done
 	return nil

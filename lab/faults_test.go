@@ -49,6 +49,7 @@ func TestParseFaultAction(t *testing.T) {
 		{"stop-accepting queue", FaultAction{Kind: ActionStopAccepting, Queue: true}, ""},
 		{"stall 10s", FaultAction{Kind: ActionStall, For: 10 * time.Second}, ""},
 		{"stall 1m30s", FaultAction{Kind: ActionStall, For: 90 * time.Second}, ""},
+		{"stall 24h", FaultAction{Kind: ActionStall, For: 24 * time.Hour}, ""},
 		{"reject-handshakes", FaultAction{Kind: ActionRejectHandshakes}, ""},
 		{"reject-handshakes 3157", FaultAction{Kind: ActionRejectHandshakes, Code: 3157}, ""},
 		{"", FaultAction{}, "no action"},
@@ -59,8 +60,14 @@ func TestParseFaultAction(t *testing.T) {
 		{"stall -1s", FaultAction{}, "positive duration"},
 		{"stall 0s", FaultAction{}, "positive duration"},
 		{"stall 1s 2s", FaultAction{}, `unexpected "2s"`},
+		{"stall 24h0m1s", FaultAction{}, `stall "24h0m1s": at most 24h0m0s`},
+		// Its deadline would overflow past year 2262: smps acknowledged it and did nothing.
+		{"stall 2100000h", FaultAction{}, `stall "2100000h": at most 24h0m0s`},
 		{"stop-accepting drop", FaultAction{}, `stop-accepting "drop"`},
 		{"reject-handshakes 42", FaultAction{}, "3152 to 3157"},
+		{"reject-handshakes 3151", FaultAction{}, "3152 to 3157"},
+		{"reject-handshakes 3158", FaultAction{}, "3152 to 3157"},
+		{"reject-handshakes 3152", FaultAction{Kind: ActionRejectHandshakes, Code: 3152}, ""},
 		{"reject-handshakes x", FaultAction{}, "3152 to 3157"},
 		{"Kill", FaultAction{}, "unknown action"},
 	}
@@ -128,6 +135,7 @@ func TestParseFaultsRejects(t *testing.T) {
 		{"unknown action", "  - {at: 1s, server: smps1, action: explode}", []string{`1: fault 1: unknown action "explode"`}},
 		{"stall without a duration", "  - {server: smps1, action: stall}", []string{"1: fault 1: stall needs a duration"}},
 		{"bad code", "  - {server: smps1, action: reject-handshakes 9}", []string{"1: fault 1: reject-handshakes \"9\""}},
+		{"stall too long", "  - {server: smps1, action: stall 2100000h}", []string{`1: fault 1: stall "2100000h": at most 24h0m0s`}},
 		{"unknown server", "  - {server: smps9, action: kill}", []string{`1: fault 1: server "smps9" is not one of the lab's policy servers (smps1.shared.lab, smps2.shared.lab, smps10.other.lab)`}},
 		{"no server", "  - {action: kill}", []string{"1: fault 1: the fault names no server"}},
 		{"no action", "  - {server: smps1}", []string{"1: fault 1: the fault has no action"}},
@@ -219,6 +227,7 @@ func FuzzParseFaults(f *testing.F) {
 	f.Add("  - {server: smps1, action: stop-accepting queue}\n  - {server: smps1, action: resume}\n")
 	f.Add("  - [a, b]\n")
 	f.Add("  - {at: , server: , action: }\n")
+	f.Add("  - {server: smps1, action: stall 2100000h}\n")
 	f.Fuzz(func(t *testing.T, faults string) {
 		l, err := Parse("lab.yaml", "", []byte(faultLab+"faults:\n"+faults))
 		if err != nil {
@@ -231,8 +240,11 @@ func FuzzParseFaults(f *testing.F) {
 			return
 		}
 		for _, f := range l.Faults {
-			if _, err := l.faultServer(f.Server); err != nil || !slices.Contains(l.ServerHosts(), f.Server) {
-				t.Fatalf("accepted server %q: %v", f.Server, err)
+			if ps, err := l.faultServer(f.Server); err != nil || f.addr != ps.Addr() || f.Server != ps.Host && f.Server != ps.Addr() {
+				t.Fatalf("accepted server %q (%s): %+v, %v", f.Server, f.addr, ps, err)
+			}
+			if f.Action.Kind == ActionStall && f.Action.For > maxStall {
+				t.Fatalf("accepted %s", f.Action)
 			}
 			if f.At < 0 || !slices.Contains(append(slices.Clone(faultPhases), AnchorWorkload), f.Anchor()) {
 				t.Fatalf("accepted at %s after %q", f.At, f.After)
@@ -243,6 +255,104 @@ func FuzzParseFaults(f *testing.F) {
 			}
 		}
 	})
+}
+
+// twoOnOneHost is a lab with two Policy Servers on smps1.shared.lab.
+const twoOnOneHost = `name: x
+hosts: {wa1: 127.0.0.11, smps1.shared.lab: 127.0.0.21, smps2.shared.lab: 127.0.0.22}
+policy_servers:
+  - {host: smps1.shared.lab, port: 44443}
+  - {host: smps1.shared.lab, port: 44444}
+  - {host: smps2.shared.lab, port: 44443}
+web_server: {host: wa1, http_port: 8080, trusted_host: t, host_config_object: h, agent_config_object: a, bootstrap: [smps2.shared.lab]}
+admin: {user: a, password: b}
+user: {name: u, password: p}
+faults:
+`
+
+// TestFaultServersOnOneHost: where a host has two servers, a fault names
+// one by host:port, and is kept on that one, not on its host.
+func TestFaultServersOnOneHost(t *testing.T) {
+	cases := []struct {
+		server           string
+		wantName, wantAt string // Fault.Server and the address the run keys it by
+		err              string
+	}{
+		{"smps1.shared.lab:44444", "smps1.shared.lab:44444", "smps1.shared.lab:44444", ""},
+		{"smps1.shared.lab:44443", "smps1.shared.lab:44443", "smps1.shared.lab:44443", ""},
+		{"smps2", "smps2.shared.lab", "smps2.shared.lab:44443", ""},
+		{"smps2.shared.lab:44443", "smps2.shared.lab", "smps2.shared.lab:44443", ""},
+		{"smps1.shared.lab", "", "", `server "smps1.shared.lab" is 2 of the lab's policy servers: name one as host:port`},
+		{"smps1", "", "", `server "smps1" is 2 of the lab's policy servers: name one as host:port`},
+		{"smps1.shared.lab:44445", "", "", "is not one of the lab's policy servers"},
+	}
+	for _, c := range cases {
+		t.Run(c.server, func(t *testing.T) {
+			l, err := Parse("lab.yaml", "", []byte(twoOnOneHost+"  - {server: \""+c.server+"\", action: kill}\n"))
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Errorf("%v, want an error saying %q", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f := l.Faults[0]; f.Server != c.wantName || f.addr != c.wantAt {
+				t.Errorf("server %q keyed by %q, want %q keyed by %q", f.Server, f.addr, c.wantName, c.wantAt)
+			}
+		})
+	}
+}
+
+// TestFaultRunnerOnOneHost: a kill and a restart of one of two servers on
+// one host act on that one; the other one goes on and takes its own faults.
+func TestFaultRunnerOnOneHost(t *testing.T) {
+	fc := newFakeControl(t)
+	l, err := Parse("lab.yaml", "", []byte(twoOnOneHost+`  - {server: "smps1.shared.lab:44444", action: kill}
+  - {at: 50ms, server: "smps1.shared.lab:44443", action: stall 1s}
+  - {at: 100ms, server: "smps1.shared.lab:44444", action: restart}
+  - {at: 150ms, server: "smps1.shared.lab:44444", action: reset}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Run{Lab: l, Opts: Options{Out: t.TempDir(), BinDir: fakeSmps(t, strings.TrimPrefix(fc.srv.URL, "http://")), StartTimeout: 5 * time.Second}}
+	startFakeServers(t, r)
+	port43, port44 := r.procs[0], r.procs[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := r.startFaults(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.faultsWorkloadStarted()
+	if err := r.awaitFaults(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.stopFaults(); err != nil {
+		t.Fatal(err)
+	}
+	recs := r.summary.Faults
+	if recs[0].PID != port44.PID() || recs[0].Server != "smps1.shared.lab:44444" || recs[0].Address != "127.0.0.21:44444" {
+		t.Errorf("kill record %+v: want pid %d (the :44444 server) at 127.0.0.21:44444", recs[0], port44.PID())
+	}
+	if recs[1].PID != port43.PID() || recs[1].Address != "127.0.0.21:44443" || !recs[1].Applied {
+		t.Errorf("stall record %+v: want pid %d (the :44443 server)", recs[1], port43.PID())
+	}
+	if recs[2].PID != 0 || recs[2].NewPID == 0 || recs[2].Address != "127.0.0.21:44444" {
+		t.Errorf("restart record %+v: want a new pid and no old one (the server was down)", recs[2])
+	}
+	if recs[3].PID != recs[2].NewPID {
+		t.Errorf("reset record %+v: want the restarted pid %d", recs[3], recs[2].NewPID)
+	}
+	select {
+	case <-port43.Done():
+		t.Error("the :44443 server was stopped by faults on the :44444 one")
+	default:
+	}
+	if len(r.infos) != 1 || r.infos[0].PID != port44.PID() {
+		t.Errorf("ended processes %+v: want only the :44444 server, pid %d", r.infos, port44.PID())
+	}
 }
 
 // fakeControl is an smps control API that records what it was told.
@@ -256,6 +366,11 @@ type fakeControl struct {
 func newFakeControl(t *testing.T) *fakeControl {
 	fc := &fakeControl{}
 	fc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// As smps does: a POST without the header is not from the lab.
+		if r.Header.Get("X-Agentlab-Control") != "1" {
+			http.Error(w, "smps control: a POST needs the header X-Agentlab-Control: 1", http.StatusForbidden)
+			return
+		}
 		fc.mu.Lock()
 		fc.got = append(fc.got, r.Method+" "+r.URL.RequestURI())
 		fc.when = append(fc.when, time.Now())
@@ -301,6 +416,7 @@ func startFakeServers(t *testing.T, r *Run) {
 			t.Fatal(err)
 		}
 		r.procs = append(r.procs, p)
+		r.faultServerStarted(ps, p)
 	}
 	t.Cleanup(r.stopAll)
 }

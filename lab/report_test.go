@@ -1,7 +1,11 @@
 package lab
 
 import (
+	"context"
 	"html"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -113,5 +117,63 @@ func TestWriteCompareReport(t *testing.T) {
 	b, _ := os.ReadFile(path)
 	if n := strings.Count(string(b), `<svg class="seq"`); n != 3 {
 		t.Errorf("%d diagrams, want one per run", n)
+	}
+}
+
+// TestLLAWPStatusFile: a run's llawp-status.json is its own: a new run
+// clears the previous one's, and the report lists the file only when the
+// run wrote it.
+func TestLLAWPStatusFile(t *testing.T) {
+	evs := newEvb().startup("w3wp.exe", 100, "hla").startup("LLAWP.exe", 101, "llawp").evs
+	for _, tc := range []struct {
+		name string
+		code int
+		want bool
+	}{
+		{"fetched", http.StatusOK, true},
+		{"not fetched", http.StatusServiceUnavailable, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(tc.code)
+				io.WriteString(w, `{"proc": "w3wp.exe", "pid": 100, "llawp": {"pid": 101, "phase": "requests"}}`)
+			}))
+			defer srv.Close()
+			out := t.TempDir()
+			stale := filepath.Join(out, LLAWPStatusFile)
+			if err := os.WriteFile(stale, []byte(`{"proc": "from the previous run"}`), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			keep := filepath.Join(out, "notes.txt")
+			os.WriteFile(keep, nil, 0o644)
+			if _, err := clearPreviousRun(out); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(keep); err != nil {
+				t.Errorf("a file that is no run's was removed: %v", err)
+			}
+			l, err := Seed()
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &Run{Lab: l, Opts: Options{Out: out}}
+			r.summary.WebServerURL = srv.URL + "/"
+			if err := r.fetchLLAWPStatus(context.Background()); (err == nil) != tc.want {
+				t.Errorf("fetchLLAWPStatus: %v", err)
+			}
+			_, err = os.Stat(stale)
+			if exists := err == nil; exists != tc.want {
+				t.Errorf("%s exists: %v, want %v", LLAWPStatusFile, exists, tc.want)
+			}
+			var b strings.Builder
+			r.Report(&b, evs, false)
+			line := regexp.MustCompile(`Everything is in .*`).FindString(b.String())
+			if line == "" {
+				t.Fatalf("no list of files:\n%s", b.String())
+			}
+			if listed := strings.Contains(line, LLAWPStatusFile); listed != tc.want {
+				t.Errorf("the report lists %s: %v, want %v: %q", LLAWPStatusFile, listed, tc.want, line)
+			}
+		})
 	}
 }

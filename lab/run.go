@@ -106,12 +106,15 @@ type Summary struct {
 	Processes    []ProcInfo `json:"processes"`
 	Events       int        `json:"events"`
 	Requests     struct {
-		Sent       int     `json:"sent"`
-		Succeeded  int     `json:"succeeded"`
-		Failed     int     `json:"failed"`
-		Challenges int     `json:"challenges"`
-		P50ms      float64 `json:"p50_ms"`
-		P99ms      float64 `json:"p99_ms"`
+		Sent       int `json:"sent"`
+		Succeeded  int `json:"succeeded"`
+		Failed     int `json:"failed"`
+		Challenges int `json:"challenges"`
+		// Skipped are the rate's slots the browsers were all too busy
+		// to take (a stalled server): not sent late in a burst.
+		Skipped int     `json:"skipped,omitempty"`
+		P50ms   float64 `json:"p50_ms"`
+		P99ms   float64 `json:"p99_ms"`
 		// MaxMs is the slowest page load that worked: how long a
 		// failover held a browser.
 		MaxMs float64 `json:"max_ms"`
@@ -144,7 +147,10 @@ type Run struct {
 	infos     []ProcInfo
 	summary   Summary
 	llawp     *llawpView // the LLAWP's status after the workload
-	faults    *faultRunner
+	// llawpWritten: LLAWPStatusFile is this run's; a failed fetch or
+	// write leaves it out of the report's list of files.
+	llawpWritten bool
+	faults       *faultRunner
 }
 
 func (r *Run) progress(format string, a ...any) {
@@ -270,6 +276,7 @@ func (r *Run) startPolicyServers(ctx context.Context) error {
 			return fmt.Errorf("Policy Server %s: %w (see %s)\n%s", ps.Host, err, r.path(ps.Host+".stderr"), strings.TrimSpace(string(out)))
 		}
 		r.procs = append(r.procs, p)
+		r.faultServerStarted(ps, p)
 	}
 	return nil
 }
@@ -419,6 +426,10 @@ func (r *Run) workload(ctx context.Context, web *Proc) error {
 	}.Run(ctx)
 	q := &r.summary.Requests
 	q.Sent, q.Succeeded, q.Failed, q.Challenges, q.Errors = res.Sent, res.Succeeded, res.Failed, res.Challenges, res.Errors
+	q.Skipped = res.Skipped
+	if res.Skipped > 0 {
+		r.progress("%d page loads not sent: every browser was busy at their time (skipped rather than sent late in a burst; more browsers with --concurrency)", res.Skipped)
+	}
 	q.P50ms = float64(res.Percentile(50).Microseconds()) / 1000
 	q.P99ms = float64(res.Percentile(99).Microseconds()) / 1000
 	q.MaxMs = float64(res.Percentile(100).Microseconds()) / 1000
@@ -590,7 +601,7 @@ func agentProcs(evs []trace.Event, started []ProcInfo, web string) []ProcInfo {
 // the folder, so a second run would otherwise count the first run's polls
 // and narrate both runs' processes.
 var runFiles = []string{"*.trace.jsonl", "trace.jsonl", "*.log", "*.log.*", "*.jsonl", "*.stderr",
-	"summary.json", "SmHost.conf", "WebAgent.conf", "hosts", "registrations.yaml", "registrations.yaml.lock", ReportFile, PcapngFile}
+	"summary.json", LLAWPStatusFile, "SmHost.conf", "WebAgent.conf", "hosts", "registrations.yaml", "registrations.yaml.lock", ReportFile, PcapngFile}
 
 func clearPreviousRun(dir string) (int, error) {
 	n := 0
@@ -648,7 +659,11 @@ func (r *Run) Report(w io.Writer, evs []trace.Event, all bool) {
 		trace.WriteNarrative(w, trace.Narrate(agents, l.WebServer.Host, servers))
 		r.writeLLAWPStatus(w)
 		fmt.Fprintf(w, "\nThe lab polled management every %s (the vendor's default is 30s).\n", sum.PollInterval)
-		fmt.Fprintf(w, "Everything is in %s: trace.jsonl, each process's log, WA.log, SmHost.conf, WebAgent.conf, summary.json, llawp-status.json.\n", r.Opts.Out)
+		files := "trace.jsonl, each process's log, WA.log, SmHost.conf, WebAgent.conf, summary.json"
+		if r.llawpWritten {
+			files += ", " + LLAWPStatusFile
+		}
+		fmt.Fprintf(w, "Everything is in %s: %s.\n", r.Opts.Out, files)
 		if p := r.PcapngPath(); p != "" {
 			fmt.Fprintf(w, "Open %s in Wireshark: the connections rendered from the trace, each packet's process in its comment.\n", p)
 			if r.Opts.KeyLog != "" {
@@ -665,5 +680,9 @@ func (r *Run) Report(w io.Writer, evs []trace.Event, all bool) {
 		}
 	}
 	q := sum.Requests
-	fmt.Fprintf(w, "requests: %d sent, %d succeeded, %d failed\n", q.Sent, q.Succeeded, q.Failed)
+	fmt.Fprintf(w, "requests: %d sent, %d succeeded, %d failed", q.Sent, q.Succeeded, q.Failed)
+	if q.Skipped > 0 {
+		fmt.Fprintf(w, ", %d skipped (every browser busy)", q.Skipped)
+	}
+	fmt.Fprintln(w)
 }

@@ -11,6 +11,10 @@ import (
 	"time"
 )
 
+// LLAWPStatusFile is the LLAWP's status at the end of the workload, in the
+// run's folder.
+const LLAWPStatusFile = "llawp-status.json"
+
 // statusPath is where a web worker answers with its LLAWP's Status (hla's
 // StatusPath; lab does not import hla, DESIGN.md).
 const statusPath = "agentlab/status"
@@ -39,7 +43,7 @@ type llawpView struct {
 
 // fetchLLAWPStatus asks the web server, once the workload is done, what
 // its LLAWP sees: every registered worker with its sockets per Policy
-// Server. It keeps the answer as llawp-status.json.
+// Server. It keeps the answer as LLAWPStatusFile.
 func (r *Run) fetchLLAWPStatus(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -65,7 +69,11 @@ func (r *Run) fetchLLAWPStatus(ctx context.Context) error {
 		return fmt.Errorf("LLAWP status from %s: %w", url, err)
 	}
 	r.llawp = &v
-	return os.WriteFile(r.path("llawp-status.json"), body, 0o644)
+	if err := os.WriteFile(r.path(LLAWPStatusFile), body, 0o644); err != nil {
+		return err
+	}
+	r.llawpWritten = true
+	return nil
 }
 
 // writeLLAWPStatus prints the LLAWP's view of its workers.

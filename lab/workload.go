@@ -27,8 +27,10 @@ type Workload struct {
 	Requests int
 	Duration time.Duration
 	// Rate spaces page loads to this many per second across all browsers,
-	// on average (slower when every browser is busy); 0: as fast as the
-	// browsers go. A steady rate is what makes a failover readable in time.
+	// on average; 0: as fast as the browsers go. A steady rate is what
+	// makes a failover readable in time. When every browser is busy (a
+	// server stalls), the slots they miss by more than one interval are
+	// skipped, and counted, not sent in a burst once the server answers.
 	Rate        float64
 	Concurrency int // browsers; each has its own cookie jar
 }
@@ -103,13 +105,15 @@ func (s WorkloadSpec) describe() string {
 
 // WorkloadResult counts page loads; every figure is measured.
 type WorkloadResult struct {
-	Sent       int           `json:"sent"`
-	Succeeded  int           `json:"succeeded"`
-	Failed     int           `json:"failed"`
-	Challenges int           `json:"challenges"`
-	Errors     []string      `json:"errors,omitempty"`
-	Elapsed    time.Duration `json:"-"`
-	Latencies  []time.Duration
+	Sent       int `json:"sent"`
+	Succeeded  int `json:"succeeded"`
+	Failed     int `json:"failed"`
+	Challenges int `json:"challenges"`
+	// Skipped are the rate's slots no browser was free to take in time.
+	Skipped   int           `json:"skipped,omitempty"`
+	Errors    []string      `json:"errors,omitempty"`
+	Elapsed   time.Duration `json:"-"`
+	Latencies []time.Duration
 }
 
 // Percentile of the page-load latencies (p in 0..100).
@@ -134,8 +138,13 @@ func (w Workload) Run(ctx context.Context) *WorkloadResult {
 	}
 	res := &WorkloadResult{}
 	var mu sync.Mutex
-	var next atomic.Int64
+	var next, started, skipped atomic.Int64
 	start := time.Now()
+	counted := w.Requests > 0 || w.Duration == 0
+	var interval time.Duration
+	if w.Rate > 0 {
+		interval = time.Duration(float64(time.Second) / w.Rate)
+	}
 	// The duration ends the sending, not the page loads under way: one cut
 	// off at the deadline would count as a failure the agent never made.
 	over := func(t time.Time) bool { return w.Duration > 0 && !t.Before(start.Add(w.Duration)) }
@@ -147,19 +156,36 @@ func (w Workload) Run(ctx context.Context) *WorkloadResult {
 			jar, _ := cookiejar.New(nil)
 			client := &http.Client{Jar: jar, Timeout: 90 * time.Second}
 			for {
-				i := int(next.Add(1)) - 1
-				if (w.Requests > 0 || w.Duration == 0) && i >= w.Requests || ctx.Err() != nil {
+				if counted && started.Load() >= int64(w.Requests) || ctx.Err() != nil {
 					return
 				}
-				slot := time.Now()
 				if w.Rate > 0 {
-					slot = start.Add(time.Duration(float64(i) / w.Rate * float64(time.Second)))
+					i := next.Add(1) - 1
+					slot := start.Add(time.Duration(float64(i) / w.Rate * float64(time.Second)))
+					if over(slot) {
+						return
+					}
+					// Sending the missed slots at once would be load the lab
+					// never asked for, and would run past the duration.
+					if time.Since(slot) > interval {
+						skipped.Add(1)
+						continue
+					}
+					if !sleepUntil(ctx, slot) {
+						return
+					}
 				}
-				if over(slot) || !sleepUntil(ctx, slot) {
+				// The slot's time alone is not enough: a browser back from
+				// a slow page load may be past the end.
+				if over(time.Now()) {
+					return
+				}
+				n := started.Add(1) - 1
+				if counted && n >= int64(w.Requests) {
 					return
 				}
 				t0 := time.Now()
-				challenged, err := w.pageLoad(ctx, client, w.Paths[i%len(w.Paths)])
+				challenged, err := w.pageLoad(ctx, client, w.Paths[n%int64(len(w.Paths))])
 				d := time.Since(t0)
 				mu.Lock()
 				res.Sent++
@@ -185,6 +211,7 @@ func (w Workload) Run(ctx context.Context) *WorkloadResult {
 	}
 	wg.Wait()
 	res.Elapsed = time.Since(start)
+	res.Skipped = int(skipped.Load())
 	return res
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -48,6 +50,82 @@ func TestWorkloadLimits(t *testing.T) {
 	cancel()
 	if res := (Workload{BaseURL: srv.URL, Duration: time.Minute, Rate: 5}).Run(ctx); res.Sent != 0 {
 		t.Errorf("a canceled workload sent %d", res.Sent)
+	}
+}
+
+// TestWorkloadBehindRate: browsers that fall behind the rate skip the
+// slots they missed, and count them, rather than sending them in a burst
+// once the server answers again; the run ends at its duration.
+func TestWorkloadBehindRate(t *testing.T) {
+	cases := []struct {
+		name string
+		w    Workload
+		// slow tells how long the server takes with a request, by when
+		// it arrives after the start.
+		slow                   func(since time.Duration) time.Duration
+		minSent, maxSent       int
+		minSkipped, maxSkipped int
+		slots                  int // sent + skipped: every slot before the end
+	}{
+		// The reviewer's case: 1 s at 100/s against a 20 ms server took 2.07 s.
+		{"a slow server", Workload{Duration: time.Second, Rate: 100}, func(time.Duration) time.Duration { return 20 * time.Millisecond },
+			20, 60, 40, 80, 100},
+		// A stall of the first 300 ms holds all four browsers until about
+		// 450 ms: the slots in between are skipped, not sent at once.
+		{"a stall", Workload{Duration: time.Second, Rate: 20, Concurrency: 4}, func(since time.Duration) time.Duration {
+			if since < 300*time.Millisecond {
+				return 400 * time.Millisecond
+			}
+			return 0
+		}, 13, 18, 2, 7, 20},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var arrivals []time.Duration
+			var start time.Time
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				since := time.Since(start)
+				mu.Lock()
+				arrivals = append(arrivals, since)
+				mu.Unlock()
+				time.Sleep(c.slow(since))
+			}))
+			defer srv.Close()
+			w := c.w
+			w.BaseURL, w.Paths = srv.URL, []string{"/"}
+			start = time.Now()
+			res := w.Run(context.Background())
+			took := time.Since(start)
+			// The end: the duration, and the page loads under way then.
+			if limit := c.w.Duration + 300*time.Millisecond; took > limit {
+				t.Errorf("took %s, want at most %s", took, limit)
+			}
+			if res.Sent < c.minSent || res.Sent > c.maxSent || res.Skipped < c.minSkipped || res.Skipped > c.maxSkipped || res.Failed != 0 {
+				t.Errorf("sent %d (failed %d), skipped %d; want %d to %d sent, %d to %d skipped",
+					res.Sent, res.Failed, res.Skipped, c.minSent, c.maxSent, c.minSkipped, c.maxSkipped)
+			}
+			if n := res.Sent + res.Skipped; n < c.slots-1 || n > c.slots {
+				t.Errorf("sent %d + skipped %d = %d, want the %d slots", res.Sent, res.Skipped, n, c.slots)
+			}
+			// No burst: less than half an interval holds at most two page
+			// loads (one slot, and one taken late within its interval).
+			window := time.Duration(float64(time.Second) / c.w.Rate * 0.4)
+			mu.Lock()
+			defer mu.Unlock()
+			slices.Sort(arrivals)
+			for i := range arrivals {
+				j := i
+				for j < len(arrivals) && arrivals[j]-arrivals[i] < window {
+					j++
+				}
+				if j-i > 2 {
+					t.Errorf("%d page loads within %s from %s: a burst (%v)", j-i, window, arrivals[i], arrivals)
+					break
+				}
+			}
+			t.Logf("sent %d, skipped %d in %s", res.Sent, res.Skipped, took)
+		})
 	}
 }
 

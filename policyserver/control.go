@@ -16,11 +16,21 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
 // ControlPrefix is the path under which the fault commands live.
 const ControlPrefix = "/faults"
+
+// ControlHeader must be on every POST, with the value 1. A browser sends
+// a custom header only after a CORS preflight, which the control API
+// never answers, so a web page the user visits cannot POST a fault.
+const ControlHeader = "X-Agentlab-Control"
+
+// MaxStall caps a stall: a stall is for watching a timeout happen, and
+// far longer durations overflow the Unix-nanosecond deadline it is kept in.
+const MaxStall = 24 * time.Hour
 
 // ParseFaultCommand reads a command from a control request's path and
 // query: /faults/stop-accepting[?mode=refuse|queue], /faults/reset,
@@ -44,7 +54,9 @@ func ParseFaultCommand(path, rawQuery string) (FaultCommand, error) {
 		return FaultCommand{}, fmt.Errorf("unknown fault %q: want %s", action, faultActions)
 	}
 	for k, vs := range q {
-		if k != param {
+		// param == "" for actions without one: an empty key (?=x) must
+		// not pass as that parameter.
+		if k != param || param == "" {
 			if param == "" {
 				return FaultCommand{}, fmt.Errorf("%s takes no parameter, got %q", action, k)
 			}
@@ -75,6 +87,9 @@ func ParseFaultCommand(path, rawQuery string) (FaultCommand, error) {
 		if err != nil || d <= 0 {
 			return FaultCommand{}, fmt.Errorf("stall for %q: want a positive duration such as 10s", v)
 		}
+		if d > MaxStall {
+			return FaultCommand{}, fmt.Errorf("stall for %q: at most %s", v, MaxStall)
+		}
 		cmd.For = d
 	case FaultRejectHandshakes:
 		cmd.Code = DefaultRejectCode
@@ -97,6 +112,13 @@ func ParseFaultCommand(path, rawQuery string) (FaultCommand, error) {
 // line of text naming what was wrong.
 func (s *Server) ControlHandler() http.Handler {
 	mux := http.NewServeMux()
+	guarded := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if msg := controlRefusal(r); msg != "" {
+			http.Error(w, "smps control: "+msg, http.StatusForbidden)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 	mux.HandleFunc(ControlPrefix, func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
@@ -123,7 +145,26 @@ func (s *Server) ControlHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, res)
 	})
-	return mux
+	return guarded
+}
+
+// controlRefusal says why a request is refused, or "". The Host check
+// defeats DNS rebinding: a page whose name was made to resolve to a
+// loopback address still sends its own name as Host.
+func controlRefusal(r *http.Request) string {
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if local == nil {
+		return "no listener address to check the Host header against"
+	}
+	want, err := netip.ParseAddrPort(local.String())
+	got, gerr := netip.ParseAddrPort(r.Host)
+	if err != nil || gerr != nil || got.Addr().Unmap() != want.Addr().Unmap() || got.Port() != want.Port() {
+		return fmt.Sprintf("Host %q is not this listener's address %s", r.Host, local)
+	}
+	if r.Method == http.MethodPost && r.Header.Get(ControlHeader) != "1" {
+		return fmt.Sprintf("a POST needs the header %s: 1", ControlHeader)
+	}
+	return ""
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -146,10 +187,27 @@ func ListenControl(addr string) (net.Listener, error) {
 	return net.Listen("tcp", addr)
 }
 
+// controlLimits bound what a control client can hold: a lab sends one short
+// request at a time, so anything slower or more is a client to drop.
+type controlLimits struct {
+	read, write, idle time.Duration
+	conns             int
+}
+
+var defaultControlLimits = controlLimits{read: 5 * time.Second, write: 5 * time.Second, idle: 30 * time.Second, conns: 16}
+
 // ServeControl serves the control API on l until ctx ends; it returns nil
 // after a cancel.
 func (s *Server) ServeControl(ctx context.Context, l net.Listener) error {
-	hs := &http.Server{Handler: s.ControlHandler(), ReadHeaderTimeout: 5 * time.Second}
+	return s.serveControl(ctx, l, defaultControlLimits)
+}
+
+func (s *Server) serveControl(ctx context.Context, l net.Listener, lim controlLimits) error {
+	// IdleTimeout matters most: without it a kept-alive connection that
+	// sent a few bytes of its next request waits with no deadline at all.
+	hs := &http.Server{Handler: s.ControlHandler(), ReadHeaderTimeout: lim.read, ReadTimeout: lim.read,
+		WriteTimeout: lim.write, IdleTimeout: lim.idle}
+	l = &limitListener{Listener: l, slots: make(chan struct{}, lim.conns)}
 	stop := context.AfterFunc(ctx, func() { hs.Close() })
 	defer stop()
 	err := hs.Serve(l)
@@ -157,4 +215,48 @@ func (s *Server) ServeControl(ctx context.Context, l net.Listener) error {
 		return nil
 	}
 	return fmt.Errorf("policy server %s: control API on %s: %w", s.cfg.Name, l.Addr(), err)
+}
+
+// limitListener closes a connection at once when slots are all taken,
+// rather than queueing it: a waiting connection would hold a descriptor
+// just as an open one does.
+type limitListener struct {
+	net.Listener
+	slots chan struct{}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case l.slots <- struct{}{}:
+			return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+		default:
+			c.Close()
+		}
+	}
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+// CloseWrite passes through: net/http half-closes before it closes, so that
+// a client reads an error answer rather than a reset.
+func (c *limitConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }

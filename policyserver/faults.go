@@ -401,8 +401,8 @@ func (s *Server) Apply(cmd FaultCommand) (FaultResult, error) {
 		res.Reset = s.ResetConnections()
 		res.Done = fmt.Sprintf("reset %d connections", res.Reset)
 	case FaultStall:
-		if cmd.For <= 0 {
-			return res, fmt.Errorf("stall needs a positive duration, got %s", cmd.For)
+		if cmd.For <= 0 || cmd.For > MaxStall {
+			return res, fmt.Errorf("stall needs a positive duration of at most %s, got %s", MaxStall, cmd.For)
 		}
 		f.setStall(time.Now().Add(cmd.For).UnixNano())
 		res.Done = fmt.Sprintf("stalling every reply for %s", cmd.For)

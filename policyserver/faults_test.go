@@ -4,13 +4,16 @@ package policyserver
 // on a real socket, never through the server's own state alone.
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"syscall"
@@ -278,6 +281,7 @@ func TestFaultApplyRejects(t *testing.T) {
 	}{
 		{FaultCommand{Action: "explode"}, `unknown fault "explode"`},
 		{FaultCommand{Action: FaultStall}, "positive duration"},
+		{FaultCommand{Action: FaultStall, For: 2100000 * time.Hour}, "at most 24h0m0s"},
 		{FaultCommand{Action: FaultRejectHandshakes, Code: 42}, "3152 to 3157"},
 	}
 	for _, c := range cases {
@@ -299,6 +303,7 @@ func TestParseFaultCommand(t *testing.T) {
 		{"/faults/stop-accepting", "mode=queue", FaultCommand{Action: FaultStopAccepting, Queue: true}, ""},
 		{"/faults/reset", "", FaultCommand{Action: FaultReset}, ""},
 		{"/faults/stall", "for=10s", FaultCommand{Action: FaultStall, For: 10 * time.Second}, ""},
+		{"/faults/stall", "for=24h", FaultCommand{Action: FaultStall, For: MaxStall}, ""},
 		{"/faults/reject-handshakes", "", FaultCommand{Action: FaultRejectHandshakes, Code: 3154}, ""},
 		{"/faults/reject-handshakes", "code=3152", FaultCommand{Action: FaultRejectHandshakes, Code: 3152}, ""},
 		{"/faults/resume", "", FaultCommand{Action: FaultResume}, ""},
@@ -309,6 +314,11 @@ func TestParseFaultCommand(t *testing.T) {
 		{"/faults/stop-accepting", "mode=drop", FaultCommand{}, `mode "drop"`},
 		{"/faults/stop-accepting", "for=1s", FaultCommand{}, `takes only "mode"`},
 		{"/faults/reset", "x=1", FaultCommand{}, "takes no parameter"},
+		{"/faults/reset", "=x", FaultCommand{}, `takes no parameter, got ""`},
+		{"/faults/resume", "=", FaultCommand{}, "takes no parameter"},
+		{"/faults/stall", "for=24h0m1s", FaultCommand{}, "at most 24h0m0s"},
+		// Past year 2262 the deadline overflows: it was acknowledged, not applied.
+		{"/faults/stall", "for=2100000h", FaultCommand{}, "at most 24h0m0s"},
 		{"/faults/stall", "", FaultCommand{}, "needs for=DURATION"},
 		{"/faults/stall", "for=soon", FaultCommand{}, "positive duration"},
 		{"/faults/stall", "for=-1s", FaultCommand{}, "positive duration"},
@@ -337,14 +347,19 @@ func FuzzParseFaultCommand(f *testing.F) {
 	f.Add("/faults/reject-handshakes", "code=3153")
 	f.Add("/faults/reset", "")
 	f.Add("/faults/resume", "a=%00")
+	f.Add("/faults/reset", "=x")
+	f.Add("/faults/stall", "for=2100000h")
 	f.Fuzz(func(t *testing.T, path, query string) {
 		cmd, err := ParseFaultCommand(path, query)
 		if err != nil {
 			return
 		}
+		if q, _ := url.ParseQuery(query); len(q) > 0 && (cmd.Action == FaultReset || cmd.Action == FaultResume) {
+			t.Fatalf("%s accepted with parameters %q", cmd.Action, query)
+		}
 		switch cmd.Action {
 		case FaultStall:
-			if cmd.For <= 0 {
+			if cmd.For <= 0 || cmd.For > MaxStall {
 				t.Fatalf("stall accepted with %s", cmd.For)
 			}
 		case FaultRejectHandshakes:
@@ -363,26 +378,43 @@ func TestControlHandler(t *testing.T) {
 	ls := runLiveServer(t, nil)
 	hs := httptest.NewServer(ls.srv.ControlHandler())
 	defer hs.Close()
+	local := strings.TrimPrefix(hs.URL, "http://")
+	_, port, _ := net.SplitHostPort(local)
 	cases := []struct {
 		method, path string
 		code         int
 		body         string
+		host         string // the Host header; "": the listener's address
+		noHeader     bool   // leave out X-Agentlab-Control
 	}{
-		{"GET", "/faults", 200, `"accept":"accepting"`},
-		{"POST", "/faults/stall?for=1m", 200, `"done":"stalling every reply for 1m0s"`},
-		{"GET", "/faults", 200, `"stall_until"`},
-		{"POST", "/faults/reject-handshakes?code=3153", 200, `"reject_handshakes":3153`},
-		{"POST", "/faults/stop-accepting?mode=queue", 200, `"accept":"queueing"`},
-		{"POST", "/faults/resume", 200, `"accept":"accepting"`},
-		{"POST", "/faults/reset", 200, `"done":"reset 0 connections"`},
-		{"GET", "/faults/reset", 405, "POST"},
-		{"POST", "/faults", 405, "GET"},
-		{"POST", "/faults/explode", 400, `smps control: unknown fault "explode"`},
-		{"POST", "/faults/stall", 400, "needs for=DURATION"},
-		{"GET", "/nothing", 404, ""},
+		{"GET", "/faults", 200, `"accept":"accepting"`, "", false},
+		{"POST", "/faults/stall?for=1m", 200, `"done":"stalling every reply for 1m0s"`, "", false},
+		{"GET", "/faults", 200, `"stall_until"`, "", false},
+		{"POST", "/faults/reject-handshakes?code=3153", 200, `"reject_handshakes":3153`, "", false},
+		{"POST", "/faults/stop-accepting?mode=queue", 200, `"accept":"queueing"`, "", false},
+		{"POST", "/faults/resume", 200, `"accept":"accepting"`, "", false},
+		{"POST", "/faults/reset", 200, `"done":"reset 0 connections"`, "", false},
+		{"GET", "/faults/reset", 405, "POST", "", false},
+		{"POST", "/faults", 405, "GET", "", false},
+		{"POST", "/faults/explode", 400, `smps control: unknown fault "explode"`, "", false},
+		{"POST", "/faults/stall", 400, "needs for=DURATION", "", false},
+		{"GET", "/nothing", 404, "", "", false},
+		// A web page cannot POST without a custom header (CORS preflight),
+		// nor pass the Host check through DNS rebinding.
+		// The final ping shows that none of them was applied.
+		{"POST", "/faults/stop-accepting", 403, "smps control: a POST needs the header X-Agentlab-Control: 1", "", true},
+		{"POST", "/faults/reject-handshakes", 403, `smps control: Host "attacker.example:` + port + `" is not this listener's address`, "attacker.example:" + port, false},
+		{"GET", "/faults", 403, `Host "localhost:` + port + `"`, "localhost:" + port, false},
+		{"POST", "/faults/stop-accepting", 403, "is not this listener's address", "127.0.0.1", false},
 	}
 	for _, c := range cases {
 		req, _ := http.NewRequest(c.method, hs.URL+c.path, nil)
+		if c.host != "" {
+			req.Host = c.host
+		}
+		if !c.noHeader {
+			req.Header.Set(ControlHeader, "1")
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -392,12 +424,136 @@ func TestControlHandler(t *testing.T) {
 		if resp.StatusCode != c.code || !strings.Contains(string(b), c.body) {
 			t.Errorf("%s %s: %d %s, want %d with %q", c.method, c.path, resp.StatusCode, b, c.code, c.body)
 		}
+		if c.code == 403 && strings.Count(strings.TrimSpace(string(b)), "\n") != 0 {
+			t.Errorf("%s %s: want one line, got %q", c.method, c.path, b)
+		}
 		if c.code == 200 && !json.Valid(b) {
 			t.Errorf("%s %s: not JSON: %s", c.method, c.path, b)
 		}
 	}
 	// After resume the server serves as before.
 	mustPing(t, ls.dial(t), "after the control API's resume")
+}
+
+// TestControlLimits: a control client cannot hold connections: a partial
+// request, even after a kept-alive one, is dropped, and connections past
+// the cap are closed at once.
+func TestControlLimits(t *testing.T) {
+	for name, d := range map[string]time.Duration{"read": defaultControlLimits.read, "write": defaultControlLimits.write, "idle": defaultControlLimits.idle} {
+		if d <= 0 || d > time.Minute {
+			t.Errorf("default %s timeout %s: 0 means none", name, d)
+		}
+	}
+	if defaultControlLimits.conns <= 0 {
+		t.Errorf("default connection cap %d", defaultControlLimits.conns)
+	}
+	ls := runLiveServer(t, nil)
+	serve := func(lim controlLimits) string {
+		l, err := ListenControl("127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- ls.srv.serveControl(ctx, l, lim) }()
+		t.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		})
+		return l.Addr().String()
+	}
+	// get sends a whole request on c and reads the answer, keeping c open.
+	get := func(c net.Conn, br *bufio.Reader, addr string) {
+		t.Helper()
+		fmt.Fprintf(c, "GET /faults HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET /faults: %s", resp.Status)
+		}
+	}
+	// closedWithin tells whether the server closes c within d.
+	closedWithin := func(c net.Conn, br *bufio.Reader, d time.Duration) bool {
+		c.SetReadDeadline(time.Now().Add(d))
+		_, err := io.Copy(io.Discard, br)
+		var ne net.Error
+		return !(errors.As(err, &ne) && ne.Timeout())
+	}
+
+	short := serve(controlLimits{read: 300 * time.Millisecond, write: 300 * time.Millisecond, idle: 300 * time.Millisecond, conns: 4})
+	for _, c := range []struct {
+		name      string
+		keptAlive bool // a whole request first
+		partial   string
+	}{
+		{"partial request", false, "GET"},
+		{"partial request after a kept-alive one", true, "GET"},
+		{"idle after a kept-alive one", true, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", short)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			br := bufio.NewReader(conn)
+			if c.keptAlive {
+				get(conn, br, short)
+			}
+			io.WriteString(conn, c.partial)
+			if !closedWithin(conn, br, 3*time.Second) {
+				t.Error("the connection is still open after 3s")
+			}
+		})
+	}
+
+	t.Run("connection cap", func(t *testing.T) {
+		addr := serve(controlLimits{read: 5 * time.Second, write: 5 * time.Second, idle: 10 * time.Second, conns: 2})
+		var held []net.Conn
+		for range 2 {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			get(conn, bufio.NewReader(conn), addr)
+			held = append(held, conn)
+		}
+		extra, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer extra.Close()
+		if !closedWithin(extra, bufio.NewReader(extra), 2*time.Second) {
+			t.Error("a third connection was kept with two held and a cap of 2")
+		}
+		// A slot comes back when a connection ends.
+		held[0].Close()
+		for end := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(conn)
+			fmt.Fprintf(conn, "GET /faults HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", addr)
+			conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			resp, err := http.ReadResponse(br, nil)
+			conn.Close()
+			if err == nil && resp.StatusCode == 200 {
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatalf("no slot after a held connection closed: %v", err)
+			}
+		}
+	})
 }
 
 // syncBuffer is a trace sink written from the server's goroutines.

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/proto/tlipb"
 	"github.com/agentlab/agentlab/tli"
 	"github.com/agentlab/agentlab/trace"
@@ -250,7 +249,7 @@ func queueFlush(t *testing.T, server string) {
 	defer admin.Close()
 	resp, err := admin.Do(ctx, &tlipb.Request{Body: &tlipb.Request_QueueManagement{QueueManagement: &tlipb.QueueManagementRequest{
 		AdminUser: "siteminder", AdminPassword: "siteminder", AgentName: "wa1",
-		Command: &tlipb.ManagementCommand{Code: ipc.EventFlushAll},
+		Command: &tlipb.ManagementCommand{Code: uint32(tlipb.ManagementCode_FLUSH_ALL)},
 	}}})
 	if err != nil || resp.Result != tlipb.Result_SUCCESS {
 		t.Fatalf("QueueManagement: %v %v", resp, err)

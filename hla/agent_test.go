@@ -191,15 +191,15 @@ func TestApply(t *testing.T) {
 		wantDecisions int
 		wantFlushes   int64
 	}{
-		{name: "flush all", ev: ManagementEvent{Code: CmdFlushAll, Name: "FLUSH_ALL"}, wantResources: 0, wantDecisions: 0, wantFlushes: 1},
-		{name: "flush all users", ev: ManagementEvent{Code: CmdFlushAllUsers}, wantResources: 3, wantDecisions: 0, wantFlushes: 1},
-		{name: "flush one user", ev: ManagementEvent{Code: CmdFlushUser, Arg: "0e000000-dir/" + dnUser1}, wantResources: 3, wantDecisions: 1, wantFlushes: 1},
-		{name: "flush one user, bare DN in another case", ev: ManagementEvent{Code: CmdFlushUser, Arg: strings.ToUpper(dnUser2)}, wantResources: 3, wantDecisions: 2, wantFlushes: 1},
-		{name: "flush an unknown user", ev: ManagementEvent{Code: CmdFlushUser, Arg: "uid=nobody,dc=x"}, wantResources: 3, wantDecisions: 3, wantFlushes: 1},
-		{name: "flush all realms", ev: ManagementEvent{Code: CmdFlushAllRealms}, wantResources: 0, wantDecisions: 3, wantFlushes: 1},
-		{name: "flush one realm", ev: ManagementEvent{Code: CmdFlushRealm, Arg: "realm.protected"}, wantResources: 2, wantDecisions: 1, wantFlushes: 1},
-		{name: "agent key ignored", ev: ManagementEvent{Code: CmdAgentKeyNext, Name: "AGENT_KEY_NEXT", Arg: "key"}, wantResources: 3, wantDecisions: 3},
-		{name: "affiliate key ignored", ev: ManagementEvent{Code: CmdAffiliateKey}, wantResources: 3, wantDecisions: 3},
+		{name: "flush all", ev: ManagementEvent{Code: int(tlipb.ManagementCode_FLUSH_ALL), Name: "FLUSH_ALL"}, wantResources: 0, wantDecisions: 0, wantFlushes: 1},
+		{name: "flush all users", ev: ManagementEvent{Code: int(tlipb.ManagementCode_FLUSH_ALL_USERS)}, wantResources: 3, wantDecisions: 0, wantFlushes: 1},
+		{name: "flush one user", ev: ManagementEvent{Code: int(tlipb.ManagementCode_FLUSH_USER), Arg: "0e000000-dir/" + dnUser1}, wantResources: 3, wantDecisions: 1, wantFlushes: 1},
+		{name: "flush one user, bare DN in another case", ev: ManagementEvent{Code: int(tlipb.ManagementCode_FLUSH_USER), Arg: strings.ToUpper(dnUser2)}, wantResources: 3, wantDecisions: 2, wantFlushes: 1},
+		{name: "flush an unknown user", ev: ManagementEvent{Code: int(tlipb.ManagementCode_FLUSH_USER), Arg: "uid=nobody,dc=x"}, wantResources: 3, wantDecisions: 3, wantFlushes: 1},
+		{name: "flush all realms", ev: ManagementEvent{Code: int(tlipb.ManagementCode_FLUSH_ALL_REALMS)}, wantResources: 0, wantDecisions: 3, wantFlushes: 1},
+		{name: "flush one realm", ev: ManagementEvent{Code: int(tlipb.ManagementCode_FLUSH_REALM), Arg: "realm.protected"}, wantResources: 2, wantDecisions: 1, wantFlushes: 1},
+		{name: "agent key ignored", ev: ManagementEvent{Code: int(tlipb.ManagementCode_AGENT_KEY_NEXT), Name: "AGENT_KEY_NEXT", Arg: "key"}, wantResources: 3, wantDecisions: 3},
+		{name: "affiliate key ignored", ev: ManagementEvent{Code: int(tlipb.ManagementCode_AFFILIATE_KEY)}, wantResources: 3, wantDecisions: 3},
 		{name: "unknown code ignored", ev: ManagementEvent{Code: 999}, wantResources: 3, wantDecisions: 3},
 	}
 	for _, tt := range tests {
@@ -634,7 +634,7 @@ func TestConcurrent(t *testing.T) {
 				u := users[(g+i)%2]
 				switch i % 10 {
 				case 9:
-					rg.agent.Apply(ManagementEvent{Code: CmdFlushAll + i%5})
+					rg.agent.Apply(ManagementEvent{Code: int(tlipb.ManagementCode_FLUSH_ALL) + i%5})
 				case 8:
 					rg.agent.Stats()
 				default:
@@ -717,7 +717,7 @@ func TestFlushDuringRequestIsNotUndone(t *testing.T) {
 	rg.ps.hook = func(ctx context.Context, req *tlipb.Request) (*tlipb.Response, error) {
 		if req.GetIsProtected() != nil && !flushed {
 			flushed = true
-			rg.agent.Apply(ManagementEvent{Code: CmdFlushAll, Name: "FLUSH_ALL"})
+			rg.agent.Apply(ManagementEvent{Code: int(tlipb.ManagementCode_FLUSH_ALL), Name: "FLUSH_ALL"})
 		}
 		return nil, errUseSeed
 	}

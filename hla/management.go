@@ -1,20 +1,9 @@
 package hla
 
-import "strings"
+import (
+	"strings"
 
-// Management command codes (DOMAIN.md section 7), as the LLAWP relays them
-// from DoManagement. The numbers are the vendor's and the Policy Server's.
-const (
-	CmdAffiliateKey       = 189
-	CmdAgentKeyNext       = 190
-	CmdAgentKeyLast       = 191
-	CmdAgentKeyCurrent    = 192
-	CmdAgentKeyPersistent = 193
-	CmdFlushAll           = 194
-	CmdFlushAllUsers      = 195
-	CmdFlushUser          = 196 // Arg: dirOid/userDN, or the bare user DN
-	CmdFlushAllRealms     = 197
-	CmdFlushRealm         = 198 // Arg: the realm's name
+	"github.com/agentlab/agentlab/proto/tlipb"
 )
 
 // ManagementEvent is one management result relayed by the LLAWP.
@@ -32,27 +21,27 @@ type ManagementEvent struct {
 // for that session could be cached again.
 func (a *Agent) Apply(cmd ManagementEvent) {
 	ev := a.log.Info().Int("code", cmd.Code).Str("command", cmd.Name)
-	switch cmd.Code {
-	case CmdAffiliateKey, CmdAgentKeyNext, CmdAgentKeyLast, CmdAgentKeyCurrent, CmdAgentKeyPersistent:
+	switch tlipb.ManagementCode(cmd.Code) {
+	case tlipb.ManagementCode_AFFILIATE_KEY, tlipb.ManagementCode_AGENT_KEY_NEXT, tlipb.ManagementCode_AGENT_KEY_LAST, tlipb.ManagementCode_AGENT_KEY_CURRENT, tlipb.ManagementCode_AGENT_KEY_PERSISTENT:
 		// Agent keys encrypt the vendor's SMSESSION cookie; ours carries the
 		// server's signed token as it is, so there is nothing to roll over.
 		ev.Msg("Agent key command ignored: this agent does not encrypt cookies")
 		return
 	}
 	a.flushGen.Add(1)
-	switch cmd.Code {
-	case CmdFlushAll:
+	switch tlipb.ManagementCode(cmd.Code) {
+	case tlipb.ManagementCode_FLUSH_ALL:
 		r, s := a.resources.Purge(), a.decisions.Purge()
 		ev.Int("resources", r).Int("sessions", s).Msg("Flushed all caches")
-	case CmdFlushAllUsers:
+	case tlipb.ManagementCode_FLUSH_ALL_USERS:
 		ev.Int("sessions", a.decisions.Purge()).Msg("Flushed the session cache")
-	case CmdFlushUser:
+	case tlipb.ManagementCode_FLUSH_USER:
 		dn := userDNOf(cmd.Arg)
 		n := a.decisions.RemoveFunc(func(_ authzKey, d decision) bool { return d.userDN != "" && strings.EqualFold(d.userDN, dn) })
 		ev.Str("user_dn", dn).Int("sessions", n).Msg("Flushed one user from the session cache")
-	case CmdFlushAllRealms:
+	case tlipb.ManagementCode_FLUSH_ALL_REALMS:
 		ev.Int("resources", a.resources.Purge()).Msg("Flushed the resource cache")
-	case CmdFlushRealm:
+	case tlipb.ManagementCode_FLUSH_REALM:
 		realm := cmd.Arg
 		r := a.resources.RemoveFunc(func(_ resourceKey, res resourceInfo) bool { return res.realm == realm })
 		// A decision was taken under the realm's rules, which may have

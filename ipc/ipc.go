@@ -49,38 +49,14 @@ const EnvOwnerPID = "AGENTLAB_LLAWP_OWNER_PID"
 // (never was, or unregistered, or the LLAWP restarted since).
 var ErrUnknownWorker = errors.New("unknown worker")
 
-// Management event codes (DOMAIN.md section 7), as the Policy Server
-// returns them to DoManagement GET_AGENT_COMMANDS.
-const (
-	EventConfigChanged      = 0 // agentlab's own: a configuration object changed
-	EventAffiliateKey       = 189
-	EventAgentKeyNext       = 190
-	EventAgentKeyLast       = 191
-	EventAgentKeyCurrent    = 192
-	EventAgentKeyPersistent = 193
-	EventFlushAll           = 194
-	EventFlushAllUsers      = 195
-	EventFlushUser          = 196
-	EventFlushAllRealms     = 197
-	EventFlushRealm         = 198
-)
-
-var eventNames = map[uint32]string{
-	EventConfigChanged:      "CONFIG_CHANGED",
-	EventAffiliateKey:       "AFFILIATE_KEY",
-	EventAgentKeyNext:       "AGENT_KEY_NEXT",
-	EventAgentKeyLast:       "AGENT_KEY_LAST",
-	EventAgentKeyCurrent:    "AGENT_KEY_CURRENT",
-	EventAgentKeyPersistent: "AGENT_KEY_PERSISTENT",
-	EventFlushAll:           "FLUSH_ALL",
-	EventFlushAllUsers:      "FLUSH_ALL_USERS",
-	EventFlushUser:          "FLUSH_USER",
-	EventFlushAllRealms:     "FLUSH_ALL_REALMS",
-	EventFlushRealm:         "FLUSH_REALM",
-}
-
 // EventName is the vendor's name of a management code, "" when unknown.
-func EventName(code uint32) string { return eventNames[code] }
+// The codes are tlipb.ManagementCode's.
+func EventName(code uint32) string {
+	if code > 1<<31-1 {
+		return ""
+	}
+	return tlipb.ManagementCode_name[int32(code)]
+}
 
 // WorkerID names a registered worker for as long as the LLAWP runs.
 type WorkerID uint64

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/agentlab/agentlab/ipc"
+	"github.com/agentlab/agentlab/proto/tlipb"
 )
 
 type syncBuffer struct {
@@ -95,7 +96,7 @@ func TestLaunchEndToEnd(t *testing.T) {
 	}
 	select {
 	case ev := <-events:
-		if ev.Code != ipc.EventFlushAll || ev.Name != "FLUSH_ALL" || ev.Seq != 1 || ev.Time.IsZero() {
+		if ev.Code != uint32(tlipb.ManagementCode_FLUSH_ALL) || ev.Name != "FLUSH_ALL" || ev.Seq != 1 || ev.Time.IsZero() {
 			t.Errorf("event %+v", ev)
 		}
 	case <-ctx.Done():

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/agentlab/agentlab/ipc"
+	"github.com/agentlab/agentlab/proto/tlipb"
 )
 
 // helperEnv re-runs this test binary as a helper process, the way
@@ -120,7 +121,7 @@ func (f *fake) Watch(ctx context.Context, id ipc.WorkerID) (<-chan ipc.Managemen
 		return nil, ipc.ErrUnknownWorker
 	}
 	ch := make(chan ipc.ManagementEvent, 1)
-	ch <- ipc.ManagementEvent{Seq: 1, Code: ipc.EventFlushAll, Name: "FLUSH_ALL", Time: time.Now()}
+	ch <- ipc.ManagementEvent{Seq: 1, Code: uint32(tlipb.ManagementCode_FLUSH_ALL), Name: "FLUSH_ALL", Time: time.Now()}
 	context.AfterFunc(ctx, func() { close(ch) })
 	return ch, nil
 }

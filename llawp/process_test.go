@@ -278,7 +278,7 @@ func TestRun(t *testing.T) {
 	}
 	resp, err := admin.Do(ctx, &tlipb.Request{Body: &tlipb.Request_QueueManagement{QueueManagement: &tlipb.QueueManagementRequest{
 		AdminUser: "siteminder", AdminPassword: "siteminder", AgentName: "wa1",
-		Command: &tlipb.ManagementCommand{Code: ipc.EventFlushAll},
+		Command: &tlipb.ManagementCommand{Code: uint32(tlipb.ManagementCode_FLUSH_ALL)},
 	}}})
 	admin.Close()
 	if err != nil || resp.Result != tlipb.Result_SUCCESS {
@@ -286,7 +286,7 @@ func TestRun(t *testing.T) {
 	}
 	select {
 	case ev := <-events:
-		if ev.Code != ipc.EventFlushAll || ev.Name != ipc.EventName(ipc.EventFlushAll) || ev.Seq != 1 {
+		if ev.Code != uint32(tlipb.ManagementCode_FLUSH_ALL) || ev.Name != ipc.EventName(uint32(tlipb.ManagementCode_FLUSH_ALL)) || ev.Seq != 1 {
 			t.Errorf("relayed %+v, want the first event, FLUSH_ALL", ev)
 		}
 	case <-time.After(runWait):

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentlab/agentlab/ipc"
+	"github.com/agentlab/agentlab/proto/tlipb"
 )
 
 func TestRegistryFanOut(t *testing.T) {
@@ -25,9 +26,9 @@ func TestRegistryFanOut(t *testing.T) {
 		chans = append(chans, ch)
 	}
 	events := []ipc.ManagementEvent{
-		{Code: ipc.EventFlushAll},
-		{Code: ipc.EventFlushUser, Arg: "dir1/uid=user1,ou=People,dc=shared,dc=lab"},
-		{Code: ipc.EventFlushRealm, Name: "FLUSH_REALM", Arg: "protected"},
+		{Code: uint32(tlipb.ManagementCode_FLUSH_ALL)},
+		{Code: uint32(tlipb.ManagementCode_FLUSH_USER), Arg: "dir1/uid=user1,ou=People,dc=shared,dc=lab"},
+		{Code: uint32(tlipb.ManagementCode_FLUSH_REALM), Name: "FLUSH_REALM", Arg: "protected"},
 	}
 	for _, ev := range events {
 		if delivered, dropped := r.Publish(ev); delivered != 3 || dropped != 0 {
@@ -77,7 +78,7 @@ func TestRegistrySlowWatcherDoesNotBlock(t *testing.T) {
 	// The fast watchers read as they go; publishing waits for them so that
 	// only the slow one (which never reads) can run out of room.
 	for range n {
-		r.Publish(ipc.ManagementEvent{Code: ipc.EventFlushAll})
+		r.Publish(ipc.ManagementEvent{Code: uint32(tlipb.ManagementCode_FLUSH_ALL)})
 		waitFor(t, "the fast watchers", func() bool {
 			return r.queued(fast1) == 0 && r.queued(fast2) == 0
 		})
@@ -104,7 +105,7 @@ func TestRegistrySlowWatcherDoesNotBlock(t *testing.T) {
 	if a, b := <-slowCh, <-slowCh; a.Seq != 1 || b.Seq != 2 {
 		t.Errorf("slow watcher kept %d and %d, want 1 and 2", a.Seq, b.Seq)
 	}
-	r.Publish(ipc.ManagementEvent{Code: ipc.EventFlushAll})
+	r.Publish(ipc.ManagementEvent{Code: uint32(tlipb.ManagementCode_FLUSH_ALL)})
 	if ev := <-slowCh; ev.Missed != n-2 || ev.Seq != n+1 {
 		t.Errorf("next event for the slow watcher: %+v, want missed %d", ev, n-2)
 	}
@@ -133,7 +134,7 @@ func TestRegistryWatchEnds(t *testing.T) {
 			for range ch {
 			}
 			// Publishing after the end must not panic on a closed channel.
-			r.Publish(ipc.ManagementEvent{Code: ipc.EventFlushAll})
+			r.Publish(ipc.ManagementEvent{Code: uint32(tlipb.ManagementCode_FLUSH_ALL)})
 		})
 	}
 }

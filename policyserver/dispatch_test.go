@@ -57,7 +57,7 @@ func TestDispatch(t *testing.T) {
 	}
 	garbage := strings.Repeat("A", 120)
 	var badLoginMsg string
-	mgmt := &tlipb.ManagementCommand{Code: CmdFlushAll}
+	mgmt := &tlipb.ManagementCommand{Code: uint32(tlipb.ManagementCode_FLUSH_ALL)}
 	var newSecret []byte
 
 	// message checks a FAILURE (or NO, CHALLENGE) reason.
@@ -227,7 +227,7 @@ func TestDispatch(t *testing.T) {
 				ls.waitLog(t, admin.Conn().LocalAddr().String(), "Queued management command FLUSH_ALL")
 			}},
 		{"DoManagement gets the command", agent, req(&tlipb.DoManagementRequest{AgentName: "wa1"}), tlipb.Result_SUCCESS,
-			commands(&tlipb.ManagementCommand{Code: CmdFlushAll, Name: "FLUSH_ALL"})},
+			commands(&tlipb.ManagementCommand{Code: uint32(tlipb.ManagementCode_FLUSH_ALL), Name: "FLUSH_ALL"})},
 		{"DoManagement once only", agent, req(&tlipb.DoManagementRequest{AgentName: "wa1"}), tlipb.Result_SUCCESS, commands()},
 		{"QueueManagement bad admin password", admin, req(&tlipb.QueueManagementRequest{AdminUser: "siteminder", AdminPassword: "guess", AgentName: "wa1", Command: mgmt}), tlipb.Result_FAILURE,
 			message("bad administrator credentials")},

@@ -4,36 +4,9 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-)
 
-// Management command codes, as the vendor's Agent API numbers them
-// (DOMAIN.md section 7). The agent's LLAWP collects them with DoManagement
-// every PSPollInterval and relays them to its HLAs.
-const (
-	CmdAffiliateKey       = 189
-	CmdAgentKeyNext       = 190
-	CmdAgentKeyLast       = 191
-	CmdAgentKeyCurrent    = 192
-	CmdAgentKeyPersistent = 193
-	CmdFlushAll           = 194
-	CmdFlushAllUsers      = 195
-	CmdFlushUser          = 196 // arg: dirOid/userDN
-	CmdFlushAllRealms     = 197
-	CmdFlushRealm         = 198 // arg: the realm
+	"github.com/agentlab/agentlab/proto/tlipb"
 )
-
-var commandNames = map[int]string{
-	CmdAffiliateKey:       "AFFILIATE_KEY",
-	CmdAgentKeyNext:       "AGENT_KEY_NEXT",
-	CmdAgentKeyLast:       "AGENT_KEY_LAST",
-	CmdAgentKeyCurrent:    "AGENT_KEY_CURRENT",
-	CmdAgentKeyPersistent: "AGENT_KEY_PERSISTENT",
-	CmdFlushAll:           "FLUSH_ALL",
-	CmdFlushAllUsers:      "FLUSH_ALL_USERS",
-	CmdFlushUser:          "FLUSH_USER",
-	CmdFlushAllRealms:     "FLUSH_ALL_REALMS",
-	CmdFlushRealm:         "FLUSH_REALM",
-}
 
 // ManagementCommand is one command for an agent. Arg is the user
 // (dirOid/userDN) for 196, the realm for 198, key material for 189-193.
@@ -46,18 +19,29 @@ type ManagementCommand struct {
 // NewManagementCommand fills Name from Code. The flushes of one user or
 // one realm need to say which.
 func NewManagementCommand(code int, arg string) (ManagementCommand, error) {
-	name, ok := commandNames[code]
-	if !ok {
+	name := CommandName(code)
+	if name == "" {
 		return ManagementCommand{}, fmt.Errorf("%w %d: known codes are 189 to 198", ErrUnknownCommand, code)
 	}
-	if (code == CmdFlushUser || code == CmdFlushRealm) && arg == "" {
-		return ManagementCommand{}, fmt.Errorf("management command %d %s needs an argument (%s)", code, name, map[int]string{CmdFlushUser: "dirOid/userDN", CmdFlushRealm: "the realm"}[code])
+	switch tlipb.ManagementCode(code) {
+	case tlipb.ManagementCode_FLUSH_USER, tlipb.ManagementCode_FLUSH_REALM:
+		if arg == "" {
+			what := map[tlipb.ManagementCode]string{tlipb.ManagementCode_FLUSH_USER: "dirOid/userDN", tlipb.ManagementCode_FLUSH_REALM: "the realm"}
+			return ManagementCommand{}, fmt.Errorf("management command %d %s needs an argument (%s)", code, name, what[tlipb.ManagementCode(code)])
+		}
 	}
 	return ManagementCommand{Code: code, Name: name, Arg: arg}, nil
 }
 
-// CommandName is the name of a command code, "" when unknown.
-func CommandName(code int) string { return commandNames[code] }
+// CommandName is the vendor's name of a command code (189 to 198), ""
+// for any other: agentlab's own CONFIG_CHANGED is not a command a Policy
+// Server queues.
+func CommandName(code int) string {
+	if code < int(tlipb.ManagementCode_AFFILIATE_KEY) || code > int(tlipb.ManagementCode_FLUSH_REALM) {
+		return ""
+	}
+	return tlipb.ManagementCode_name[int32(code)]
+}
 
 // DefaultManagementQueueLimit bounds each agent's queue: an agent that
 // stops polling must not make the server grow without limit.
@@ -97,11 +81,12 @@ func NewManagementQueue(agents []string, limit int) *ManagementQueue {
 
 // Enqueue adds a command for one agent, or for every agent when agent is "".
 func (q *ManagementQueue) Enqueue(agent string, cmd ManagementCommand) error {
-	if _, ok := commandNames[cmd.Code]; !ok {
+	name := CommandName(cmd.Code)
+	if name == "" {
 		return fmt.Errorf("%w %d", ErrUnknownCommand, cmd.Code)
 	}
 	if cmd.Name == "" {
-		cmd.Name = commandNames[cmd.Code]
+		cmd.Name = name
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()

@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"sync"
 	"testing"
+
+	"github.com/agentlab/agentlab/proto/tlipb"
 )
 
 func cmd(t *testing.T, code int, arg string) ManagementCommand {
@@ -25,7 +27,7 @@ func TestNewManagementCommand(t *testing.T) {
 			t.Errorf("%d: %+v", code, c)
 		}
 	}
-	if c := cmd(t, CmdFlushUser, "dir1/uid=user1,ou=People,dc=shared,dc=lab"); c.Name != "FLUSH_USER" || c.Arg == "" {
+	if c := cmd(t, int(tlipb.ManagementCode_FLUSH_USER), "dir1/uid=user1,ou=People,dc=shared,dc=lab"); c.Name != "FLUSH_USER" || c.Arg == "" {
 		t.Errorf("flush user: %+v", c)
 	}
 	for _, code := range []int{0, 188, 199, -194} {
@@ -33,7 +35,7 @@ func TestNewManagementCommand(t *testing.T) {
 			t.Errorf("code %d: %v", code, err)
 		}
 	}
-	for _, code := range []int{CmdFlushUser, CmdFlushRealm} {
+	for _, code := range []int{int(tlipb.ManagementCode_FLUSH_USER), int(tlipb.ManagementCode_FLUSH_REALM)} {
 		if _, err := NewManagementCommand(code, ""); err == nil {
 			t.Errorf("code %d without its argument was accepted", code)
 		}
@@ -93,7 +95,7 @@ func TestManagementQueue(t *testing.T) {
 		t.Errorf("unknown code: %v", err)
 	}
 	// A command built by hand gets its name.
-	q.Enqueue("wa1", ManagementCommand{Code: CmdFlushAll})
+	q.Enqueue("wa1", ManagementCommand{Code: int(tlipb.ManagementCode_FLUSH_ALL)})
 	if got := q.Drain("wa1"); len(got) != 1 || got[0].Name != "FLUSH_ALL" {
 		t.Errorf("named: %v", got)
 	}
@@ -110,7 +112,7 @@ func TestManagementQueueConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range each {
-				s.Enqueue("wa1", ManagementCommand{Code: CmdFlushUser, Arg: string(rune('a'+w)) + string(rune(i))})
+				s.Enqueue("wa1", ManagementCommand{Code: int(tlipb.ManagementCode_FLUSH_USER), Arg: string(rune('a'+w)) + string(rune(i))})
 			}
 		}()
 	}

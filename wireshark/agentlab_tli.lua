@@ -32,6 +32,8 @@ local tli = Proto("agentlab_tli", "agentlab TLI (agent <-> Policy Server)")
 -- ENUMS, or a message of MESSAGES; map<string,string> is its entry message.
 ---------------------------------------------------------------------------
 
+-- ManagementCode is listed for the schema check: ManagementCommand.code is
+-- a plain uint32 on the wire, and its name field carries the name.
 local ENUMS = {
   Mode = {
     [0] = "MODE_AGENT", [1] = "MODE_ADMIN",
@@ -39,6 +41,12 @@ local ENUMS = {
   Result = {
     [0] = "SUCCESS", [1] = "YES", [2] = "NO", [3] = "CHALLENGE",
     [-1] = "FAILURE", [-2] = "TIMEOUT", [-3] = "NOCONNECTION",
+  },
+  ManagementCode = {
+    [0] = "CONFIG_CHANGED", [189] = "AFFILIATE_KEY", [190] = "AGENT_KEY_NEXT",
+    [191] = "AGENT_KEY_LAST", [192] = "AGENT_KEY_CURRENT", [193] = "AGENT_KEY_PERSISTENT",
+    [194] = "FLUSH_ALL", [195] = "FLUSH_ALL_USERS", [196] = "FLUSH_USER",
+    [197] = "FLUSH_ALL_REALMS", [198] = "FLUSH_REALM",
   },
 }
 

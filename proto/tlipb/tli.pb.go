@@ -141,6 +141,84 @@ func (Result) EnumDescriptor() ([]byte, []int) {
 	return file_proto_tli_proto_rawDescGZIP(), []int{1}
 }
 
+// ManagementCode is a management command's code, as the vendor's Agent
+// API numbers them (DOMAIN.md section 7): the Policy Server queues them,
+// the LLAWP relays them, the HLAs apply them. The one place they are
+// defined. ManagementCommand.code stays a plain number on the wire, so an
+// unknown code reaches the agent as sent.
+type ManagementCode int32
+
+const (
+	ManagementCode_CONFIG_CHANGED       ManagementCode = 0 // agentlab's own: a configuration object changed
+	ManagementCode_AFFILIATE_KEY        ManagementCode = 189
+	ManagementCode_AGENT_KEY_NEXT       ManagementCode = 190
+	ManagementCode_AGENT_KEY_LAST       ManagementCode = 191
+	ManagementCode_AGENT_KEY_CURRENT    ManagementCode = 192
+	ManagementCode_AGENT_KEY_PERSISTENT ManagementCode = 193
+	ManagementCode_FLUSH_ALL            ManagementCode = 194
+	ManagementCode_FLUSH_ALL_USERS      ManagementCode = 195
+	ManagementCode_FLUSH_USER           ManagementCode = 196 // arg: dirOid/userDN, or the bare user DN
+	ManagementCode_FLUSH_ALL_REALMS     ManagementCode = 197
+	ManagementCode_FLUSH_REALM          ManagementCode = 198 // arg: the realm's name
+)
+
+// Enum value maps for ManagementCode.
+var (
+	ManagementCode_name = map[int32]string{
+		0:   "CONFIG_CHANGED",
+		189: "AFFILIATE_KEY",
+		190: "AGENT_KEY_NEXT",
+		191: "AGENT_KEY_LAST",
+		192: "AGENT_KEY_CURRENT",
+		193: "AGENT_KEY_PERSISTENT",
+		194: "FLUSH_ALL",
+		195: "FLUSH_ALL_USERS",
+		196: "FLUSH_USER",
+		197: "FLUSH_ALL_REALMS",
+		198: "FLUSH_REALM",
+	}
+	ManagementCode_value = map[string]int32{
+		"CONFIG_CHANGED":       0,
+		"AFFILIATE_KEY":        189,
+		"AGENT_KEY_NEXT":       190,
+		"AGENT_KEY_LAST":       191,
+		"AGENT_KEY_CURRENT":    192,
+		"AGENT_KEY_PERSISTENT": 193,
+		"FLUSH_ALL":            194,
+		"FLUSH_ALL_USERS":      195,
+		"FLUSH_USER":           196,
+		"FLUSH_ALL_REALMS":     197,
+		"FLUSH_REALM":          198,
+	}
+)
+
+func (x ManagementCode) Enum() *ManagementCode {
+	p := new(ManagementCode)
+	*p = x
+	return p
+}
+
+func (x ManagementCode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ManagementCode) Descriptor() protoreflect.EnumDescriptor {
+	return file_proto_tli_proto_enumTypes[2].Descriptor()
+}
+
+func (ManagementCode) Type() protoreflect.EnumType {
+	return &file_proto_tli_proto_enumTypes[2]
+}
+
+func (x ManagementCode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ManagementCode.Descriptor instead.
+func (ManagementCode) EnumDescriptor() ([]byte, []int) {
+	return file_proto_tli_proto_rawDescGZIP(), []int{2}
+}
+
 // ClientHello is the first frame, in clear.
 type ClientHello struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1975,9 +2053,9 @@ func (x *DoManagementResponse) GetCommands() []*ManagementCommand {
 	return nil
 }
 
-// ManagementCommand codes follow the vendor: 189 affiliate key, 190-193
-// agent keys, 194 flush all, 195 flush all users, 196 flush one user,
-// 197 flush all realms, 198 flush one realm.
+// ManagementCommand codes follow the vendor (ManagementCode): 189
+// affiliate key, 190-193 agent keys, 194 flush all, 195 flush all users,
+// 196 flush one user, 197 flush all realms, 198 flush one realm.
 type ManagementCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Code          uint32                 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
@@ -2441,7 +2519,20 @@ const file_proto_tli_proto_rawDesc = "" +
 	"\tCHALLENGE\x10\x03\x12\x14\n" +
 	"\aFAILURE\x10\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01\x12\x14\n" +
 	"\aTIMEOUT\x10\xfe\xff\xff\xff\xff\xff\xff\xff\xff\x01\x12\x19\n" +
-	"\fNOCONNECTION\x10\xfd\xff\xff\xff\xff\xff\xff\xff\xff\x01B*Z(github.com/agentlab/agentlab/proto/tlipbb\x06proto3"
+	"\fNOCONNECTION\x10\xfd\xff\xff\xff\xff\xff\xff\xff\xff\x01*\xf5\x01\n" +
+	"\x0eManagementCode\x12\x12\n" +
+	"\x0eCONFIG_CHANGED\x10\x00\x12\x12\n" +
+	"\rAFFILIATE_KEY\x10\xbd\x01\x12\x13\n" +
+	"\x0eAGENT_KEY_NEXT\x10\xbe\x01\x12\x13\n" +
+	"\x0eAGENT_KEY_LAST\x10\xbf\x01\x12\x16\n" +
+	"\x11AGENT_KEY_CURRENT\x10\xc0\x01\x12\x19\n" +
+	"\x14AGENT_KEY_PERSISTENT\x10\xc1\x01\x12\x0e\n" +
+	"\tFLUSH_ALL\x10\xc2\x01\x12\x14\n" +
+	"\x0fFLUSH_ALL_USERS\x10\xc3\x01\x12\x0f\n" +
+	"\n" +
+	"FLUSH_USER\x10\xc4\x01\x12\x15\n" +
+	"\x10FLUSH_ALL_REALMS\x10\xc5\x01\x12\x10\n" +
+	"\vFLUSH_REALM\x10\xc6\x01B*Z(github.com/agentlab/agentlab/proto/tlipbb\x06proto3"
 
 var (
 	file_proto_tli_proto_rawDescOnce sync.Once
@@ -2455,67 +2546,68 @@ func file_proto_tli_proto_rawDescGZIP() []byte {
 	return file_proto_tli_proto_rawDescData
 }
 
-var file_proto_tli_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_proto_tli_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_proto_tli_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_proto_tli_proto_goTypes = []any{
 	(Mode)(0),                      // 0: agentlab.tli.Mode
 	(Result)(0),                    // 1: agentlab.tli.Result
-	(*ClientHello)(nil),            // 2: agentlab.tli.ClientHello
-	(*ServerHello)(nil),            // 3: agentlab.tli.ServerHello
-	(*ClientConfirm)(nil),          // 4: agentlab.tli.ClientConfirm
-	(*HandshakeError)(nil),         // 5: agentlab.tli.HandshakeError
-	(*Request)(nil),                // 6: agentlab.tli.Request
-	(*Response)(nil),               // 7: agentlab.tli.Response
-	(*GetHostConfigRequest)(nil),   // 8: agentlab.tli.GetHostConfigRequest
-	(*HostConfig)(nil),             // 9: agentlab.tli.HostConfig
-	(*PolicyServerAddr)(nil),       // 10: agentlab.tli.PolicyServerAddr
-	(*Cluster)(nil),                // 11: agentlab.tli.Cluster
-	(*GetAgentConfigRequest)(nil),  // 12: agentlab.tli.GetAgentConfigRequest
-	(*AgentConfig)(nil),            // 13: agentlab.tli.AgentConfig
-	(*SetAgentInfoRequest)(nil),    // 14: agentlab.tli.SetAgentInfoRequest
-	(*IsProtectedRequest)(nil),     // 15: agentlab.tli.IsProtectedRequest
-	(*IsProtectedResponse)(nil),    // 16: agentlab.tli.IsProtectedResponse
-	(*LoginRequest)(nil),           // 17: agentlab.tli.LoginRequest
-	(*LoginResponse)(nil),          // 18: agentlab.tli.LoginResponse
-	(*AuthorizeRequest)(nil),       // 19: agentlab.tli.AuthorizeRequest
-	(*AuthorizeResponse)(nil),      // 20: agentlab.tli.AuthorizeResponse
-	(*Header)(nil),                 // 21: agentlab.tli.Header
-	(*LogoutRequest)(nil),          // 22: agentlab.tli.LogoutRequest
-	(*DoManagementRequest)(nil),    // 23: agentlab.tli.DoManagementRequest
-	(*DoManagementResponse)(nil),   // 24: agentlab.tli.DoManagementResponse
-	(*ManagementCommand)(nil),      // 25: agentlab.tli.ManagementCommand
-	(*RegisterHostRequest)(nil),    // 26: agentlab.tli.RegisterHostRequest
-	(*RegisterHostResponse)(nil),   // 27: agentlab.tli.RegisterHostResponse
-	(*QueueManagementRequest)(nil), // 28: agentlab.tli.QueueManagementRequest
-	nil,                            // 29: agentlab.tli.AgentConfig.ExtraEntry
+	(ManagementCode)(0),            // 2: agentlab.tli.ManagementCode
+	(*ClientHello)(nil),            // 3: agentlab.tli.ClientHello
+	(*ServerHello)(nil),            // 4: agentlab.tli.ServerHello
+	(*ClientConfirm)(nil),          // 5: agentlab.tli.ClientConfirm
+	(*HandshakeError)(nil),         // 6: agentlab.tli.HandshakeError
+	(*Request)(nil),                // 7: agentlab.tli.Request
+	(*Response)(nil),               // 8: agentlab.tli.Response
+	(*GetHostConfigRequest)(nil),   // 9: agentlab.tli.GetHostConfigRequest
+	(*HostConfig)(nil),             // 10: agentlab.tli.HostConfig
+	(*PolicyServerAddr)(nil),       // 11: agentlab.tli.PolicyServerAddr
+	(*Cluster)(nil),                // 12: agentlab.tli.Cluster
+	(*GetAgentConfigRequest)(nil),  // 13: agentlab.tli.GetAgentConfigRequest
+	(*AgentConfig)(nil),            // 14: agentlab.tli.AgentConfig
+	(*SetAgentInfoRequest)(nil),    // 15: agentlab.tli.SetAgentInfoRequest
+	(*IsProtectedRequest)(nil),     // 16: agentlab.tli.IsProtectedRequest
+	(*IsProtectedResponse)(nil),    // 17: agentlab.tli.IsProtectedResponse
+	(*LoginRequest)(nil),           // 18: agentlab.tli.LoginRequest
+	(*LoginResponse)(nil),          // 19: agentlab.tli.LoginResponse
+	(*AuthorizeRequest)(nil),       // 20: agentlab.tli.AuthorizeRequest
+	(*AuthorizeResponse)(nil),      // 21: agentlab.tli.AuthorizeResponse
+	(*Header)(nil),                 // 22: agentlab.tli.Header
+	(*LogoutRequest)(nil),          // 23: agentlab.tli.LogoutRequest
+	(*DoManagementRequest)(nil),    // 24: agentlab.tli.DoManagementRequest
+	(*DoManagementResponse)(nil),   // 25: agentlab.tli.DoManagementResponse
+	(*ManagementCommand)(nil),      // 26: agentlab.tli.ManagementCommand
+	(*RegisterHostRequest)(nil),    // 27: agentlab.tli.RegisterHostRequest
+	(*RegisterHostResponse)(nil),   // 28: agentlab.tli.RegisterHostResponse
+	(*QueueManagementRequest)(nil), // 29: agentlab.tli.QueueManagementRequest
+	nil,                            // 30: agentlab.tli.AgentConfig.ExtraEntry
 }
 var file_proto_tli_proto_depIdxs = []int32{
 	0,  // 0: agentlab.tli.ClientHello.mode:type_name -> agentlab.tli.Mode
-	8,  // 1: agentlab.tli.Request.get_host_config:type_name -> agentlab.tli.GetHostConfigRequest
-	12, // 2: agentlab.tli.Request.get_agent_config:type_name -> agentlab.tli.GetAgentConfigRequest
-	14, // 3: agentlab.tli.Request.set_agent_info:type_name -> agentlab.tli.SetAgentInfoRequest
-	15, // 4: agentlab.tli.Request.is_protected:type_name -> agentlab.tli.IsProtectedRequest
-	17, // 5: agentlab.tli.Request.login:type_name -> agentlab.tli.LoginRequest
-	19, // 6: agentlab.tli.Request.authorize:type_name -> agentlab.tli.AuthorizeRequest
-	22, // 7: agentlab.tli.Request.logout:type_name -> agentlab.tli.LogoutRequest
-	23, // 8: agentlab.tli.Request.do_management:type_name -> agentlab.tli.DoManagementRequest
-	26, // 9: agentlab.tli.Request.register_host:type_name -> agentlab.tli.RegisterHostRequest
-	28, // 10: agentlab.tli.Request.queue_management:type_name -> agentlab.tli.QueueManagementRequest
+	9,  // 1: agentlab.tli.Request.get_host_config:type_name -> agentlab.tli.GetHostConfigRequest
+	13, // 2: agentlab.tli.Request.get_agent_config:type_name -> agentlab.tli.GetAgentConfigRequest
+	15, // 3: agentlab.tli.Request.set_agent_info:type_name -> agentlab.tli.SetAgentInfoRequest
+	16, // 4: agentlab.tli.Request.is_protected:type_name -> agentlab.tli.IsProtectedRequest
+	18, // 5: agentlab.tli.Request.login:type_name -> agentlab.tli.LoginRequest
+	20, // 6: agentlab.tli.Request.authorize:type_name -> agentlab.tli.AuthorizeRequest
+	23, // 7: agentlab.tli.Request.logout:type_name -> agentlab.tli.LogoutRequest
+	24, // 8: agentlab.tli.Request.do_management:type_name -> agentlab.tli.DoManagementRequest
+	27, // 9: agentlab.tli.Request.register_host:type_name -> agentlab.tli.RegisterHostRequest
+	29, // 10: agentlab.tli.Request.queue_management:type_name -> agentlab.tli.QueueManagementRequest
 	1,  // 11: agentlab.tli.Response.result:type_name -> agentlab.tli.Result
-	9,  // 12: agentlab.tli.Response.host_config:type_name -> agentlab.tli.HostConfig
-	13, // 13: agentlab.tli.Response.agent_config:type_name -> agentlab.tli.AgentConfig
-	16, // 14: agentlab.tli.Response.is_protected:type_name -> agentlab.tli.IsProtectedResponse
-	18, // 15: agentlab.tli.Response.login:type_name -> agentlab.tli.LoginResponse
-	20, // 16: agentlab.tli.Response.authorize:type_name -> agentlab.tli.AuthorizeResponse
-	24, // 17: agentlab.tli.Response.do_management:type_name -> agentlab.tli.DoManagementResponse
-	27, // 18: agentlab.tli.Response.register_host:type_name -> agentlab.tli.RegisterHostResponse
-	10, // 19: agentlab.tli.HostConfig.policy_servers:type_name -> agentlab.tli.PolicyServerAddr
-	11, // 20: agentlab.tli.HostConfig.clusters:type_name -> agentlab.tli.Cluster
-	10, // 21: agentlab.tli.Cluster.servers:type_name -> agentlab.tli.PolicyServerAddr
-	29, // 22: agentlab.tli.AgentConfig.extra:type_name -> agentlab.tli.AgentConfig.ExtraEntry
-	21, // 23: agentlab.tli.AuthorizeResponse.headers:type_name -> agentlab.tli.Header
-	25, // 24: agentlab.tli.DoManagementResponse.commands:type_name -> agentlab.tli.ManagementCommand
-	25, // 25: agentlab.tli.QueueManagementRequest.command:type_name -> agentlab.tli.ManagementCommand
+	10, // 12: agentlab.tli.Response.host_config:type_name -> agentlab.tli.HostConfig
+	14, // 13: agentlab.tli.Response.agent_config:type_name -> agentlab.tli.AgentConfig
+	17, // 14: agentlab.tli.Response.is_protected:type_name -> agentlab.tli.IsProtectedResponse
+	19, // 15: agentlab.tli.Response.login:type_name -> agentlab.tli.LoginResponse
+	21, // 16: agentlab.tli.Response.authorize:type_name -> agentlab.tli.AuthorizeResponse
+	25, // 17: agentlab.tli.Response.do_management:type_name -> agentlab.tli.DoManagementResponse
+	28, // 18: agentlab.tli.Response.register_host:type_name -> agentlab.tli.RegisterHostResponse
+	11, // 19: agentlab.tli.HostConfig.policy_servers:type_name -> agentlab.tli.PolicyServerAddr
+	12, // 20: agentlab.tli.HostConfig.clusters:type_name -> agentlab.tli.Cluster
+	11, // 21: agentlab.tli.Cluster.servers:type_name -> agentlab.tli.PolicyServerAddr
+	30, // 22: agentlab.tli.AgentConfig.extra:type_name -> agentlab.tli.AgentConfig.ExtraEntry
+	22, // 23: agentlab.tli.AuthorizeResponse.headers:type_name -> agentlab.tli.Header
+	26, // 24: agentlab.tli.DoManagementResponse.commands:type_name -> agentlab.tli.ManagementCommand
+	26, // 25: agentlab.tli.QueueManagementRequest.command:type_name -> agentlab.tli.ManagementCommand
 	26, // [26:26] is the sub-list for method output_type
 	26, // [26:26] is the sub-list for method input_type
 	26, // [26:26] is the sub-list for extension type_name
@@ -2554,7 +2646,7 @@ func file_proto_tli_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_tli_proto_rawDesc), len(file_proto_tli_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,

@@ -226,13 +226,7 @@ func (p *parent) killLLAWP() {
 // is sent its reattach config and registers with it. Meanwhile the
 // children go on serving, without management events.
 func (p *parent) superviseLLAWP(ctx context.Context, o *ipc.Owner) {
-	minB, maxB := p.cfg.LLAWP.MinBackoff, p.cfg.LLAWP.MaxBackoff
-	if minB <= 0 {
-		minB = time.Second
-	}
-	if maxB <= 0 {
-		maxB = 30 * time.Second
-	}
+	minB, maxB := p.cfg.LLAWP.backoff()
 	backoff := minB
 	for {
 		started := time.Now()

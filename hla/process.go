@@ -36,6 +36,18 @@ type LLAWPConfig struct {
 	MinBackoff, MaxBackoff time.Duration
 }
 
+// backoff is MinBackoff and MaxBackoff with their defaults.
+func (c LLAWPConfig) backoff() (minB, maxB time.Duration) {
+	minB, maxB = c.MinBackoff, c.MaxBackoff
+	if minB <= 0 {
+		minB = time.Second
+	}
+	if maxB <= 0 {
+		maxB = 30 * time.Second
+	}
+	return minB, maxB
+}
+
 // ProcessConfig is one web worker process: the IIS model's w3wp.exe, or
 // one httpd child of the Apache model. Each bootstraps, builds its own
 // socket pool and serves HTTP through the agent; how it reaches its LLAWP
@@ -279,13 +291,7 @@ func (s *supervisor) aco(context.Context) (conf.ACO, error) {
 
 func (s *supervisor) run(ctx context.Context, w worker, _ chan<- struct{}) {
 	s.worker = w
-	minB, maxB := s.cfg.LLAWP.MinBackoff, s.cfg.LLAWP.MaxBackoff
-	if minB <= 0 {
-		minB = time.Second
-	}
-	if maxB <= 0 {
-		maxB = 30 * time.Second
-	}
+	minB, maxB := s.cfg.LLAWP.backoff()
 	backoff := minB
 	for ctx.Err() == nil {
 		started := time.Now()

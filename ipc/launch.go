@@ -190,9 +190,6 @@ func (o *Owner) LLAWP() LLAWP { return o.llawp }
 // PID is the LLAWP's process id.
 func (o *Owner) PID() int { return o.pid }
 
-// Reattach is what other processes need to Attach to this LLAWP.
-func (o *Owner) Reattach() Reattach { return o.reattach }
-
 // ReattachJSON is Reattach as one line of text, as the Apache model's
 // parent sends it to its children.
 func (o *Owner) ReattachJSON() string {

@@ -88,7 +88,7 @@ func (r *Run) writeLLAWPStatus(w io.Writer) {
 	}
 	l := v.LLAWP
 	fmt.Fprintf(w, "\nThe LLAWP (pid %d, %s, %d management polls) at the end of the workload, asked through %s (pid %d): %s\n",
-		l.PID, l.Phase, l.Polls, v.Proc, v.PID, count(len(l.Workers), "registered worker", "registered workers"))
+		l.PID, l.Phase, l.Polls, v.Proc, v.PID, plural(len(l.Workers), "registered worker", "registered workers"))
 	for _, wk := range l.Workers {
 		var socks []string
 		for _, s := range wk.Servers {
@@ -99,11 +99,4 @@ func (r *Run) writeLLAWPStatus(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  %s (pid %d): %s\n", wk.Name, wk.PID, strings.Join(socks, "; "))
 	}
-}
-
-func count(n int, one, many string) string {
-	if n == 1 {
-		return "1 " + one
-	}
-	return fmt.Sprintf("%d %s", n, many)
 }

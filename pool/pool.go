@@ -573,8 +573,8 @@ func (p *Pool) isClosed() bool {
 // accepts one is up again, Active or Inactive as the selection then says
 // (with EnableFailover=yes it takes the new requests back if it comes
 // first in the HCO). On a server that is up it closes the idle sockets
-// the server has closed and opens new ones in their place; one that then
-// refuses them all is Failed. The error lists the servers still
+// the server has closed and tops it up to MinSocketsPerPort again; one
+// that then refuses them all is Failed. The error lists the servers still
 // unavailable and those found failed.
 func (p *Pool) CheckServers(ctx context.Context) error {
 	if !p.enter() {

@@ -318,15 +318,24 @@ func (s *server) probeLocked(by string) []*socket {
 		return nil
 	}
 	s.retriedBy = by
+	return s.retireLocked(func(*socket) bool { return true })
+}
+
+// retireLocked takes the sockets that old says are past use out of
+// service: the idle ones leave the pool and are returned for closing, the
+// busy ones close when their request returns them.
+func (s *server) retireLocked(old func(*socket) bool) []*socket {
 	var closing []*socket
 	kept := s.socks[:0]
 	for _, k := range s.socks {
-		if k.state == sockIdle {
-			k.state = sockGone
-			closing = append(closing, k)
-			continue
+		if old(k) {
+			if k.state == sockIdle {
+				k.state = sockGone
+				closing = append(closing, k)
+				continue
+			}
+			k.closeOnReturn = true
 		}
-		k.closeOnReturn = true
 		kept = append(kept, k)
 	}
 	clear(s.socks[len(kept):])
@@ -525,21 +534,7 @@ func (s *server) failLocked(num int, why string, err error, how outcome) []*sock
 	if s.health == Active {
 		s.setHealthLocked(Failed, why)
 	}
-	var closing []*socket
-	kept := s.socks[:0]
-	for _, k := range s.socks {
-		if k.num <= num {
-			if k.state == sockIdle {
-				k.state = sockGone
-				closing = append(closing, k)
-				continue
-			}
-			k.closeOnReturn = true
-		}
-		kept = append(kept, k)
-	}
-	clear(s.socks[len(kept):])
-	s.socks = kept
+	closing := s.retireLocked(func(k *socket) bool { return k.num <= num })
 	for e := s.waiters.Front(); e != nil; e = s.waiters.Front() {
 		w := s.waiters.Remove(e).(*waiter)
 		w.elem = nil

@@ -16,13 +16,15 @@ import (
 
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/ipc"
+	"github.com/agentlab/agentlab/notice"
 )
 
-// EnvChild marks a process as an httpd child of the Apache model and holds
-// its parent's pid. An environment variable rather than a flag: a child is
-// the same hla binary with the parent's own flags, and a user never
-// starts one by hand.
-const EnvChild = "AGENTLAB_HTTPD_CHILD"
+// EnvChild marks a process as a worker that a parent started (an httpd
+// child of the Apache model, or w3wp.exe under WAS in the IIS model) and
+// holds its parent's pid. An environment variable rather than a flag: a
+// child is the same hla binary with the parent's own flags, and a user
+// never starts one by hand.
+const EnvChild = "AGENTLAB_WORKER_CHILD"
 
 // The files a child inherits (exec.Cmd.ExtraFiles: fd 3 onwards).
 const (
@@ -119,10 +121,6 @@ func (in *Inherited) readReattach(set func(string)) {
 	}
 }
 
-// linkWait bounds how long a child holds its readiness for its first
-// watch of the LLAWP.
-const linkWait = 5 * time.Second
-
 // RunApacheChild runs one httpd child until ctx ends, its parent dies, or
 // it has served cfg.MaxRequests: the same worker as the IIS model's
 // (bootstrap, HCO phase, its own pool, the agent), on the parent's
@@ -151,9 +149,31 @@ func RunApacheChild(ctx context.Context, cfg ProcessConfig, in *Inherited) error
 	link := newAttachLink(cfg)
 	defer link.close()
 	go in.readReattach(link.setReattach)
-	err := runWorker(ctx, cfg, link, linkWait)
+	err := runWorker(ctx, cfg, link)
 	if ctx.Err() != nil {
 		return nil // stopped by the parent, or the parent is gone
+	}
+	return err
+}
+
+// RunIISChild runs w3wp.exe under WAS until ctx ends or WAS dies: RunIIS
+// on WAS's listening socket, telling WAS when it is through its HCO phase,
+// when it serves, and when its LLAWP dies or starts again.
+func RunIISChild(ctx context.Context, cfg ProcessConfig, in *Inherited) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer in.close()
+	go watchParent(ctx, in.ParentPID, func() {
+		cfg.Log.Warn().Int("parent_pid", in.ParentPID).Msg("WAS is gone: exiting")
+		cancel(errors.New("WAS is gone"))
+	})
+	cfg.Listener = in.Listener
+	cfg.Ready = func(string) { in.notify(noticeReady) }
+	cfg.HCODone = func() { in.notify(noticeHCO) }
+	cfg.Notify = func(n notice.Notice) { in.notify(n.String()) }
+	err := RunIIS(ctx, cfg)
+	if ctx.Err() != nil {
+		return nil // stopped by WAS, or WAS is gone
 	}
 	return err
 }
@@ -293,7 +313,7 @@ func (a *attachLink) aco(ctx context.Context) (conf.ACO, error) {
 				switch {
 				case st.ACO != nil:
 					return conf.ACOFromProto(st.ACO)
-				case st.Phase == "failed":
+				case st.Phase == ipc.PhaseFailed:
 					return conf.ACO{}, fmt.Errorf("the LLAWP (pid %d) failed its startup: no ACO to take from it", st.PID)
 				}
 			} else {
@@ -368,9 +388,8 @@ func (a *attachLink) once(ctx context.Context, w worker, linked chan<- struct{})
 		a.drop(att)
 		return fmt.Errorf("watch the LLAWP: %w", err)
 	}
-	if linked != nil {
-		a.linkedOnce.Do(func() { close(linked) })
-	}
+	wg.Add(1)
+	go func() { defer wg.Done(); awaitLLAWP(wctx, att, &a.linkedOnce, linked) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); reportSockets(wctx, att, id, w.sockets, a.log) }()
 	if a.cfg.Forwarder != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/agentlab/agentlab/bootstrap"
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/ipc"
+	"github.com/agentlab/agentlab/notice"
 	"github.com/agentlab/agentlab/pool"
 	"github.com/agentlab/agentlab/trace"
 )
@@ -27,6 +28,9 @@ const Version = "0.1"
 
 // LLAWPConfig says how a worker starts its LLAWP.
 type LLAWPConfig struct {
+	// Name is the LLAWP's process name (its --proc-name): ProcLLAWPIIS
+	// or ProcLLAWPApache; "" means ProcLLAWPIIS.
+	Name   string
 	Path   string   // the llawp binary
 	Args   []string // its flags (WebAgent.conf, folders, hosts, poll)
 	Env    []string
@@ -34,6 +38,13 @@ type LLAWPConfig struct {
 	// MinBackoff and MaxBackoff bound the wait before a dead LLAWP is
 	// started again; 0 means 1 s and 30 s.
 	MinBackoff, MaxBackoff time.Duration
+}
+
+func (c LLAWPConfig) name() string {
+	if c.Name == "" {
+		return ProcLLAWPIIS
+	}
+	return c.Name
 }
 
 // backoff is MinBackoff and MaxBackoff with their defaults.
@@ -96,6 +107,10 @@ type ProcessConfig struct {
 	// Recycling is called when the worker has served MaxRequests and
 	// starts to drain.
 	Recycling func()
+	// Notify passes the worker's own news (its LLAWP died, a new one
+	// started) to its parent, which tells whoever started the web server;
+	// nil tells nobody.
+	Notify func(notice.Notice)
 }
 
 func (cfg *ProcessConfig) role() string {
@@ -120,25 +135,28 @@ type llawpLink interface {
 // RunIIS runs the IIS model's worker until ctx ends: the first round of the
 // seed's capture (bootstrap, then the HCO phase), then the LLAWP it spawns,
 // which does the second round on its own. Authorization never waits for
-// the LLAWP: if it dies, the worker logs it, goes on serving, and starts a
-// new one.
+// the LLAWP once the worker serves: if it dies, the worker logs it, goes
+// on serving, and starts a new one.
 func RunIIS(ctx context.Context, cfg ProcessConfig) error {
 	if cfg.ACOFromLLAWP {
 		return errors.New("the IIS model's worker takes its ACO from the Policy Server: --aco-from-llawp is for the Apache model")
 	}
-	return runWorker(ctx, cfg, &supervisor{cfg: cfg, log: cfg.Log}, 0)
+	return runWorker(ctx, cfg, &supervisor{cfg: cfg, log: cfg.Log})
 }
 
-// runWorker is one web worker process from bootstrap to exit. linkWait,
-// when positive, holds Ready until the worker watches its LLAWP (or that
-// long has passed), so that a management command queued once the web
-// server says it serves reaches this worker too.
-func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink, linkWait time.Duration) error {
+// runWorker is one web worker process from bootstrap to exit. It holds
+// Ready until its LLAWP is through its own HCO phase, for at most
+// WebAgent.conf's AgentWaitTime, as the vendor's worker waits for its
+// LLAWP: the seed's capture then shows both start-up rounds before the
+// first page load, and a management command queued once the web server
+// says it serves reaches this worker too.
+func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink) error {
 	log := cfg.Log
 	wa, err := conf.ReadWebAgent(cfg.WebAgent)
 	if err != nil {
 		return err
 	}
+	linkWait := time.Duration(wa.AgentWaitTime)
 	sm, err := conf.ReadSmHost(wa.HostConfigFile)
 	if err != nil {
 		return err
@@ -221,7 +239,7 @@ func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink, linkWait 
 		select {
 		case <-linked:
 		case <-time.After(linkWait):
-			log.Warn().Dur("waited", linkWait).Msg("Serving before the LLAWP link is up: management commands until then are not seen")
+			log.Warn().Dur("waited", linkWait).Msg("AgentWaitTime is over and the LLAWP is not up yet: serving without it; management commands until then are not seen")
 		case err := <-serveErr:
 			// Never report ready for a server that has already failed.
 			stopLink()
@@ -271,6 +289,8 @@ type supervisor struct {
 	worker worker
 	log    zerolog.Logger
 
+	linkedOnce sync.Once
+
 	mu    sync.Mutex
 	llawp ipc.LLAWP // the one running, nil between two
 }
@@ -289,20 +309,22 @@ func (s *supervisor) aco(context.Context) (conf.ACO, error) {
 	return conf.ACO{}, errors.New("the IIS model's worker takes its ACO from the Policy Server")
 }
 
-func (s *supervisor) run(ctx context.Context, w worker, _ chan<- struct{}) {
+func (s *supervisor) run(ctx context.Context, w worker, linked chan<- struct{}) {
 	s.worker = w
 	minB, maxB := s.cfg.LLAWP.backoff()
 	backoff := minB
-	for ctx.Err() == nil {
+	for again := false; ctx.Err() == nil; again = true {
 		started := time.Now()
-		err := s.once(ctx)
+		o, err := s.once(ctx, again, linked)
 		if ctx.Err() != nil {
+			s.exited(o, false, "stopped with its worker")
 			return
 		}
 		if time.Since(started) > maxB {
 			backoff = minB
 		}
 		s.log.Error().Err(err).Dur("restart_in", backoff).Msg("LLAWP is gone; authorization goes on, a new LLAWP will be started")
+		s.exited(o, true, fmt.Sprintf("%s (pid %d) goes on serving and starts a new LLAWP in %s", s.cfg.ProcName, os.Getpid(), backoff))
 		select {
 		case <-ctx.Done():
 			return
@@ -312,17 +334,49 @@ func (s *supervisor) run(ctx context.Context, w worker, _ chan<- struct{}) {
 	}
 }
 
-// once runs one LLAWP from launch to exit (or to ctx's end, when it stops it).
-func (s *supervisor) once(ctx context.Context) error {
+// exited records the end of an LLAWP this worker launched, and tells a
+// death to the worker's parent; o is nil when none was launched.
+func (s *supervisor) exited(o *ipc.Owner, death bool, action string) {
+	if o == nil {
+		return
+	}
+	proc := llawpProcess(o, s.cfg.LLAWP.name(), s.cfg.ProcName)
+	proc.Exit = trace.ExitOf(o.ExitState())
+	if proc.Exit == nil {
+		proc.Exit = &trace.Exit{Code: -1}
+	}
+	proc.Exit.Death, proc.Exit.Action = death, action
+	s.cfg.Recorder.ProcessExit(proc)
+	if death && s.cfg.Notify != nil {
+		s.cfg.Notify(notice.Notice{Prog: notice.ProgHLA, Kind: notice.Exited, Process: &proc})
+	}
+}
+
+// once runs one LLAWP from launch to exit (or to ctx's end, when it stops
+// it), and returns it, stopped, with why it ended; nil when the launch
+// failed. again says it replaces one that died. It closes linked once
+// this LLAWP is through its HCO phase.
+func (s *supervisor) once(ctx context.Context, again bool, linked chan<- struct{}) (*ipc.Owner, error) {
 	o, err := ipc.Launch(ctx, ipc.LaunchConfig{
 		Path: s.cfg.LLAWP.Path, Args: s.cfg.LLAWP.Args, Env: s.cfg.LLAWP.Env,
 		Stderr: s.cfg.LLAWP.Stderr, Logger: s.log,
 	})
 	if err != nil {
-		return fmt.Errorf("launch LLAWP: %w", err)
+		return nil, fmt.Errorf("launch LLAWP: %w", err)
 	}
 	defer o.Kill()
 	s.log.Info().Int("llawp_pid", o.PID()).Msg("LLAWP started")
+	proc := llawpProcess(o, s.cfg.LLAWP.name(), s.cfg.ProcName)
+	s.cfg.Recorder.ProcessCreate(proc)
+	if again && s.cfg.Notify != nil {
+		s.cfg.Notify(notice.Notice{Prog: notice.ProgHLA, Kind: notice.Started, Process: &proc})
+	}
+	return o, s.serve(ctx, o, linked)
+}
+
+// serve keeps the worker registered with the LLAWP o and applies its
+// management events, until it exits or ctx ends.
+func (s *supervisor) serve(ctx context.Context, o *ipc.Owner, linked chan<- struct{}) error {
 	l := o.LLAWP()
 	s.mu.Lock()
 	s.llawp = l
@@ -347,6 +401,8 @@ func (s *supervisor) once(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watch the LLAWP: %w", err)
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); awaitLLAWP(wctx, l, &s.linkedOnce, linked) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); reportSockets(wctx, l, id, s.worker.sockets, s.log) }()
 	if s.cfg.Forwarder != nil {
@@ -383,6 +439,34 @@ func (s *supervisor) once(ctx context.Context) error {
 		}
 	}
 }
+
+// awaitLLAWP closes linked once the LLAWP is through its own bootstrap
+// and HCO phase (ready, or failed: then there is nothing to wait for), or
+// when ctx ends. The worker holds its readiness until then, up to
+// AgentWaitTime.
+func awaitLLAWP(ctx context.Context, l ipc.LLAWP, once *sync.Once, linked chan<- struct{}) {
+	if linked == nil {
+		return
+	}
+	t := time.NewTicker(llawpPhasePoll)
+	defer t.Stop()
+	for {
+		if st, err := l.Status(ctx); err == nil && st.Phase != ipc.PhaseStarting {
+			once.Do(func() { close(linked) })
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// llawpPhasePoll is how often a starting worker asks its LLAWP whether it
+// is through its HCO phase: a few milliseconds of its start-up, which
+// takes tens.
+const llawpPhasePoll = 10 * time.Millisecond
 
 // applyEvent is a worker's handling of one relayed management command; the
 // log line is how a learner (and the e2e tests) see that it arrived.

@@ -100,12 +100,20 @@ type ManagementEvent struct {
 	Missed uint64
 }
 
+// The LLAWP's phases, as Status reports them: a worker waits for the
+// LLAWP to leave PhaseStarting before it serves (AgentWaitTime).
+const (
+	PhaseStarting = "starting" // bootstrap and HCO under way
+	PhaseReady    = "ready"    // pooled, polling
+	PhaseFailed   = "failed"   // startup failed; the LLAWP is on its way out
+)
+
 // Status is the LLAWP's health and counters.
 type Status struct {
 	PID             int
 	Started         time.Time
 	Uptime          time.Duration
-	Phase           string // starting, ready, failed
+	Phase           string // PhaseStarting, PhaseReady, PhaseFailed
 	AgentName       string
 	TrustedHost     string
 	BootstrapServer string

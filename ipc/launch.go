@@ -48,6 +48,7 @@ type LaunchConfig struct {
 // Owner is the HLA process that launched the LLAWP: the one that may stop it.
 type Owner struct {
 	client   *plugin.Client
+	cmd      *exec.Cmd
 	llawp    LLAWP
 	pid      int
 	reattach Reattach
@@ -153,6 +154,7 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Owner, error) {
 	}
 	o := &Owner{
 		client: client,
+		cmd:    cmd,
 		llawp:  llawp,
 		pid:    rc.Pid,
 		reattach: Reattach{
@@ -199,6 +201,21 @@ func (o *Owner) ReattachJSON() string {
 
 // Exited is closed when the LLAWP process has exited, for whatever reason.
 func (o *Owner) Exited() <-chan struct{} { return o.exited }
+
+// Command is the LLAWP's binary and argv, as started.
+func (o *Owner) Command() (path string, args []string) { return o.cmd.Path, o.cmd.Args }
+
+// ExitState is the LLAWP's wait status and resource usage once Exited is
+// closed; nil before. go-plugin reaps the process and sets the flag that
+// closes Exited under its lock after Wait: reading after it is safe.
+func (o *Owner) ExitState() *os.ProcessState {
+	select {
+	case <-o.exited:
+		return o.cmd.ProcessState
+	default:
+		return nil
+	}
+}
 
 // Kill stops the LLAWP: go-plugin asks it to shut down, waits 2 s, then
 // kills it. It stops it for every attached worker too. Safe to call more

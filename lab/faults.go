@@ -26,6 +26,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/agentlab/agentlab/notice"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -428,8 +429,8 @@ func (r *Run) faultServerStarted(ps PolicyServer, p *Proc) {
 // controlAddr is what smps printed before it said it was ready.
 func controlAddr(p *Proc) (string, error) {
 	for _, line := range p.Stdout() {
-		if a, ok := strings.CutPrefix(line, "smps: control on "); ok {
-			return strings.TrimSpace(a), nil
+		if n, ok := notice.ParseKind(line, notice.ProgSmps, notice.Control); ok {
+			return n.Addr, nil
 		}
 	}
 	return "", fmt.Errorf("%s (pid %d) did not say where its control API is", p.Name, p.PID())
@@ -702,7 +703,7 @@ func (fr *faultRunner) kill(s *faultServerState, rec *FaultRecord, where string)
 	p.Kill()
 	s.proc, s.control = nil, ""
 	s.ended = append(s.ended, p)
-	s.note(p, "killed (SIGKILL) by the fault at "+where)
+	fr.note(s, p, "killed (SIGKILL) by the fault at "+where)
 	rec.Result = fmt.Sprintf("pid %d killed (SIGKILL); %s refuses connections", rec.PID, s.addr)
 	return nil
 }
@@ -719,7 +720,7 @@ func (fr *faultRunner) restart(s *faultServerState, rec *FaultRecord, where stri
 		err := p.Stop(stopGrace)
 		s.proc, s.control = nil, ""
 		s.ended = append(s.ended, p)
-		s.note(p, "stopped (SIGTERM) for the restart at "+where)
+		fr.note(s, p, "stopped (SIGTERM) for the restart at "+where)
 		if err != nil && !strings.Contains(err.Error(), "signal: terminated") {
 			r.progress("stopping %s (pid %d) for its restart: %v", s.name, rec.PID, err)
 		}
@@ -732,7 +733,8 @@ func (fr *faultRunner) restart(s *faultServerState, rec *FaultRecord, where stri
 	fr.files = append(fr.files, stderr)
 	sctx, cancel := context.WithTimeout(fr.ctx, r.Opts.StartTimeout)
 	defer cancel()
-	p, err := Start(sctx, ProcSpec{Name: s.ps.Host, Bin: r.bin("smps"), Args: s.args, Ready: "smps: listening on", Stderr: stderr})
+	p, err := r.start(sctx, ProcSpec{Name: s.ps.Host, Bin: r.bin("smps"), Args: s.args, Ready: notice.SmpsListening, Stderr: stderr, Role: rolePolicyServer},
+		policyServerDown(s.ps.Host))
 	if err != nil {
 		return fmt.Errorf("%w (see %s)", err, r.path(s.ps.Host+".stderr"))
 	}
@@ -741,7 +743,7 @@ func (fr *faultRunner) restart(s *faultServerState, rec *FaultRecord, where stri
 	if err != nil {
 		p.Kill()
 		s.ended = append(s.ended, p)
-		s.note(p, "killed: started without a control API")
+		fr.note(s, p, "killed: started without a control API")
 		return err
 	}
 	s.proc, s.control = p, addr
@@ -750,7 +752,9 @@ func (fr *faultRunner) restart(s *faultServerState, rec *FaultRecord, where stri
 	return nil
 }
 
-func (s *faultServerState) note(p *Proc, text string) {
+// note keeps why a fault ended p, for summary.json and the lab's trace.
+func (fr *faultRunner) note(s *faultServerState, p *Proc, text string) {
+	fr.r.recordStop(p, text)
 	if s.notes == nil {
 		s.notes = map[*Proc]string{}
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agentlab/agentlab/labs"
+	"github.com/agentlab/agentlab/notice"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -395,7 +396,7 @@ func (fc *fakeControl) requests() []string {
 // is ready, control address first, and waits to be stopped.
 func fakeSmps(t *testing.T, control string) string {
 	dir := t.TempDir()
-	script := fmt.Sprintf("#!/bin/sh\necho 'smps: control on %s'\necho 'smps: listening on x'\nexec sleep 60\n", control)
+	script := fmt.Sprintf("#!/bin/sh\necho 'smps: control on %s'\necho 'smps: listening on 127.0.0.1:1'\nexec sleep 60\n", control)
 	if err := os.WriteFile(filepath.Join(dir, "smps"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -411,7 +412,7 @@ func startFakeServers(t *testing.T, r *Run) {
 		if !slices.Contains(args, "--control") || !slices.Contains(args, r.Lab.Hosts[ps.Host]+":0") {
 			t.Fatalf("args %q: want --control on the server's own address", args)
 		}
-		p, err := Start(context.Background(), ProcSpec{Name: ps.Host, Bin: r.bin("smps"), Args: args, Ready: "smps: listening on"})
+		p, err := Start(context.Background(), ProcSpec{Name: ps.Host, Bin: r.bin("smps"), Args: args, Ready: notice.SmpsListening})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,12 +2,17 @@ package lab
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/agentlab/agentlab/notice"
+	"github.com/agentlab/agentlab/trace"
 )
 
 func TestSeed(t *testing.T) {
@@ -97,27 +102,73 @@ func TestWorkload(t *testing.T) {
 	}
 }
 
-// TestProc: a process is ready at its ready line, stops on SIGTERM, and a
+// TestProc: a process is ready at its ready notice, stops on SIGTERM, and a
 // process that exits before it is ready says so.
 func TestProc(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	p, err := Start(ctx, ProcSpec{Name: "sleeper", Bin: "/bin/sh", Args: []string{"-c", "echo starting; echo ready now; exec sleep 30"}, Ready: "ready"})
+	ready := notice.Notice{Prog: "hla", Kind: notice.Serving}
+	deaths := make(chan *Proc, 1)
+	p, err := Start(ctx, ProcSpec{Name: "sleeper", Bin: "/bin/sh", Args: []string{"-c", "echo 'hla: serving soon'; echo 'hla: serving http://x:1'; exec sleep 30"},
+		Ready: ready, OnDeath: func(p *Proc) { deaths <- p }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out := p.Stdout(); len(out) < 2 || out[1] != "ready now" {
+	if out := p.Stdout(); len(out) < 2 || out[1] != "hla: serving http://x:1" {
 		t.Errorf("stdout %q", out)
 	}
 	if err := p.Stop(5 * time.Second); err == nil || !strings.Contains(err.Error(), "sleeper") {
 		t.Errorf("stop of a process killed by SIGTERM: %v", err)
 	}
-	_, err = Start(ctx, ProcSpec{Name: "quitter", Bin: "/bin/sh", Args: []string{"-c", "exit 3"}, Ready: "ready"})
+	select {
+	case d := <-deaths:
+		t.Errorf("the lab's own stop of %s was taken for a death", d.Name)
+	default:
+	}
+	_, err = Start(ctx, ProcSpec{Name: "quitter", Bin: "/bin/sh", Args: []string{"-c", "exit 3"}, Ready: ready,
+		OnDeath: func(p *Proc) { deaths <- p }})
 	if err == nil || !strings.Contains(err.Error(), "quitter exited before it was ready") {
 		t.Errorf("a process that exits early: %v", err)
 	}
 	_, err = Start(ctx, ProcSpec{Name: "missing", Bin: "/nonexistent/bin"})
 	if err == nil || !strings.Contains(err.Error(), "/nonexistent/bin") {
 		t.Errorf("a missing binary: %v", err)
+	}
+	select {
+	case d := <-deaths:
+		t.Errorf("a process that never got ready (%s) was reported as a death as well as Start's error", d.Name)
+	default:
+	}
+}
+
+// TestProcDeathAndNotices: a ready process that exits on its own is a
+// death, told at once; the notices it prints meanwhile reach OnNotice.
+func TestProcDeathAndNotices(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	exit := notice.Notice{Prog: "hla", Kind: notice.Exited, Process: &trace.Process{Name: "w3wp.exe", PID: 7, Exit: &trace.Exit{Code: -1, Signal: "SIGKILL", Death: true}}}
+	deaths := make(chan *Proc, 1)
+	var mu sync.Mutex
+	var got []notice.Notice
+	script := fmt.Sprintf("echo 'hla: serving http://x:1'; echo 'not a notice'; echo '%s'; read line; exit 4", exit)
+	p, err := Start(ctx, ProcSpec{Name: "dier", Bin: "/bin/sh", Args: []string{"-c", script}, Ready: notice.HLAServing,
+		OnDeath:  func(p *Proc) { deaths <- p },
+		OnNotice: func(n notice.Notice) { mu.Lock(); got = append(got, n); mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The script waits on its stdin (the test's, closed: read fails at once).
+	select {
+	case d := <-deaths:
+		if d != p || d.Cmd.ProcessState.ExitCode() != 4 {
+			t.Errorf("death of %s, exit %d", d.Name, d.Cmd.ProcessState.ExitCode())
+		}
+	case <-ctx.Done():
+		t.Fatal("no death reported for a process that exited on its own")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0].Kind != notice.Exited || got[0].Process.PID != 7 {
+		t.Errorf("notices %+v, want the one exit notice", got)
 	}
 }

@@ -11,15 +11,19 @@ import (
 // rendered from trace.jsonl (agentlab pcap does the same from any trace).
 const PcapngFile = "trace.pcapng"
 
-// writePcapng renders the merged trace, named by the lab's hosts map: the
-// same names the processes resolved and recorded.
-func (r *Run) writePcapng(evs []trace.Event) error {
+// RegistrationDir is the run's subfolder for smreghost's registration:
+// its trace, trace.jsonl and trace.pcapng.
+const RegistrationDir = "registration"
+
+// writePcapng renders merged events to path, named by the lab's hosts
+// map: the same names the processes resolved and recorded.
+func (r *Run) writePcapng(path string, evs []trace.Event) error {
 	hosts, err := r.Lab.HostsMap()
 	if err != nil {
-		return fmt.Errorf("%s: %w", PcapngFile, err)
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	if err := trace.SavePcapng(r.path(PcapngFile), evs, hosts); err != nil {
-		return fmt.Errorf("%s: %w", PcapngFile, err)
+	if err := trace.SavePcapng(path, evs, hosts); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
 }

@@ -8,36 +8,53 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/agentlab/agentlab/notice"
 )
 
 // Proc is a process the lab started.
 type Proc struct {
 	Name string // what the lab calls it: smps1.shared.lab, smreghost, ...
+	Role string // its role in the lab's trace: policyserver, web
 	Cmd  *exec.Cmd
 
 	done    chan struct{}
 	waitErr error
 
+	// stopping is set before the lab stops or kills the process: its exit
+	// is then no death; nor is an exit before it was ready (ready unset),
+	// which Start reports as its error.
+	stopping, started atomic.Bool
+
 	mu     sync.Mutex
 	stdout []string
-	ready  chan string
+	ready  chan notice.Notice
 }
 
 // ProcSpec is how to start one.
 type ProcSpec struct {
 	Name string
+	Role string
 	Bin  string
 	Args []string
 	Env  []string
-	// Ready is the stdout line prefix that says the process is serving;
-	// "" means ready at once.
-	Ready string
+	// Ready is the notice that says the process is serving (Prog and
+	// Kind); the zero Notice means ready at once.
+	Ready notice.Notice
 	// Stderr receives the process's standard error.
 	Stderr io.Writer
+	// OnNotice is told every other notice the process prints (a web
+	// server's deaths and replacements), as it prints it.
+	OnNotice func(notice.Notice)
+	// OnStart is called once the process runs, before it is ready.
+	OnStart func(*Proc)
+	// OnDeath is called when the process exits without the lab having
+	// stopped or killed it.
+	OnDeath func(*Proc)
 }
 
 // Start runs a process that dies with the lab (Pdeathsig), so that a lab
@@ -47,7 +64,11 @@ func Start(ctx context.Context, s ProcSpec) (*Proc, error) {
 	cmd := exec.Command(s.Bin, s.Args...)
 	cmd.Env = append(os.Environ(), s.Env...)
 	cmd.Stderr = s.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// A process group of its own: a Ctrl-C at the terminal (or timeout's
+	// SIGTERM to its group) reaches only the lab, which stops everything
+	// in its order, web server first; a process that exits before the lab
+	// asks is then a death, never the terminal's doing.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -55,21 +76,32 @@ func Start(ctx context.Context, s ProcSpec) (*Proc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s (%s): %w", s.Name, s.Bin, err)
 	}
-	p := &Proc{Name: s.Name, Cmd: cmd, done: make(chan struct{}), ready: make(chan string, 1)}
+	p := &Proc{Name: s.Name, Role: s.Role, Cmd: cmd, done: make(chan struct{}), ready: make(chan notice.Notice, 1)}
+	p.started.Store(s.Ready.Kind == "")
+	if s.OnStart != nil {
+		s.OnStart(p)
+	}
 	scanDone := make(chan struct{})
 	go func() {
 		defer close(scanDone)
 		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 4096), 1<<20)
 		for sc.Scan() {
 			line := sc.Text()
 			p.mu.Lock()
 			p.stdout = append(p.stdout, line)
 			p.mu.Unlock()
-			if s.Ready != "" && strings.HasPrefix(line, s.Ready) {
+			n, ok := notice.Parse(line)
+			switch {
+			case !ok:
+			case s.Ready.Kind != "" && n.Prog == s.Ready.Prog && n.Kind == s.Ready.Kind:
+				p.started.Store(true)
 				select {
-				case p.ready <- line:
+				case p.ready <- n:
 				default:
 				}
+			case s.OnNotice != nil:
+				s.OnNotice(n)
 			}
 		}
 	}()
@@ -77,8 +109,11 @@ func Start(ctx context.Context, s ProcSpec) (*Proc, error) {
 		<-scanDone // Wait closes the pipe: read it all first.
 		p.waitErr = cmd.Wait()
 		close(p.done)
+		if p.started.Load() && !p.stopping.Load() && s.OnDeath != nil {
+			s.OnDeath(p)
+		}
 	}()
-	if s.Ready == "" {
+	if s.Ready.Kind == "" {
 		return p, nil
 	}
 	select {
@@ -130,6 +165,7 @@ func (p *Proc) Stop(grace time.Duration) error {
 		return p.exitErr()
 	default:
 	}
+	p.stopping.Store(true)
 	p.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
@@ -153,6 +189,7 @@ func (p *Proc) exitErr() error {
 
 // Kill kills the process and waits for it.
 func (p *Proc) Kill() {
+	p.stopping.Store(true)
 	p.Cmd.Process.Kill()
 	<-p.done
 }

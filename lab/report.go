@@ -32,7 +32,9 @@ func (r *Run) tableView(all bool) (trace.Filter, string) {
 // (the registration happens before the web server exists).
 func (r *Run) reportSide(label string, evs []trace.Event, lines []string) trace.Side {
 	keep, what := r.tableView(r.Opts.All)
-	return trace.Side{Label: label, Lines: lines, Events: evs, Host: r.Lab.WebServer.Host, Servers: r.Lab.ServerHosts(),
+	// With --all, the table shows the registration too; the steps and the
+	// diagram tell the agents only (isAgent) either way.
+	return trace.Side{Label: label, Lines: lines, Events: r.tableEvents(evs, r.Opts.All), Host: r.Lab.WebServer.Host, Servers: r.Lab.ServerHosts(),
 		Agents: isAgent, Table: keep, TableWhat: what}
 }
 

@@ -8,11 +8,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentlab/agentlab/conf"
+	"github.com/agentlab/agentlab/notice"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -130,7 +133,11 @@ type Summary struct {
 	// Faults are the lab's faults: when each was applied, to which
 	// server, and what it did (lab/faults.go).
 	Faults []FaultRecord `json:"faults,omitempty"`
-	Error  string        `json:"error,omitempty"`
+	// Deaths are the processes that died during the run (not stopped by
+	// the lab or by a fault, not recycled), with how and what was done
+	// about each, in the order they died.
+	Deaths []Death `json:"deaths,omitempty"`
+	Error  string          `json:"error,omitempty"`
 }
 
 // Run is one run of a lab: it starts the Policy Servers, registers the web
@@ -151,6 +158,23 @@ type Run struct {
 	// write leaves it out of the report's list of files.
 	llawpWritten bool
 	faults       *faultRunner
+	// registration is what smreghost recorded, apart from the run's trace.
+	registration []trace.Event
+	// rec is the lab's own trace: the Process Create and Process Exit of
+	// the processes it starts.
+	rec *trace.Recorder
+	// webDown ends the run when the web server's own process dies: with
+	// it go its workers and their LLAWP, and nothing restarts it.
+	webDown context.CancelCauseFunc
+
+	deathsMu sync.Mutex
+	deaths   []Death
+}
+
+// Death is a process that died during a run, as the lab learnt it.
+type Death struct {
+	At time.Time `json:"at"`
+	trace.Process
 }
 
 func (r *Run) progress(format string, a ...any) {
@@ -195,9 +219,17 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 	if err := os.WriteFile(r.hostsFile, hosts.Bytes(), 0o644); err != nil {
 		return nil, err
 	}
+	if r.rec, err = trace.Create(r.Opts.Out, trace.Options{Proc: "agentlab", Role: "lab", Hosts: hosts}); err != nil {
+		return nil, err
+	}
+	ctx, r.webDown = context.WithCancelCause(ctx)
 	defer func() {
+		if cause := context.Cause(ctx); errors.Is(cause, errWebServerDown) {
+			err = errors.Join(cause, err)
+		}
 		err = errors.Join(err, r.stopFaults())
 		r.stopAll()
+		r.rec.Close()
 		evs, err = r.finish(err)
 	}()
 	if err := r.startPolicyServers(ctx); err != nil {
@@ -239,6 +271,96 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 	return nil, nil
 }
 
+// The roles of the processes the lab supervises, in its trace.
+const (
+	rolePolicyServer = "policyserver"
+	roleWeb          = "web"
+)
+
+// errWebServerDown is why a run ends when its web server's own process
+// (WAS, the httpd parent) dies.
+var errWebServerDown = errors.New("the web server is down")
+
+// start starts a process the lab supervises for the whole run (a Policy
+// Server, the web server): its start and end go into the lab's trace, and
+// a death is told at once.
+// onDeath says what the lab does about it (Exit.Action) and does it.
+func (r *Run) start(ctx context.Context, s ProcSpec, onDeath func(*trace.Process)) (*Proc, error) {
+	s.OnNotice = r.webServerNotice
+	s.OnDeath = func(p *Proc) {
+		proc := r.process(p)
+		proc.Exit.Death = true
+		onDeath(&proc)
+		r.rec.ProcessExit(proc)
+		r.death(proc)
+	}
+	s.OnStart = func(p *Proc) { r.rec.ProcessCreate(r.process(p)) }
+	return Start(ctx, s)
+}
+
+// process is a process the lab started, as a trace names it: by the name
+// it goes by (smps, svchost.exe, httpd), with its exit once it has one.
+func (r *Run) process(p *Proc) trace.Process {
+	proc := trace.Process{
+		Name: filepath.Base(p.Cmd.Args[0]), PID: p.PID(), Role: p.Role, Image: p.Cmd.Path,
+		CommandLine: strings.Join(p.Cmd.Args, " "), Parent: "agentlab", ParentPID: os.Getpid(),
+	}
+	if p.Role == roleWeb {
+		proc.Name = r.Lab.WebServer.ParentProc()
+	}
+	select {
+	case <-p.Done():
+		proc.Exit = trace.ExitOf(p.Cmd.ProcessState)
+	default:
+	}
+	return proc
+}
+
+// recordStop records in the lab's trace the end of a process the lab
+// stopped itself (not a death).
+func (r *Run) recordStop(p *Proc, action string) {
+	if p.Role == "" {
+		return
+	}
+	proc := r.process(p)
+	if proc.Exit != nil {
+		proc.Exit.Action = action
+	}
+	r.rec.ProcessExit(proc)
+}
+
+// webServerNotice tells a learner, as it happens, of a death among the
+// web server's processes (a worker, an httpd child, an LLAWP) and of each
+// replacement.
+func (r *Run) webServerNotice(n notice.Notice) {
+	switch n.Kind {
+	case notice.Exited:
+		if n.Process.Exit.Death {
+			r.death(*n.Process)
+		}
+	case notice.Started:
+		p := n.Process
+		r.progress("%s (pid %d) started %s (pid %d)", p.Parent, p.ParentPID, p.Name, p.PID)
+	}
+}
+
+// death records a process that died during the run and says so at once.
+func (r *Run) death(p trace.Process) {
+	r.deathsMu.Lock()
+	r.deaths = append(r.deaths, Death{At: time.Now(), Process: p})
+	r.deathsMu.Unlock()
+	r.progress("%s", deathLine(p))
+}
+
+// deathLine is a death as one line: who, how, and what was done.
+func deathLine(p trace.Process) string {
+	s := p.String()
+	if p.Exit != nil && p.Exit.Action != "" {
+		s += ": " + p.Exit.Action
+	}
+	return s
+}
+
 func (r *Run) startPolicyServers(ctx context.Context) error {
 	l := r.Lab
 	if r.Opts.KeyLog != "" {
@@ -267,7 +389,8 @@ func (r *Run) startPolicyServers(ctx context.Context) error {
 		args = r.faultServerArgs(ps, args)
 		r.progress("starting Policy Server %s on %s:%d, waiting until it listens", ps.Host, ip, ps.Port)
 		sctx, cancel := context.WithTimeout(ctx, r.Opts.StartTimeout)
-		p, err := Start(sctx, ProcSpec{Name: ps.Host, Bin: r.bin("smps"), Args: args, Ready: "smps: listening on", Stderr: r.stderrFile(ps.Host)})
+		p, err := r.start(sctx, ProcSpec{Name: ps.Host, Bin: r.bin("smps"), Args: args, Ready: notice.SmpsListening, Stderr: r.stderrFile(ps.Host), Role: rolePolicyServer},
+			policyServerDown(ps.Host))
 		cancel()
 		if err != nil {
 			// The server's own message names what it could not use (a
@@ -279,6 +402,14 @@ func (r *Run) startPolicyServers(ctx context.Context) error {
 		r.faultServerStarted(ps, p)
 	}
 	return nil
+}
+
+// policyServerDown is what the lab does about a Policy Server that died:
+// nothing, as nothing restarts a real one; the agents fail over.
+func policyServerDown(host string) func(*trace.Process) {
+	return func(p *trace.Process) {
+		p.Exit.Action = fmt.Sprintf("Policy Server %s is down, and the lab does not restart it: the agents fail over to another server of their HCO, if it has one", host)
+	}
 }
 
 // stderrFile keeps a process's standard error in the run folder, where an
@@ -305,7 +436,7 @@ func (r *Run) register(ctx context.Context) error {
 	args := []string{
 		"-i", first.Addr(), "-u", l.Admin.Login(), "-p", l.Admin.Password,
 		"-hn", w.TrustedHost, "-hc", w.HostConfigObject, "-f", r.path("SmHost.conf"), "-o",
-		"--hosts", r.hostsFile, "--trace", r.Opts.Out, "--source", l.Hosts[w.Host],
+		"--hosts", r.hostsFile, "--trace", r.path(RegistrationDir), "--source", l.Hosts[w.Host],
 	}
 	if err := r.runToEnd(ctx, ProcSpec{Name: "smreghost", Bin: r.bin("smreghost"), Args: args, Env: r.agentEnv(), Stderr: r.stderrFile("smreghost")}); err != nil {
 		return err
@@ -355,6 +486,15 @@ func (w WebServer) WorkerProc() string {
 	return "w3wp.exe"
 }
 
+// ParentProc is the web server's own process, the one the lab starts:
+// WAS (svchost.exe) for IIS, the httpd parent for Apache.
+func (w WebServer) ParentProc() string {
+	if w.Model == "apache" {
+		return "httpd"
+	}
+	return "svchost.exe"
+}
+
 // webServerArgs are hla's flags for the lab's web server.
 func (r *Run) webServerArgs(addr string) []string {
 	l, w := r.Lab, r.Lab.WebServer
@@ -381,23 +521,29 @@ func (r *Run) webServerArgs(addr string) []string {
 	return args
 }
 
-// startWebServer starts the web server: in the IIS model its worker
-// (w3wp.exe), which does its bootstrap and HCO phase, then launches the
-// LLAWP, which does its own; in the Apache model the httpd parent, which
-// launches the LLAWP and the children, each of which does its own.
+// startWebServer starts the web server: in the IIS model WAS
+// (svchost.exe), which starts the worker, w3wp.exe, which does its
+// bootstrap and HCO phase, then launches the LLAWP, which does its own; in
+// the Apache model the httpd parent, which starts the children, each of
+// which does its own, then launches the LLAWP. Either restarts a worker
+// that dies; nothing restarts the parent.
 func (r *Run) startWebServer(ctx context.Context) (*Proc, error) {
 	l, w := r.Lab, r.Lab.WebServer
 	addr := fmt.Sprintf("%s:%d", l.Hosts[w.Host], w.HTTPPort)
-	name := w.WorkerProc()
+	name := w.ParentProc()
 	if w.Model == "apache" {
-		r.progress("starting web server %s (hla, Apache model: httpd parent and %d children) on %s, waiting for every child's bootstrap and HCO phase",
+		r.progress("starting web server %s (hla, Apache model: httpd parent and %d children) on %s, waiting for every child's bootstrap and HCO phase, then the LLAWP's",
 			w.Host, max(w.Workers, 1), addr)
 	} else {
-		r.progress("starting web server %s (hla, IIS model: w3wp.exe) on %s, waiting for its bootstrap and HCO phase", w.Host, addr)
+		r.progress("starting web server %s (hla, IIS model: WAS in svchost.exe, which starts w3wp.exe) on %s, waiting for w3wp.exe's bootstrap and HCO phase, then its LLAWP.exe's", w.Host, addr)
 	}
 	sctx, cancel := context.WithTimeout(ctx, r.Opts.StartTimeout)
 	defer cancel()
-	p, err := Start(sctx, ProcSpec{Name: name, Bin: r.bin("hla"), Args: r.webServerArgs(addr), Env: r.agentEnv(), Ready: "hla: serving ", Stderr: r.stderrFile(name)})
+	p, err := r.start(sctx, ProcSpec{Name: name, Bin: r.bin("hla"), Args: r.webServerArgs(addr), Env: r.agentEnv(), Ready: notice.HLAServing, Stderr: r.stderrFile(name), Role: roleWeb},
+		func(p *trace.Process) {
+			p.Exit.Action = "nothing restarts the web server's own process, and its workers and LLAWP stop with it: the run ends"
+			r.webDown(fmt.Errorf("%w: %s", errWebServerDown, p))
+		})
 	if err != nil {
 		out, _ := os.ReadFile(r.path(name + ".stderr"))
 		return nil, fmt.Errorf("web server %s: %w\n%s", w.Host, err, out)
@@ -513,7 +659,16 @@ func (r *Run) runToEnd(ctx context.Context, s ProcSpec) error {
 func (r *Run) stopAll() {
 	for i := len(r.procs) - 1; i >= 0; i-- {
 		p := r.procs[i]
+		dead := false
+		select {
+		case <-p.Done():
+			dead = true // a death, recorded when it happened
+		default:
+		}
 		err := p.Stop(stopGrace)
+		if !dead {
+			r.recordStop(p, "stopped by the lab at the end of the run")
+		}
 		info := ProcInfo{Name: p.Name, Proc: filepath.Base(p.Cmd.Path), PID: p.PID(), Exit: strconv.Itoa(p.Cmd.ProcessState.ExitCode())}
 		if err != nil {
 			info.Error = err.Error()
@@ -527,14 +682,13 @@ func (r *Run) finish(runErr error) ([]trace.Event, error) {
 		f.Close()
 	}
 	r.summary.Processes = r.infos
+	r.deathsMu.Lock()
+	r.summary.Deaths = slices.Clone(r.deaths)
+	r.deathsMu.Unlock()
 	r.summary.Duration = time.Since(r.summary.Started).Round(time.Millisecond).String()
-	evs, err := trace.MergeDir(r.Opts.Out)
+	evs, err := r.mergeTraces()
 	if err != nil {
-		runErr = errors.Join(runErr, fmt.Errorf("merging traces: %w", err))
-	} else if len(evs) > 0 {
-		if err := r.writePcapng(evs); err != nil {
-			runErr = errors.Join(runErr, err)
-		}
+		runErr = errors.Join(runErr, err)
 	}
 	r.summary.Events = len(evs)
 	r.summary.Processes = append(r.summary.Processes, agentProcs(evs, r.infos, r.Lab.WebServer.WorkerProc())...)
@@ -556,6 +710,96 @@ func (r *Run) finish(runErr error) ([]trace.Event, error) {
 		runErr = errors.Join(runErr, err)
 	}
 	return evs, runErr
+}
+
+// tableEvents are the events the Process Monitor view reads: the run's,
+// and with all the registration's too, which happened before the web
+// server started.
+func (r *Run) tableEvents(evs []trace.Event, all bool) []trace.Event {
+	if !all || len(r.registration) == 0 {
+		return evs
+	}
+	out := append(slices.Clone(r.registration), evs...)
+	slices.SortStableFunc(out, func(a, b trace.Event) int { return a.T.Compare(b.T) })
+	return out
+}
+
+// mergeTraces merges the processes' traces into trace.jsonl and renders
+// trace.pcapng. The registration, which happens before the web server
+// starts, goes to a folder of its own (RegistrationDir, with its own
+// trace.jsonl and trace.pcapng): the run's trace starts, as the seed's
+// capture does, when the web server starts. smreghost records its side
+// there; the Policy Server's side of the same connections is taken out
+// of the run's events.
+func (r *Run) mergeTraces() ([]trace.Event, error) {
+	evs, err := trace.Merge(r.Opts.Out)
+	if err != nil {
+		return nil, fmt.Errorf("merging traces: %w", err)
+	}
+	if r.registration, err = trace.Merge(r.path(RegistrationDir)); err != nil {
+		return nil, fmt.Errorf("merging the registration's trace: %w", err)
+	}
+	evs, r.registration = splitRegistration(evs, r.registration)
+	var errs []error
+	for _, out := range []struct {
+		dir string
+		evs []trace.Event
+	}{{r.Opts.Out, evs}, {r.path(RegistrationDir), r.registration}} {
+		if len(out.evs) == 0 {
+			continue
+		}
+		if err := trace.WriteEventsFile(filepath.Join(out.dir, "trace.jsonl"), out.evs); err != nil {
+			errs = append(errs, err)
+		}
+		if err := r.writePcapng(filepath.Join(out.dir, PcapngFile), out.evs); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return evs, errors.Join(errs...)
+}
+
+// splitRegistration moves the Policy Servers' side of the registration's
+// connections from evs to reg. A server-side connection is the one
+// accepted on the reverse address pair of a registration connection while
+// it was open; all of its events go, by its connection id.
+func splitRegistration(evs, reg []trace.Event) (run, regAll []trace.Event) {
+	type span struct{ from, to time.Time }
+	open := map[string]*span{} // server's local|remote -> when the client's side was open
+	for _, e := range reg {
+		if e.Conn == "" {
+			continue
+		}
+		k := e.Remote + "|" + e.Local
+		if sp := open[k]; sp == nil {
+			open[k] = &span{e.T, e.T}
+		} else {
+			sp.to = e.T
+		}
+	}
+	if len(open) == 0 {
+		return evs, reg
+	}
+	server := map[string]bool{} // server-side connection ids
+	for _, e := range evs {
+		if e.Op != trace.OpAccept {
+			continue
+		}
+		// The server accepts before the client's connect returns and
+		// records: a moment's slack on each side.
+		if sp := open[e.Local+"|"+e.Remote]; sp != nil && !e.T.Before(sp.from.Add(-time.Second)) && !e.T.After(sp.to.Add(time.Second)) {
+			server[e.Conn] = true
+		}
+	}
+	regAll = slices.Clone(reg)
+	for _, e := range evs {
+		if e.Conn != "" && server[e.Conn] {
+			regAll = append(regAll, e)
+		} else {
+			run = append(run, e)
+		}
+	}
+	slices.SortStableFunc(regAll, func(a, b trace.Event) int { return a.T.Compare(b.T) })
+	return run, regAll
 }
 
 // Summary is what the run wrote to summary.json.
@@ -601,7 +845,8 @@ func agentProcs(evs []trace.Event, started []ProcInfo, web string) []ProcInfo {
 // the folder, so a second run would otherwise count the first run's polls
 // and narrate both runs' processes.
 var runFiles = []string{"*.trace.jsonl", "trace.jsonl", "*.log", "*.log.*", "*.jsonl", "*.stderr",
-	"summary.json", LLAWPStatusFile, "SmHost.conf", "WebAgent.conf", "hosts", "registrations.yaml", "registrations.yaml.lock", ReportFile, PcapngFile}
+	"summary.json", LLAWPStatusFile, "SmHost.conf", "WebAgent.conf", "hosts", "registrations.yaml", "registrations.yaml.lock", ReportFile, PcapngFile,
+	RegistrationDir + "/*.trace.jsonl", RegistrationDir + "/trace.jsonl", RegistrationDir + "/" + PcapngFile}
 
 func clearPreviousRun(dir string) (int, error) {
 	n := 0
@@ -632,7 +877,7 @@ func (r *Run) Report(w io.Writer, evs []trace.Event, all bool) {
 		servers := l.ServerHosts()
 		keep, what := r.tableView(all)
 		var rows []trace.Event
-		for _, e := range evs {
+		for _, e := range r.tableEvents(evs, all) {
 			if keep == nil || keep(e) {
 				rows = append(rows, e)
 			}
@@ -672,6 +917,12 @@ func (r *Run) Report(w io.Writer, evs []trace.Event, all bool) {
 		}
 	}
 	r.reportFaults(w, evs)
+	if len(sum.Deaths) > 0 {
+		fmt.Fprintf(w, "\nProcesses that died during the run:\n")
+		for _, d := range sum.Deaths {
+			fmt.Fprintf(w, "  %s  %s\n", d.At.Local().Format("15:04:05.000"), deathLine(d.Process))
+		}
+	}
 	// The chart is for runs long enough to show a change: a few seconds.
 	if servers := l.ServerHosts(); len(servers) > 1 || len(sum.Faults) > 0 {
 		if load := trace.CountServerLoad(evs, l.WebServer.Host, servers); load.Seconds() >= 3 {

@@ -220,7 +220,7 @@ type round struct {
 func (a *round) run(ctx context.Context) error {
 	err := a.start(ctx)
 	if err != nil {
-		a.svc.SetPhase(PhaseFailed)
+		a.svc.SetPhase(ipc.PhaseFailed)
 	}
 	return err
 }
@@ -283,7 +283,7 @@ func (a *round) start(ctx context.Context) error {
 		AgentName: name, TrustedHost: sm.HostName, BootstrapServer: res.Server.Addr(), HCOServers: servers, ACO: &aco,
 	})
 	a.svc.SetPoller(poller)
-	a.svc.SetPhase(PhaseReady)
+	a.svc.SetPhase(ipc.PhaseReady)
 	a.log.Info().Msgf("%s ready: agent '%s', management poll every %v over %s.", cfg.ProcName, name, interval, strings.Join(servers, ", "))
 	return poller.Run(ctx)
 }

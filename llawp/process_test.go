@@ -266,7 +266,7 @@ func TestRun(t *testing.T) {
 		return st
 	}
 	waitFor(t, "two DoManagement polls", func() bool { return status().Polls >= 2 })
-	if st := status(); st.Phase != PhaseReady || st.AgentName != "wa1" || st.BootstrapServer != "smps2.shared.lab:"+strings.Split(lab.smps2, ":")[1] ||
+	if st := status(); st.Phase != ipc.PhaseReady || st.AgentName != "wa1" || st.BootstrapServer != "smps2.shared.lab:"+strings.Split(lab.smps2, ":")[1] ||
 		len(st.HCOServers) != 1 || st.HCOServers[0] != "smps1.shared.lab:44443" || st.PollsFailed != 0 {
 		t.Errorf("Status %+v, want ready, agent wa1, bootstrapped from smps2, pooled on smps1, no failed poll", st)
 	}
@@ -424,8 +424,8 @@ func TestRunStartupFailure(t *testing.T) {
 	if !errors.As(err, &logged) || !strings.Contains(err.Error(), down) {
 		t.Fatalf("Run: %v, want a LoggedError naming %s", err, down)
 	}
-	if st, _ := svc.Status(context.Background()); st.Phase != PhaseFailed {
-		t.Errorf("phase %q, want %q", st.Phase, PhaseFailed)
+	if st, _ := svc.Status(context.Background()); st.Phase != ipc.PhaseFailed {
+		t.Errorf("phase %q, want %q", st.Phase, ipc.PhaseFailed)
 	}
 	waLog := strings.Join(readLines(t, filepath.Join(out, "WA.log")), "\n")
 	if !strings.Contains(waLog, "[ERROR] LLAWP.exe exiting: ") || !strings.Contains(waLog, down) {

@@ -13,13 +13,6 @@ import (
 	"github.com/agentlab/agentlab/ipc"
 )
 
-// The LLAWP's phases, as Status reports them.
-const (
-	PhaseStarting = "starting" // bootstrap and HCO under way
-	PhaseReady    = "ready"    // pooled, polling
-	PhaseFailed   = "failed"   // startup failed; the LLAWP is on its way out
-)
-
 // RecordWriter takes workers' log records: the Sink.
 type RecordWriter interface {
 	WriteRecord(ipc.LogRecord) error
@@ -60,7 +53,7 @@ type Service struct {
 
 var _ ipc.LLAWP = (*Service)(nil)
 
-// NewService serves cfg's parts; it starts in PhaseStarting.
+// NewService serves cfg's parts; it starts in ipc.PhaseStarting.
 func NewService(cfg ServiceConfig) *Service {
 	if cfg.PID == 0 {
 		cfg.PID = os.Getpid()
@@ -68,7 +61,7 @@ func NewService(cfg ServiceConfig) *Service {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{cfg: cfg, started: cfg.Now(), phase: PhaseStarting}
+	return &Service{cfg: cfg, started: cfg.Now(), phase: ipc.PhaseStarting}
 }
 
 // SetAgent records what startup found.

@@ -60,7 +60,7 @@ func TestServiceOverGRPC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
-	if st, err := l.Status(ctx); err != nil || st.Phase != PhaseStarting || st.PID != 4242 {
+	if st, err := l.Status(ctx); err != nil || st.Phase != ipc.PhaseStarting || st.PID != 4242 {
 		t.Fatalf("status before startup: %+v, %v", st, err)
 	}
 	// The HLA logs before the LLAWP has its ACO: the sink keeps the lines.
@@ -92,7 +92,7 @@ func TestServiceOverGRPC(t *testing.T) {
 	if err := sink.Open(SinkConfig{Dir: dir, ACO: testACO()}); err != nil {
 		t.Fatal(err)
 	}
-	svc.SetPhase(PhaseReady)
+	svc.SetPhase(ipc.PhaseReady)
 	waitFor(t, "a watcher", func() bool { ws := reg.Workers(); return len(ws) == 1 && ws[0].Watchers == 1 })
 	poller.Poll(ctx)
 	select {
@@ -113,7 +113,7 @@ func TestServiceOverGRPC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Phase != PhaseReady || st.AgentName != "wa1" || st.BootstrapServer != "smps2.shared.lab:44443" ||
+	if st.Phase != ipc.PhaseReady || st.AgentName != "wa1" || st.BootstrapServer != "smps2.shared.lab:44443" ||
 		len(st.HCOServers) != 1 || st.Polls != 1 || st.CommandsRelayed != 1 || st.LastPoll.IsZero() ||
 		st.Workers[0].PID != 1972 || st.Workers[0].Watchers != 1 || st.Uptime <= 0 {
 		t.Errorf("status %+v", st)

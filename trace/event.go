@@ -23,6 +23,12 @@ const (
 	// server, and the note reads "<host:port> <from> -> <to>: <why>",
 	// or "<host:port> <state>: <why>" for the state it starts in.
 	OpServerState = "Server State"
+	// OpProcessCreate and OpProcessExit are Process Monitor's process
+	// events, recorded by the supervisor that started or reaped the
+	// process (Event.Process names it). A Process Create is the parent's
+	// row; a Process Exit is the child's (its proc, pid and role).
+	OpProcessCreate = "Process Create"
+	OpProcessExit   = "Process Exit"
 )
 
 // Notes of a TCP Disconnect or TCP Reset that the peer made: this process
@@ -60,4 +66,6 @@ type Event struct {
 	// Data holds the bytes of a send or receive when the recorder was asked
 	// to keep payloads (the lab does, for its pcapng); base64 in JSON.
 	Data []byte `json:"data,omitempty"`
+	// Process is the subject of a Process Create or Process Exit.
+	Process *Process `json:"process,omitempty"`
 }

@@ -89,15 +89,20 @@ func MergeDir(dir string) ([]Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Create(filepath.Join(dir, "trace.jsonl"))
+	return evs, WriteEventsFile(filepath.Join(dir, "trace.jsonl"), evs)
+}
+
+// WriteEventsFile writes events as a JSON-lines file (a merged trace).
+func WriteEventsFile(path string, evs []Event) error {
+	f, err := os.Create(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := WriteEvents(f, evs); err != nil {
 		f.Close()
-		return nil, err
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	return evs, f.Close()
+	return f.Close()
 }
 
 // Endpoint shows an address the way Process Monitor does with name

@@ -96,7 +96,13 @@ func (r *Recorder) Emit(e Event) {
 	if r == nil || r.w == nil {
 		return
 	}
-	e.Proc, e.PID, e.Role = r.opts.Proc, r.opts.PID, r.opts.Role
+	r.emitAs(e, r.opts.Proc, r.opts.PID, r.opts.Role)
+}
+
+// emitAs writes an event in another process's name: a Process Exit that
+// the supervisor saw.
+func (r *Recorder) emitAs(e Event, proc string, pid int, role string) {
+	e.Proc, e.PID, e.Role = proc, pid, role
 	if !r.opts.Payload {
 		e.Data = nil
 	}

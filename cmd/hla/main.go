@@ -26,6 +26,7 @@ import (
 	"github.com/agentlab/agentlab/hla"
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/logging"
+	"github.com/agentlab/agentlab/notice"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -56,6 +57,8 @@ func mainErr(args []string) error {
 	healthPoll := fs.Duration("health-poll", 0, "how often the agent retries Policy Servers that are down (0: 30s; negative: never), here and in the LLAWP")
 	linger := fs.Duration("llawp-linger", 0, "how long the LLAWP lingers with no worker (0: its default)")
 	upstream := fs.String("upstream", "", "application URL behind the agent (default: the built-in site)")
+	rapidFailCrashes := fs.Int("rapid-fail-crashes", 0, "iis: worker failures within --rapid-fail-interval that make WAS stop the application pool (0: IIS's 5; negative: never)")
+	rapidFailInterval := fs.Duration("rapid-fail-interval", 0, "iis: the window of rapid-fail protection (0: IIS's 5m)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -82,18 +85,24 @@ func mainErr(args []string) error {
 	if err != nil {
 		return err
 	}
-	role := "hla"
+	role := hla.RoleWorker
 	switch {
-	case *model == "apache" && !child:
-		role = "httpd-parent"
+	case *model == hla.ModelApache && !child:
+		role = hla.RoleHTTPDParent
 		fallthrough
-	case *model == "apache":
+	case *model == hla.ModelApache:
 		if *procName == "" {
-			*procName = "httpd"
+			*procName = hla.ProcHTTPD
+		}
+	case !child:
+		role = hla.RoleWAS
+		if *procName == "" {
+			*procName = hla.ProcWAS
 		}
 	case *procName == "":
-		*procName = "w3wp.exe"
+		*procName = hla.ProcW3WP
 	}
+	parent := role == hla.RoleHTTPDParent || role == hla.RoleWAS
 	var up *url.URL
 	if *upstream != "" {
 		u, err := url.Parse(*upstream)
@@ -117,13 +126,9 @@ func mainErr(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--source: %w", err)
 	}
-	// The httpd parent opens no socket of its own to a Policy Server:
-	// nothing of it to trace.
-	recDir := *traceDir
-	if role == "httpd-parent" {
-		recDir = ""
-	}
-	rec, err := trace.Open(recDir, *hostsFile, *source, trace.Options{Proc: *procName, Role: role, Payload: *payload})
+	// A parent opens no socket of its own to a Policy Server: its trace
+	// holds the processes it started and reaped.
+	rec, err := trace.Open(*traceDir, *hostsFile, *source, trace.Options{Proc: *procName, Role: role, Payload: *payload})
 	if err != nil {
 		return err
 	}
@@ -135,7 +140,7 @@ func mainErr(args []string) error {
 	// The worker's records go to its own file and, through the LLAWP, to WA.log.
 	fwd := ipc.NewLogForwarder(0)
 	var fwdW io.Writer = fwd
-	if role == "httpd-parent" {
+	if parent {
 		// Not a worker: it never registers, so its records have no way
 		// to WA.log; its own file and stderr are enough.
 		fwdW = nil
@@ -146,7 +151,11 @@ func mainErr(args []string) error {
 	}
 	defer log.Close()
 
-	llawpArgs := []string{"--webagent", *webagent, "--out", *out, "--proc-name", "LLAWP.exe"}
+	llawpName := hla.ProcLLAWPIIS
+	if *model == hla.ModelApache {
+		llawpName = hla.ProcLLAWPApache
+	}
+	llawpArgs := []string{"--webagent", *webagent, "--out", *out, "--proc-name", llawpName}
 	if *traceDir != "" {
 		llawpArgs = append(llawpArgs, "--trace", *traceDir)
 		if *payload {
@@ -177,30 +186,39 @@ func mainErr(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// The lab reads this line to know the web server is up.
-	ready := func(addr string) { fmt.Printf("hla: serving http://%s\n", addr) }
-	llawp := hla.LLAWPConfig{Path: *llawpPath, Args: llawpArgs, Stderr: os.Stderr}
+	// Whoever started the web server (a lab) reads these lines: when it
+	// serves, and every death among its processes.
+	say := func(n notice.Notice) { notice.Write(os.Stdout, n) }
+	ready := func(addr string) { say(notice.Notice{Prog: notice.ProgHLA, Kind: notice.Serving, Addr: "http://" + addr}) }
+	llawp := hla.LLAWPConfig{Name: llawpName, Path: *llawpPath, Args: llawpArgs, Stderr: os.Stderr}
 	worker := hla.ProcessConfig{
 		WebAgent: *webagent, Listen: *listen, HostID: hostID, Recorder: rec, Dialer: dialer,
 		ProcName: *procName, Log: log.Logger, Forwarder: fwd, Upstream: up, LLAWP: llawp, Ready: ready,
 		HealthPoll: *healthPoll,
 	}
 	switch {
-	case child:
+	case child && *model == hla.ModelApache:
 		worker.Ready = nil // the parent says when the web server serves
 		worker.ACOFromLLAWP, worker.Prefork, worker.MaxRequests = *acoFromLLAWP, *mpm == "prefork", *maxRequests
 		err = hla.RunApacheChild(ctx, worker, in)
-	case *model == "apache":
+	case child:
+		err = hla.RunIISChild(ctx, worker, in)
+	default:
 		self, xerr := os.Executable()
 		if xerr != nil {
 			return xerr
 		}
-		err = hla.RunApache(ctx, hla.ApacheConfig{
+		pc := hla.ParentConfig{
 			WebAgent: *webagent, Listen: *listen, Workers: *workers, Log: log.Logger, LLAWP: llawp, Stderr: os.Stderr, Ready: ready,
-			Child: hla.ChildCommand{Path: self, Args: args},
-		})
-	default:
-		err = hla.RunIIS(ctx, worker)
+			Child: hla.ChildCommand{Path: self, Args: args}, Recorder: rec, Notify: say,
+			RapidFail: hla.RapidFail{MaxCrashes: *rapidFailCrashes, Interval: *rapidFailInterval},
+		}
+		if *model == hla.ModelApache {
+			err = hla.RunApache(ctx, pc)
+		} else {
+			pc.Workers = 1
+			err = hla.RunWAS(ctx, pc)
+		}
 	}
 	if errors.Is(err, context.Canceled) {
 		return nil

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/agentlab/agentlab/logging"
+	"github.com/agentlab/agentlab/notice"
 	"github.com/agentlab/agentlab/policyserver"
 	"github.com/agentlab/agentlab/tli"
 	"github.com/agentlab/agentlab/trace"
@@ -155,12 +156,12 @@ func mainErr(args []string) error {
 		log.Warn().Msgf("Policy Server %s takes fault-injection commands on http://%s%s", *name, ctl.Addr(), policyserver.ControlPrefix)
 		// Printed before the listening lines, so that the lab has it by
 		// the time it sees the server ready.
-		fmt.Printf("smps: control on %s\n", ctl.Addr())
+		notice.Write(os.Stdout, notice.Notice{Prog: notice.ProgSmps, Kind: notice.Control, Addr: ctl.Addr().String()})
 	}
 	for _, l := range listeners {
 		log.Info().Msgf("Policy Server %s listening on %s", *name, l.Addr())
 		// The lab reads this line to know the server is ready.
-		fmt.Printf("smps: listening on %s\n", l.Addr())
+		notice.Write(os.Stdout, notice.Notice{Prog: notice.ProgSmps, Kind: notice.Listening, Addr: l.Addr().String()})
 	}
 	err = g.Run()
 	if errors.Is(err, run.ErrSignal) {

@@ -1,0 +1,650 @@
+package hla
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/agentlab/agentlab/conf"
+	"github.com/agentlab/agentlab/ipc"
+	"github.com/agentlab/agentlab/notice"
+	"github.com/agentlab/agentlab/trace"
+)
+
+// The process models, and the names their processes go by: in the OS
+// (procname), in traces and in logs, as a learner knows them from the
+// product. The IIS model's parent is WAS, which Windows runs in svchost.exe.
+const (
+	ModelIIS    = "iis"
+	ModelApache = "apache"
+
+	ProcWAS         = "svchost.exe"
+	ProcW3WP        = "w3wp.exe"
+	ProcHTTPD       = "httpd"
+	ProcLLAWPIIS    = "LLAWP.exe"
+	ProcLLAWPApache = "LLAWP"
+)
+
+// Roles in traces and logs.
+const (
+	RoleWorker      = "hla"
+	RoleWAS         = "was"
+	RoleHTTPDParent = "httpd-parent"
+)
+
+// ChildCommand is how a parent starts a worker: the same hla binary with
+// the parent's flags, marked by EnvChild.
+type ChildCommand struct {
+	Path string
+	Args []string
+	Env  []string
+}
+
+// ParentConfig is a web server's parent process: the Apache model's httpd
+// parent, or the IIS model's WAS. Each owns the listening socket (WAS
+// stands for HTTP.sys there too: requests wait in the socket's backlog
+// while a worker restarts) and starts the worker processes that serve it.
+type ParentConfig struct {
+	// WebAgent is the children's WebAgent.conf: read (with the SmHost.conf
+	// it names) before anything starts, so that a broken file is one
+	// error naming it, as in the IIS model, not N children's and the
+	// LLAWP's.
+	WebAgent string
+	Listen   string
+	// Listener, when set, is used instead of Listen; it must be a
+	// *net.TCPListener (its descriptor goes to the children).
+	Listener net.Listener
+	Workers  int
+	Child    ChildCommand
+	// LLAWP is the Apache parent's to launch; in the IIS model each
+	// w3wp.exe launches its own.
+	LLAWP LLAWPConfig
+	Log   zerolog.Logger
+	// Recorder records the Process Create and Process Exit of every
+	// process this parent starts; nil records nothing.
+	Recorder *trace.Recorder
+	// Notify tells whoever started the web server (a lab) of every death
+	// among its processes and every replacement, at once; nil tells
+	// nobody. The workers' own notices (their LLAWP's death) come through.
+	Notify func(notice.Notice)
+	// Stderr receives the children's standard error (and output: they
+	// must not write to the parent's stdout, which the lab reads).
+	Stderr io.Writer
+	// Ready is called with the HTTP address once every child serves.
+	Ready func(addr string)
+	// StopGrace is how long children have to exit on SIGTERM before they
+	// are killed; 0 means 10 s.
+	StopGrace time.Duration
+	// MinBackoff and MaxBackoff bound the wait before a child that died
+	// is replaced; 0 means 100 ms and 5 s. A child that recycled itself
+	// is replaced at once.
+	MinBackoff, MaxBackoff time.Duration
+	// RapidFail is WAS's rapid-fail protection (IIS model only).
+	RapidFail RapidFail
+
+	// model is ModelApache or ModelIIS, set by RunApache or RunWAS.
+	model string
+}
+
+// names are the parent's and its workers' process names and roles.
+func (cfg *ParentConfig) names() (parent, parentRole, child string) {
+	if cfg.model == ModelIIS {
+		return ProcWAS, RoleWAS, ProcW3WP
+	}
+	return ProcHTTPD, RoleHTTPDParent, ProcHTTPD
+}
+
+// RunApache runs the httpd parent until ctx ends. It owns the listening
+// socket and the one LLAWP, which it launches once every first child is
+// through its HCO phase; it never serves HTTP
+// and never talks to a Policy Server itself. Its children each bootstrap
+// and open their own pool (the seed: every httpd child contacts the
+// Policy Server on its own), share the listening socket, and attach to the
+// LLAWP. A child that exits is replaced; at the end the children go first,
+// then the LLAWP.
+func RunApache(ctx context.Context, cfg ParentConfig) error {
+	cfg.model = ModelApache
+	return runParent(ctx, cfg)
+}
+
+func runParent(ctx context.Context, cfg ParentConfig) error {
+	if cfg.Workers < 1 {
+		return fmt.Errorf("--workers %d: want at least 1", cfg.Workers)
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = 10 * time.Second
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 100 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Second
+	}
+	if cfg.Stderr == nil {
+		cfg.Stderr = io.Discard
+	}
+	log := cfg.Log
+	if cfg.WebAgent != "" {
+		wa, err := conf.ReadWebAgent(cfg.WebAgent)
+		if err != nil {
+			return err
+		}
+		if _, err := conf.ReadSmHost(wa.HostConfigFile); err != nil {
+			return err
+		}
+	}
+	l := cfg.Listener
+	if l == nil {
+		var err error
+		if l, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return fmt.Errorf("listen for HTTP on %s: %w", cfg.Listen, err)
+		}
+	}
+	defer l.Close()
+	tl, ok := l.(*net.TCPListener)
+	if !ok {
+		return fmt.Errorf("the httpd parent needs a TCP listener, got %T", l)
+	}
+	// The parent keeps the socket open and never accepts on it: the
+	// children do, each on its own copy of the descriptor.
+	lf, err := inheritable(tl)
+	if err != nil {
+		return fmt.Errorf("listening socket for the children: %w", err)
+	}
+	defer lf.Close()
+
+	p := &parent{cfg: cfg, log: log, lf: lf, addr: l.Addr().String(), events: make(chan childEvent), quit: make(chan struct{})}
+	p.name, p.role, p.childName = cfg.names()
+	// The LLAWP goes last, after the children (run returns once they are
+	// stopped).
+	defer p.stopLLAWP()
+	defer p.closeUnavailable()
+	return p.run(ctx)
+}
+
+type parent struct {
+	cfg ParentConfig
+	// name and role are this process's, childName its workers'.
+	name, role, childName string
+	// crashes are the recent worker deaths, for rapid-fail protection
+	// (run's goroutine only).
+	crashes []time.Time
+	log                   zerolog.Logger
+	lf                    *os.File
+	addr                  string
+	events                chan childEvent
+	quit                  chan struct{}
+	// serving: every first child has served. Before, children's stderr
+	// is held, so that a child failing at start becomes the parent's one
+	// error rather than N copies.
+	serving atomic.Bool
+
+	// The LLAWP's supervisor, once launched.
+	llawpWG     sync.WaitGroup
+	llawpCancel context.CancelFunc
+
+	mu       sync.Mutex
+	llawp    *ipc.Owner
+	reattach string
+	children map[int]*child // by slot
+	// unavailable answers 503 once rapid-fail protection stopped the pool.
+	unavailable *http.Server
+}
+
+// closeUnavailable stops the 503 responder, if rapid-fail protection
+// started one.
+func (p *parent) closeUnavailable() {
+	p.mu.Lock()
+	srv := p.unavailable
+	p.mu.Unlock()
+	if srv != nil {
+		srv.Close()
+	}
+}
+
+// child is one httpd child process in its slot.
+type child struct {
+	slot    int
+	pid     int
+	cmd     *exec.Cmd
+	started time.Time
+	done    chan struct{}
+	stderr  *childStderr
+	// reattach is the parent's end of the child's reattach pipe; nil once
+	// the child has exited. Guarded by parent.mu.
+	reattach *os.File
+	// recycling: the child said it served MaxRequests and drains (run's
+	// goroutine only).
+	recycling bool
+}
+
+// childEvent is a child's notice (hco, ready, recycle, or a notice.Notice
+// about its own LLAWP to pass on), or its exit.
+type childEvent struct {
+	c      *child
+	notice string
+	exited bool
+	err    error // exit status
+}
+
+// process is a child as a trace and a notice name it.
+func (p *parent) process(c *child) trace.Process {
+	return trace.Process{
+		Name: p.childName, PID: c.pid, Role: RoleWorker, Image: c.cmd.Path, CommandLine: strings.Join(c.cmd.Args, " "),
+		Parent: p.name, ParentPID: os.Getpid(),
+	}
+}
+
+// notify passes a notice on to whoever started the web server.
+func (p *parent) notify(n notice.Notice) {
+	if p.cfg.Notify != nil {
+		p.cfg.Notify(n)
+	}
+}
+
+// exited records a process's end and, when it is a death, tells at once.
+func (p *parent) exited(proc trace.Process, ps *os.ProcessState, death bool, action string) {
+	proc.Exit = trace.ExitOf(ps)
+	if proc.Exit == nil {
+		proc.Exit = &trace.Exit{Code: -1}
+	}
+	proc.Exit.Death, proc.Exit.Action = death, action
+	p.cfg.Recorder.ProcessExit(proc)
+	if death {
+		p.notify(notice.Notice{Prog: notice.ProgHLA, Kind: notice.Exited, Process: &proc})
+	}
+}
+
+
+func (p *parent) run(ctx context.Context) error {
+	p.children = map[int]*child{}
+	defer close(p.quit)
+	for slot := range p.cfg.Workers {
+		if err := p.start(slot, false); err != nil {
+			p.stopAll()
+			return err
+		}
+	}
+	// The Apache parent's LLAWP starts once every first child is through
+	// its HCO phase: its own bootstrap round then reads after theirs, as
+	// in the seed. (An IIS w3wp.exe launches its own, likewise after its
+	// HCO phase.)
+	hco, ready := map[int]bool{}, map[int]bool{}
+	llawpUp, serving := p.cfg.model == ModelIIS, false
+	backoff := make([]time.Duration, p.cfg.Workers)
+	restart := make(chan int)
+	var timers sync.WaitGroup
+	defer timers.Wait()
+	tctx, stopTimers := context.WithCancel(ctx)
+	defer stopTimers()
+	for {
+		select {
+		case <-ctx.Done():
+			stopTimers()
+			p.stopAll()
+			return nil
+		case slot := <-restart:
+			if err := p.start(slot, true); err != nil {
+				p.log.Error().Err(err).Int("slot", slot).Msgf("Could not start a new %s", p.childName)
+				backoff[slot] = p.next(backoff[slot])
+				p.after(tctx, &timers, backoff[slot], slot, restart)
+			}
+		case ev := <-p.events:
+			c := ev.c
+			switch ev.notice {
+			case "":
+			case noticeHCO:
+				if llawpUp {
+					continue
+				}
+				hco[c.slot] = true
+				if len(hco) == p.cfg.Workers {
+					llawpUp = true
+					if err := p.startLLAWP(ctx); err != nil {
+						p.stopAll()
+						return err
+					}
+				}
+				continue
+			case noticeReady:
+				p.log.Info().Int("child_pid", c.pid).Int("slot", c.slot).Msgf("%s serving", p.childName)
+				if !serving {
+					ready[c.slot] = true
+					if len(ready) == p.cfg.Workers {
+						serving = true
+						p.serving.Store(true)
+						p.mu.Lock()
+						for _, c := range p.children {
+							c.stderr.flush()
+						}
+						p.mu.Unlock()
+						p.log.Info().Int("children", p.cfg.Workers).Str("addr", p.addr).Msgf("Every %s serves", p.childName)
+						if p.cfg.Ready != nil {
+							p.cfg.Ready(p.addr)
+						}
+					}
+				}
+				continue
+			case noticeRecycle:
+				c.recycling = true
+				continue
+			default:
+				// A worker's own news (its LLAWP died, or started again)
+				// goes on to whoever started the web server.
+				if n, ok := notice.Parse(ev.notice); ok {
+					p.notify(n)
+				} else {
+					p.log.Warn().Int("child_pid", c.pid).Str("notice", ev.notice).Msgf("Unknown notice from %s", p.childName)
+				}
+				continue
+			}
+			p.mu.Lock()
+			delete(p.children, c.slot)
+			p.mu.Unlock()
+			proc := p.process(c)
+			if ctx.Err() != nil {
+				// A Ctrl-C reaches the whole process group: a child that
+				// stopped on it is not to be replaced, nor is the web
+				// server failing to start.
+				p.exited(proc, c.cmd.ProcessState, false, "stopped with the web server")
+				continue
+			}
+			if !serving {
+				// A child that cannot start (a configuration error, every
+				// Policy Server down) would fail again in a loop: the web
+				// server does not start.
+				p.exited(proc, c.cmd.ProcessState, true, "the web server does not start")
+				p.stopAll()
+				msg := strings.TrimPrefix(strings.TrimSpace(c.stderr.text()), "hla: ")
+				if msg == "" {
+					msg = fmt.Sprint(exitText(ev.err))
+				}
+				return fmt.Errorf("%s (pid %d) exited before serving: %s", p.childName, c.pid, msg)
+			}
+			if c.recycling && ev.err == nil {
+				// It recycled itself (MaxRequestsPerChild): a new one
+				// bootstraps now, the socket storm of the vendor's KB.
+				p.log.Info().Int("child_pid", c.pid).Int("slot", c.slot).Msgf("%s recycled; starting a new one", p.childName)
+				p.exited(proc, c.cmd.ProcessState, false, "recycled (MaxConnectionsPerChild): a new one starts")
+				backoff[c.slot] = 0
+				if err := p.start(c.slot, false); err != nil {
+					p.log.Error().Err(err).Msgf("Could not start a new %s", p.childName)
+					backoff[c.slot] = p.next(0)
+					p.after(tctx, &timers, backoff[c.slot], c.slot, restart)
+				}
+				continue
+			}
+			if p.cfg.model == ModelIIS {
+				if p.rapidFail(ctx, c, proc) {
+					continue
+				}
+			}
+			if time.Since(c.started) > 10*time.Second {
+				backoff[c.slot] = 0
+			}
+			backoff[c.slot] = p.next(backoff[c.slot])
+			p.log.Error().Int("child_pid", c.pid).Int("slot", c.slot).Str("exit", exitText(ev.err)).Dur("restart_in", backoff[c.slot]).
+				Msgf("%s died; a new one will be started", p.childName)
+			action := fmt.Sprintf("%s (pid %d) starts a new %s in %s, which bootstraps again", p.name, os.Getpid(), p.childName, backoff[c.slot])
+			if p.cfg.model == ModelIIS {
+				// Its LLAWP watches its owner and leaves with it.
+				action = fmt.Sprintf("its %s leaves with it; %s (pid %d) starts a new %s in %s, which bootstraps again and launches a new %s",
+					ProcLLAWPIIS, p.name, os.Getpid(), p.childName, backoff[c.slot], ProcLLAWPIIS)
+			}
+			p.exited(proc, c.cmd.ProcessState, true, action)
+			p.after(tctx, &timers, backoff[c.slot], c.slot, restart)
+		}
+	}
+}
+
+// exitText is a child's exit status as a reader wants it: a child that
+// exited 0 without recycling was stopped by someone else (a signal it
+// handled), which is not "<nil>".
+func exitText(err error) string {
+	if err == nil {
+		return "exit status 0 (stopped from outside)"
+	}
+	return err.Error()
+}
+
+func (p *parent) next(b time.Duration) time.Duration {
+	if b == 0 {
+		return p.cfg.MinBackoff
+	}
+	return min(2*b, p.cfg.MaxBackoff)
+}
+
+func (p *parent) after(ctx context.Context, wg *sync.WaitGroup, d time.Duration, slot int, restart chan<- int) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+		select {
+		case restart <- slot:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// start execs a child into slot. It inherits the listening socket (fd 3),
+// the write end of its notice pipe (fd 4) and the read end of its
+// reattach pipe (fd 5); the parent's pid travels in its environment.
+func (p *parent) start(slot int, again bool) error {
+	var pipes []*os.File
+	closeAll := func() {
+		for _, f := range pipes {
+			f.Close()
+		}
+	}
+	pipe := func() (r, w *os.File, err error) {
+		if r, w, err = os.Pipe(); err == nil {
+			pipes = append(pipes, r, w)
+		}
+		return r, w, err
+	}
+	nr, nw, err := pipe()
+	if err != nil {
+		return err
+	}
+	ar, aw, err := pipe()
+	if err != nil {
+		closeAll()
+		return err
+	}
+	er, ew, err := pipe()
+	if err != nil {
+		closeAll()
+		return err
+	}
+	cmd := exec.Command(p.cfg.Child.Path, p.cfg.Child.Args...)
+	cmd.Env = append(os.Environ(), p.cfg.Child.Env...)
+	cmd.Env = append(cmd.Env, EnvChild+"="+strconv.Itoa(os.Getpid()))
+	cmd.ExtraFiles = []*os.File{p.lf, nw, ar}
+	cmd.Stdout, cmd.Stderr = ew, ew
+	// SIGTERM, not SIGKILL: a child whose parent died still closes its
+	// Policy Server sockets (a FIN in the trace). The child also watches
+	// getppid, in case the parent died before this took effect.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	err = cmd.Start()
+	// The child's ends are the child's alone from here.
+	nw.Close()
+	ar.Close()
+	ew.Close()
+	if err != nil {
+		nr.Close()
+		aw.Close()
+		er.Close()
+		return fmt.Errorf("start %s: %w", p.childName, err)
+	}
+	c := &child{slot: slot, pid: cmd.Process.Pid, cmd: cmd, started: time.Now(), done: make(chan struct{}),
+		stderr: newChildStderr(p.cfg.Stderr, p.serving.Load()), reattach: aw}
+	p.mu.Lock()
+	p.children[slot] = c
+	c.sendReattach(p.reattach)
+	p.mu.Unlock()
+	p.log.Info().Int("child_pid", c.pid).Int("slot", slot).Msgf("%s started", p.childName)
+	proc := p.process(c)
+	p.cfg.Recorder.ProcessCreate(proc)
+	if again {
+		p.notify(notice.Notice{Prog: notice.ProgHLA, Kind: notice.Started, Process: &proc})
+	}
+	go c.stderr.copy(er)
+	notices := make(chan struct{})
+	go func() {
+		defer close(notices)
+		defer nr.Close()
+		sc := bufio.NewScanner(nr)
+		for sc.Scan() {
+			p.send(childEvent{c: c, notice: strings.TrimSpace(sc.Text())})
+		}
+	}()
+	go func() {
+		err := cmd.Wait()
+		close(c.done)
+		p.mu.Lock()
+		aw.Close()
+		c.reattach = nil
+		p.mu.Unlock()
+		// Its notices and its last words come before its exit: both pipes
+		// reach EOF once the child is gone, unless something it started
+		// still holds them, hence the bound.
+		bound := time.After(2 * time.Second)
+		select {
+		case <-notices:
+		case <-bound:
+		}
+		select {
+		case <-c.stderr.done:
+		case <-bound:
+		}
+		p.send(childEvent{c: c, exited: true, err: err})
+	}()
+	return nil
+}
+
+// send hands an event to run, or drops it once run has returned.
+func (p *parent) send(ev childEvent) {
+	select {
+	case p.events <- ev:
+	case <-p.quit:
+	}
+}
+
+// stopAll stops every child: SIGTERM, then SIGKILL after the grace.
+func (p *parent) stopAll() {
+	p.mu.Lock()
+	live := make([]*child, 0, len(p.children))
+	for _, c := range p.children {
+		live = append(live, c)
+	}
+	p.mu.Unlock()
+	for _, c := range live {
+		c.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	grace := time.After(p.cfg.StopGrace)
+	for _, c := range live {
+		for waiting := true; waiting; {
+			select {
+			case <-c.done:
+				waiting = false
+			case <-grace:
+				p.log.Warn().Int("child_pid", c.pid).Msgf("%s did not stop in time: killed", p.childName)
+				for _, k := range live {
+					k.cmd.Process.Kill()
+				}
+				grace = nil
+			}
+		}
+	}
+}
+
+// childStderr copies a child's stderr to the parent's, holding it until
+// told to let it through.
+type childStderr struct {
+	w      io.Writer
+	done   chan struct{} // closed at the pipe's EOF
+	mu     sync.Mutex
+	direct bool
+	buf    strings.Builder
+}
+
+func newChildStderr(w io.Writer, direct bool) *childStderr {
+	return &childStderr{w: w, direct: direct, done: make(chan struct{})}
+}
+
+func (s *childStderr) copy(r io.ReadCloser) {
+	defer close(s.done)
+	defer r.Close()
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			s.mu.Lock()
+			if s.direct {
+				s.w.Write(buf[:n])
+			} else if s.buf.Len() < 64<<10 {
+				s.buf.Write(buf[:n])
+			}
+			s.mu.Unlock()
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (s *childStderr) flush() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.direct = true
+	if s.buf.Len() > 0 {
+		io.WriteString(s.w, s.buf.String())
+		s.buf.Reset()
+	}
+}
+
+func (s *childStderr) text() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// inheritable is a descriptor of the listening socket for ExtraFiles.
+// O_NONBLOCK belongs to the open file description, which the parent and
+// every child share; os/exec calls File.Fd on ExtraFiles, and Fd puts a
+// file that Go opened non-blocking back into blocking mode. Done at each
+// child's start, that would leave the children already running in a
+// blocking accept(2) that Close cannot interrupt (a child then ignores
+// SIGTERM until a connection arrives). So the file handed to os/exec is
+// made from a descriptor that is blocking when wrapped: Fd leaves it
+// alone, and each child's net.FileListener sets non-blocking mode once.
+func inheritable(tl *net.TCPListener) (*os.File, error) {
+	f, err := tl.File()
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fd, err := syscall.Dup(int(f.Fd())) // Fd: blocking mode, for now
+	if err != nil {
+		return nil, err
+	}
+	syscall.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), "httpd listener"), nil
+}

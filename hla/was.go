@@ -1,0 +1,116 @@
+package hla
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/agentlab/agentlab/trace"
+)
+
+// RapidFail is WAS's rapid-fail protection: an application pool whose
+// workers fail MaxCrashes times within Interval is stopped, and HTTP.sys
+// answers 503 for it until an administrator starts it again (IIS's
+// rapidFailProtectionMaxCrashes and rapidFailProtectionInterval).
+type RapidFail struct {
+	// MaxCrashes: 0 means IIS's default, 5; negative turns the protection off.
+	MaxCrashes int
+	// Interval: 0 means IIS's default, 5 minutes.
+	Interval time.Duration
+}
+
+func (r RapidFail) limits() (int, time.Duration) {
+	n, d := r.MaxCrashes, r.Interval
+	if n == 0 {
+		n = 5
+	}
+	if d <= 0 {
+		d = 5 * time.Minute
+	}
+	return n, d
+}
+
+// RunWAS runs the IIS model's parent, WAS (in svchost.exe), until ctx
+// ends. Like HTTP.sys it owns the listening socket, so that requests wait
+// in its backlog while a worker starts; like WAS it starts the
+// application pool's worker, w3wp.exe (this binary again, which does its
+// bootstrap and HCO phase and launches its own LLAWP), and starts a new
+// one when it dies, until rapid-fail protection stops the pool.
+func RunWAS(ctx context.Context, cfg ParentConfig) error {
+	cfg.model = ModelIIS
+	if cfg.Workers == 0 {
+		cfg.Workers = 1
+	}
+	return runParent(ctx, cfg)
+}
+
+// rapidFail counts a w3wp.exe death against rapid-fail protection. It
+// returns true when the pool is now stopped: nothing restarts the worker,
+// and this process answers 503 on the socket, as HTTP.sys does for a
+// stopped application pool.
+func (p *parent) rapidFail(ctx context.Context, c *child, proc trace.Process) bool {
+	maxCrashes, interval := p.cfg.RapidFail.limits()
+	if maxCrashes < 0 {
+		return false
+	}
+	now := time.Now()
+	kept := p.crashes[:0]
+	for _, t := range p.crashes {
+		if now.Sub(t) < interval {
+			kept = append(kept, t)
+		}
+	}
+	p.crashes = append(kept, now)
+	if len(p.crashes) < maxCrashes {
+		return false
+	}
+	p.log.Error().Int("child_pid", c.pid).Int("failures", len(p.crashes)).Dur("interval", interval).
+		Msg("Rapid-fail protection: the application pool is stopped; HTTP answers 503")
+	p.exited(proc, c.cmd.ProcessState, true, fmt.Sprintf(
+		"rapid-fail protection: %d worker failures within %s, so WAS stops the application pool; HTTP answers 503 Service Unavailable",
+		len(p.crashes), interval))
+	p.serveUnavailable(ctx)
+	return true
+}
+
+// unavailableBody is what HTTP.sys sends for a stopped application pool.
+const unavailableBody = "<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 4.01//EN\"\"http://www.w3.org/TR/html4/strict.dtd\">\r\n" +
+	"<HTML><HEAD><TITLE>Service Unavailable</TITLE>\r\n" +
+	"<META HTTP-EQUIV=\"Content-Type\" Content=\"text/html; charset=us-ascii\"></HEAD>\r\n" +
+	"<BODY><h2>Service Unavailable</h2>\r\n<hr><p>HTTP Error 503. The service is unavailable.</p>\r\n</BODY></HTML>\r\n"
+
+// serveUnavailable answers every request on the socket with 503 until the
+// parent ends. It accepts on a listener of its own made from the
+// children's descriptor: the parent's first listener shares that
+// descriptor's open file, which handing it to the children left in
+// blocking mode (see inheritable); net.FileListener sets it back to
+// non-blocking, and no worker is left to mind.
+func (p *parent) serveUnavailable(ctx context.Context) {
+	l, err := net.FileListener(p.lf)
+	if err != nil {
+		p.log.Error().Err(err).Msg("Cannot answer 503 on the listening socket")
+		return
+	}
+	srv := &http.Server{
+		ReadHeaderTimeout: 10 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/html; charset=us-ascii")
+			w.Header().Set("Server", "Microsoft-HTTPAPI/2.0")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, unavailableBody)
+		}),
+	}
+	p.mu.Lock()
+	p.unavailable = srv
+	p.mu.Unlock()
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {
+			p.log.Error().Err(err).Msg("503 responder stopped")
+		}
+	}()
+	p.log.Info().Int("pid", os.Getpid()).Str("addr", p.addr).Msg("Answering 503 Service Unavailable: the application pool is stopped")
+}

@@ -198,6 +198,18 @@ func TestCaptureMatchesTracePcapng(t *testing.T) {
 			}
 			captured := tcpConns(t, filepath.Join(out, "capture.pcapng"))
 			rendered := tcpConns(t, filepath.Join(out, "trace.pcapng"))
+			// The registration, before the web server starts, has a
+			// capture of its own; the real capture has both.
+			registration := tcpConns(t, filepath.Join(out, "registration", "trace.pcapng"))
+			if len(registration) != 1 {
+				t.Errorf("registration/trace.pcapng has %d connections, want smreghost's one", len(registration))
+			}
+			for ends, c := range registration {
+				if rendered[ends] != nil {
+					t.Errorf("the registration's %s is in trace.pcapng too", ends)
+				}
+				rendered[ends] = c
+			}
 			// Refused connects are in the trace as failed TCP Connects.
 			refused := map[string]int{}
 			for ends, c := range captured {

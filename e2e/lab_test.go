@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -151,6 +152,56 @@ func TestSeedLabRun(t *testing.T) {
 	if !first("LLAWP.exe").After(first("w3wp.exe")) {
 		t.Error("LLAWP.exe's round does not follow w3wp.exe's")
 	}
+	// The seed's order: both start-up rounds, then the first page load.
+	// w3wp.exe waits for its LLAWP (AgentWaitTime) before it serves.
+	llawpACO := slices.IndexFunc(evs, func(e trace.Event) bool {
+		return e.Proc == "LLAWP.exe" && e.Op == trace.OpResponse && strings.HasPrefix(e.Note, "GetAgentConfig")
+	})
+	firstPage := slices.IndexFunc(evs, func(e trace.Event) bool {
+		return e.Proc == "w3wp.exe" && e.Op == trace.OpRequest && strings.HasPrefix(e.Note, "IsProtected")
+	})
+	if llawpACO < 0 || firstPage < 0 || firstPage < llawpACO {
+		t.Errorf("w3wp.exe's first IsProtected (event %d) comes before LLAWP.exe has its ACO (event %d)", firstPage, llawpACO)
+	}
+	// The capture starts when the web server starts: the registration
+	// has a trace and a capture of its own, and none of its connections
+	// (neither end) is in the run's.
+	if i := slices.IndexFunc(evs, func(e trace.Event) bool { return e.Op == trace.OpConnect }); i < 0 ||
+		evs[i].Proc != "w3wp.exe" || !strings.HasPrefix(evs[i].Remote, ips["smps2.shared.lab"]+":") {
+		t.Errorf("the trace's first connection is not w3wp.exe's bootstrap to smps2: %+v", evs[max(i, 0)])
+	}
+	reg, err := trace.ReadFile(filepath.Join(out, "registration", "trace.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	regPorts := map[string]bool{}
+	for _, e := range reg {
+		if e.Role == "smreghost" && e.Local != "" {
+			regPorts[e.Local] = true
+		}
+	}
+	if len(regPorts) != 1 || !slices.ContainsFunc(reg, func(e trace.Event) bool { return e.Role == "policyserver" && e.Op == trace.OpAccept }) {
+		t.Errorf("registration/trace.jsonl: smreghost's connections %v, and the Policy Server's side of it: want one, with both sides", regPorts)
+	}
+	for _, e := range evs {
+		if e.Role == "smreghost" || regPorts[e.Local] || regPorts[e.Remote] {
+			t.Errorf("the run's trace has the registration's %s by %s", e.Op, e.Proc)
+			break
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, "registration", "trace.pcapng")); err != nil {
+		t.Errorf("no registration/trace.pcapng: %v", err)
+	}
+	// Who started whom, as Process Monitor's Process Create rows tell it.
+	created := map[string]string{}
+	for _, e := range evs {
+		if e.Op == trace.OpProcessCreate {
+			created[e.Process.Name] = e.Proc
+		}
+	}
+	if created["w3wp.exe"] != "svchost.exe" || created["LLAWP.exe"] != "w3wp.exe" || created["svchost.exe"] != "agentlab" {
+		t.Errorf("Process Create rows: %v (child: parent), want svchost.exe (WAS) started by agentlab, w3wp.exe by WAS, LLAWP.exe by w3wp.exe", created)
+	}
 	wa, _ := os.ReadFile(filepath.Join(out, "WA.jsonl"))
 	if !strings.Contains(string(wa), fmt.Sprintf(`"ppid":%d`, hlaPID)) {
 		t.Errorf("WA.jsonl does not show LLAWP.exe (pid %d) started by w3wp.exe (pid %d)", llawpPID, hlaPID)
@@ -220,6 +271,9 @@ func TestSeedLabRun(t *testing.T) {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("step %d is not %q:\n%s", i+1, want, r.stdout)
 		}
+	}
+	if strings.Contains(r.stdout, "smreghost") {
+		t.Errorf("the report shows the registration (smreghost), which happened before the web server started:\n%s", r.stdout)
 	}
 	for _, want := range []string{"Time of Day", "Process Name", "w3wp.exe", "LLAWP.exe",
 		"downloads HCO hco.smps1 and resets the connection", "downloads ACO aco.wa1 over the first",

@@ -182,11 +182,11 @@ type parent struct {
 	// crashes are the recent worker deaths, for rapid-fail protection
 	// (run's goroutine only).
 	crashes []time.Time
-	log                   zerolog.Logger
-	lf                    *os.File
-	addr                  string
-	events                chan childEvent
-	quit                  chan struct{}
+	log     zerolog.Logger
+	lf      *os.File
+	addr    string
+	events  chan childEvent
+	quit    chan struct{}
 	// serving: every first child has served. Before, children's stderr
 	// is held, so that a child failing at start becomes the parent's one
 	// error rather than N copies.
@@ -267,7 +267,6 @@ func (p *parent) exited(proc trace.Process, ps *os.ProcessState, death bool, act
 		p.notify(notice.Notice{Prog: notice.ProgHLA, Kind: notice.Exited, Process: &proc})
 	}
 }
-
 
 func (p *parent) run(ctx context.Context) error {
 	p.children = map[int]*child{}

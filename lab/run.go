@@ -137,7 +137,7 @@ type Summary struct {
 	// the lab or by a fault, not recycled), with how and what was done
 	// about each, in the order they died.
 	Deaths []Death `json:"deaths,omitempty"`
-	Error  string          `json:"error,omitempty"`
+	Error  string  `json:"error,omitempty"`
 }
 
 // Run is one run of a lab: it starts the Policy Servers, registers the web

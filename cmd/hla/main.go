@@ -189,7 +189,9 @@ func mainErr(args []string) error {
 	// Whoever started the web server (a lab) reads these lines: when it
 	// serves, and every death among its processes.
 	say := func(n notice.Notice) { notice.Write(os.Stdout, n) }
-	ready := func(addr string) { say(notice.Notice{Prog: notice.ProgHLA, Kind: notice.Serving, Addr: "http://" + addr}) }
+	ready := func(addr string) {
+		say(notice.Notice{Prog: notice.ProgHLA, Kind: notice.Serving, Addr: "http://" + addr})
+	}
 	llawp := hla.LLAWPConfig{Name: llawpName, Path: *llawpPath, Args: llawpArgs, Stderr: os.Stderr}
 	worker := hla.ProcessConfig{
 		WebAgent: *webagent, Listen: *listen, HostID: hostID, Recorder: rec, Dialer: dialer,

@@ -447,7 +447,10 @@ func (r *Run) workload(ctx context.Context, web *Proc) error {
 	return nil
 }
 
-// waitPolls waits until the LLAWP's trace shows the management polls.
+// waitPolls waits until the LLAWP's trace shows the management polls. It
+// only decides when to stop waiting: the count summary.json and agentlab
+// compare report is taken once, from the merged trace, when the run ends
+// (finish), because the LLAWP goes on polling until it is stopped.
 func (r *Run) waitPolls(ctx context.Context) error {
 	want := r.polls()
 	r.progress("waiting for %d management polls by LLAWP.exe (every %s: the lab shortens the vendor's 30 s; --poll 30s restores it)", want, r.poll())
@@ -455,11 +458,10 @@ func (r *Run) waitPolls(ctx context.Context) error {
 	wctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	for {
-		n, err := r.countPolls()
+		n, err := r.pollsSoFar()
 		if err != nil {
 			return err
 		}
-		r.summary.ManagementPolls = n
 		if n >= want {
 			return nil
 		}
@@ -474,24 +476,41 @@ func (r *Run) waitPolls(ctx context.Context) error {
 	}
 }
 
-func (r *Run) countPolls() (int, error) {
-	files, err := filepath.Glob(r.path("LLAWP.exe-*.trace.jsonl"))
+// pollsSoFar counts the polls in the agents' trace files as they are
+// being written: every process's file, since only the LLAWP's events can
+// be polls and its file name follows the name the product gives it.
+func (r *Run) pollsSoFar() (int, error) {
+	files, err := filepath.Glob(r.path("*.trace.jsonl"))
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	for _, f := range files {
+		if filepath.Base(f) == "trace.jsonl" {
+			continue
+		}
 		evs, err := trace.ReadFile(f)
 		if err != nil {
 			return 0, err
 		}
-		for _, e := range evs {
-			if e.Op == trace.OpResponse && strings.HasPrefix(e.Note, "DoManagement") {
-				n++
-			}
-		}
+		n += ManagementPolls(evs)
 	}
 	return n, nil
+}
+
+// ManagementPolls counts the management polls a trace shows: the DoManagement
+// round trips an agent completed, one response each. The pool records them
+// in the management phase and nothing else (pool.Do), so the phase is the
+// test, not the response's note. This is the one definition of a poll:
+// waitPolls waits on it, summary.json and agentlab compare report it.
+func ManagementPolls(evs []trace.Event) int {
+	n := 0
+	for _, e := range evs {
+		if e.Op == trace.OpResponse && e.Phase == trace.PhaseManagement {
+			n++
+		}
+	}
+	return n
 }
 
 func (r *Run) runToEnd(ctx context.Context, s ProcSpec) error {
@@ -537,6 +556,11 @@ func (r *Run) finish(runErr error) ([]trace.Event, error) {
 		}
 	}
 	r.summary.Events = len(evs)
+	// Every poll of the run, those made while the lab stopped the
+	// processes included: the LLAWP stops last (an Apache child that
+	// takes seconds to drain leaves it polling), and the trace, the
+	// steps and agentlab compare all show those polls too.
+	r.summary.ManagementPolls = ManagementPolls(evs)
 	r.summary.Processes = append(r.summary.Processes, agentProcs(evs, r.infos, r.Lab.WebServer.WorkerProc())...)
 	for _, p := range r.infos {
 		if p.Error != "" && runErr == nil {

@@ -50,6 +50,10 @@ type Options struct {
 	// is at the top; a long load adds thousands of sends and receives):
 	// 0 means DefaultTableRows, a negative value every row.
 	TableRows int
+	// Procmon is the Process Monitor view's filter (agentlab run
+	// --include, --exclude), applied to the rows the view would show
+	// without it: the seed's filter, or every process with All.
+	Procmon trace.ProcmonFilter
 	// KeyLog, when set, is the file every Policy Server appends its
 	// sessions' keys to (smps --keylog), for Wireshark to decrypt the
 	// run's capture. It reveals every request: off unless asked for.
@@ -655,23 +659,14 @@ func (r *Run) Report(w io.Writer, evs []trace.Event, all bool) {
 	if len(evs) > 0 {
 		servers := l.ServerHosts()
 		keep, what := r.tableView(all)
-		var rows []trace.Event
-		for _, e := range evs {
-			if keep == nil || keep(e) {
-				rows = append(rows, e)
-			}
-		}
 		limit := r.Opts.TableRows
 		if limit == 0 {
 			limit = DefaultTableRows
 		}
 		fmt.Fprintf(w, "\nProcess Monitor view (%s):\n\n", what)
-		if limit > 0 && len(rows) > limit {
-			trace.WriteTable(w, rows[:limit], nil)
+		if n, _ := trace.WriteTable(w, evs, keep, r.Opts.Procmon, limit); limit > 0 && n > limit {
 			fmt.Fprintf(w, "… and %d more rows (%d in all): every row is in %s and trace.jsonl; --rows -1 prints them all here.\n",
-				len(rows)-limit, len(rows), ReportFile)
-		} else {
-			trace.WriteTable(w, rows, nil)
+				n-limit, n, ReportFile)
 		}
 		var agents []trace.Event
 		for _, e := range evs {

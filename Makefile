@@ -37,7 +37,8 @@ FUZZ_TARGETS := \
 	./lab:FuzzParseFaults \
 	./trace:FuzzParseHosts \
 	./trace:FuzzNarrate \
-	./trace:FuzzWritePcapng
+	./trace:FuzzWritePcapng \
+	./trace:FuzzParseProcmonCondition
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/agentlab/agentlab/lab"
+	"github.com/agentlab/agentlab/trace"
 )
 
 type compareOutput struct {
@@ -78,6 +79,19 @@ func TestCompare(t *testing.T) {
 		}
 		if r.ManagementPolls < 2 {
 			t.Errorf("%s: %d management polls, the run waits for 2", r.Run, r.ManagementPolls)
+		}
+		// The table's polls are the run's summary.json's, and the trace's
+		// answered DoManagement requests, the LLAWP's last ones included.
+		var sum lab.Summary
+		if data, err := os.ReadFile(filepath.Join(r.Out, "summary.json")); err != nil || json.Unmarshal(data, &sum) != nil {
+			t.Errorf("%s: summary.json: %v", r.Run, err)
+		}
+		evs, err := trace.ReadFile(filepath.Join(r.Out, "trace.jsonl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := lab.ManagementPolls(evs); sum.ManagementPolls != r.ManagementPolls || n != r.ManagementPolls {
+			t.Errorf("%s: %d management polls in the table, %d in summary.json, %d in trace.jsonl", r.Run, r.ManagementPolls, sum.ManagementPolls, n)
 		}
 		if r.PageLoads != 40 || r.Succeeded != 40 || r.RequestsPerSec <= 0 || r.P50ms <= 0 || r.P99ms < r.P50ms {
 			t.Errorf("%s: workload %d/%d, %.0f/s, p50 %.2f p99 %.2f", r.Run, r.Succeeded, r.PageLoads, r.RequestsPerSec, r.P50ms, r.P99ms)

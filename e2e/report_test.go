@@ -106,6 +106,8 @@ var (
 	dataRE  = regexp.MustCompile(`data-([a-z]+)="([^"]*)"`)
 	svgHRE  = regexp.MustCompile(`<svg class="seq"[^>]* height="(\d+)"`)
 	stepsRE = regexp.MustCompile(`<li id="s0-step-\d+"`)
+	// tableRowRE is one row of the Process Monitor view.
+	tableRowRE = regexp.MustCompile(`<tr class="op-[a-z]+">`)
 )
 
 // drawnArrows counts the arrows of a DOM per "phase/kind"; a "… and K
@@ -185,6 +187,28 @@ func TestReportHTML(t *testing.T) {
 	// 12 page loads over one socket are more than a connection draws.
 	if more == 0 || !strings.Contains(dom, "… and ") {
 		t.Errorf("no “… and K more” row for w3wp.exe's requests")
+	}
+	// The Process Monitor view after the browser parsed it: Process
+	// Monitor's columns, one row per socket event of the web server host
+	// with the Policy Servers, a reset shown as Process Monitor shows it.
+	if !strings.Contains(dom, "<tr><th>Time of Day</th><th>Process Name</th><th>PID</th><th>Operation</th><th>Path</th><th>Result</th><th>Detail</th></tr>") {
+		t.Error("the table's header is not Process Monitor's columns")
+	}
+	socket, resets := 0, 0
+	for _, e := range evs {
+		if trace.SocketOps(e) && e.LocalHost == "wa1.shared.lab" && strings.HasPrefix(e.RemoteHost, "smps") {
+			socket++
+			if e.Op == trace.OpReset {
+				resets++
+			}
+		}
+	}
+	if n := len(tableRowRE.FindAllString(dom, -1)); n != socket {
+		t.Errorf("report.html's table has %d rows, trace.jsonl %d socket events of wa1.shared.lab with the Policy Servers", n, socket)
+	}
+	shown := regexp.MustCompile(`<tr class="op-reset">(?:<td[^>]*>[^<]*</td>){3}<td>TCP Disconnect</td>(?:<td>[^<]*</td>){2}<td>Length: 0, seqnum: \d+, reset: RST sent</td></tr>`)
+	if n := len(shown.FindAllString(dom, -1)); n != resets || resets < 2 {
+		t.Errorf("%d rows show a reset as a TCP Disconnect saying so, the trace has %d resets", n, resets)
 	}
 	printed := strings.Count(r.stdout, "\nStep ")
 	if n := len(stepsRE.FindAllString(dom, -1)); n != printed || n < 4 {

@@ -98,6 +98,8 @@ func ComputeFigures(evs []trace.Event, sum Summary) Figures {
 		Connections: map[string]int{}, PeakOpen: map[string]int{},
 		PageLoads: sum.Requests.Sent, Succeeded: sum.Requests.Succeeded, Failed: sum.Requests.Failed,
 		ElapsedMs: sum.Requests.ElapsedMs, P50ms: sum.Requests.P50ms, P99ms: sum.Requests.P99ms,
+		// Counted once, as the run ended, from the same trace.
+		ManagementPolls: sum.ManagementPolls,
 	}
 	if s.Model == "apache" {
 		f.MPM, f.Workers = s.MPM, s.Workers
@@ -158,11 +160,8 @@ func ComputeFigures(evs []trace.Event, sum Summary) Figures {
 				f.Handshakes++
 			}
 		case trace.OpRequest:
-			switch {
-			case strings.HasPrefix(e.Note, "GetAgentConfig"):
+			if strings.HasPrefix(e.Note, "GetAgentConfig") {
 				f.ACODownloads++
-			case strings.HasPrefix(e.Note, "DoManagement"):
-				f.ManagementPolls++
 			}
 		}
 	}

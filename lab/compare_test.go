@@ -2,9 +2,11 @@ package lab
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -117,10 +119,15 @@ func TestComputeFigures(t *testing.T) {
 		sum  Summary
 		want Figures
 	}{
-		{"iis", iis.evs, summaryOf("iis", "", 0, 0), Figures{
+		{"iis", iis.evs, func() Summary {
+			s := summaryOf("iis", "", 0, 0)
+			s.ManagementPolls = 1
+			return s
+		}(), Figures{
 			Run: "IIS", Model: "iis", Processes: 2, BootstrapRounds: 2, Handshakes: 6,
 			Connections: map[string]int{ps1: 4, ps2: 2}, PeakOpen: map[string]int{ps1: 4, ps2: 1},
-			ACODownloads: 2, ManagementPolls: 2,
+			ACODownloads: 2, ManagementPolls: 1, // summary.json's: the run counts them
+
 		}},
 		{"apache prefork, default mpm", apache.evs, summaryOf("apache", "", 3, 0), Figures{
 			Run: "Apache prefork", Model: "apache", MPM: "prefork", Workers: 3, Processes: 4, BootstrapRounds: 4, Handshakes: 12,
@@ -203,5 +210,63 @@ func TestSampleMemory(t *testing.T) {
 	}
 	if m.KiB <= 0 || !slices.Contains(m.PIDs, os.Getpid()) {
 		t.Errorf("%+v", m)
+	}
+}
+
+// TestPollsAgree: the LLAWP goes on polling while the lab stops the
+// processes (an Apache child that takes seconds to drain keeps it alive),
+// so a count taken when the wait ended and one taken from the final trace
+// disagreed: agentlab compare showed 6 polls where summary.json said 2.
+// The run counts once, from the merged trace, and compare shows that.
+func TestPollsAgree(t *testing.T) {
+	l, err := Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	r := &Run{Lab: l, Opts: Options{Out: out, Poll: time.Second}}
+	b := newEvb().startup("LLAWP.exe", 101, "llawp")
+	poll := func() {
+		b.add("LLAWP.exe", 101, "llawp", trace.OpRequest, "101-2", ps1, trace.PhaseManagement, "DoManagement GET_AGENT_COMMANDS")
+		b.add("LLAWP.exe", 101, "llawp", trace.OpResponse, "101-2", ps1, trace.PhaseManagement, "DoManagement GET_AGENT_COMMANDS: SUCCESS (0 commands)")
+	}
+	write := func() {
+		t.Helper()
+		var buf bytes.Buffer
+		if err := trace.WriteEvents(&buf, b.evs); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(out, trace.FileName("LLAWP.exe", 101)), buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll()
+	poll()
+	write()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.waitPolls(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The slow stop: four more polls, and a request the stop cut short.
+	for range 4 {
+		poll()
+	}
+	b.add("LLAWP.exe", 101, "llawp", trace.OpRequest, "101-2", ps1, trace.PhaseManagement, "DoManagement GET_AGENT_COMMANDS")
+	b.add("LLAWP.exe", 101, "llawp", trace.OpDisconnect, "101-2", ps1, trace.PhaseManagement, "")
+	write()
+	evs, err := r.finish(nil)
+	if len(evs) != len(b.evs) {
+		t.Fatalf("merged %d events, want %d (%v)", len(evs), len(b.evs), err)
+	}
+	var saved Summary
+	data, _ := os.ReadFile(filepath.Join(out, "summary.json"))
+	if err := json.Unmarshal(data, &saved); err != nil {
+		t.Fatal(err)
+	}
+	fig := ComputeFigures(evs, r.Summary())
+	if saved.ManagementPolls != 6 || fig.ManagementPolls != 6 {
+		t.Errorf("summary.json says %d polls, agentlab compare %d: want both 6, the answered polls in the trace",
+			saved.ManagementPolls, fig.ManagementPolls)
 	}
 }

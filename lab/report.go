@@ -15,16 +15,21 @@ import (
 // diagram, the steps and the Process Monitor view of its trace.
 const ReportFile = "report.html"
 
-// tableView is the Process Monitor view's filter and how the title names
-// it: the seed's filter, or every process with all.
+// tableView is the Process Monitor view's events and how the title names
+// them: the seed's filter, or every process with all, then the run's
+// Process Monitor filter (Options.Procmon) on the rows.
 func (r *Run) tableView(all bool) (trace.Filter, string) {
 	l := r.Lab
 	servers := l.ServerHosts()
-	if all {
-		return trace.SocketOps, "every process"
-	}
-	return trace.All(trace.SocketOps, trace.Between(l.WebServer.Host, servers...)),
+	keep, what := trace.All(trace.SocketOps, trace.Between(l.WebServer.Host, servers...)),
 		fmt.Sprintf("filtered as the seed filters: %s to %s", l.WebServer.Host, strings.Join(servers, " or "))
+	if all {
+		keep, what = trace.SocketOps, "every process"
+	}
+	if f := r.Opts.Procmon; !f.IsZero() {
+		what += "; then " + f.String()
+	}
+	return keep, what
 }
 
 // reportSide is the run as report.html shows it, read with the filters of
@@ -35,7 +40,7 @@ func (r *Run) reportSide(label string, evs []trace.Event, lines []string) trace.
 	// With --all, the table shows the registration too; the steps and the
 	// diagram tell the agents only (isAgent) either way.
 	return trace.Side{Label: label, Lines: lines, Events: r.tableEvents(evs, r.Opts.All), Host: r.Lab.WebServer.Host, Servers: r.Lab.ServerHosts(),
-		Agents: isAgent, Table: keep, TableWhat: what}
+		Agents: isAgent, Table: keep, Procmon: r.Opts.Procmon, TableWhat: what}
 }
 
 // writeReport writes the run's report.html.

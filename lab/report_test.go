@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"fmt"
 	"html"
 	"io"
 	"net/http"
@@ -173,6 +174,66 @@ func TestLLAWPStatusFile(t *testing.T) {
 			}
 			if listed := strings.Contains(line, LLAWPStatusFile); listed != tc.want {
 				t.Errorf("the report lists %s: %v, want %v: %q", LLAWPStatusFile, listed, tc.want, line)
+			}
+		})
+	}
+}
+
+// TestReportProcmonFilter: agentlab run --include and --exclude narrow the
+// printed Process Monitor view and report.html's alike, after the seed's
+// filter (or --all), and both titles say so.
+func TestReportProcmonFilter(t *testing.T) {
+	evs := newEvb().startup("w3wp.exe", 100, "hla").startup("LLAWP.exe", 101, "llawp").
+		add("smreghost", 99, "smreghost", trace.OpConnect, "99-1", ps2, trace.PhaseAdmin, "").evs
+	cond := func(s string) trace.ProcmonCondition {
+		c, err := trace.ParseProcmonCondition(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	for _, tc := range []struct {
+		name  string
+		all   bool
+		f     trace.ProcmonFilter
+		title string
+		procs []string // the Process Name of each row
+	}{
+		{"the seed's view", false, trace.ProcmonFilter{}, "filtered as the seed filters: wa1.shared.lab to smps1.shared.lab or smps2.shared.lab",
+			[]string{"w3wp.exe", "w3wp.exe", "w3wp.exe", "w3wp.exe", "LLAWP.exe", "LLAWP.exe", "LLAWP.exe", "LLAWP.exe", "smreghost"}},
+		{"LLAWP.exe's connects", false, trace.ProcmonFilter{Include: []trace.ProcmonCondition{cond("Process Name is LLAWP.exe"), cond("Operation is TCP Connect")}},
+			"filtered as the seed filters: wa1.shared.lab to smps1.shared.lab or smps2.shared.lab; then include Process Name is LLAWP.exe; include Operation is TCP Connect",
+			[]string{"LLAWP.exe", "LLAWP.exe", "LLAWP.exe"}},
+		{"every process but the agents' resets", true, trace.ProcmonFilter{Exclude: []trace.ProcmonCondition{cond("Detail contains reset")}},
+			"every process; then exclude Detail contains reset",
+			[]string{"w3wp.exe", "w3wp.exe", "w3wp.exe", "LLAWP.exe", "LLAWP.exe", "LLAWP.exe", "smreghost"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := Seed()
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &Run{Lab: l, Opts: Options{Out: t.TempDir(), All: tc.all, Procmon: tc.f}, summary: summaryOf("iis", "", 0, 0)}
+			var b strings.Builder
+			r.Report(&b, evs, tc.all)
+			text := b.String()
+			if !strings.Contains(text, "Process Monitor view ("+tc.title+"):") {
+				t.Errorf("title is not %q:\n%s", tc.title, text)
+			}
+			table := text[strings.Index(text, "Time of Day"):strings.Index(text, "What happened")]
+			var procs []string
+			for _, line := range strings.Split(strings.TrimSpace(table), "\n")[1:] {
+				procs = append(procs, strings.Fields(line)[1])
+			}
+			if strings.Join(procs, " ") != strings.Join(tc.procs, " ") {
+				t.Errorf("rows of %q, want %q:\n%s", procs, tc.procs, table)
+			}
+			if err := r.writeReport(evs); err != nil {
+				t.Fatal(err)
+			}
+			page := pageText(t, r.ReportPath())
+			if !strings.Contains(page, fmt.Sprintf("%d rows (%s)", len(tc.procs), tc.title)) {
+				t.Errorf("report.html's table is not titled %d rows (%s)", len(tc.procs), tc.title)
 			}
 		})
 	}

@@ -53,6 +53,10 @@ type Options struct {
 	// is at the top; a long load adds thousands of sends and receives):
 	// 0 means DefaultTableRows, a negative value every row.
 	TableRows int
+	// Procmon is the Process Monitor view's filter (agentlab run
+	// --include, --exclude), applied to the rows the view would show
+	// without it: the seed's filter, or every process with All.
+	Procmon trace.ProcmonFilter
 	// KeyLog, when set, is the file every Policy Server appends its
 	// sessions' keys to (smps --keylog), for Wireshark to decrypt the
 	// run's capture. It reveals every request: off unless asked for.
@@ -593,7 +597,10 @@ func (r *Run) workload(ctx context.Context, web *Proc) error {
 	return nil
 }
 
-// waitPolls waits until the LLAWP's trace shows the management polls.
+// waitPolls waits until the LLAWP's trace shows the management polls. It
+// only decides when to stop waiting: the count summary.json and agentlab
+// compare report is taken once, from the merged trace, when the run ends
+// (finish), because the LLAWP goes on polling until it is stopped.
 func (r *Run) waitPolls(ctx context.Context) error {
 	want := r.polls()
 	r.progress("waiting for %d management polls by LLAWP.exe (every %s: the lab shortens the vendor's 30 s; --poll 30s restores it)", want, r.poll())
@@ -601,11 +608,10 @@ func (r *Run) waitPolls(ctx context.Context) error {
 	wctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	for {
-		n, err := r.countPolls()
+		n, err := r.pollsSoFar()
 		if err != nil {
 			return err
 		}
-		r.summary.ManagementPolls = n
 		if n >= want {
 			return nil
 		}
@@ -620,24 +626,41 @@ func (r *Run) waitPolls(ctx context.Context) error {
 	}
 }
 
-func (r *Run) countPolls() (int, error) {
-	files, err := filepath.Glob(r.path("LLAWP.exe-*.trace.jsonl"))
+// pollsSoFar counts the polls in the agents' trace files as they are
+// being written: every process's file, since only the LLAWP's events can
+// be polls and its file name follows the name the product gives it.
+func (r *Run) pollsSoFar() (int, error) {
+	files, err := filepath.Glob(r.path("*.trace.jsonl"))
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	for _, f := range files {
+		if filepath.Base(f) == "trace.jsonl" {
+			continue
+		}
 		evs, err := trace.ReadFile(f)
 		if err != nil {
 			return 0, err
 		}
-		for _, e := range evs {
-			if e.Op == trace.OpResponse && strings.HasPrefix(e.Note, "DoManagement") {
-				n++
-			}
-		}
+		n += ManagementPolls(evs)
 	}
 	return n, nil
+}
+
+// ManagementPolls counts the management polls a trace shows: the DoManagement
+// round trips an agent completed, one response each. The pool records them
+// in the management phase and nothing else (pool.Do), so the phase is the
+// test, not the response's note. This is the one definition of a poll:
+// waitPolls waits on it, summary.json and agentlab compare report it.
+func ManagementPolls(evs []trace.Event) int {
+	n := 0
+	for _, e := range evs {
+		if e.Op == trace.OpResponse && e.Phase == trace.PhaseManagement {
+			n++
+		}
+	}
+	return n
 }
 
 func (r *Run) runToEnd(ctx context.Context, s ProcSpec) error {
@@ -691,6 +714,11 @@ func (r *Run) finish(runErr error) ([]trace.Event, error) {
 		runErr = errors.Join(runErr, err)
 	}
 	r.summary.Events = len(evs)
+	// Every poll of the run, those made while the lab stopped the
+	// processes included: the LLAWP stops last (an Apache child that
+	// takes seconds to drain leaves it polling), and the trace, the
+	// steps and agentlab compare all show those polls too.
+	r.summary.ManagementPolls = ManagementPolls(evs)
 	r.summary.Processes = append(r.summary.Processes, agentProcs(evs, r.infos, r.Lab.WebServer.WorkerProc())...)
 	for _, p := range r.infos {
 		if p.Error != "" && runErr == nil {
@@ -876,23 +904,14 @@ func (r *Run) Report(w io.Writer, evs []trace.Event, all bool) {
 	if len(evs) > 0 {
 		servers := l.ServerHosts()
 		keep, what := r.tableView(all)
-		var rows []trace.Event
-		for _, e := range r.tableEvents(evs, all) {
-			if keep == nil || keep(e) {
-				rows = append(rows, e)
-			}
-		}
 		limit := r.Opts.TableRows
 		if limit == 0 {
 			limit = DefaultTableRows
 		}
 		fmt.Fprintf(w, "\nProcess Monitor view (%s):\n\n", what)
-		if limit > 0 && len(rows) > limit {
-			trace.WriteTable(w, rows[:limit], nil)
+		if n, _ := trace.WriteTable(w, r.tableEvents(evs, all), keep, r.Opts.Procmon, limit); limit > 0 && n > limit {
 			fmt.Fprintf(w, "… and %d more rows (%d in all): every row is in %s and trace.jsonl; --rows -1 prints them all here.\n",
-				len(rows)-limit, len(rows), ReportFile)
-		} else {
-			trace.WriteTable(w, rows, nil)
+				n-limit, n, ReportFile)
 		}
 		var agents []trace.Event
 		for _, e := range evs {

@@ -254,6 +254,10 @@ func (f *faults) wrap(c net.Conn) net.Conn {
 	return &faultConn{Conn: c, f: f, closed: make(chan struct{}), dlSet: make(chan struct{}, 1)}
 }
 
+// NetConn is the socket under the fault layer, for the trace recorder to
+// ask the system about (trace.Event.TCP), as crypto/tls's Conn offers.
+func (c *faultConn) NetConn() net.Conn { return c.Conn }
+
 // faultConn holds writes while the server stalls: the server still reads
 // what agents send, and answers nothing until the stall ends. Deadlines
 // keep their meaning, so the server's own timeouts still end a wait.

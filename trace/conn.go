@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -39,7 +40,14 @@ func (r *Recorder) wrap(c net.Conn, op, phase string) *Conn {
 		}
 		tc.remoteHost = r.opts.Hosts.Name(tc.remote)
 	}
-	tc.emit(op, 0, "", nil)
+	if r != nil {
+		// Asked once, as it opens: Process Monitor's TCP Connect shows
+		// the options the handshake agreed on.
+		tc.rec.Emit(Event{
+			Op: op, Conn: tc.id, Local: tc.local, Remote: tc.remote, LocalHost: tc.localHost, RemoteHost: tc.remoteHost,
+			Phase: phase, TCP: tcpInfoOf(c),
+		})
+	}
 	return tc
 }
 
@@ -86,7 +94,8 @@ func (r *Recorder) Dial(ctx context.Context, d *net.Dialer, addr, phase string) 
 					remoteHost = host
 				}
 			}
-			r.Emit(Event{Op: OpConnect, Remote: resolved, RemoteHost: remoteHost, LocalHost: r.opts.Host, Phase: phase, Note: "failed: " + errText(err)})
+			r.Emit(Event{Op: OpConnect, Remote: resolved, RemoteHost: remoteHost, LocalHost: r.opts.Host, Phase: phase,
+				Note: "failed: " + errText(err), Errno: errnoOf(err)})
 		}
 		return nil, err
 	}
@@ -209,6 +218,21 @@ func (c *Conn) Reset() error {
 		return c.Conn.Close()
 	}
 	return err
+}
+
+// errnoOf names err as Event.Errno does.
+func errnoOf(err error) string {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "ECANCELED"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return "ETIMEDOUT"
+	}
+	var en syscall.Errno
+	if errors.As(err, &en) {
+		return errnoName(en)
+	}
+	return ""
 }
 
 func errText(err error) string {

@@ -173,6 +173,22 @@ func TestConnRecordsTCPEvents(t *testing.T) {
 					t.Errorf("server %s: phase %q", e.Op, e.Phase)
 				}
 			}
+			// What the handshake agreed on, on the connect and the accept
+			// only: Linux's loopback offers every option and a window
+			// scale, and sends in segments of a few KiB at least.
+			for _, e := range append(cev, sev...) {
+				ti := e.TCP
+				switch {
+				case e.Op != OpConnect && e.Op != OpAccept:
+					if ti != nil {
+						t.Errorf("%s %s has TCP_INFO", e.Proc, e.Op)
+					}
+				case ti == nil:
+					t.Errorf("%s %s: no TCP_INFO", e.Proc, e.Op)
+				case ti.MSS < 536 || !ti.SACK || !ti.Timestamps || !ti.WindowScaling || ti.RcvWindowScale == 0 || ti.SndWindowScale == 0:
+					t.Errorf("%s %s: TCP_INFO %+v", e.Proc, e.Op, *ti)
+				}
+			}
 			if cev[0].Phase != PhaseBootstrap || cev[len(cev)-1].Phase != PhaseHCO {
 				t.Errorf("client phases %q ... %q", cev[0].Phase, cev[len(cev)-1].Phase)
 			}
@@ -343,8 +359,8 @@ func TestDialFailed(t *testing.T) {
 				t.Fatalf("events %q, want one", ops(evs))
 			}
 			e := evs[0]
-			if e.Op != OpConnect || !strings.HasPrefix(e.Note, "failed: ") || !strings.Contains(e.Note, "refused") {
-				t.Errorf("event %s %q", e.Op, e.Note)
+			if e.Op != OpConnect || !strings.HasPrefix(e.Note, "failed: ") || !strings.Contains(e.Note, "refused") || e.Errno != "ECONNREFUSED" {
+				t.Errorf("event %s %q, errno %q", e.Op, e.Note, e.Errno)
 			}
 			if e.Remote != addr || e.RemoteHost != tc.wantHost || e.LocalHost != "wa1.shared.lab" || e.Phase != PhaseBootstrap {
 				t.Errorf("event %+v", e)
@@ -368,8 +384,17 @@ func TestDialFailed(t *testing.T) {
 	if _, err := NewRecorder(w, Options{}).Dial(ctx, nil, "127.0.0.1:"+port, ""); err == nil {
 		t.Fatal("dial with a cancelled context succeeded")
 	}
-	if e := w.events(t); len(e) != 1 || !strings.HasPrefix(e[0].Note, "failed: ") {
+	if e := w.events(t); len(e) != 1 || !strings.HasPrefix(e[0].Note, "failed: ") || e[0].Errno != "ECANCELED" {
 		t.Errorf("events %+v", e)
+	}
+
+	// One that ran out of time: the system's ETIMEDOUT or the process's
+	// own deadline read the same.
+	if got := errnoOf(&net.OpError{Op: "dial", Err: context.DeadlineExceeded}); got != "ETIMEDOUT" {
+		t.Errorf("a deadline is %q", got)
+	}
+	if got := errnoOf(errors.New("no system error")); got != "" {
+		t.Errorf("a plain error is %q", got)
 	}
 }
 

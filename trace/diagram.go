@@ -583,9 +583,13 @@ func diagOrder(servers []string, s string) int {
 	return len(servers)
 }
 
-// diagTitle is an event as the table shows it, with its note.
+// diagTitle is an event as trace.jsonl records it (a reset is TCP Reset,
+// and handshake messages and requests are events too), in the table's
+// order, with its note.
 func diagTitle(e Event) string {
-	s := strings.Join(tableRow(e), "  ")
+	path := Endpoint(e.LocalHost, e.Local) + " -> " + Endpoint(e.RemoteHost, e.Remote)
+	s := strings.Join([]string{e.T.Local().Format(timeOfDayLayout), e.Proc, strconv.Itoa(e.PID), e.Op, path,
+		"Length: " + strconv.Itoa(e.Len)}, "  ")
 	if e.Note != "" {
 		s += "  " + e.Note
 	}

@@ -39,6 +39,10 @@ const (
 	NoteResetByPeer  = "reset by peer"
 )
 
+// ByPeer tells a TCP Disconnect or TCP Reset that the peer made (this
+// process saw EOF or ECONNRESET) from one this process made.
+func (e *Event) ByPeer() bool { return e.Note == NoteClosedByPeer || e.Note == NoteResetByPeer }
+
 // Phases of an agent's life, used to colour and group events.
 const (
 	PhaseBootstrap  = "bootstrap"
@@ -68,4 +72,32 @@ type Event struct {
 	Data []byte `json:"data,omitempty"`
 	// Process is the subject of a Process Create or Process Exit.
 	Process *Process `json:"process,omitempty"`
+	// TCP is what the system said of the connection as it opened, on TCP
+	// Connect and TCP Accept (TCP_INFO on Linux); nil where it says
+	// nothing (not TCP, another system, a trace recorded before).
+	TCP *TCPInfo `json:"tcp,omitempty"`
+	// Errno names the error a failed TCP Connect (no conn) ended with, as
+	// the system names it: ECONNREFUSED, ETIMEDOUT (also for the
+	// process's own deadline), ECANCELED (it gave up), or "" when the
+	// error was no system error.
+	Errno string `json:"errno,omitempty"`
+}
+
+// TCPInfo is what the handshake agreed on, as the system reported it
+// right after: the fields Process Monitor shows in a TCP Connect's Detail.
+type TCPInfo struct {
+	// MSS is the segment size this end sends with.
+	MSS int `json:"mss"`
+	// SACK, Timestamps and WindowScaling are the TCP options both ends
+	// agreed to use.
+	SACK          bool `json:"sack,omitempty"`
+	Timestamps    bool `json:"timestamps,omitempty"`
+	WindowScaling bool `json:"window_scaling,omitempty"`
+	// RcvWindow is the receive window this end advertised; 0 when the
+	// system does not say (Linux before 6.2).
+	RcvWindow int `json:"rcv_window,omitempty"`
+	// RcvWindowScale and SndWindowScale are the window scale shifts of
+	// this end's receive window and of the peer's (0 without scaling).
+	RcvWindowScale int `json:"rcv_window_scale,omitempty"`
+	SndWindowScale int `json:"snd_window_scale,omitempty"`
 }

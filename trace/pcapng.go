@@ -99,24 +99,31 @@ func PcapngFromFile(tracePath, hostsFile, out string) error {
 	if err != nil {
 		return err
 	}
-	if hostsFile == "" {
-		p := filepath.Join(filepath.Dir(tracePath), RunHostsFile)
-		if _, err := os.Stat(p); err == nil {
-			hostsFile = p
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("hosts file: %w", err)
-		}
-	}
-	var hosts *Hosts
-	if hostsFile != "" {
-		if hosts, err = LoadHosts(hostsFile); err != nil {
-			return err
-		}
+	hosts, err := runHosts(tracePath, hostsFile)
+	if err != nil {
+		return err
 	}
 	if err := SavePcapng(out, evs, hosts); err != nil {
 		return fmt.Errorf("%s: %w", tracePath, err)
 	}
 	return nil
+}
+
+// runHosts loads hostsFile, or with "" the run's hosts file next to the
+// trace at tracePath; nil when there is none.
+func runHosts(tracePath, hostsFile string) (*Hosts, error) {
+	if hostsFile == "" {
+		p := filepath.Join(filepath.Dir(tracePath), RunHostsFile)
+		if _, err := os.Stat(p); err == nil {
+			hostsFile = p
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("hosts file: %w", err)
+		}
+	}
+	if hostsFile == "" {
+		return nil, nil
+	}
+	return LoadHosts(hostsFile)
 }
 
 // SavePcapng writes the pcapng to path through a temporary file in the same
@@ -342,16 +349,26 @@ func evWhere(e *Event) string {
 	return fmt.Sprintf("%s (pid %d) conn %q, %s at %s", e.Proc, e.PID, e.Conn, e.Op, e.T.Format(time.RFC3339Nano))
 }
 
+// endKey names one end of a connection in a merged trace. Connection ids
+// are unique per recorder, and a process has one; the proc and the local
+// address keep apart two recorders of one process (a test's in-process
+// server and client).
+type endKey struct {
+	pid        int
+	proc, conn string
+	local      string
+}
+
+func endOf(e *Event) endKey { return endKey{e.PID, e.Proc, e.Conn, e.Local} }
+
+// relSeq is the sequence number, relative to the end's initial one as
+// Wireshark shows it, of the byte at offset off of what the end sends:
+// its SYN takes number 0. The packets of a pcapng and the seqnum of the
+// Process Monitor view both count so.
+func relSeq(off int) uint32 { return uint32(off) + 1 }
+
 func collectHalves(evs []Event) ([]*half, error) {
-	// Connection ids are unique per recorder, and a process has one; the
-	// proc and the local address keep apart two recorders of one process
-	// (a test's in-process server and client).
-	type key struct {
-		pid        int
-		proc, conn string
-		local      string
-	}
-	byKey := map[key]*half{}
+	byKey := map[endKey]*half{}
 	var out []*half
 	type proc struct {
 		pid  int
@@ -387,7 +404,7 @@ func collectHalves(evs []Event) ([]*half, error) {
 		if e.Data != nil && len(e.Data) != e.Len {
 			return nil, fmt.Errorf("%s: length %d but %d bytes of data", evWhere(e), e.Len, len(e.Data))
 		}
-		k := key{e.PID, e.Proc, e.Conn, e.Local}
+		k := endOf(e)
 		h := byKey[k]
 		if h == nil {
 			if e.Op != OpConnect && e.Op != OpAccept {
@@ -916,7 +933,7 @@ func (c *tcpConn) render(nm *namer) ([]packet, error) {
 	}
 
 	isn := [2]uint32{isnOf(c, 0), isnOf(c, 1)}
-	next := [2]uint32{isn[0] + 1, isn[1] + 1} // sequence number of the next byte
+	next := [2]uint32{isn[0] + relSeq(0), isn[1] + relSeq(0)} // sequence number of the next byte
 	ipid := [2]uint16{uint16(isn[0] >> 16), uint16(isn[1] >> 16)}
 	var out []packet
 	last := c.t0
@@ -965,7 +982,7 @@ func (c *tcpConn) render(nm *namer) ([]packet, error) {
 		emit(it, next[d], next[1-d])
 		switch {
 		case it.seg != nil:
-			next[d] += uint32(it.seg.n)
+			next[d] = isn[d] + relSeq(it.seg.off+it.seg.n)
 		case it.flags&flagFIN != 0:
 			next[d]++
 			finSent[d] = true

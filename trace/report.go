@@ -35,10 +35,13 @@ type Side struct {
 	// Agents keeps the events of the processes the steps and the diagram
 	// tell (the lab leaves out the registration tool); nil keeps all.
 	Agents Filter
-	// Table keeps the rows of the Process Monitor view; nil keeps the
+	// Table keeps the events of the Process Monitor view; nil keeps the
 	// socket operations between Host and Servers, as the seed filters.
 	Table Filter
-	// TableWhat says which rows Table keeps, as a title's parenthesis.
+	// Procmon is the view's filter on its rows, after Table.
+	Procmon ProcmonFilter
+	// TableWhat says which rows Table and Procmon keep, as a title's
+	// parenthesis.
 	TableWhat string
 }
 
@@ -52,6 +55,7 @@ var reportTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 
 type reportView struct {
 	Title   string
+	Header  []string // the Process Monitor view's columns
 	Lines   []string
 	Figures string
 	Sides   []sideView
@@ -88,7 +92,7 @@ type tableView struct {
 // SVG, no script, nothing fetched when it is viewed, so that a run's
 // folder can be mailed or opened years later.
 func WriteReport(w io.Writer, r Report) error {
-	v := reportView{Title: r.Title, Lines: r.Lines, Figures: r.Figures}
+	v := reportView{Title: r.Title, Header: tableHeader, Lines: r.Lines, Figures: r.Figures}
 	seen := map[string]bool{}
 	for i, s := range r.Sides {
 		sv := newSideView(i, s)
@@ -141,10 +145,8 @@ func newSideView(i int, s Side) sideView {
 	if sv.TableWhat == "" && s.Table == nil && s.Host != "" {
 		sv.TableWhat = fmt.Sprintf("filtered as the seed filters: %s to %s", s.Host, strings.Join(s.Servers, " or "))
 	}
-	for _, e := range s.Events {
-		if keep(e) {
-			sv.Rows = append(sv.Rows, tableView{Cells: tableRow(e), Class: "op-" + strings.ToLower(strings.TrimPrefix(e.Op, "TCP "))})
-		}
+	for _, r := range procmonRows(s.Events, keep, s.Procmon) {
+		sv.Rows = append(sv.Rows, tableView{Cells: r.cells, Class: "op-" + strings.ToLower(strings.TrimPrefix(r.op, "TCP "))})
 	}
 	return sv
 }

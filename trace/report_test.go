@@ -299,7 +299,7 @@ func TestReportPage(t *testing.T) {
 	}
 
 	var text bytes.Buffer
-	if err := WriteTable(&text, evs, keep); err != nil {
+	if _, err := WriteTable(&text, evs, keep, ProcmonFilter{}, 0); err != nil {
 		t.Fatal(err)
 	}
 	var want []string
@@ -323,6 +323,44 @@ func TestReportPage(t *testing.T) {
 	}
 	if !strings.Contains(page, fmt.Sprintf("%d rows (the seed&#39;s filter)", len(want))) {
 		t.Error("the table's title does not say its rows and filter")
+	}
+	header := "<tr><th>Time of Day</th><th>Process Name</th><th>PID</th><th>Operation</th><th>Path</th><th>Result</th><th>Detail</th></tr>"
+	if strings.Count(page, header) != 2 {
+		t.Errorf("the tables' header is not Process Monitor's columns, %s", header)
+	}
+	// The bootstrap resets, as Process Monitor shows them, still marked.
+	resets := regexp.MustCompile(`<tr class="op-reset"><td>[^<]*</td><td>(w3wp.exe|LLAWP.exe)</td><td class="num">\d+</td><td>TCP Disconnect</td>` +
+		`<td>wa1.shared.lab:\d+ -&gt; smps2.shared.lab:44443</td><td>SUCCESS</td><td>Length: 0, seqnum: \d+, reset: RST sent</td></tr>`)
+	if n := len(resets.FindAllString(page, -1)); n != 4 {
+		t.Errorf("%d bootstrap reset rows, want w3wp.exe's and LLAWP.exe's on each side", n)
+	}
+
+	// A Process Monitor filter narrows the rows after the seed's filter,
+	// and the title says so.
+	f := side
+	cond, err := ParseProcmonCondition("Process Name is LLAWP.exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Procmon, f.TableWhat = ProcmonFilter{Include: []ProcmonCondition{cond}}, "the seed's filter; then include Process Name is LLAWP.exe"
+	page = renderReport(t, f)
+	rows = rowRE.FindAllStringSubmatch(page, -1)
+	llawp := 0
+	for _, w := range want {
+		if strings.Contains(w, " LLAWP.exe ") {
+			llawp++
+		}
+	}
+	if len(rows) != llawp || llawp == 0 {
+		t.Errorf("%d rows with the filter, want LLAWP.exe's %d", len(rows), llawp)
+	}
+	for _, r := range rows {
+		if !strings.Contains(r[1], "<td>LLAWP.exe</td>") {
+			t.Errorf("row not LLAWP.exe's: %s", r[1])
+		}
+	}
+	if !strings.Contains(page, fmt.Sprintf("%d rows (the seed&#39;s filter; then include Process Name is LLAWP.exe)", llawp)) {
+		t.Error("the filtered table's title does not say its rows and filters")
 	}
 }
 

@@ -43,25 +43,221 @@ func All(fs ...Filter) Filter {
 	}
 }
 
-// WriteTable renders events as Process Monitor's network view: Time of Day,
-// Process Name, PID, Operation, Path (local -> remote, host names), Length.
-func WriteTable(w io.Writer, evs []Event, keep Filter) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, strings.Join(tableHeader, "\t"))
-	for _, e := range evs {
-		if keep != nil && !keep(e) {
-			continue
-		}
-		fmt.Fprintln(tw, strings.Join(tableRow(e), "\t"))
-	}
-	return tw.Flush()
-}
+// Process Monitor's columns, named as its view and its Filter dialog name
+// them, in the order of its default layout.
+const (
+	ColTimeOfDay   = "Time of Day"
+	ColProcessName = "Process Name"
+	ColPID         = "PID"
+	ColOperation   = "Operation"
+	ColPath        = "Path"
+	ColResult      = "Result"
+	ColDetail      = "Detail"
+)
 
 // tableHeader and tableRow are the Process Monitor view's columns, shared
 // by the text table and report.html so that both show the same rows.
-var tableHeader = []string{"Time of Day", "Process Name", "PID", "Operation", "Path", "Length"}
+var tableHeader = []string{ColTimeOfDay, ColProcessName, ColPID, ColOperation, ColPath, ColResult, ColDetail}
 
-func tableRow(e Event) []string {
+// ProcmonOperations are Process Monitor's network operations. A trace
+// records TCP Reset for a connection the socket closed with an RST;
+// Process Monitor has no such operation and shows it as TCP Disconnect.
+// TCP Reconnect (a SYN sent again), TCP Retransmit and UDP are not seen
+// from a socket's system calls: no trace has them, a filter may name them.
+var ProcmonOperations = []string{"TCP Connect", "TCP Accept", "TCP Send", "TCP Receive", "TCP Disconnect",
+	"TCP Reconnect", "TCP Retransmit", "UDP Send", "UDP Receive"}
+
+// procmonOp is the Operation column of a socket event.
+func procmonOp(e *Event) string {
+	if e.Op == OpReset {
+		return OpDisconnect
+	}
+	return e.Op
+}
+
+// ResultSuccess is Process Monitor's Result of an operation that worked.
+const ResultSuccess = "SUCCESS"
+
+// procmonResult is the Result column: SUCCESS, or for a connect that
+// failed, the Windows status the error maps to, named as Process Monitor
+// names statuses (STATUS_CONNECTION_REFUSED is shown CONNECTION REFUSED).
+func procmonResult(e *Event) string {
+	if e.Op != OpConnect || e.Conn != "" {
+		return ResultSuccess
+	}
+	switch e.Errno {
+	case "ECONNREFUSED":
+		return "CONNECTION REFUSED"
+	case "ETIMEDOUT":
+		return "IO TIMEOUT"
+	case "EHOSTUNREACH":
+		return "HOST UNREACHABLE"
+	case "ENETUNREACH":
+		return "NETWORK UNREACHABLE"
+	case "ECONNRESET":
+		return "CONNECTION RESET"
+	case "ECONNABORTED":
+		return "CONNECTION ABORTED"
+	case "EADDRINUSE":
+		return "ADDRESS ALREADY EXISTS"
+	case "ECANCELED":
+		return "CANCELLED"
+	}
+	return "UNSUCCESSFUL"
+}
+
+// timeOfDayLayout is Process Monitor's Time of Day: seconds to 100 ns. It
+// follows the system's clock format, 12 or 24 hours; the view keeps the
+// 24-hour clock of WA.log, the steps and Wireshark's time of day, so that
+// one time reads the same in each.
+const timeOfDayLayout = "15:04:05.0000000"
+
+// seqPos is where one end of a connection is in each direction: the bytes
+// it has sent and read so far.
+type seqPos struct{ sent, read int }
+
+// procmonDetail is the Detail column as Process Monitor writes it for the
+// operation, with the fields a trace can fill truthfully. Left out: connid
+// and a send's startime and endtime, which are Windows' own counters, and
+// on a trace with no TCP_INFO (not recorded on Linux) a connect's options.
+func procmonDetail(e *Event, pos seqPos) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Length: %d", e.Len)
+	switch e.Op {
+	case OpConnect, OpAccept:
+		if e.Conn == "" {
+			break // no socket: no options, no sequence number
+		}
+		if t := e.TCP; t != nil {
+			fmt.Fprintf(&b, ", mss: %d, sackopt: %d, tsopt: %d, wsopt: %d", t.MSS, b2i(t.SACK), b2i(t.Timestamps), b2i(t.WindowScaling))
+			if t.RcvWindow > 0 {
+				fmt.Fprintf(&b, ", rcvwin: %d", t.RcvWindow)
+			}
+			fmt.Fprintf(&b, ", rcvwinscale: %d, sndwinscale: %d", t.RcvWindowScale, t.SndWindowScale)
+		}
+		fmt.Fprintf(&b, ", seqnum: %d", 0) // the SYN's
+	case OpSend:
+		fmt.Fprintf(&b, ", seqnum: %d", relSeq(pos.sent))
+	case OpReceive:
+		fmt.Fprintf(&b, ", seqnum: %d", relSeq(pos.read))
+	case OpDisconnect, OpReset:
+		// The FIN or RST of the end that closed: ours after the bytes
+		// we sent, the peer's after the bytes we read.
+		if e.ByPeer() {
+			fmt.Fprintf(&b, ", seqnum: %d", relSeq(pos.read))
+		} else {
+			fmt.Fprintf(&b, ", seqnum: %d", relSeq(pos.sent))
+		}
+	}
+	switch {
+	case e.Op == OpReset && e.ByPeer():
+		b.WriteString(", reset: RST received")
+	case e.Op == OpReset:
+		b.WriteString(", reset: RST sent")
+	case e.Op == OpDisconnect && e.ByPeer():
+		b.WriteString(", closed by peer: FIN received")
+	}
+	return b.String()
+}
+
+func b2i(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+func tableRow(e *Event, pos seqPos) []string {
 	path := Endpoint(e.LocalHost, e.Local) + " -> " + Endpoint(e.RemoteHost, e.Remote)
-	return []string{e.T.Local().Format("15:04:05.000000"), e.Proc, strconv.Itoa(e.PID), e.Op, path, strconv.Itoa(e.Len)}
+	return []string{e.T.Local().Format(timeOfDayLayout), e.Proc, strconv.Itoa(e.PID), procmonOp(e), path,
+		procmonResult(e), procmonDetail(e, pos)}
+}
+
+// procmonRow is one row of the view, and the trace operation it shows
+// (report.html marks resets by it).
+type procmonRow struct {
+	cells []string
+	op    string
+}
+
+// procmonRows renders the socket events of evs that keep selects (nil:
+// all) and f lets through. The sequence numbers are counted over every
+// event of evs, whatever is shown.
+func procmonRows(evs []Event, keep Filter, f ProcmonFilter) []procmonRow {
+	ends := map[endKey]*seqPos{}
+	var rows []procmonRow
+	for i := range evs {
+		e := &evs[i]
+		if !SocketOps(*e) {
+			continue
+		}
+		var pos seqPos
+		if e.Conn != "" {
+			k := endOf(e)
+			p := ends[k]
+			if p == nil {
+				p = &seqPos{}
+				ends[k] = p
+			}
+			pos = *p
+			switch e.Op {
+			case OpSend:
+				p.sent += e.Len
+			case OpReceive:
+				p.read += e.Len
+			}
+		}
+		if keep != nil && !keep(*e) {
+			continue
+		}
+		cells := tableRow(e, pos)
+		if f.Keep(cells) {
+			rows = append(rows, procmonRow{cells: cells, op: e.Op})
+		}
+	}
+	return rows
+}
+
+// WriteTable renders evs as Process Monitor's network view: Time of Day,
+// Process Name, PID, Operation, Path (local -> remote, host names),
+// Result and Detail. keep selects the events (nil: every socket
+// operation), f is the view's filter; limit > 0 prints that many rows at
+// most. It returns how many rows the view has.
+func WriteTable(w io.Writer, evs []Event, keep Filter, f ProcmonFilter, limit int) (int, error) {
+	rows := procmonRows(evs, keep, f)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(tableHeader, "\t"))
+	for i, r := range rows {
+		if limit > 0 && i == limit {
+			break
+		}
+		fmt.Fprintln(tw, strings.Join(r.cells, "\t"))
+	}
+	return len(rows), tw.Flush()
+}
+
+// WriteTableFile renders the trace file tracePath as WriteTable does,
+// every process's socket operations through f. Addresses the events do
+// not name are named by hostsFile, or with "" by the run's hosts file
+// next to the trace when there is one.
+func WriteTableFile(w io.Writer, tracePath, hostsFile string, f ProcmonFilter) error {
+	evs, err := ReadFile(tracePath)
+	if err != nil {
+		return err
+	}
+	hosts, err := runHosts(tracePath, hostsFile)
+	if err != nil {
+		return err
+	}
+	for i := range evs {
+		e := &evs[i]
+		if e.LocalHost == "" {
+			e.LocalHost = hosts.Name(e.Local)
+		}
+		if e.RemoteHost == "" {
+			e.RemoteHost = hosts.Name(e.Remote)
+		}
+	}
+	_, err = WriteTable(w, evs, nil, f, 0)
+	return err
 }

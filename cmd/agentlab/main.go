@@ -95,6 +95,19 @@ type runCmd struct {
 	All          bool          `help:"Show every process's socket events, not only the web server host's to the Policy Servers."`
 	Bin          string        `help:"Folder with the smps, smreghost, hla, llawp and agentlab binaries (default: this program's folder)." type:"path"`
 	KeyLog       string        `name:"keylog" placeholder:"FILE" help:"Append every TLI session's keys to FILE (mode 0600), for Wireshark to decrypt the capture (wireshark/README.md). Anyone with FILE reads every request, passwords included: a debug aid, off by default." type:"path"`
+	procmonFilterFlags
+}
+
+// procmonFilterFlags are Process Monitor's Filter dialog as flags; a
+// condition that does not parse is a usage error (ProcmonCondition's
+// UnmarshalText).
+type procmonFilterFlags struct {
+	Include []trace.ProcmonCondition `placeholder:"'COLUMN RELATION VALUE'" sep:"none" help:"Process Monitor view: show the rows that match, e.g. 'Process Name is w3wp.exe', 'Operation is TCP Connect', 'Path contains smps2'. Columns: Time of Day, Process Name, PID, Operation, Path, Result, Detail; relations: is, is not, begins with, ends with, contains, excludes. Repeatable: on one column OR-ed, on different columns AND-ed, as Process Monitor does."`
+	Exclude []trace.ProcmonCondition `placeholder:"'COLUMN RELATION VALUE'" sep:"none" help:"Process Monitor view: hide the rows that match, whatever --include says. Repeatable."`
+}
+
+func (f procmonFilterFlags) filter() trace.ProcmonFilter {
+	return trace.ProcmonFilter{Include: f.Include, Exclude: f.Exclude}
 }
 
 func (c *runCmd) Run(ctx context.Context) error {
@@ -114,7 +127,7 @@ func (c *runCmd) Run(ctx context.Context) error {
 	r := &lab.Run{Lab: l, Opts: lab.Options{
 		Out: c.Out, BinDir: c.Bin, Progress: os.Stderr, Requests: c.Requests, Concurrency: c.Concurrency,
 		Duration: c.Duration, Rate: c.Rate,
-		Poll: c.Poll, Hold: c.Hold, KeyLog: c.KeyLog, All: c.All, TableRows: c.Rows,
+		Poll: c.Poll, Hold: c.Hold, KeyLog: c.KeyLog, All: c.All, TableRows: c.Rows, Procmon: c.filter(),
 		HoldReady: func(url string) {
 			fmt.Fprintf(os.Stderr, "lab: holding. Browse %s (try %sprotected/ as %s / %s); Ctrl-C stops every process.\n",
 				url, url, l.User.Login(), l.User.Password)
@@ -250,6 +263,16 @@ type pcapCmd struct {
 
 func (c *pcapCmd) Run() error { return trace.PcapngFromFile(c.Trace, c.Hosts, c.Out) }
 
+type procmonCmd struct {
+	Trace string `arg:"" help:"A run's merged trace (out/trace.jsonl)." type:"existingfile"`
+	Hosts string `placeholder:"HOSTSFILE" help:"The lab's hosts file, to name the addresses the trace does not (default: the run's hosts file next to the trace, when there is one)." type:"existingfile"`
+	procmonFilterFlags
+}
+
+func (c *procmonCmd) Run() error {
+	return trace.WriteTableFile(os.Stdout, c.Trace, c.Hosts, c.filter())
+}
+
 // binDir is where the lab's binaries are: the flag's folder, or this
 // program's own (make build puts them all in bin/).
 func binDir(flag string) (string, error) {
@@ -268,6 +291,7 @@ type cli struct {
 	Compare compareCmd `cmd:"" help:"Run a lab as IIS, Apache prefork and Apache worker, one after another, and compare what each cost."`
 	Probe   probeCmd   `cmd:"" help:"Check an agent's configuration against live Policy Servers: bootstrap, handshakes, ACO."`
 	Pcap    pcapCmd    `cmd:"" help:"Render a run's trace as a pcapng file for Wireshark: its connections, bytes and closes, with host names and the process of each packet."`
+	Procmon procmonCmd `cmd:"" help:"Render a run's trace as Process Monitor's network view: every process's socket operations, through Process Monitor's filters (--include, --exclude)."`
 	Conf    struct {
 		Check confCheckCmd `cmd:"" help:"Check a WebAgent.conf or SmHost.conf and print what the agent would use."`
 	} `cmd:"" help:"Vendor configuration files."`

@@ -24,7 +24,7 @@ func (r *Run) tableView(all bool) (trace.Filter, string) {
 	keep, what := trace.All(trace.SocketOps, trace.Between(l.WebServer.Host, servers...)),
 		fmt.Sprintf("filtered as the seed filters: %s to %s", l.WebServer.Host, strings.Join(servers, " or "))
 	if all {
-		keep, what = trace.SocketOps, "every process"
+		keep, what = trace.ProcmonOps, "every process"
 	}
 	if f := r.Opts.Procmon; !f.IsZero() {
 		what += "; then " + f.String()

@@ -11,8 +11,19 @@ import (
 // Filter keeps the events a reader wants to see.
 type Filter func(Event) bool
 
-// SocketOps keeps the operations Process Monitor shows (TCP ...).
+// SocketOps keeps the operations Process Monitor shows as Network
+// Activity (TCP ...).
 func SocketOps(e Event) bool { return strings.HasPrefix(e.Op, "TCP ") }
+
+// ProcessOps keeps Process Monitor's Process and Thread Activity that a
+// trace has: Process Create and Process Exit.
+func ProcessOps(e Event) bool {
+	return (e.Op == OpProcessCreate || e.Op == OpProcessExit) && e.Process != nil
+}
+
+// ProcmonOps keeps every operation the view can show: network and process
+// activity.
+func ProcmonOps(e Event) bool { return SocketOps(e) || ProcessOps(e) }
 
 // Between keeps events on connections from host to any of servers, seen
 // from host's side: the seed's filter `ip.src_host == wa1.shared.lab &&
@@ -168,9 +179,51 @@ func b2i(v bool) int {
 }
 
 func tableRow(e *Event, pos seqPos) []string {
+	if ProcessOps(*e) {
+		return processRow(e)
+	}
 	path := Endpoint(e.LocalHost, e.Local) + " -> " + Endpoint(e.RemoteHost, e.Remote)
 	return []string{e.T.Local().Format(timeOfDayLayout), e.Proc, strconv.Itoa(e.PID), procmonOp(e), path,
 		procmonResult(e), procmonDetail(e, pos)}
+}
+
+// processRow is a Process Create or Process Exit as Process Monitor shows
+// it: a Process Create is the parent's row, its Path the child's image and
+// its Detail the child's PID and command line; a Process Exit is the
+// exiting process's row, its Detail the exit status and the process's
+// times and peak working set.
+func processRow(e *Event) []string {
+	p := e.Process
+	path, detail := "", ""
+	switch e.Op {
+	case OpProcessCreate:
+		path = p.Image
+		detail = fmt.Sprintf("PID: %d, Command line: %s", p.PID, p.CommandLine)
+	case OpProcessExit:
+		x := p.Exit
+		if x == nil {
+			x = &Exit{Code: -1}
+		}
+		detail = fmt.Sprintf("Exit Status: %d", x.Code)
+		if x.Signal != "" {
+			detail += " (" + x.Status() + ")"
+		}
+		detail += fmt.Sprintf(", User Time: %.7f seconds, Kernel Time: %.7f seconds", x.UserTime.Seconds(), x.KernelTime.Seconds())
+		if x.PeakRSS > 0 {
+			detail += ", Peak Working Set: " + thousands(x.PeakRSS)
+		}
+	}
+	return []string{e.T.Local().Format(timeOfDayLayout), e.Proc, strconv.Itoa(e.PID), e.Op, path, ResultSuccess, detail}
+}
+
+// thousands writes n with a comma every three digits, as Process Monitor
+// writes byte counts.
+func thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 // procmonRow is one row of the view, and the trace operation it shows
@@ -188,7 +241,7 @@ func procmonRows(evs []Event, keep Filter, f ProcmonFilter) []procmonRow {
 	var rows []procmonRow
 	for i := range evs {
 		e := &evs[i]
-		if !SocketOps(*e) {
+		if !ProcmonOps(*e) {
 			continue
 		}
 		var pos seqPos

@@ -344,3 +344,42 @@ func FuzzParseProcmonCondition(f *testing.F) {
 		ProcmonFilter{Include: []ProcmonCondition{c}, Exclude: []ProcmonCondition{c}}.Keep(row)
 	})
 }
+
+// TestProcessRows: Process Create is the parent's row naming the child's
+// image, pid and command line; Process Exit is the exiting process's row
+// with its exit status, times and peak working set.
+func TestProcessRows(t *testing.T) {
+	var buf bytes.Buffer
+	rec := NewRecorder(&buf, Options{Proc: "svchost.exe", PID: 10, Role: "was"})
+	child := Process{Name: "w3wp.exe", PID: 11, Role: "hla", Image: "/bin/hla", CommandLine: "w3wp.exe --model iis"}
+	rec.ProcessCreate(child)
+	child.Exit = &Exit{Code: -1, Signal: "SIGKILL", UserTime: 15625 * time.Microsecond, KernelTime: 31250 * time.Microsecond, PeakRSS: 12345678, Death: true}
+	rec.ProcessExit(child)
+	evs, err := ReadEvents("test", &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if _, err := WriteTable(&out, evs, nil, ProcmonFilter{}, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"svchost.exe   10   Process Create  /bin/hla  SUCCESS  PID: 11, Command line: w3wp.exe --model iis",
+		"w3wp.exe      11   Process Exit              SUCCESS  Exit Status: -1 (was killed by signal 9 (SIGKILL)), User Time: 0.0156250 seconds, Kernel Time: 0.0312500 seconds, Peak Working Set: 12,345,678",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("view lacks\n%s\n in:\n%s", want, out.String())
+		}
+	}
+	if evs[1].Proc != "w3wp.exe" || evs[1].PID != 11 || evs[1].Role != "hla" {
+		t.Errorf("Process Exit is recorded as %s (pid %d, %s), want the child's row", evs[1].Proc, evs[1].PID, evs[1].Role)
+	}
+	for _, c := range []struct {
+		n    int64
+		want string
+	}{{0, "0"}, {999, "999"}, {1000, "1,000"}, {12345678, "12,345,678"}, {-1234, "-1,234"}} {
+		if got := thousands(c.n); got != c.want {
+			t.Errorf("thousands(%d) = %q, want %q", c.n, got, c.want)
+		}
+	}
+}

@@ -115,10 +115,10 @@ func TestProcmonView(t *testing.T) {
 
 	// agentlab procmon: every process's socket events, then each filter.
 	for _, tc := range []struct {
-		name   string
-		args   []string
-		keep   func(e trace.Event) bool
-		row    func(r procmonRow) bool
+		name    string
+		args    []string
+		keep    func(e trace.Event) bool
+		row     func(r procmonRow) bool
 		atLeast int
 	}{
 		{"no filter", nil, func(trace.Event) bool { return true }, func(procmonRow) bool { return true }, 50},
@@ -129,7 +129,9 @@ func TestProcmonView(t *testing.T) {
 			func(e trace.Event) bool { return e.Op == trace.OpConnect },
 			func(r procmonRow) bool { return r.op == "TCP Connect" }, 7},
 		{"Path contains smps2", []string{"--include", "Path contains smps2.shared.lab"},
-			func(e trace.Event) bool { return e.RemoteHost == "smps2.shared.lab" || e.LocalHost == "smps2.shared.lab" },
+			func(e trace.Event) bool {
+				return e.RemoteHost == "smps2.shared.lab" || e.LocalHost == "smps2.shared.lab"
+			},
 			func(r procmonRow) bool { return strings.Contains(r.path, "smps2.shared.lab") }, 10},
 		{"resets, by their Detail", []string{"--include", "Detail contains reset"},
 			func(e trace.Event) bool { return e.Op == trace.OpReset },
@@ -139,7 +141,9 @@ func TestProcmonView(t *testing.T) {
 			func(e trace.Event) bool {
 				return (e.Proc == "w3wp.exe" || e.Proc == "LLAWP.exe") && (e.Op == trace.OpDisconnect || e.Op == trace.OpReset)
 			},
-			func(r procmonRow) bool { return (r.proc == "w3wp.exe" || r.proc == "LLAWP.exe") && r.op == "TCP Disconnect" }, 6},
+			func(r procmonRow) bool {
+				return (r.proc == "w3wp.exe" || r.proc == "LLAWP.exe") && r.op == "TCP Disconnect"
+			}, 6},
 		{"excludes", []string{"--exclude", "Operation is TCP Send", "--exclude", "Operation is TCP Receive", "--exclude", "Process Name begins with smps"},
 			func(e trace.Event) bool { return e.Op != trace.OpSend && e.Op != trace.OpReceive && e.Proc != "smps" },
 			func(r procmonRow) bool { return r.op != "TCP Send" && r.op != "TCP Receive" && r.proc != "smps" }, 10},
@@ -167,7 +171,9 @@ func TestProcmonView(t *testing.T) {
 	// A trace without host names is named by the hosts file next to it.
 	bare := t.TempDir()
 	var b bytes.Buffer
-	toSmps2 := count(func(e trace.Event) bool { return e.RemoteHost == "smps2.shared.lab" || e.LocalHost == "smps2.shared.lab" })
+	toSmps2 := count(func(e trace.Event) bool {
+		return e.RemoteHost == "smps2.shared.lab" || e.LocalHost == "smps2.shared.lab"
+	})
 	for i := range evs {
 		evs[i].LocalHost, evs[i].RemoteHost = "", ""
 	}

@@ -82,6 +82,7 @@ type Settings struct {
 	MPM          string  `json:"mpm,omitempty"`
 	MaxRequests  int     `json:"max_requests_per_child,omitempty"`
 	ACOFromLLAWP bool    `json:"aco_from_llawp,omitempty"`
+	AgentCache   string  `json:"agent_cache,omitempty"`
 	Requests     int     `json:"requests"`
 	Concurrency  int     `json:"concurrency"`
 	Duration     string  `json:"duration,omitempty"`
@@ -151,6 +152,9 @@ type Run struct {
 	// write leaves it out of the report's list of files.
 	llawpWritten bool
 	faults       *faultRunner
+	// store is the store file the Policy Servers load; "" for their
+	// embedded seed store.
+	store string
 }
 
 func (r *Run) progress(format string, a ...any) {
@@ -173,7 +177,7 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 	r.summary = Summary{Lab: l.Name, Out: r.Opts.Out, Started: time.Now(), PollInterval: r.poll().String(),
 		Settings: Settings{
 			Model: l.WebServer.Model, Workers: l.WebServer.Workers, MPM: l.WebServer.MPM,
-			MaxRequests: l.WebServer.MaxRequestsPerChild, ACOFromLLAWP: l.WebServer.ACOFromLLAWP,
+			MaxRequests: l.WebServer.MaxRequestsPerChild, ACOFromLLAWP: l.WebServer.ACOFromLLAWP, AgentCache: l.WebServer.AgentCache,
 			Requests: ws.Requests, Concurrency: ws.Concurrency, Duration: ws.durationText(), Rate: ws.Rate,
 			PollInterval: r.poll().String(), Polls: r.polls(), WebServer: l.WebServer.Host,
 			TrustedHost: l.WebServer.TrustedHost, HCO: l.WebServer.HostConfigObject, ACO: l.WebServer.AgentConfigObject,
@@ -200,6 +204,9 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 		r.stopAll()
 		evs, err = r.finish(err)
 	}()
+	if err := r.writeStore(); err != nil {
+		return nil, err
+	}
 	if err := r.startPolicyServers(ctx); err != nil {
 		return nil, err
 	}
@@ -239,6 +246,37 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 	return nil, nil
 }
 
+// writeStore picks the store the Policy Servers load: the lab's, or with
+// web_server.agent_cache a copy in the run's folder with the ACO's cache
+// turned on or off; "" is the servers' embedded seed store.
+func (r *Run) writeStore() error {
+	l := r.Lab
+	if l.WebServer.AgentCache == "" {
+		if l.Store != "" {
+			r.store = l.Store
+			if !filepath.IsAbs(r.store) {
+				r.store = filepath.Join(l.Dir, r.store)
+			}
+		}
+		return nil
+	}
+	data, from, err := agentCacheStore(l)
+	if err != nil {
+		return fmt.Errorf("%s: %w", l.File, err)
+	}
+	r.store = r.path(StoreFile)
+	if err := os.WriteFile(r.store, data, 0o644); err != nil {
+		return err
+	}
+	useCase := "(b): every page load asks the Policy Server IsProtected"
+	if l.WebServer.AgentCache == AgentCacheOn {
+		useCase = "(a): only the first load of a page asks the Policy Server IsProtected"
+	}
+	r.progress("the agent cache is %s in ACO %s (the store %s, from %s): the seed's use case %s",
+		l.WebServer.AgentCache, l.WebServer.AgentConfigObject, r.store, from, useCase)
+	return nil
+}
+
 func (r *Run) startPolicyServers(ctx context.Context) error {
 	l := r.Lab
 	if r.Opts.KeyLog != "" {
@@ -257,12 +295,8 @@ func (r *Run) startPolicyServers(ctx context.Context) error {
 		if r.Opts.KeyLog != "" {
 			args = append(args, "--keylog", r.Opts.KeyLog)
 		}
-		if l.Store != "" {
-			store := l.Store
-			if !filepath.IsAbs(store) {
-				store = filepath.Join(l.Dir, store)
-			}
-			args = append(args, "--store", store)
+		if r.store != "" {
+			args = append(args, "--store", r.store)
 		}
 		args = r.faultServerArgs(ps, args)
 		r.progress("starting Policy Server %s on %s:%d, waiting until it listens", ps.Host, ip, ps.Port)
@@ -601,7 +635,7 @@ func agentProcs(evs []trace.Event, started []ProcInfo, web string) []ProcInfo {
 // the folder, so a second run would otherwise count the first run's polls
 // and narrate both runs' processes.
 var runFiles = []string{"*.trace.jsonl", "trace.jsonl", "*.log", "*.log.*", "*.jsonl", "*.stderr",
-	"summary.json", LLAWPStatusFile, "SmHost.conf", "WebAgent.conf", "hosts", "registrations.yaml", "registrations.yaml.lock", ReportFile, PcapngFile}
+	"summary.json", LLAWPStatusFile, StoreFile, "SmHost.conf", "WebAgent.conf", "hosts", "registrations.yaml", "registrations.yaml.lock", ReportFile, PcapngFile}
 
 func clearPreviousRun(dir string) (int, error) {
 	n := 0

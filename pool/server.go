@@ -366,7 +366,7 @@ func (s *server) growLocked(phase string) {
 	n := min(s.p.hco.NewSocketStep, room)
 	s.steps++
 	from := len(s.socks) + s.opening
-	step := &trace.PoolStep{N: s.steps, From: from, To: from + n, NewSocketStep: s.p.hco.NewSocketStep, MaxSocketsPerPort: s.p.hco.MaxSocketsPerPort}
+	step := &trace.PoolStep{N: s.steps, At: time.Now(), From: from, To: from + n, NewSocketStep: s.p.hco.NewSocketStep, MaxSocketsPerPort: s.p.hco.MaxSocketsPerPort}
 	s.log.Info().Int("step", step.N).Int("from", step.From).Int("to", step.To).Int("waiting", s.waiters.Len()).
 		Msgf("Requests wait for a socket to policy server %s: opening %d more (newsocketstep='%d'), from %d to %d sockets.",
 			s.addr, n, s.p.hco.NewSocketStep, step.From, step.To)

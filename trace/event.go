@@ -77,6 +77,9 @@ type PoolStep struct {
 	// N numbers the steps of one process's pool to one server, from 1, in
 	// the order the pool took them.
 	N int `json:"n"`
+	// At is when the pool took the step. Its sockets connect a little
+	// later, and when steps follow each other closely, in any order.
+	At time.Time `json:"at"`
 	// From and To count the pool's sockets to the server, open or being
 	// opened, before and after the step: it opens To - From sockets.
 	From int `json:"from"`

@@ -965,11 +965,21 @@ func (n *narrator) poolSteps(p *narrProc, phase string) []Step {
 			g.fails = append(g.fails, f)
 		}
 	}
-	slices.SortStableFunc(groups, func(a, b *group) int { return a.first - b.first })
+	slices.SortStableFunc(groups, func(a, b *group) int {
+		if a.server == b.server {
+			return a.step.N - b.step.N
+		}
+		return a.first - b.first
+	})
 
 	var steps []Step
 	for _, g := range groups {
+		// The step begins when the pool took it; a trace without that
+		// time has its first connect.
 		var span narrSpan
+		if !g.step.At.IsZero() {
+			span.add(g.step.At)
+		}
 		for _, c := range g.conns {
 			span.add(n.ev(c.first).T)
 		}
@@ -984,7 +994,12 @@ func (n *narrator) poolSteps(p *narrProc, phase string) []Step {
 		text := fmt.Sprintf("at %s, %s's pool to %s grows from %d to %s %s",
 			span.first.Local().Format(narrTimeLayout), n.name(p), g.server, st.From, narrCount(st.To, "socket", "sockets"), why)
 		if len(g.conns) > 0 {
-			if open, busy := n.busy(p, g.server, g.conns); busy {
+			// Seen from when the pool took the step, if the trace says.
+			at := g.conns[0].first
+			if !g.step.At.IsZero() {
+				at = sort.Search(len(n.evs), func(i int) bool { return n.evs[i].T.After(g.step.At) })
+			}
+			if open, busy := n.busyAt(p, g.server, at); busy {
 				switch open {
 				case 1:
 					text += " when its only socket was busy"
@@ -1133,7 +1148,12 @@ func (n *narrator) carriedBefore(cs []*narrConn, idx int) bool {
 // busy reports how many sockets to server were open when the burst began and
 // whether each had a request waiting for its response.
 func (n *narrator) busy(p *narrProc, server string, burst []*narrConn) (int, bool) {
-	at := burst[0].first
+	return n.busyAt(p, server, burst[0].first)
+}
+
+// busyAt reports how many sockets to server were open before event at and
+// whether each had a request waiting for its response.
+func (n *narrator) busyAt(p *narrProc, server string, at int) (int, bool) {
 	open := 0
 	for _, c := range p.conns {
 		if c.accepted || c.server != server || c.first >= at || (c.end >= 0 && c.end < at) {

@@ -837,3 +837,38 @@ func TestNarrateUseCase(t *testing.T) {
 		})
 	}
 }
+
+// TestNarratePoolStepsInTheOrderTaken: steps taken a few microseconds
+// apart connect in any order; each is told at the time the pool took it,
+// in the order it took them.
+func TestNarratePoolStepsInTheOrderTaken(t *testing.T) {
+	l := newNarrLab()
+	l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+	pool := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+	setPhase(PhaseRequests, pool...)
+	const isp = "IsProtected GET /protected/"
+	l.send(pool[0], isp)
+	l.send(pool[1], isp)
+	taken := l.t.Add(time.Microsecond)
+	st := func(n, from int) PoolStep {
+		return PoolStep{N: n, At: taken.Add(time.Duration(n) * time.Microsecond), From: from, To: from + 2, NewSocketStep: 2, MaxSocketsPerPort: 20}
+	}
+	// The second step's sockets connect first.
+	l.grow("w3wp.exe", 4242, 50139, "smps1.shared.lab", st(2, 4))
+	l.grow("w3wp.exe", 4242, 50140, "smps1.shared.lab", st(2, 4))
+	l.grow("w3wp.exe", 4242, 50137, "smps1.shared.lab", st(1, 2))
+	l.grow("w3wp.exe", 4242, 50138, "smps1.shared.lab", st(1, 2))
+	steps := Narrate(l.evs, "wa1.shared.lab", narrServers)
+	got := narrText(t, steps)
+	for _, want := range []string{
+		"Step 4: at 23:23:35.033, w3wp.exe's pool to smps1.shared.lab:44443 grows from 2 to 4 sockets by NewSocketStep (2) when both were busy: ports 50137 and 50138.\n",
+		"Step 5: at 23:23:35.033, w3wp.exe's pool to smps1.shared.lab:44443 grows from 4 to 6 sockets by NewSocketStep (2) when both were busy: ports 50139 and 50140.\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("narrative:\n%s\nwant the line:\n%s", got, want)
+		}
+	}
+	if len(steps) > 4 && (!steps[3].First.Equal(taken.Add(time.Microsecond)) || !steps[4].First.Equal(taken.Add(2*time.Microsecond))) {
+		t.Errorf("the steps begin at %v and %v, want when the pool took them", steps[3].First, steps[4].First)
+	}
+}

@@ -36,9 +36,10 @@ func CheckAgentCache(v string) error {
 const storeACOsKey = "acos"
 
 // agentCacheStore returns the store the Policy Servers load, with the web
-// server's ACO turned to the lab's agent cache setting: the agent learns
-// it from the ACO, as the vendor's does, and the trace's ACO response
-// shows what the agent was told. "on" gives the resource and session
+// server's ACO turned to the lab's agent cache setting, or nil data when
+// the store's ACO says so already: the agent learns the setting from the
+// ACO, as the vendor's does, and the trace's ACO response shows what the
+// agent was told. "on" gives the resource and session
 // caches the vendor's default size for the model (700 entries on IIS, 750
 // on Apache) unless the store gives them one; "off" sets both sizes to 0,
 // which turns them off (DOMAIN.md section 2).
@@ -67,6 +68,13 @@ func agentCacheStore(l *Lab) (data []byte, storeName string, err error) {
 	var aco conf.ACO
 	if err := item.Decode(&aco); err != nil {
 		return nil, storeName, fmt.Errorf("web_server.agent_cache: store %s: ACO %s: %w", storeName, w.AgentConfigObject, err)
+	}
+	already := aco.MaxResourceCacheSize == 0 && aco.MaxSessionCacheSize == 0
+	if w.AgentCache == AgentCacheOn {
+		already = aco.MaxResourceCacheSize > 0 && aco.MaxSessionCacheSize > 0 && aco.ResourceCacheTimeout > 0
+	}
+	if already {
+		return nil, storeName, nil
 	}
 	switch w.AgentCache {
 	case AgentCacheOff:

@@ -41,7 +41,7 @@ func TestAgentCacheStore(t *testing.T) {
 		poll                           int // seconds, to show the rest of the ACO is kept
 		err                            string
 	}{
-		{"seed store, off", "", "iis", "aco.wa1", AgentCacheOff, 0, 0, 30, ""},
+		{"seed store, off as it is", "", "iis", "aco.wa1", AgentCacheOff, -1, -1, 0, ""},
 		{"seed store, on, IIS", "", "iis", "aco.wa1", AgentCacheOn, conf.DefaultCacheSizeIIS, conf.DefaultCacheSizeIIS, 30, ""},
 		{"seed store, on, Apache", "", "apache", "aco.wa1", AgentCacheOn, conf.DefaultCacheSizeApache, conf.DefaultCacheSizeApache, 30, ""},
 		{"own store, on keeps its size", own, "iis", "aco.mine", AgentCacheOn, 50, conf.DefaultCacheSizeIIS, 12, ""},
@@ -61,6 +61,12 @@ func TestAgentCacheStore(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tt.resources < 0 {
+				if data != nil {
+					t.Errorf("the store was rewritten although its ACO has the setting already:\n%s", data)
+				}
+				return
 			}
 			if tt.store != "" && from != tt.store {
 				t.Errorf("store named %q, want %q", from, tt.store)

@@ -246,34 +246,41 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 	return nil, nil
 }
 
-// writeStore picks the store the Policy Servers load: the lab's, or with
-// web_server.agent_cache a copy in the run's folder with the ACO's cache
-// turned on or off; "" is the servers' embedded seed store.
+// writeStore picks the store the Policy Servers load: the lab's ("" is
+// the servers' embedded seed store), or, when web_server.agent_cache asks
+// for another setting than its ACO has, a copy in the run's folder with the
+// ACO's cache turned on or off. A store the lab cannot read goes to the
+// servers as it is: they name its file and line.
 func (r *Run) writeStore() error {
-	l := r.Lab
-	if l.WebServer.AgentCache == "" {
-		if l.Store != "" {
-			r.store = l.Store
-			if !filepath.IsAbs(r.store) {
-				r.store = filepath.Join(l.Dir, r.store)
-			}
+	l, w := r.Lab, r.Lab.WebServer
+	if l.Store != "" {
+		r.store = l.Store
+		if !filepath.IsAbs(r.store) {
+			r.store = filepath.Join(l.Dir, r.store)
 		}
+	}
+	if w.AgentCache == "" {
 		return nil
 	}
+	useCase := "(b): every page load asks the Policy Server IsProtected"
+	if w.AgentCache == AgentCacheOn {
+		useCase = "(a): only the first load of a page asks the Policy Server IsProtected"
+	}
 	data, from, err := agentCacheStore(l)
-	if err != nil {
-		return fmt.Errorf("%s: %w", l.File, err)
+	switch {
+	case err != nil:
+		r.progress("%s: %v; the Policy Servers load the store as it is", l.File, err)
+		return nil
+	case data == nil:
+		r.progress("the agent cache is %s in ACO %s (%s): the seed's use case %s", w.AgentCache, w.AgentConfigObject, from, useCase)
+		return nil
 	}
 	r.store = r.path(StoreFile)
 	if err := os.WriteFile(r.store, data, 0o644); err != nil {
 		return err
 	}
-	useCase := "(b): every page load asks the Policy Server IsProtected"
-	if l.WebServer.AgentCache == AgentCacheOn {
-		useCase = "(a): only the first load of a page asks the Policy Server IsProtected"
-	}
-	r.progress("the agent cache is %s in ACO %s (the store %s, from %s): the seed's use case %s",
-		l.WebServer.AgentCache, l.WebServer.AgentConfigObject, r.store, from, useCase)
+	r.progress("the agent cache is %s in ACO %s (written into %s, from %s): the seed's use case %s",
+		w.AgentCache, w.AgentConfigObject, r.store, from, useCase)
 	return nil
 }
 

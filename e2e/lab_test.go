@@ -208,10 +208,11 @@ func TestSeedLabRun(t *testing.T) {
 	}
 	waLog, _ := os.ReadFile(filepath.Join(out, "WA.log"))
 	for _, want := range []string{"hostname='trust_wa1'.", "maxsocketsperport='20'.", "minsocketsperport='2'.", "newsocketstep='2'.", "requesttimeout='60'."} {
-		if !strings.Contains(string(waLog), want) {
+		if !strings.Contains(string(waLog), "] "+want+"\n") {
 			t.Errorf("WA.log lacks the vendor line %q", want)
 		}
 	}
+	checkWALog(t, out)
 
 	// Authorization calls only from w3wp.exe, management only from LLAWP.exe.
 	counts := map[string]map[string]int{}
@@ -332,4 +333,5 @@ func TestSeedLabSocketGrowth(t *testing.T) {
 		}
 		t.Logf("w3wp.exe opened %d sockets to smps1 for 24 concurrent browsers", n)
 	}
+	checkGrowth(t, out, r.stdout)
 }

@@ -186,7 +186,7 @@ func NewAgent(cfg Config) (*Agent, error) {
 		Int("max_resource_cache_size", a.resources.size()).
 		Dur("resource_cache_timeout", a.resourceTTL).
 		Int("max_session_cache_size", a.decisions.size()).
-		Msg("Agent ready")
+		Msgf("Agent ready: %s, %s.", cacheSays("resource cache", a.resources.size()), cacheSays("session cache", a.decisions.size()))
 	return a, nil
 }
 
@@ -279,6 +279,14 @@ func (a *Agent) serveProtected(w http.ResponseWriter, r *http.Request, res resou
 	}
 }
 
+// cacheSays tells a cache's size as the log reads it.
+func cacheSays(name string, size int) string {
+	if size == 0 {
+		return name + " off"
+	}
+	return fmt.Sprintf("%s of %d entries", name, size)
+}
+
 // decide ends a request that Authorize has answered.
 func (a *Agent) decide(w http.ResponseWriter, r *http.Request, res resourceInfo, d decision) {
 	if d.allowed {
@@ -287,7 +295,7 @@ func (a *Agent) decide(w http.ResponseWriter, r *http.Request, res resourceInfo,
 	}
 	a.c.denials.Add(1)
 	a.log.Info().Str("method", r.Method).Str("resource", r.URL.Path).Str("realm", res.realm).
-		Str("policy", d.policy).Str("reason", d.reason).Msg("Access denied")
+		Str("policy", d.policy).Str("reason", d.reason).Msgf("Access denied: %s %s in realm %s (%s).", r.Method, r.URL.Path, res.realm, d.reason)
 	a.page(w, http.StatusForbidden, "denied", pageData{
 		Title: "403 Forbidden", Realm: res.realm, Method: r.Method, Resource: r.URL.Path,
 	})
@@ -393,7 +401,7 @@ func (a *Agent) authorize(ctx context.Context, r *http.Request, token string, re
 	case tlipb.Result_NO:
 		d = decision{reason: resp.GetMessage(), realm: res.realm}
 	case tlipb.Result_CHALLENGE:
-		a.log.Info().Str("resource", r.URL.Path).Str("reason", resp.GetMessage()).Msg("Session challenged")
+		a.log.Info().Str("resource", r.URL.Path).Str("reason", resp.GetMessage()).Msgf("Session challenged for %s: %s.", r.URL.Path, resp.GetMessage())
 		// Whatever was cached for this session is as stale as the session.
 		a.forgetSession(token)
 		return decision{}, false, nil
@@ -439,7 +447,7 @@ func (a *Agent) login(ctx context.Context, r *http.Request, realm, user, passwor
 		// The server tells no more than "login failed", on purpose: a
 		// client must not learn whether the user exists.
 		a.c.loginFailures.Add(1)
-		a.log.Info().Str("user", user).Str("realm", realm).Str("reason", resp.GetMessage()).Msg("Login failed")
+		a.log.Info().Str("user", user).Str("realm", realm).Str("reason", resp.GetMessage()).Msgf("Login failed for %s in realm %s: %s.", user, realm, resp.GetMessage())
 		return "", false, nil
 	default:
 		return "", false, unexpected(call, resp)
@@ -460,7 +468,7 @@ func (a *Agent) login(ctx context.Context, r *http.Request, realm, user, passwor
 		}
 		a.sessions.Add(lr.GetSessionToken(), sessionInfo{user: user, userDN: lr.GetUserDn(), realm: realm, deadline: deadline}, deadline.Sub(now))
 	}
-	a.log.Info().Str("user", user).Str("user_dn", lr.GetUserDn()).Str("realm", realm).Msg("Login succeeded")
+	a.log.Info().Str("user", user).Str("user_dn", lr.GetUserDn()).Str("realm", realm).Msgf("Login succeeded for %s in realm %s.", user, realm)
 	return lr.GetSessionToken(), true, nil
 }
 
@@ -534,7 +542,8 @@ func (a *Agent) fail(w http.ResponseWriter, r *http.Request, err error) {
 		a.log.Debug().Err(err).Msg("Request abandoned by the client")
 	} else {
 		a.c.errors.Add(1)
-		a.log.Error().Err(err).Str("method", r.Method).Str("resource", r.URL.Path).Int("status", status).Msg("Policy Server request failed")
+		a.log.Error().Err(err).Str("method", r.Method).Str("resource", r.URL.Path).Int("status", status).
+			Msgf("Policy Server request failed for %s %s (HTTP %d)", r.Method, r.URL.Path, status)
 	}
 	title := "500 Internal Server Error"
 	if status == http.StatusServiceUnavailable {
@@ -545,7 +554,7 @@ func (a *Agent) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 func (a *Agent) badRequest(w http.ResponseWriter, r *http.Request, what string, err error) {
 	a.c.badRequests.Add(1)
-	a.log.Info().Err(err).Str("method", r.Method).Str("uri", r.RequestURI).Msg("Refused a bad request")
+	a.log.Info().Err(err).Str("method", r.Method).Str("uri", r.RequestURI).Msgf("Refused a bad request: %s %s", r.Method, r.RequestURI)
 	a.page(w, http.StatusBadRequest, "bad", pageData{Title: "400 Bad Request", Message: what + ": " + err.Error()})
 }
 

@@ -32,24 +32,26 @@ func (a *Agent) Apply(cmd ManagementEvent) {
 	switch tlipb.ManagementCode(cmd.Code) {
 	case tlipb.ManagementCode_FLUSH_ALL:
 		r, s := a.resources.Purge(), a.decisions.Purge()
-		ev.Int("resources", r).Int("sessions", s).Msg("Flushed all caches")
+		ev.Int("resources", r).Int("sessions", s).Msgf("Flushed all caches: %d resources, %d sessions.", r, s)
 	case tlipb.ManagementCode_FLUSH_ALL_USERS:
-		ev.Int("sessions", a.decisions.Purge()).Msg("Flushed the session cache")
+		n := a.decisions.Purge()
+		ev.Int("sessions", n).Msgf("Flushed the session cache: %d sessions.", n)
 	case tlipb.ManagementCode_FLUSH_USER:
 		dn := userDNOf(cmd.Arg)
 		n := a.decisions.RemoveFunc(func(_ authzKey, d decision) bool { return d.userDN != "" && strings.EqualFold(d.userDN, dn) })
-		ev.Str("user_dn", dn).Int("sessions", n).Msg("Flushed one user from the session cache")
+		ev.Str("user_dn", dn).Int("sessions", n).Msgf("Flushed user %s from the session cache: %d sessions.", dn, n)
 	case tlipb.ManagementCode_FLUSH_ALL_REALMS:
-		ev.Int("resources", a.resources.Purge()).Msg("Flushed the resource cache")
+		n := a.resources.Purge()
+		ev.Int("resources", n).Msgf("Flushed the resource cache: %d resources.", n)
 	case tlipb.ManagementCode_FLUSH_REALM:
 		realm := cmd.Arg
 		r := a.resources.RemoveFunc(func(_ resourceKey, res resourceInfo) bool { return res.realm == realm })
 		// A decision was taken under the realm's rules, which may have
 		// changed too.
 		s := a.decisions.RemoveFunc(func(_ authzKey, d decision) bool { return d.realm == realm })
-		ev.Str("realm", realm).Int("resources", r).Int("sessions", s).Msg("Flushed one realm")
+		ev.Str("realm", realm).Int("resources", r).Int("sessions", s).Msgf("Flushed realm %s: %d resources, %d sessions.", realm, r, s)
 	default:
-		a.log.Warn().Int("code", cmd.Code).Str("command", cmd.Name).Str("arg", cmd.Arg).Msg("Unknown management command ignored")
+		a.log.Warn().Int("code", cmd.Code).Str("command", cmd.Name).Str("arg", cmd.Arg).Msgf("Unknown management command %s (%d) ignored.", cmd.Name, cmd.Code)
 		return
 	}
 	a.c.flushes.Add(1)

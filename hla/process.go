@@ -165,7 +165,8 @@ func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink) error {
 	if err != nil {
 		return err
 	}
-	log.Info().Str("server", boot.Server.Addr()).Str("hco", boot.HCO.Name).Msg("Bootstrap: host configuration object received, bootstrap connection reset")
+	log.Info().Str("server", boot.Server.Addr()).Str("hco", boot.HCO.Name).
+		Msgf("Bootstrap: host configuration object '%s' received from policy server %s; bootstrap connection reset.", boot.HCO.Name, boot.Server.Addr())
 	p, aco, err := pool.Start(ctx, pool.Config{
 		HCO: boot.HCO, TrustedHost: sm.HostName, Secret: boot.Secret,
 		Recorder: cfg.Recorder, Dialer: cfg.Dialer, Log: log, SkipACO: cfg.ACOFromLLAWP,

@@ -66,7 +66,12 @@ type WebServer struct {
 	// HealthPoll is how often the agents look for Policy Servers that
 	// came back (hla and llawp --health-poll); 0 leaves their default,
 	// the vendor's 30 s.
-	HealthPoll        Duration `yaml:"health_poll,omitempty"`
+	HealthPoll Duration `yaml:"health_poll,omitempty"`
+	// AgentCache turns the agent cache of the web server's ACO on or off
+	// in the store the Policy Servers load (agentcache.go): "on", "off",
+	// or "" for the ACO as the store has it. The seed's use case (a) is a
+	// page load with the cache on; (b), every refresh with it off.
+	AgentCache        string   `yaml:"agent_cache,omitempty"`
 	HTTPPort          int      `yaml:"http_port"`
 	TrustedHost       string   `yaml:"trusted_host"`
 	HostConfigObject  string   `yaml:"host_config_object"`
@@ -192,6 +197,9 @@ func (l *Lab) Validate() error {
 	}
 	if w.MPM != "" && w.MPM != "prefork" && w.MPM != "worker" {
 		bad("web_server.mpm %q: want prefork or worker", w.MPM)
+	}
+	if err := CheckAgentCache(w.AgentCache); err != nil {
+		bad("web_server.agent_cache: %v", err)
 	}
 	for _, f := range []struct{ k, v string }{{"trusted_host", w.TrustedHost}, {"host_config_object", w.HostConfigObject}, {"agent_config_object", w.AgentConfigObject}} {
 		if f.v == "" {

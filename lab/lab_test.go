@@ -20,7 +20,8 @@ func TestSeed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.WebServer.Host != "wa1.shared.lab" || l.WebServer.Bootstrap[0] != "smps2.shared.lab" || len(l.PolicyServers) != 2 {
+	// The seed's use case (b): the agent cache off.
+	if l.WebServer.Host != "wa1.shared.lab" || l.WebServer.Bootstrap[0] != "smps2.shared.lab" || len(l.PolicyServers) != 2 || l.WebServer.AgentCache != AgentCacheOff {
 		t.Errorf("seed lab: %+v", l)
 	}
 	h, err := l.HostsMap()
@@ -53,6 +54,7 @@ user: {name: u, password: p}
 		{"bad port", "port: 44443", "port: 0", "port 0"},
 		{"bad model", "http_port: 8080", "http_port: 8080, model: nginx", "want iis or apache"},
 		{"bad mpm", "http_port: 8080", "http_port: 8080, mpm: event", "want prefork or worker"},
+		{"bad agent cache", "http_port: 8080", "http_port: 8080, agent_cache: maybe", `agent_cache: "maybe": want on or off`},
 		{"bootstrap not a lab server", "bootstrap: [ps1]", "bootstrap: [ps2]", "not one of the lab's policy servers"},
 		{"missing trusted host", "trusted_host: t, ", "", "trusted_host is missing"},
 		{"unknown key", "name: x", "name: x\nbogus: 1", "bogus"},

@@ -89,6 +89,7 @@ type Settings struct {
 	MPM          string  `json:"mpm,omitempty"`
 	MaxRequests  int     `json:"max_requests_per_child,omitempty"`
 	ACOFromLLAWP bool    `json:"aco_from_llawp,omitempty"`
+	AgentCache   string  `json:"agent_cache,omitempty"`
 	Requests     int     `json:"requests"`
 	Concurrency  int     `json:"concurrency"`
 	Duration     string  `json:"duration,omitempty"`
@@ -173,6 +174,9 @@ type Run struct {
 
 	deathsMu sync.Mutex
 	deaths   []Death
+	// store is the store file the Policy Servers load; "" for their
+	// embedded seed store.
+	store string
 }
 
 // Death is a process that died during a run, as the lab learnt it.
@@ -201,7 +205,7 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 	r.summary = Summary{Lab: l.Name, Out: r.Opts.Out, Started: time.Now(), PollInterval: r.poll().String(),
 		Settings: Settings{
 			Model: l.WebServer.Model, Workers: l.WebServer.Workers, MPM: l.WebServer.MPM,
-			MaxRequests: l.WebServer.MaxRequestsPerChild, ACOFromLLAWP: l.WebServer.ACOFromLLAWP,
+			MaxRequests: l.WebServer.MaxRequestsPerChild, ACOFromLLAWP: l.WebServer.ACOFromLLAWP, AgentCache: l.WebServer.AgentCache,
 			Requests: ws.Requests, Concurrency: ws.Concurrency, Duration: ws.durationText(), Rate: ws.Rate,
 			PollInterval: r.poll().String(), Polls: r.polls(), WebServer: l.WebServer.Host,
 			TrustedHost: l.WebServer.TrustedHost, HCO: l.WebServer.HostConfigObject, ACO: l.WebServer.AgentConfigObject,
@@ -236,6 +240,9 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 		r.rec.Close()
 		evs, err = r.finish(err)
 	}()
+	if err := r.writeStore(); err != nil {
+		return nil, err
+	}
 	if err := r.startPolicyServers(ctx); err != nil {
 		return nil, err
 	}
@@ -365,6 +372,44 @@ func deathLine(p trace.Process) string {
 	return s
 }
 
+// writeStore picks the store the Policy Servers load: the lab's ("" is
+// the servers' embedded seed store), or, when web_server.agent_cache asks
+// for another setting than its ACO has, a copy in the run's folder with the
+// ACO's cache turned on or off. A store the lab cannot read goes to the
+// servers as it is: they name its file and line.
+func (r *Run) writeStore() error {
+	l, w := r.Lab, r.Lab.WebServer
+	if l.Store != "" {
+		r.store = l.Store
+		if !filepath.IsAbs(r.store) {
+			r.store = filepath.Join(l.Dir, r.store)
+		}
+	}
+	if w.AgentCache == "" {
+		return nil
+	}
+	useCase := "(b): every page load asks the Policy Server IsProtected"
+	if w.AgentCache == AgentCacheOn {
+		useCase = "(a): only the first load of a page asks the Policy Server IsProtected"
+	}
+	data, from, err := agentCacheStore(l)
+	switch {
+	case err != nil:
+		r.progress("%s: %v; the Policy Servers load the store as it is", l.File, err)
+		return nil
+	case data == nil:
+		r.progress("the agent cache is %s in ACO %s (%s): the seed's use case %s", w.AgentCache, w.AgentConfigObject, from, useCase)
+		return nil
+	}
+	r.store = r.path(StoreFile)
+	if err := os.WriteFile(r.store, data, 0o644); err != nil {
+		return err
+	}
+	r.progress("the agent cache is %s in ACO %s (written into %s, from %s): the seed's use case %s",
+		w.AgentCache, w.AgentConfigObject, r.store, from, useCase)
+	return nil
+}
+
 func (r *Run) startPolicyServers(ctx context.Context) error {
 	l := r.Lab
 	if r.Opts.KeyLog != "" {
@@ -383,12 +428,8 @@ func (r *Run) startPolicyServers(ctx context.Context) error {
 		if r.Opts.KeyLog != "" {
 			args = append(args, "--keylog", r.Opts.KeyLog)
 		}
-		if l.Store != "" {
-			store := l.Store
-			if !filepath.IsAbs(store) {
-				store = filepath.Join(l.Dir, store)
-			}
-			args = append(args, "--store", store)
+		if r.store != "" {
+			args = append(args, "--store", r.store)
 		}
 		args = r.faultServerArgs(ps, args)
 		r.progress("starting Policy Server %s on %s:%d, waiting until it listens", ps.Host, ip, ps.Port)
@@ -873,7 +914,7 @@ func agentProcs(evs []trace.Event, started []ProcInfo, web string) []ProcInfo {
 // the folder, so a second run would otherwise count the first run's polls
 // and narrate both runs' processes.
 var runFiles = []string{"*.trace.jsonl", "trace.jsonl", "*.log", "*.log.*", "*.jsonl", "*.stderr",
-	"summary.json", LLAWPStatusFile, "SmHost.conf", "WebAgent.conf", "hosts", "registrations.yaml", "registrations.yaml.lock", ReportFile, PcapngFile,
+	"summary.json", LLAWPStatusFile, StoreFile, "SmHost.conf", "WebAgent.conf", "hosts", "registrations.yaml", "registrations.yaml.lock", ReportFile, PcapngFile,
 	RegistrationDir + "/*.trace.jsonl", RegistrationDir + "/trace.jsonl", RegistrationDir + "/" + PcapngFile}
 
 func clearPreviousRun(dir string) (int, error) {

@@ -316,13 +316,13 @@ func TestRun(t *testing.T) {
 	// The agent log, as the HLA's learner reads it.
 	waLog := strings.Join(readLines(t, filepath.Join(out, "WA.log")), "\n")
 	for _, want := range []string{
-		"[INFO] LLAWP.exe starting for trusted host 'trust_wa1'.",
-		"[INFO] hostname='trust_wa1'.",
-		"[INFO] minsocketsperport='2'.",
-		"[INFO] Worker w3wp.exe (pid 4242) registered with the LLAWP; 1 registered.",
-		"[INFO] LLAWP.exe ready: agent 'wa1', management poll every 200ms over smps1.shared.lab:44443.",
-		"[INFO] Management command FLUSH_ALL (194) relayed to 1 watcher(s).",
-		"[INFO] LLAWP.exe exiting: the test is over.",
+		"] LLAWP.exe starting for trusted host 'trust_wa1'.",
+		"] hostname='trust_wa1'.",
+		"] minsocketsperport='2'.",
+		"] Worker w3wp.exe (pid 4242) registered with the LLAWP; 1 registered.",
+		"] LLAWP.exe ready: agent 'wa1', management poll every 200ms over smps1.shared.lab:44443.",
+		"] Management command FLUSH_ALL (194) relayed to 1 watcher(s).",
+		"] LLAWP.exe exiting: the test is over.",
 	} {
 		if !strings.Contains(waLog, want) {
 			t.Errorf("WA.log lacks %q:\n%s", want, waLog)
@@ -428,7 +428,7 @@ func TestRunStartupFailure(t *testing.T) {
 		t.Errorf("phase %q, want %q", st.Phase, ipc.PhaseFailed)
 	}
 	waLog := strings.Join(readLines(t, filepath.Join(out, "WA.log")), "\n")
-	if !strings.Contains(waLog, "[ERROR] LLAWP.exe exiting: ") || !strings.Contains(waLog, down) {
+	if !strings.Contains(waLog, "] LLAWP.exe exiting: ") || !strings.Contains(waLog, down) {
 		t.Errorf("WA.log does not tell why:\n%s", waLog)
 	}
 	if !strings.Contains(stderr.String(), `"level":"error"`) || !strings.Contains(stderr.String(), down) {
@@ -472,14 +472,14 @@ func TestRunExits(t *testing.T) {
 		warn   bool   // also on stderr
 	}{
 		{"the owner shuts it down", -1, func(_ context.CancelCauseFunc, p *fakePlugin) { close(p.shutdown) },
-			"[INFO] LLAWP.exe exiting: the owner shut the LLAWP down.", false},
+			"] LLAWP.exe exiting: the owner shut the LLAWP down.", false},
 		{"no worker for the linger time", 20 * time.Millisecond, func(context.CancelCauseFunc, *fakePlugin) {},
-			"[INFO] LLAWP.exe exiting: no worker registered for 20ms.", false},
+			"] LLAWP.exe exiting: no worker registered for 20ms.", false},
 		{"a SIGTERM", -1, func(cancel context.CancelCauseFunc, _ *fakePlugin) { cancel(errors.New("received signal terminated")) },
-			"[INFO] LLAWP.exe exiting: received signal terminated.", false},
+			"] LLAWP.exe exiting: received signal terminated.", false},
 		{"the owner's death", -1, func(cancel context.CancelCauseFunc, _ *fakePlugin) {
 			cancel(fmt.Errorf("%w (pid 77): received signal terminated", ErrOwnerGone))
-		}, "[WARN] LLAWP.exe exiting: the owner process is gone (pid 77): received signal terminated.", true},
+		}, "] LLAWP.exe exiting: the owner process is gone (pid 77): received signal terminated.", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -143,15 +143,20 @@ func TestServiceOverGRPC(t *testing.T) {
 	}
 	log := string(b)
 	for _, re := range []string{
-		`(?m)^\[1972/2856\]\[` + vendorDate + `\]\[INFO\] w3wp.exe: agent initialised$`,
-		`(?m)^\[4242/\d+\]\[` + vendorDate + `\]\[INFO\] Worker w3wp.exe \(pid 1972\) registered with the LLAWP; 1 registered\. worker=1 worker_pid=1972$`,
-		`(?m)^\[4242/\d+\]\[` + vendorDate + `\]\[INFO\] Management command FLUSH_ALL \(194\) relayed to 1 watcher\(s\)\.`,
-		`(?m)^\[1972/2856\]\[` + vendorDate + `\]\[WARN\] w3wp.exe: policy server slow server=smps1.shared.lab:44443$`,
-		`(?m)^\[4242/\d+\]\[` + vendorDate + `\]\[INFO\] Worker w3wp.exe \(pid 1972\) unregistered`,
+		`(?m)^\[1972/2856\]\[` + vendorDate + `\] w3wp.exe: agent initialised$`,
+		`(?m)^\[4242/\d+\]\[` + vendorDate + `\] Worker w3wp.exe \(pid 1972\) registered with the LLAWP; 1 registered\.$`,
+		`(?m)^\[4242/\d+\]\[` + vendorDate + `\] Management command FLUSH_ALL \(194\) relayed to 1 watcher\(s\)\.$`,
+		`(?m)^\[1972/2856\]\[` + vendorDate + `\] w3wp.exe: policy server slow$`,
+		`(?m)^\[4242/\d+\]\[` + vendorDate + `\] Worker w3wp.exe \(pid 1972\) unregistered`,
 	} {
 		if !regexp.MustCompile(re).MatchString(log) {
 			t.Errorf("WA.log has no line matching %s:\n%s", re, log)
 		}
+	}
+	// The fields are ours: in the JSON lines, not in the vendor's layout.
+	js, _ := os.ReadFile(filepath.Join(dir, "WA.jsonl"))
+	if !strings.Contains(string(js), `"worker_pid":1972`) || !strings.Contains(string(js), `"server":"smps1.shared.lab:44443"`) {
+		t.Errorf("WA.jsonl lacks the records' fields:\n%s", js)
 	}
 	trace, _ := os.ReadFile(filepath.Join(dir, "WATrace.log"))
 	if !strings.Contains(string(trace), "DoManagement GET_AGENT_COMMANDS: 1 command(s)") || !strings.Contains(string(trace), "Relayed FLUSH_ALL") {

@@ -2,9 +2,12 @@ package llawp
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -41,7 +44,8 @@ func TestSinkWritesVendorLinesWithTheWorkersPID(t *testing.T) {
 	s := NewSink(SinkOptions{Proc: "LLAWP.exe", Role: "llawp", PID: 4242, Stderr: &stderr})
 	own, tr := s.Logger(), s.Tracer()
 	own.Info().Msg("written before the ACO named the files")
-	own.Warn().Str("server", "smps1.shared.lab:44443").Msg("a warning")
+	own.Warn().Str("server", "smps1.shared.lab:44443").Err(errors.New("connection refused")).Msg("a warning")
+	own.Debug().Msg("only for our JSON")
 	tr.Info().Msg("Bootstrap: host configuration object hco.smps1 received")
 
 	aco := testACO()
@@ -71,11 +75,13 @@ func TestSinkWritesVendorLinesWithTheWorkersPID(t *testing.T) {
 		paths.TraceLog != filepath.Join(dir, "WATrace.log") || paths.TraceJSON != filepath.Join(dir, "WATrace.jsonl") {
 		t.Errorf("paths %+v", paths)
 	}
+	// The vendor's layout exactly: no level, no fields; the worker's
+	// record, the oldest, first; an error ends its line.
 	want := []string{
-		`^\[4242/\d+\]\[` + vendorDate + `\]\[INFO\] written before the ACO named the files$`,
-		`^\[4242/\d+\]\[` + vendorDate + `\]\[WARN\] a warning server=smps1.shared.lab:44443$`,
-		`^\[1972/2856\]\[Tue Apr 18 2017 23:23:35\]\[INFO\] IsProtected /protected/ -> YES realm=protected$`,
-		`^\[4242/\d+\]\[` + vendorDate + `\]\[INFO\] after open$`,
+		`^\[1972/2856\]\[Tue Apr 18 2017 23:23:35\] IsProtected /protected/ -> YES$`,
+		`^\[4242/\d+\]\[` + vendorDate + `\] written before the ACO named the files$`,
+		`^\[4242/\d+\]\[` + vendorDate + `\] a warning: connection refused$`,
+		`^\[4242/\d+\]\[` + vendorDate + `\] after open$`,
 	}
 	lines := readLines(t, paths.AgentLog)
 	if len(lines) != len(want) {
@@ -87,27 +93,33 @@ func TestSinkWritesVendorLinesWithTheWorkersPID(t *testing.T) {
 		}
 	}
 
+	// The JSON lines have everything, the debug record too, in the same order.
 	js := readLines(t, paths.AgentJSON)
-	if len(js) != len(want) {
-		t.Fatalf("WA.jsonl has %d lines, want %d", len(js), len(want))
+	if len(js) != len(want)+1 {
+		t.Fatalf("WA.jsonl has %d lines, want %d:\n%s", len(js), len(want)+1, strings.Join(js, "\n"))
 	}
 	var hla map[string]any
-	if err := json.Unmarshal([]byte(js[2]), &hla); err != nil {
+	if err := json.Unmarshal([]byte(js[0]), &hla); err != nil {
 		t.Fatal(err)
 	}
 	if hla["pid"] != float64(1972) || hla["tid"] != float64(2856) || hla["proc"] != "w3wp.exe" || hla["role"] != "hla" ||
 		hla["realm"] != "protected" || hla["message"] != "IsProtected /protected/ -> YES" || hla["level"] != "info" {
 		t.Errorf("JSON record %v", hla)
 	}
-	if strings.Count(js[2], `"pid"`) != 1 {
-		t.Errorf("the record's own pid must win over its fields': %s", js[2])
+	if strings.Count(js[0], `"pid"`) != 1 {
+		t.Errorf("the record's own pid must win over its fields': %s", js[0])
 	}
-	var own0 map[string]any
-	json.Unmarshal([]byte(js[0]), &own0)
-	if own0["pid"] != float64(4242) || own0["proc"] != "LLAWP.exe" || own0["role"] != "llawp" {
-		t.Errorf("the LLAWP's own record %v", own0)
+	var warn map[string]any
+	json.Unmarshal([]byte(js[2]), &warn)
+	if warn["pid"] != float64(4242) || warn["proc"] != "LLAWP.exe" || warn["role"] != "llawp" ||
+		warn["server"] != "smps1.shared.lab:44443" || warn["error"] != "connection refused" {
+		t.Errorf("the LLAWP's own record %v", warn)
+	}
+	if !strings.Contains(js[3], `"message":"only for our JSON"`) {
+		t.Errorf("WA.jsonl line 4 is %s, want the debug record", js[3])
 	}
 
+	// The trace log is ours: our layout, with level and fields.
 	trace := readLines(t, paths.TraceLog)
 	if len(trace) != 1 || !regexp.MustCompile(`^\[4242/\d+\]\[`+vendorDate+`\]\[INFO\] Bootstrap: host configuration object hco.smps1 received$`).MatchString(trace[0]) {
 		t.Errorf("WATrace.log:\n%s", strings.Join(trace, "\n"))
@@ -115,6 +127,105 @@ func TestSinkWritesVendorLinesWithTheWorkersPID(t *testing.T) {
 	// Only warnings and worse go to stderr (and on to the owner's log).
 	if e := stderr.String(); strings.Count(e, "\n") != 1 || !strings.Contains(e, `"message":"a warning"`) {
 		t.Errorf("stderr got %q", e)
+	}
+}
+
+// TestSinkOrder writes records with known times, as the LLAWP and its
+// workers would, and checks the order in which WA.log gets them: sorted
+// at Open, sorted within the window after it, and a record later than the
+// window written at once rather than lost.
+func TestSinkOrder(t *testing.T) {
+	base := time.Date(2026, 12, 2, 18, 44, 16, 0, time.Local)
+	at := func(ms int) time.Time { return base.Add(time.Duration(ms) * time.Millisecond) }
+	const window = time.Hour // the timer never fires: the test releases by hand
+	type op struct {
+		rec     int // write a record at base+rec ms (its message is the number), or
+		open    int // open the sink at base+open ms, or
+		release int // release what is due at base+release ms
+	}
+	tests := []struct {
+		name string
+		ops  []op
+		want []string
+		late uint64
+	}{
+		{"held until Open, then sorted",
+			[]op{{rec: 30}, {rec: 10}, {rec: 20}, {open: 40}},
+			[]string{"10", "20", "30"}, 0},
+		{"a worker's record arriving after the LLAWP's later ones",
+			[]op{{rec: 100}, {open: 150}, {rec: 200}, {rec: 120}, {release: 200 + 3600_000}},
+			[]string{"100", "120", "200"}, 0},
+		{"only what is due is released",
+			[]op{{open: 0}, {rec: 10}, {rec: 20}, {release: 15 + 3600_000}, {rec: 5}, {rec: 17}},
+			[]string{"10", "5", "17", "20"}, 1},
+		{"a late record is written at once, after the later ones",
+			[]op{{open: 0}, {rec: 50}, {release: 60 + 3600_000}, {rec: 40}, {rec: 70}},
+			[]string{"50", "40", "70"}, 1},
+		{"equal times keep their arrival order",
+			[]op{{rec: 10, open: 0}, {rec: 10}, {open: 20}},
+			[]string{"10", "10"}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			now := base
+			s := NewSink(SinkOptions{Proc: "LLAWP.exe", Role: "llawp", PID: 4242, Window: window, Now: func() time.Time { return now }})
+			for _, o := range tt.ops {
+				switch {
+				case o.rec != 0:
+					if err := s.WriteRecord(ipc.LogRecord{Time: at(o.rec), PID: 1972, TID: 2856, Message: strconv.Itoa(o.rec)}); err != nil {
+						t.Fatal(err)
+					}
+				case o.release != 0:
+					s.mu.Lock()
+					err := s.release(at(o.release))
+					s.mu.Unlock()
+					if err != nil {
+						t.Fatal(err)
+					}
+				default:
+					now = at(o.open)
+					if err := s.Open(SinkConfig{Dir: dir, ACO: testACO()}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			late := s.Stats().Late
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, l := range readLines(t, filepath.Join(dir, "WA.log")) {
+				got = append(got, l[strings.LastIndexByte(l, ' ')+1:])
+			}
+			if !slices.Equal(got, tt.want) || late != tt.late {
+				t.Errorf("WA.log has %v with %d late, want %v with %d late", got, late, tt.want, tt.late)
+			}
+		})
+	}
+}
+
+// TestSinkWindowPasses checks that records reach the file once their
+// window has passed, without waiting for Close.
+func TestSinkWindowPasses(t *testing.T) {
+	dir := t.TempDir()
+	s := NewSink(SinkOptions{Proc: "LLAWP.exe", Role: "llawp", Window: time.Millisecond})
+	defer s.Close()
+	if err := s.Open(SinkConfig{Dir: dir, ACO: testACO()}); err != nil {
+		t.Fatal(err)
+	}
+	l := s.Logger()
+	l.Info().Msg("written by the timer")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join(dir, "WA.log"))
+		if strings.Contains(string(b), "written by the timer") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the record is not in WA.log 10 s after its 1 ms window: %q", b)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -172,9 +283,11 @@ func TestSinkPendingIsBounded(t *testing.T) {
 	}
 	s.Close()
 	lines := readLines(t, filepath.Join(dir, "WA.log"))
-	if len(lines) != 3 || !strings.HasSuffix(lines[0], "early i=0") || !strings.HasSuffix(lines[1], "early i=1") ||
-		!strings.Contains(lines[2], "[WARN] 3 log lines written before the log files were known were dropped") {
-		t.Errorf("WA.log:\n%s", strings.Join(lines, "\n"))
+	js := readLines(t, filepath.Join(dir, "WA.jsonl"))
+	if len(lines) != 3 || !strings.HasSuffix(lines[0], "] early") || !strings.HasSuffix(lines[1], "] early") ||
+		!strings.HasSuffix(lines[2], "] 3 log lines written before the log files were known were dropped (2 kept).") ||
+		len(js) != 3 || !strings.Contains(js[0], `"i":0`) || !strings.Contains(js[1], `"i":1`) || !strings.Contains(js[2], `"level":"warn"`) {
+		t.Errorf("WA.log:\n%s\nWA.jsonl:\n%s", strings.Join(lines, "\n"), strings.Join(js, "\n"))
 	}
 }
 
@@ -239,11 +352,11 @@ func TestLogHCO(t *testing.T) {
 			if len(lines) != len(tt.want) {
 				t.Fatalf("WA.log:\n%s", strings.Join(lines, "\n"))
 			}
-			prefix := regexp.MustCompile(`^\[1972/\d+\]\[` + vendorDate + `\]\[INFO\] `)
+			prefix := regexp.MustCompile(`^\[1972/\d+\]\[` + vendorDate + `\] `)
 			for i, w := range tt.want {
 				loc := prefix.FindStringIndex(lines[i])
 				if loc == nil || lines[i][loc[1]:] != w {
-					t.Errorf("line %d: %q, want the vendor's %q after the [pid/tid][date][LEVEL] prefix", i+1, lines[i], w)
+					t.Errorf("line %d: %q, want the vendor's %q after the [pid/tid][date] prefix", i+1, lines[i], w)
 				}
 			}
 		})

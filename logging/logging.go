@@ -1,7 +1,10 @@
 // Package logging builds the zerolog loggers every agentlab process uses:
-// JSON lines for tools, and beside them a human file in the vendor's layout
-// `[pid/tid][date][LEVEL] message`, so a reader of the seed's logs feels at
-// home. Files roll over with lumberjack, as the vendor's LogFileSize does.
+// JSON lines for tools, and beside them a human file close to the vendor's
+// layout, `[pid/tid][date][LEVEL] message key=value`, so a reader of the
+// seed's logs feels at home. The agent log itself (WA.log) is stricter:
+// AgentLogLine writes it exactly as the vendor does, `[pid/tid][date]
+// message`. Files roll over with lumberjack, as the vendor's LogFileSize
+// does.
 package logging
 
 import (
@@ -18,6 +21,19 @@ import (
 
 // VendorTime is the vendor's log date format: "Tue Apr 18 2017 23:23:35".
 const VendorTime = "Mon Jan 02 2006 15:04:05"
+
+// TimeFormat is the time of a JSON record. zerolog's default keeps whole
+// seconds, which cannot tell the order of the records that several
+// processes write within one second: the LLAWP merges its workers'
+// records into WA.log by this time.
+const TimeFormat = time.RFC3339Nano
+
+// AgentLogLine is one line of the agent log (WA.log) in the vendor's
+// layout: `[pid/tid][Tue Apr 18 2017 23:23:35] message`, in local time, with
+// no level and nothing after the message.
+func AgentLogLine(pid, tid int, t time.Time, msg string) string {
+	return fmt.Sprintf("[%d/%d][%s] %s\n", pid, tid, t.Local().Format(VendorTime), msg)
+}
 
 // Options choose where a process logs.
 type Options struct {
@@ -59,11 +75,12 @@ func (l *Logger) Close() error {
 	return first
 }
 
-// tidHook adds the OS thread id, the "tid" of the vendor's prefix.
-type tidHook struct{}
+// Stamp is the hook of every agentlab logger: it adds the OS thread id
+// (the "tid" of the vendor's prefix) and the time in TimeFormat.
+type Stamp struct{}
 
-func (tidHook) Run(e *zerolog.Event, _ zerolog.Level, _ string) {
-	e.Int("tid", syscall.Gettid())
+func (Stamp) Run(e *zerolog.Event, _ zerolog.Level, _ string) {
+	e.Int("tid", syscall.Gettid()).Str(zerolog.TimestampFieldName, time.Now().Format(TimeFormat))
 }
 
 // New opens the log files and returns a logger carrying proc, pid and role.
@@ -117,8 +134,8 @@ func New(o Options) (*Logger, error) {
 	} else if len(writers) > 1 {
 		out = zerolog.MultiLevelWriter(writers...)
 	}
-	l.Logger = zerolog.New(out).Level(o.Level).Hook(tidHook{}).With().
-		Timestamp().Str("proc", o.Proc).Int("pid", os.Getpid()).Str("role", o.Role).Logger()
+	l.Logger = zerolog.New(out).Level(o.Level).Hook(Stamp{}).With().
+		Str("proc", o.Proc).Int("pid", os.Getpid()).Str("role", o.Role).Logger()
 	return l, nil
 }
 
@@ -132,7 +149,7 @@ func VendorWriter(w io.Writer) io.Writer {
 		FormatPrepare: func(evt map[string]any) error {
 			ts := time.Now()
 			if s, ok := evt[zerolog.TimestampFieldName].(string); ok {
-				if t, err := time.Parse(zerolog.TimeFieldFormat, s); err == nil {
+				if t, err := time.Parse(TimeFormat, s); err == nil {
 					ts = t
 				}
 			}

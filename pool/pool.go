@@ -133,13 +133,13 @@ func Start(ctx context.Context, cfg Config, info AgentInfo, acoName string) (*Po
 		open := s.stats().Open
 		switch {
 		case err == nil:
-			s.log.Info().Int("sockets", open).Msg("Connected to policy server")
+			s.log.Info().Int("sockets", open).Msgf("Connected to policy server %s with %d sockets.", s.addr, open)
 		case open == 0:
-			s.log.Warn().Err(err).Msg("Policy server unavailable at start: disabled until it answers")
+			s.log.Warn().Err(err).Msgf("Policy server %s unavailable at start: disabled until it answers", s.addr)
 			down = append(down, fmt.Sprintf("  %s: %v", s.addr, err))
 		default:
 			s.log.Warn().Err(err).Int("sockets", open).Int("min_sockets_per_port", p.hco.MinSocketsPerPort).
-				Msg("Opened fewer sockets than MinSocketsPerPort")
+				Msgf("Opened %d sockets to policy server %s, fewer than minsocketsperport='%d'", open, s.addr, p.hco.MinSocketsPerPort)
 		}
 		if ctx.Err() != nil {
 			p.Close()
@@ -265,7 +265,8 @@ func (p *Pool) hello(ctx context.Context, s *server, info AgentInfo, acoName str
 	if resp.GetResult() != tlipb.Result_SUCCESS {
 		// Informational for the server: an agent that cannot tell it its
 		// version still works.
-		s.log.Warn().Str("result", resp.GetResult().String()).Str("message", resp.GetMessage()).Msg("SetAgentInfo refused")
+		s.log.Warn().Str("result", resp.GetResult().String()).Str("message", resp.GetMessage()).
+			Msgf("Policy server %s refused SetAgentInfo: %s %s", s.addr, resp.GetResult(), resp.GetMessage())
 	}
 	if p.cfg.SkipACO {
 		return conf.ACO{}, done, nil
@@ -282,7 +283,7 @@ func (p *Pool) hello(ctx context.Context, s *server, info AgentInfo, acoName str
 	if err != nil {
 		return conf.ACO{}, final, fmt.Errorf("pool: agent configuration object %q from %s is unusable: %w", acoName, s.addr, err)
 	}
-	s.log.Info().Str("aco", aco.Name).Msg("Agent configuration object received")
+	s.log.Info().Str("aco", aco.Name).Msgf("Agent configuration object '%s' received from policy server %s.", aco.Name, s.addr)
 	return aco, done, nil
 }
 

@@ -133,7 +133,7 @@ func TestGrowth(t *testing.T) {
 			t.Parallel()
 			l := newLab(t)
 			f := l.fakeServer("smps1.shared.lab", nil)
-			cfg, _ := l.config(hcoFor(true, f.ep)) // Min 2, Step 2, Max 20
+			cfg, tb := l.config(hcoFor(true, f.ep)) // Min 2, Step 2, Max 20
 			p, _ := l.start(cfg)
 
 			chs := make([]<-chan result, tt.concurrent)
@@ -173,7 +173,52 @@ func TestGrowth(t *testing.T) {
 			if tt.wantQueued > 0 && p.Stats().MaxQueued != tt.wantQueued {
 				t.Errorf("MaxQueued %d, want %d", p.Stats().MaxQueued, tt.wantQueued)
 			}
+			checkSteps(t, tb.events(t), 2, tt.wantSockets)
+			// The agent log tells each step as the pool takes it.
+			for from := 2; from < tt.wantSockets; from += 2 {
+				fields := fmt.Sprintf(`"step":%d,"from":%d,"to":%d`, from/2, from, from+2)
+				msg := fmt.Sprintf(`opening 2 more (newsocketstep='2'), from %d to %d sockets."`, from, from+2)
+				if !strings.Contains(l.log.String(), fields) || !strings.Contains(l.log.String(), msg) {
+					t.Errorf("the agent log has no line for the step from %d to %d sockets:\n%s", from, from+2, l.log)
+				}
+			}
 		})
+	}
+}
+
+// checkSteps checks the pool's growth as the trace records it: every
+// socket opened beyond MinSocketsPerPort (min) carries its step, the steps
+// are numbered from 1 and go from min to last in NewSocketStep (2) batches,
+// each with as many sockets as it says.
+func checkSteps(t *testing.T, evs []trace.Event, min, last int) {
+	t.Helper()
+	var steps []trace.PoolStep
+	conns := map[int]int{}
+	for _, e := range evs {
+		if e.Op != trace.OpConnect {
+			continue
+		}
+		if e.PoolStep == nil {
+			if e.Phase != trace.PhaseHCO {
+				t.Errorf("socket %s opened in phase %s with no pool step", e.Conn, e.Phase)
+			}
+			continue
+		}
+		if conns[e.PoolStep.N] == 0 {
+			steps = append(steps, *e.PoolStep)
+		}
+		conns[e.PoolStep.N]++
+	}
+	slices.SortFunc(steps, func(a, b trace.PoolStep) int { return a.N - b.N })
+	from := min
+	for i, st := range steps {
+		if st.N != i+1 || st.From != from || st.To != from+2 || conns[st.N] != 2 || st.NewSocketStep != 2 || st.MaxSocketsPerPort != 20 {
+			t.Errorf("step %d: %+v with %d sockets, want step %d from %d to %d with 2", i+1, st, conns[st.N], i+1, from, from+2)
+		}
+		from = st.To
+	}
+	if from != last {
+		t.Errorf("the steps %v end at %d sockets, want %d", steps, from, last)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/tli"
+	"github.com/agentlab/agentlab/trace"
 )
 
 // growRetryDelay is how long an Active server that refused a new socket is
@@ -108,6 +109,8 @@ type server struct {
 
 	opened, requests, failures, resets, dialFailures int64
 	maxQueued                                        int
+	// steps counts the pool's steps of growth (growLocked).
+	steps int
 }
 
 func newServer(p *Pool, index, cluster int, ps conf.PolicyServer) *server {
@@ -116,15 +119,15 @@ func newServer(p *Pool, index, cluster int, ps conf.PolicyServer) *server {
 	return s
 }
 
-// dial opens and handshakes one socket. The handshake timeout bounds the
-// TCP connect too: a server that drops SYNs must not hold a request for
-// the system's connect timeout.
-func (s *server) dial(ctx context.Context, phase string) (*tli.Client, error) {
+// dial opens and handshakes one socket, for step when the pool grows. The
+// handshake timeout bounds the TCP connect too: a server that drops SYNs
+// must not hold a request for the system's connect timeout.
+func (s *server) dial(ctx context.Context, phase string, step *trace.PoolStep) (*tli.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.p.handshakeTimeout)
 	defer cancel()
 	return tli.Dial(ctx, s.addr, tli.ClientConfig{
 		TrustedHost: s.p.cfg.TrustedHost, Secret: s.p.cfg.Secret, HandshakeTimeout: s.p.handshakeTimeout,
-		Recorder: s.p.cfg.Recorder, Dialer: s.p.cfg.Dialer, Phase: phase,
+		Recorder: s.p.cfg.Recorder, Dialer: s.p.cfg.Dialer, Phase: phase, PoolStep: step,
 	})
 }
 
@@ -145,7 +148,7 @@ func (s *server) open(ctx context.Context, n int, phase string) error {
 		s.opening++
 		s.mu.Unlock()
 
-		c, err := s.dial(ctx, phase)
+		c, err := s.dial(ctx, phase, nil)
 		s.mu.Lock()
 		s.opening--
 		if err != nil {
@@ -343,10 +346,14 @@ func (s *server) retireLocked(old func(*socket) bool) []*socket {
 	return closing
 }
 
-// growLocked opens NewSocketStep sockets at once (fewer near the maximum)
-// when more requests wait than sockets are being opened. The new sockets
-// count toward MaxSocketsPerPort before they are dialed, so that callers
-// arriving together never open more than the maximum between them.
+// growLocked takes one step of the pool's growth: it opens NewSocketStep
+// sockets at once (fewer near the maximum) when more requests wait than
+// sockets are being opened. The new sockets count toward MaxSocketsPerPort
+// before they are dialed, so that callers arriving together never open
+// more than the maximum between them. A step does not wait for the one
+// before to connect: under a burst of requests the steps follow each other
+// within a few microseconds (2 to 4, 4 to 6, ...), each a batch of its own,
+// which the trace (trace.PoolStep) and the log tell apart.
 func (s *server) growLocked(phase string) {
 	if s.closed || s.health == Active && time.Now().Before(s.growAfter) {
 		return
@@ -357,22 +364,28 @@ func (s *server) growLocked(phase string) {
 		return
 	}
 	n := min(s.p.hco.NewSocketStep, room)
+	s.steps++
+	from := len(s.socks) + s.opening
+	step := &trace.PoolStep{N: s.steps, At: time.Now(), From: from, To: from + n, NewSocketStep: s.p.hco.NewSocketStep, MaxSocketsPerPort: s.p.hco.MaxSocketsPerPort}
+	s.log.Info().Int("step", step.N).Int("from", step.From).Int("to", step.To).Int("waiting", s.waiters.Len()).
+		Msgf("Requests wait for a socket to policy server %s: opening %d more (newsocketstep='%d'), from %d to %d sockets.",
+			s.addr, n, s.p.hco.NewSocketStep, step.From, step.To)
 	s.opening += n
 	for range n {
 		num := s.nextNum
 		s.nextNum++
 		s.p.dials.Add(1)
-		go s.dialAsync(num, phase)
+		go s.dialAsync(num, phase, step)
 	}
 }
 
 // dialAsync opens a socket for the pool, not for the request that asked:
 // it runs on the pool's lifetime, so a caller giving up does not waste a
 // handshake, and Close stops it.
-func (s *server) dialAsync(num int, phase string) {
+func (s *server) dialAsync(num int, phase string, step *trace.PoolStep) {
 	defer s.p.dials.Done()
 	defer s.p.settle()
-	c, err := s.dial(s.p.life, phase)
+	c, err := s.dial(s.p.life, phase, step)
 	s.mu.Lock()
 	s.opening--
 	if err != nil {
@@ -386,11 +399,12 @@ func (s *server) dialAsync(num int, phase string) {
 			// still answers on those it has: the waiting requests wait
 			// for them, within their RequestTimeout.
 			s.growAfter = time.Now().Add(growRetryDelay)
-			s.log.Warn().Err(err).Int("socket", num).Int("open", len(s.socks)).Msg("Could not open a new socket; the open ones carry on")
+			s.log.Warn().Err(err).Int("socket", num).Int("open", len(s.socks)).
+				Msgf("Could not open a new socket to policy server %s; its %d open sockets carry on", s.addr, len(s.socks))
 		default:
 			// Nothing left to wait for: the requests go elsewhere, and
 			// they never reached this server.
-			s.log.Warn().Err(err).Int("socket", num).Msg("Could not open a socket; policy server unavailable")
+			s.log.Warn().Err(err).Int("socket", num).Msgf("Could not open a socket to policy server %s; it is unavailable", s.addr)
 			closing = s.failLocked(num, fmt.Sprintf("could not open socket %d: %v", num, err), err, unsent)
 		}
 		s.mu.Unlock()
@@ -500,7 +514,7 @@ func (s *server) fail(k *socket, why string, err error) {
 	if !s.closed {
 		closing = s.failLocked(k.num, why, err, bounced)
 		s.log.Warn().Err(err).Int("socket", k.num).Int("closed_older", len(closing)).Int("open", len(s.socks)).
-			Msg("Reset socket after an error; policy server marked failed")
+			Msgf("Reset a socket to policy server %s after an error and closed %d older ones; the server is marked failed", s.addr, len(closing))
 	}
 	s.growLocked(s.p.defaultPhase)
 	s.mu.Unlock()

@@ -107,7 +107,7 @@ func (p *Pool) tell(s *server, from, to State, why string) {
 	if from != stateUntold {
 		ev = ev.Str("was", from.String())
 	}
-	ev.Str("state", to.String()).Str("why", why).Msg("Policy server state")
+	ev.Str("state", to.String()).Str("why", why).Msgf("Policy server %s is %s: %s.", s.addr, to, why)
 
 	rec := p.cfg.Recorder
 	if rec == nil {

@@ -151,7 +151,7 @@ func (c *Client) do(ctx context.Context, req *tlipb.Request) (resp *tlipb.Respon
 		return nil, true, fmt.Errorf("%s: response id %d does not answer request id %d", c.peer(), resp.Id, req.Id)
 	}
 	if s.conn.Tracing() {
-		s.conn.Note(trace.OpResponse, frameLen, DescribeResponse(req, resp))
+		s.conn.NoteEvent(responseEvent(req, resp, frameLen))
 	}
 	return resp, true, nil
 }
@@ -221,7 +221,7 @@ func (sc *ServerConn) WriteResponse(req *tlipb.Request, resp *tlipb.Response) er
 	}
 	s.rbuf = frame[:0]
 	if s.conn.Tracing() {
-		s.conn.Note(trace.OpResponse, len(frame), DescribeResponse(req, resp))
+		s.conn.NoteEvent(responseEvent(req, resp, len(frame)))
 	}
 	if _, err := s.conn.Write(frame); err != nil {
 		return fmt.Errorf("sending response to %s: %w", s.peer, err)
@@ -258,6 +258,16 @@ func Describe(req *tlipb.Request) string {
 		return "QueueManagement " + b.QueueManagement.GetCommand().GetName()
 	}
 	return "empty request"
+}
+
+// responseEvent is the trace's Response event for resp, n bytes on the
+// wire: an ACO's cache sizes go in a field of their own, for the renderers.
+func responseEvent(req *tlipb.Request, resp *tlipb.Response, n int) trace.Event {
+	e := trace.Event{Op: trace.OpResponse, Len: n, Note: DescribeResponse(req, resp)}
+	if aco := resp.GetAgentConfig(); aco != nil {
+		e.AgentCache = &trace.AgentCache{ACO: aco.GetName(), Resources: int(aco.GetMaxResourceCacheSize()), Sessions: int(aco.GetMaxSessionCacheSize())}
+	}
+	return e
 }
 
 // DescribeResponse names a response for the trace: the request it answers

@@ -186,12 +186,15 @@ type ClientConfig struct {
 	// wa1.shared.lab connects from that host's loopback address.
 	Dialer *net.Dialer
 	Phase  string
+	// PoolStep is the step of a pool's growth this connection belongs to,
+	// for its TCP Connect event; nil for any other connection.
+	PoolStep *trace.PoolStep
 }
 
 // Dial connects to addr ("host:port", lab names resolved through the
 // recorder's hosts map) and runs the handshake.
 func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
-	tc, err := cfg.Recorder.Dial(ctx, cfg.Dialer, addr, cfg.Phase)
+	tc, err := cfg.Recorder.DialStep(ctx, cfg.Dialer, addr, cfg.Phase, cfg.PoolStep)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}

@@ -29,7 +29,7 @@ type Conn struct {
 	peerOnce  sync.Once
 }
 
-func (r *Recorder) wrap(c net.Conn, op, phase string) *Conn {
+func (r *Recorder) wrap(c net.Conn, op, phase string, step *PoolStep) *Conn {
 	tc := &Conn{Conn: c, rec: r, local: c.LocalAddr().String(), remote: c.RemoteAddr().String()}
 	tc.phase.Store(&phase)
 	if r != nil {
@@ -40,22 +40,17 @@ func (r *Recorder) wrap(c net.Conn, op, phase string) *Conn {
 		}
 		tc.remoteHost = r.opts.Hosts.Name(tc.remote)
 	}
-	if r != nil {
-		// Asked once, as it opens: Process Monitor's TCP Connect shows
-		// the options the handshake agreed on.
-		tc.rec.Emit(Event{
-			Op: op, Conn: tc.id, Local: tc.local, Remote: tc.remote, LocalHost: tc.localHost, RemoteHost: tc.remoteHost,
-			Phase: phase, TCP: tcpInfoOf(c),
-		})
-	}
+	// Asked once, as it opens: Process Monitor's TCP Connect shows the
+	// options the handshake agreed on.
+	tc.NoteEvent(Event{Op: op, PoolStep: step, TCP: tcpInfoOf(c)})
 	return tc
 }
 
 // Client wraps a connection this process opened (records TCP Connect).
-func (r *Recorder) Client(c net.Conn, phase string) *Conn { return r.wrap(c, OpConnect, phase) }
+func (r *Recorder) Client(c net.Conn, phase string) *Conn { return r.wrap(c, OpConnect, phase, nil) }
 
 // Server wraps a connection this process accepted (records TCP Accept).
-func (r *Recorder) Server(c net.Conn, phase string) *Conn { return r.wrap(c, OpAccept, phase) }
+func (r *Recorder) Server(c net.Conn, phase string) *Conn { return r.wrap(c, OpAccept, phase, nil) }
 
 // LocalDialer is the dialer of an agent on a lab host: source is that
 // host's address, so that its connections leave from it and traces and
@@ -79,6 +74,12 @@ func LocalDialer(source string) (*net.Dialer, error) {
 // TCP Connect with the error as note): a bootstrap that skips a server that is
 // down should show that it tried.
 func (r *Recorder) Dial(ctx context.Context, d *net.Dialer, addr, phase string) (*Conn, error) {
+	return r.DialStep(ctx, d, addr, phase, nil)
+}
+
+// DialStep is Dial for a socket that a pool opens as part of step: its TCP
+// Connect event (failed or not) carries the step.
+func (r *Recorder) DialStep(ctx context.Context, d *net.Dialer, addr, phase string, step *PoolStep) (*Conn, error) {
 	if d == nil {
 		d = &net.Dialer{}
 	}
@@ -95,11 +96,11 @@ func (r *Recorder) Dial(ctx context.Context, d *net.Dialer, addr, phase string) 
 				}
 			}
 			r.Emit(Event{Op: OpConnect, Remote: resolved, RemoteHost: remoteHost, LocalHost: r.opts.Host, Phase: phase,
-				Note: "failed: " + errText(err), Errno: errnoOf(err)})
+				Note: "failed: " + errText(err), Errno: errnoOf(err), PoolStep: step})
 		}
 		return nil, err
 	}
-	return r.Client(c, phase), nil
+	return r.wrap(c, OpConnect, phase, step), nil
 }
 
 // ID names the connection in trace events: "<pid>-<n>".
@@ -120,14 +121,19 @@ func (c *Conn) Tracing() bool { return c.rec != nil }
 func (c *Conn) Note(op string, n int, note string) { c.emit(op, n, note, nil) }
 
 func (c *Conn) emit(op string, n int, note string, data []byte) {
+	c.NoteEvent(Event{Op: op, Len: n, Note: note, Data: data})
+}
+
+// NoteEvent records e, an event with typed fields of its own (PoolStep,
+// AgentCache), on this connection: the connection fills in which one it
+// is, its ends and its phase.
+func (c *Conn) NoteEvent(e Event) {
 	if c.rec == nil {
 		return
 	}
-	c.rec.Emit(Event{
-		Op: op, Conn: c.id, Local: c.local, Remote: c.remote,
-		LocalHost: c.localHost, RemoteHost: c.remoteHost,
-		Len: n, Phase: c.Phase(), Note: note, Data: data,
-	})
+	e.Conn, e.Local, e.Remote = c.id, c.local, c.remote
+	e.LocalHost, e.RemoteHost, e.Phase = c.localHost, c.remoteHost, c.Phase()
+	c.rec.Emit(e)
 }
 
 func (c *Conn) Read(p []byte) (int, error) {

@@ -81,6 +81,14 @@ type Event struct {
 	// process's own deadline), ECANCELED (it gave up), or "" when the
 	// error was no system error.
 	Errno string `json:"errno,omitempty"`
+	// PoolStep is set on the TCP Connect (a failed one too) of a socket an
+	// agent's pool opened to grow: the step it belongs to. Steps overlap
+	// when requests keep coming, so their times alone cannot tell which
+	// socket came with which.
+	PoolStep *PoolStep `json:"pool_step,omitempty"`
+	// AgentCache is set on the Response that carries an agent
+	// configuration object: what it says about the agent's caches.
+	AgentCache *AgentCache `json:"agent_cache,omitempty"`
 }
 
 // TCPInfo is what the handshake agreed on, as the system reported it
@@ -101,3 +109,37 @@ type TCPInfo struct {
 	RcvWindowScale int `json:"rcv_window_scale,omitempty"`
 	SndWindowScale int `json:"snd_window_scale,omitempty"`
 }
+
+// PoolStep is one step of an agent's pool of sockets to one Policy Server:
+// when more requests wait than sockets are free or being opened, the pool
+// opens NewSocketStep more at once (fewer near MaxSocketsPerPort).
+type PoolStep struct {
+	// N numbers the steps of one process's pool to one server, from 1, in
+	// the order the pool took them.
+	N int `json:"n"`
+	// At is when the pool took the step. Its sockets connect a little
+	// later, and when steps follow each other closely, in any order.
+	At time.Time `json:"at"`
+	// From and To count the pool's sockets to the server, open or being
+	// opened, before and after the step: it opens To - From sockets.
+	From int `json:"from"`
+	To   int `json:"to"`
+	// NewSocketStep and MaxSocketsPerPort are the HCO's: a step smaller
+	// than NewSocketStep is the last one, up to MaxSocketsPerPort.
+	NewSocketStep     int `json:"new_socket_step"`
+	MaxSocketsPerPort int `json:"max_sockets_per_port"`
+}
+
+// AgentCache is what an agent configuration object says about the
+// agent's caches: MaxResourceCacheSize and MaxSessionCacheSize, where 0
+// turns that cache off (DOMAIN.md section 2), so that every page load asks
+// the Policy Server IsProtected.
+type AgentCache struct {
+	ACO       string `json:"aco"`
+	Resources int    `json:"max_resource_cache_size"`
+	Sessions  int    `json:"max_session_cache_size"`
+}
+
+// On tells whether the agent caches resources: with the resource cache
+// off, every page load sends IsProtected.
+func (c AgentCache) On() bool { return c.Resources > 0 }

@@ -46,33 +46,26 @@ const narrGroupWindow = time.Second
 // said to be opened "when both were busy" only if both had a request waiting
 // for its response at that moment).
 //
-// The steps come in three parts: each process's start (registration,
-// bootstrap, HCO connections), in the order the processes first appear; then
-// each process's ongoing traffic (requests, management polls), summarised per
-// server; then, in time order, the connections that ended or failed outside
-// the start, each with its time.
+// The steps are of three kinds: each process's start (registration,
+// bootstrap, HCO connections); each process's ongoing traffic (requests,
+// management polls), summarised per server, and each step of its pool's
+// growth; and the connections that ended or failed outside the start, each
+// with its time. Whatever their kind, they are numbered in the order they
+// began (a step's first event), so that Step 3 never happened before
+// Step 2.
 func Narrate(evs []Event, host string, servers []string) []Step {
 	n := newNarrator(evs, host, servers)
-	var startup, activity, incidents []Step
+	var steps []Step
 	for _, p := range n.procs {
-		var st []Step
-		st = append(st, n.perConn(p, PhaseAdmin)...)
-		st = append(st, n.perConn(p, PhaseBootstrap)...)
-		st = append(st, n.hco(p)...)
-		slices.SortStableFunc(st, narrByFirst)
-		startup = append(startup, st...)
-
-		var ac []Step
-		ac = append(ac, n.activity(p, PhaseRequests)...)
-		ac = append(ac, n.activity(p, PhaseManagement)...)
-		slices.SortStableFunc(ac, narrByFirst)
-		activity = append(activity, ac...)
-
-		incidents = append(incidents, n.incidents(p)...)
-		incidents = append(incidents, n.failovers(p)...)
+		steps = append(steps, n.perConn(p, PhaseAdmin)...)
+		steps = append(steps, n.perConn(p, PhaseBootstrap)...)
+		steps = append(steps, n.hco(p)...)
+		steps = append(steps, n.activity(p, PhaseRequests)...)
+		steps = append(steps, n.activity(p, PhaseManagement)...)
+		steps = append(steps, n.incidents(p)...)
+		steps = append(steps, n.failovers(p)...)
 	}
-	slices.SortStableFunc(incidents, narrByFirst)
-	steps := append(append(startup, activity...), incidents...)
+	slices.SortStableFunc(steps, narrByFirst)
 	for i := range steps {
 		steps[i].N = i + 1
 	}
@@ -98,6 +91,12 @@ type narrator struct {
 	// names counts processes per name: a summary names a process by name
 	// alone ("w3wp.exe sends ...") unless several share it (httpd children).
 	names map[string]int
+	// cache is what the first ACO the agents received says about their
+	// caches: it tells which of the seed's use cases the run shows.
+	cache *AgentCache
+	// toldReset and toldUseCase: some things are explained once, where
+	// they first come up.
+	toldReset, toldUseCase bool
 }
 
 type narrProc struct {
@@ -119,8 +118,9 @@ type narrProc struct {
 
 type narrConn struct {
 	id, port, server string
-	phase            string // the phase it was opened in
-	accepted         bool   // the server side of a connection: not narrated
+	phase            string    // the phase it was opened in
+	step             *PoolStep // the step of the pool's growth that opened it
+	accepted         bool      // the server side of a connection: not narrated
 	first            int
 	reqs             []*narrReq
 	answered         int    // how many of reqs, from the front, have a response
@@ -138,6 +138,7 @@ type narrReq struct {
 type narrFail struct {
 	idx            int
 	server, reason string
+	step           *PoolStep
 }
 
 func newNarrator(evs []Event, host string, servers []string) *narrator {
@@ -170,20 +171,23 @@ func newNarrator(evs []Event, host string, servers []string) *narrator {
 		if p.ongoing < 0 && (e.Phase == PhaseRequests || e.Phase == PhaseManagement) {
 			p.ongoing = i
 		}
+		if e.AgentCache != nil && n.cache == nil {
+			n.cache = e.AgentCache
+		}
 		if e.Conn == "" {
 			if e.Op == OpServerState {
 				p.states = append(p.states, i)
 				continue
 			}
 			if e.Op == OpConnect && strings.HasPrefix(e.Note, "failed:") {
-				p.fails = append(p.fails, &narrFail{idx: i, server: narrServer(e), reason: narrReason(e.Note)})
+				p.fails = append(p.fails, &narrFail{idx: i, server: narrServer(e), reason: narrReason(e.Note), step: e.PoolStep})
 			}
 			continue
 		}
 		c := p.byID[e.Conn]
 		if c == nil {
 			c = &narrConn{id: e.Conn, port: narrPort(e.Local), server: narrServer(e), phase: e.Phase,
-				accepted: e.Op == OpAccept, first: i, end: -1}
+				accepted: e.Op == OpAccept, first: i, end: -1, step: e.PoolStep}
 			p.byID[e.Conn] = c
 			p.conns = append(p.conns, c)
 		}
@@ -401,7 +405,14 @@ func (n *narrator) connStep(p *narrProc, c *narrConn, pending []*narrFail) Step 
 	case c.end < 0:
 		clauses = append(clauses, "the trace ends with the connection still open")
 	case n.ev(c.end).Phase == c.phase:
-		clauses = append(clauses, narrEndVerb(n.ev(c.end), "the connection"))
+		end := narrEndVerb(n.ev(c.end), "the connection")
+		if narrEndOf(n.ev(c.end)) == narrReset && !n.toldReset {
+			// The seed, reading Process Monitor, says "and disconnect":
+			// a learner holding this step against it must see why.
+			end += " (Process Monitor has no operation for a reset, so it shows a TCP Disconnect)"
+			n.toldReset = true
+		}
+		clauses = append(clauses, end)
 		span.add(n.ev(c.end).T)
 	}
 	text := p.who() + " " + lead + narrClauses(head, clauses...) + "."
@@ -787,7 +798,9 @@ func (n *narrator) activity(p *narrProc, phase string) []Step {
 		if c.accepted {
 			continue
 		}
-		if c.phase == phase {
+		// A socket the trace puts in a step of the pool's growth is told
+		// with its step (poolSteps); the others by what the trace shows.
+		if c.phase == phase && c.step == nil {
 			b := get(c.server, c.first)
 			b.grown = append(b.grown, c)
 		}
@@ -856,9 +869,156 @@ func (n *narrator) activity(p *narrProc, phase string) []Step {
 		if grown != "" {
 			text += "; it opened " + grown
 		}
+		if k := n.stepsTo(p, phase, b.server); k > 0 {
+			text += fmt.Sprintf("; its pool grows in %s, each told at its time", narrCount(k, "step", "steps"))
+		}
+		text += "."
+		if phase == PhaseRequests {
+			text += n.useCase(b.reqs)
+		}
 		conns := append(append([]*narrConn(nil), b.used...), b.grown...)
 		slices.SortStableFunc(conns, func(x, y *narrConn) int { return x.first - y.first })
-		steps = append(steps, n.step(p, phase, text+".", conns, span))
+		steps = append(steps, n.step(p, phase, text, conns, span))
+	}
+	return append(steps, n.poolSteps(p, phase)...)
+}
+
+// useCase tells, once, which of the seed's two use cases the requests
+// show, from what the agents' ACO says about the cache: (a) the web server
+// starts and a page is loaded, the agent cache answering every later load
+// of it; (b) with the agent cache off, every refresh asks the Policy
+// Server IsProtected. It is told with the first requests that include an
+// IsProtected.
+func (n *narrator) useCase(reqs []*narrReq) string {
+	if n.toldUseCase || n.cache == nil {
+		return ""
+	}
+	asked := 0
+	for _, r := range reqs {
+		if narrKind(r.note) == "IsProtected" {
+			asked++
+		}
+	}
+	if asked == 0 {
+		return ""
+	}
+	n.toldUseCase = true
+	c := n.cache
+	if !c.On() {
+		return fmt.Sprintf(" Use case (b): the agent cache is off (ACO %s: MaxResourceCacheSize %d), so every page load asks the Policy Server IsProtected: %s.",
+			c.ACO, c.Resources, narrCount(asked, "IsProtected", "IsProtected"))
+	}
+	return fmt.Sprintf(" Use case (a): the agent cache is on (ACO %s: MaxResourceCacheSize %d), so only the first load of a resource asks the Policy Server IsProtected, later loads are answered from the cache: %s in all.",
+		c.ACO, c.Resources, narrCount(asked, "IsProtected", "IsProtected"))
+}
+
+// stepsTo counts the steps of the pool's growth to server in phase.
+func (n *narrator) stepsTo(p *narrProc, phase, server string) int {
+	seen := map[int]bool{}
+	for _, c := range p.conns {
+		if !c.accepted && c.step != nil && c.phase == phase && c.server == server {
+			seen[c.step.N] = true
+		}
+	}
+	for _, f := range p.fails {
+		if f.step != nil && f.server == server && n.ev(f.idx).Phase == phase {
+			seen[f.step.N] = true
+		}
+	}
+	return len(seen)
+}
+
+// poolSteps tells the steps of the pool's growth that the trace records
+// (PoolStep), one step each, with its time and the sockets it took the
+// pool from and to: the seed's "whenever Web Agent creates new additional
+// connections to the Policy Server, it will create x number of connections
+// defined in the NewSocketStep ... up to MaxSocketsPerPort".
+func (n *narrator) poolSteps(p *narrProc, phase string) []Step {
+	type group struct {
+		server string
+		step   *PoolStep
+		first  int
+		conns  []*narrConn
+		fails  []*narrFail
+	}
+	var groups []*group
+	get := func(server string, st *PoolStep, idx int) *group {
+		for _, g := range groups {
+			if g.server == server && g.step.N == st.N {
+				g.first = min(g.first, idx)
+				return g
+			}
+		}
+		g := &group{server: server, step: st, first: idx}
+		groups = append(groups, g)
+		return g
+	}
+	for _, c := range p.conns {
+		if !c.accepted && c.step != nil && c.phase == phase {
+			g := get(c.server, c.step, c.first)
+			g.conns = append(g.conns, c)
+		}
+	}
+	for _, f := range p.fails {
+		if f.step != nil && n.ev(f.idx).Phase == phase {
+			g := get(f.server, f.step, f.idx)
+			g.fails = append(g.fails, f)
+		}
+	}
+	slices.SortStableFunc(groups, func(a, b *group) int {
+		if a.server == b.server {
+			return a.step.N - b.step.N
+		}
+		return a.first - b.first
+	})
+
+	var steps []Step
+	for _, g := range groups {
+		// The step begins when the pool took it; a trace without that
+		// time has its first connect.
+		var span narrSpan
+		if !g.step.At.IsZero() {
+			span.add(g.step.At)
+		}
+		for _, c := range g.conns {
+			span.add(n.ev(c.first).T)
+		}
+		for _, f := range g.fails {
+			span.add(n.ev(f.idx).T)
+		}
+		st := g.step
+		why := fmt.Sprintf("by NewSocketStep (%d)", st.NewSocketStep)
+		if st.To-st.From < st.NewSocketStep && st.To >= st.MaxSocketsPerPort {
+			why = fmt.Sprintf("to MaxSocketsPerPort (%d)", st.MaxSocketsPerPort)
+		}
+		text := fmt.Sprintf("at %s, %s's pool to %s grows from %d to %s %s",
+			span.first.Local().Format(narrTimeLayout), n.name(p), g.server, st.From, narrCount(st.To, "socket", "sockets"), why)
+		if len(g.conns) > 0 {
+			// Seen from when the pool took the step, if the trace says.
+			at := g.conns[0].first
+			if !g.step.At.IsZero() {
+				at = sort.Search(len(n.evs), func(i int) bool { return n.evs[i].T.After(g.step.At) })
+			}
+			if open, busy := n.busyAt(p, g.server, at); busy {
+				switch open {
+				case 1:
+					text += " when its only socket was busy"
+				case 2:
+					text += " when both were busy"
+				default:
+					text += fmt.Sprintf(" when all %d were busy", open)
+				}
+			}
+			text += ": " + narrPorts(g.conns)
+		}
+		if len(g.fails) > 0 {
+			sep := "; "
+			if len(g.conns) == 0 {
+				sep = ", but "
+			}
+			text += sep + narrCount(len(g.fails), "connect fails", "connects fail") + " (" + narrReasons(g.fails) + ")"
+		}
+		steps = append(steps, n.step(p, phase, text+".", g.conns, span))
 	}
 	return steps
 }
@@ -988,7 +1148,12 @@ func (n *narrator) carriedBefore(cs []*narrConn, idx int) bool {
 // busy reports how many sockets to server were open when the burst began and
 // whether each had a request waiting for its response.
 func (n *narrator) busy(p *narrProc, server string, burst []*narrConn) (int, bool) {
-	at := burst[0].first
+	return n.busyAt(p, server, burst[0].first)
+}
+
+// busyAt reports how many sockets to server were open before event at and
+// whether each had a request waiting for its response.
+func (n *narrator) busyAt(p *narrProc, server string, at int) (int, bool) {
 	open := 0
 	for _, c := range p.conns {
 		if c.accepted || c.server != server || c.first >= at || (c.end >= 0 && c.end < at) {
@@ -1051,6 +1216,9 @@ func (n *narrator) incidents(p *narrProc) []Step {
 		switch n.ev(f.idx).Phase {
 		case PhaseBootstrap, PhaseAdmin, PhaseHCO:
 			continue
+		}
+		if f.step != nil {
+			continue // told with its step of the pool's growth
 		}
 		items = append(items, item{idx: f.idx, kind: narrFailed, server: f.server, fail: f})
 	}

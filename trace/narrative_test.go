@@ -31,6 +31,8 @@ type narrLab struct {
 	evs  []Event
 	seq  map[int]int
 	host string
+	// step goes on the next TCP Connect, as the pool's growth records it.
+	step *PoolStep
 }
 
 // Local time, so that the clock in incident steps reads the same in every
@@ -82,6 +84,9 @@ func (l *narrLab) emit(c *narrTC, op string, n int, note string) {
 	t := l.tick()
 	l.evs = append(l.evs, Event{T: t, Proc: c.proc, PID: c.pid, Role: c.role, Op: op, Conn: c.id,
 		Local: c.local, Remote: c.remote, LocalHost: l.host, RemoteHost: c.server, Len: n, Phase: c.phase, Note: note})
+	if op == OpConnect && l.step != nil {
+		l.evs[len(l.evs)-1].PoolStep, l.step = l.step, nil
+	}
 	// The server's record of the same socket operation.
 	sop := map[string]string{OpConnect: OpAccept, OpSend: OpReceive, OpReceive: OpSend}[op]
 	if sop != "" {
@@ -115,7 +120,14 @@ func (l *narrLab) connect(proc string, pid, port int, server, phase string) *nar
 
 func (l *narrLab) fail(proc string, pid int, server, phase, reason string) {
 	l.evs = append(l.evs, Event{T: l.tick(), Proc: proc, PID: pid, Role: narrRole(proc), Op: OpConnect,
-		Remote: narrIPs[server] + ":44443", LocalHost: l.host, RemoteHost: server, Phase: phase, Note: "failed: " + reason})
+		Remote: narrIPs[server] + ":44443", LocalHost: l.host, RemoteHost: server, Phase: phase, Note: "failed: " + reason, PoolStep: l.step})
+	l.step = nil
+}
+
+// grow opens a socket for a step of the pool's growth.
+func (l *narrLab) grow(proc string, pid, port int, server string, st PoolStep) *narrTC {
+	l.step = &st
+	return l.connect(proc, pid, port, server, PhaseRequests)
 }
 
 func (l *narrLab) send(c *narrTC, note string) {
@@ -262,12 +274,14 @@ func TestNarrateIIS(t *testing.T) {
 	evs := iis()
 	before := slices.Clone(evs)
 	steps := narrCheck(t, evs,
-		"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection.",
+		"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 		"Step 2: w3wp.exe (pid 4242) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50135 and 50136, and downloads ACO aco.wa1 over the first (port 50135).",
 		"Step 3: LLAWP.exe (pid 4250) connects to smps2.shared.lab:44443 using tcp port 50137, downloads HCO hco.smps1 and resets the connection.",
 		"Step 4: LLAWP.exe (pid 4250) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50138 and 50139, downloads ACO aco.wa1 over the first (port 50138) and sends SetAgentInfo wa1.",
-		"Step 5: w3wp.exe sends 10 IsProtected, 4 Login and 10 Authorize requests to smps1.shared.lab:44443 over ports 50135 and 50136.",
-		"Step 6: LLAWP.exe sends DoManagement to smps1.shared.lab:44443 every 5.0 s (4 polls) over port 50138.",
+		// The LLAWP polls once as soon as it is ready, before the first page
+		// load: the steps are numbered in time order.
+		"Step 5: LLAWP.exe sends DoManagement to smps1.shared.lab:44443 every 5.0 s (4 polls) over port 50138.",
+		"Step 6: w3wp.exe sends 10 IsProtected, 4 Login and 10 Authorize requests to smps1.shared.lab:44443 over ports 50135 and 50136.",
 	)
 	if !reflect.DeepEqual(evs, before) {
 		t.Error("Narrate changed its input")
@@ -282,8 +296,8 @@ func TestNarrateIIS(t *testing.T) {
 		{"w3wp.exe", 4242, PhaseHCO, []string{"4242-2", "4242-3"}},
 		{"LLAWP.exe", 4250, PhaseBootstrap, []string{"4250-1"}},
 		{"LLAWP.exe", 4250, PhaseHCO, []string{"4250-2", "4250-3"}},
-		{"w3wp.exe", 4242, PhaseRequests, []string{"4242-2", "4242-3"}},
 		{"LLAWP.exe", 4250, PhaseManagement, []string{"4250-2"}},
+		{"w3wp.exe", 4242, PhaseRequests, []string{"4242-2", "4242-3"}},
 	}
 	for i, w := range want {
 		if i >= len(steps) {
@@ -302,9 +316,9 @@ func TestNarrateIIS(t *testing.T) {
 		}
 	}
 	// Polls: the first at its own time, the last 15.1 s later.
-	if len(steps) > 5 {
-		if s := steps[5]; s.Last.Sub(s.First) < 15*time.Second {
-			t.Errorf("step 6 spans %v", s.Last.Sub(s.First))
+	if len(steps) > 4 {
+		if s := steps[4]; s.Last.Sub(s.First) < 15*time.Second {
+			t.Errorf("step 5 spans %v", s.Last.Sub(s.First))
 		}
 	}
 
@@ -328,7 +342,7 @@ func TestNarrateBootstrapFailures(t *testing.T) {
 		l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
 		l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
 		narrCheck(t, l.evs,
-			"Step 1: w3wp.exe (pid 4242) tries smps3.shared.lab:44443 first: connection refused; then connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection.",
+			"Step 1: w3wp.exe (pid 4242) tries smps3.shared.lab:44443 first: connection refused; then connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 			"Step 2: w3wp.exe (pid 4242) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50135 and 50136, and downloads ACO aco.wa1 over the first (port 50135).",
 		)
 	})
@@ -343,7 +357,7 @@ func TestNarrateBootstrapFailures(t *testing.T) {
 		l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
 		narrCheck(t, l.evs,
 			"Step 1: w3wp.exe (pid 4242) connects to smps3.shared.lab:44443 using tcp port 50133, is refused in the handshake (3154 Shared secret incorrect for this client) and closes the connection.",
-			"Step 2: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection.",
+			"Step 2: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 		)
 	})
 	t.Run("no server answers", func(t *testing.T) {
@@ -361,7 +375,7 @@ func TestNarrateBootstrapFailures(t *testing.T) {
 		l.do(c, "GetHostConfig hco.nope", "FAILURE - no host configuration object hco.nope")
 		l.reset(c)
 		narrCheck(t, l.evs,
-			"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, asks for HCO hco.nope but gets FAILURE (no host configuration object hco.nope) and resets the connection.",
+			"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, asks for HCO hco.nope but gets FAILURE (no host configuration object hco.nope) and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 		)
 	})
 	t.Run("killed mid-bootstrap", func(t *testing.T) {
@@ -431,7 +445,7 @@ func TestNarrateSocketGrowth(t *testing.T) {
 	l.fail("w3wp.exe", 4242, "smps1.shared.lab", PhaseRequests, "connect: connection refused")
 
 	narrCheck(t, l.evs,
-		"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection.",
+		"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 		"Step 2: w3wp.exe (pid 4242) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50135 and 50136, and downloads ACO aco.wa1 over the first (port 50135).",
 		"Step 3: w3wp.exe sends 8 IsProtected requests to smps1.shared.lab:44443 over ports 50135 and 50136; 1 got no recorded response; it opened 2 more sockets (ports 50137 and 50138) when both were busy (NewSocketStep), 2 more (ports 50139 and 50140) when all 4 were busy and 1 more (port 50141).",
 		"Step 4: at 23:24:10.000, w3wp.exe (pid 4242) resets its connection to smps1.shared.lab:44443 (port 50135), with IsProtected GET /protected/ unanswered.",
@@ -478,7 +492,7 @@ func TestNarrateApache(t *testing.T) {
 	l.do(lla[0], "DoManagement GET_AGENT_COMMANDS", "SUCCESS (1 commands)")
 
 	narrCheck(t, l.evs,
-		"Step 1: LLAWP (pid 3000) connects to smps2.shared.lab:44443 using tcp port 40000, downloads HCO hco.apache and resets the connection.",
+		"Step 1: LLAWP (pid 3000) connects to smps2.shared.lab:44443 using tcp port 40000, downloads HCO hco.apache and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 		"Step 2: LLAWP (pid 3000) connects to smps1.shared.lab:44443 by creating 2 connections, ports 40001 and 40002, and downloads ACO aco.wa1 over the first (port 40001).",
 		"Step 3: LLAWP (pid 3000) connects to smps2.shared.lab:44443 by creating 2 connections, ports 40003 and 40004.",
 		"Step 4: httpd (pid 3101) connects to smps2.shared.lab:44443 using tcp port 41000, downloads HCO hco.apache and resets the connection.",
@@ -505,7 +519,7 @@ func TestNarrateRealTrace(t *testing.T) {
 	}
 	narrCheck(t, evs,
 		"Step 1: smreghost (pid 24027) registers trusted host trust_wa1 with smps2.shared.lab:44443 using tcp port 57419 and closes the connection.",
-		"Step 2: agentlab (pid 24034) connects to smps2.shared.lab:44443 using tcp port 48929, downloads HCO hco.smps1 and resets the connection.",
+		"Step 2: agentlab (pid 24034) connects to smps2.shared.lab:44443 using tcp port 48929, downloads HCO hco.smps1 and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 		"Step 3: agentlab (pid 24034) connects to smps1.shared.lab:44443 using tcp port 46441, downloads ACO aco.wa1 and closes the connection.",
 	)
 	// Seen from a Policy Server's host nothing is an agent: its sockets
@@ -576,7 +590,7 @@ func TestNarrateOddities(t *testing.T) {
 	}
 	l.do(m, "Logout", "SUCCESS")
 	narrCheck(t, l.evs,
-		"Step 1: w3wp.exe (pid 1) connects to smps2.shared.lab:44443 using tcp port 50100, downloads HCO hco.smps1 and resets the connection.",
+		"Step 1: w3wp.exe (pid 1) connects to smps2.shared.lab:44443 using tcp port 50100, downloads HCO hco.smps1 and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 		"Step 2: w3wp.exe (pid 1) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50101 and 50102, downloads ACO aco.wa1 over port 50102, sends SetAgentInfo wa1 but gets FAILURE (unknown agent), fails to connect once more: connection refused, closes port 50101 and the server resets port 50102.",
 		"Step 3: w3wp.exe (pid 1) tries smps2.shared.lab:44443: connection refused.",
 		"Step 4: w3wp.exe sends 1 IsProtected request to smps2.shared.lab:44443; it opened 1 socket (port 50200).",
@@ -695,7 +709,7 @@ func TestNarrateUnusedHCOSocketClosesAtEnd(t *testing.T) {
 	l.wait(5 * time.Second)
 	l.close(w[1])
 	narrCheck(t, l.evs,
-		"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection.",
+		"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 		"Step 2: w3wp.exe (pid 4242) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50135 and 50136, and downloads ACO aco.wa1 over the first (port 50135).",
 		"Step 3: w3wp.exe sends 1 IsProtected request to smps1.shared.lab:44443 over port 50135.",
 		"Step 4: at "+l.evs[len(l.evs)-1].T.Local().Format("15:04:05.000")+", w3wp.exe (pid 4242) closes its connection to smps1.shared.lab:44443 (port 50136).",
@@ -712,8 +726,149 @@ func TestNarrateIdleChildClosesAtEnd(t *testing.T) {
 	l.close(w[0])
 	l.close(w[1])
 	narrCheck(t, l.evs,
-		"Step 1: httpd (pid 3101) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection.",
+		"Step 1: httpd (pid 3101) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 		"Step 2: httpd (pid 3101) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50135 and 50136, and downloads ACO aco.wa1 over the first (port 50135).",
 		"Step 3: at "+l.evs[len(l.evs)-2].T.Local().Format("15:04:05.000")+", httpd (pid 3101) closes its 2 connections to smps1.shared.lab:44443 (ports 50135 and 50136).",
 	)
+}
+
+// TestNarrateStepsInTimeOrder: a worker that serves before its LLAWP has
+// done its round (what the lab did before workers waited for their LLAWP)
+// has its requests told before the LLAWP's bootstrap: steps are numbered by
+// when they began, not by the kind of step.
+func TestNarrateStepsInTimeOrder(t *testing.T) {
+	l := newNarrLab()
+	l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+	w := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+	setPhase(PhaseRequests, w...)
+	l.do(w[0], "IsProtected GET /", "NO")
+	l.bootstrap("LLAWP.exe", 4250, 50137, "smps2.shared.lab")
+	ll := l.hcoConns("LLAWP.exe", 4250, "smps1.shared.lab", true, 50138, 50139)
+	l.do(w[0], "IsProtected GET /", "NO")
+	setPhase(PhaseManagement, ll...)
+	l.do(ll[0], "DoManagement GET_AGENT_COMMANDS", "SUCCESS (0 commands)")
+	narrCheck(t, l.evs,
+		"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
+		"Step 2: w3wp.exe (pid 4242) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50135 and 50136, and downloads ACO aco.wa1 over the first (port 50135).",
+		"Step 3: w3wp.exe sends 2 IsProtected requests to smps1.shared.lab:44443 over port 50135.",
+		"Step 4: LLAWP.exe (pid 4250) connects to smps2.shared.lab:44443 using tcp port 50137, downloads HCO hco.smps1 and resets the connection.",
+		"Step 5: LLAWP.exe (pid 4250) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50138 and 50139, and downloads ACO aco.wa1 over the first (port 50138).",
+		"Step 6: LLAWP.exe sends DoManagement to smps1.shared.lab:44443 once over port 50138.",
+	)
+}
+
+// TestNarratePoolSteps: the pool's growth as the trace records it
+// (PoolStep): each step told on its own, with its time and the sockets it
+// takes the pool from and to, although the steps overlap in time; the last
+// step smaller, up to MaxSocketsPerPort; a step whose connect failed.
+func TestNarratePoolSteps(t *testing.T) {
+	l := newNarrLab()
+	l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+	pool := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+	setPhase(PhaseRequests, pool...)
+	const isp = "IsProtected GET /protected/"
+	l.send(pool[0], isp)
+	l.send(pool[1], isp)
+	st := func(n, from, to int) PoolStep {
+		return PoolStep{N: n, From: from, To: to, NewSocketStep: 2, MaxSocketsPerPort: 7}
+	}
+	// Two steps taken together: their sockets connect in between each other.
+	a := l.grow("w3wp.exe", 4242, 50137, "smps1.shared.lab", st(1, 2, 4))
+	b := l.grow("w3wp.exe", 4242, 50139, "smps1.shared.lab", st(2, 4, 6))
+	c := l.grow("w3wp.exe", 4242, 50138, "smps1.shared.lab", st(1, 2, 4))
+	d := l.grow("w3wp.exe", 4242, 50140, "smps1.shared.lab", st(2, 4, 6))
+	for _, k := range []*narrTC{a, b, c, d} {
+		l.send(k, isp)
+	}
+	l.wait(time.Second)
+	e := l.grow("w3wp.exe", 4242, 50141, "smps1.shared.lab", st(3, 6, 7))
+	l.do(e, isp, "YES")
+	l.wait(time.Second)
+	l.step = &PoolStep{N: 4, From: 5, To: 7, NewSocketStep: 2, MaxSocketsPerPort: 7}
+	l.fail("w3wp.exe", 4242, "smps1.shared.lab", PhaseRequests, "connect: connection refused")
+	for _, k := range append(pool, a, b, c, d) {
+		l.answer(k, isp, "YES")
+	}
+	narrCheck(t, l.evs,
+		"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
+		"Step 2: w3wp.exe (pid 4242) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50135 and 50136, and downloads ACO aco.wa1 over the first (port 50135).",
+		"Step 3: w3wp.exe sends 7 IsProtected requests to smps1.shared.lab:44443 over ports 50135 and 50136; its pool grows in 4 steps, each told at its time.",
+		"Step 4: at 23:23:35.034, w3wp.exe's pool to smps1.shared.lab:44443 grows from 2 to 4 sockets by NewSocketStep (2) when both were busy: ports 50137 and 50138.",
+		"Step 5: at 23:23:35.041, w3wp.exe's pool to smps1.shared.lab:44443 grows from 4 to 6 sockets by NewSocketStep (2): ports 50139 and 50140.",
+		"Step 6: at 23:23:36.070, w3wp.exe's pool to smps1.shared.lab:44443 grows from 6 to 7 sockets to MaxSocketsPerPort (7) when all 6 were busy: port 50141.",
+		"Step 7: at 23:23:37.081, w3wp.exe's pool to smps1.shared.lab:44443 grows from 5 to 7 sockets by NewSocketStep (2), but 1 connect fails (connection refused).",
+	)
+}
+
+// TestNarrateUseCase: the ACO the agent received tells which of the seed's
+// use cases the page loads show.
+func TestNarrateUseCase(t *testing.T) {
+	tests := []struct {
+		name  string
+		cache AgentCache
+		loads int // IsProtected sent
+		want  string
+	}{
+		{"cache off", AgentCache{ACO: "aco.wa1"}, 11,
+			"Step 3: w3wp.exe sends 11 IsProtected requests to smps1.shared.lab:44443 over port 50135. " +
+				"Use case (b): the agent cache is off (ACO aco.wa1: MaxResourceCacheSize 0), so every page load asks the Policy Server IsProtected: 11 IsProtected."},
+		{"cache on", AgentCache{ACO: "aco.wa1", Resources: 700, Sessions: 700}, 2,
+			"Step 3: w3wp.exe sends 2 IsProtected requests to smps1.shared.lab:44443 over port 50135. " +
+				"Use case (a): the agent cache is on (ACO aco.wa1: MaxResourceCacheSize 700), so only the first load of a resource asks the Policy Server IsProtected, later loads are answered from the cache: 2 IsProtected in all."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := newNarrLab()
+			l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+			w := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+			for i := range l.evs {
+				if e := &l.evs[i]; e.Role == "hla" && e.Op == OpResponse && strings.HasPrefix(e.Note, "GetAgentConfig") {
+					e.AgentCache = &tt.cache
+				}
+			}
+			setPhase(PhaseRequests, w...)
+			for range tt.loads {
+				l.do(w[0], "IsProtected GET /", "NO")
+			}
+			steps := Narrate(l.evs, "wa1.shared.lab", narrServers)
+			if got := narrText(t, steps); !strings.Contains(got, tt.want+"\n") {
+				t.Errorf("narrative:\n%s\nwant the line:\n%s", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestNarratePoolStepsInTheOrderTaken: steps taken a few microseconds
+// apart connect in any order; each is told at the time the pool took it,
+// in the order it took them.
+func TestNarratePoolStepsInTheOrderTaken(t *testing.T) {
+	l := newNarrLab()
+	l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+	pool := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+	setPhase(PhaseRequests, pool...)
+	const isp = "IsProtected GET /protected/"
+	l.send(pool[0], isp)
+	l.send(pool[1], isp)
+	taken := l.t.Add(time.Microsecond)
+	st := func(n, from int) PoolStep {
+		return PoolStep{N: n, At: taken.Add(time.Duration(n) * time.Microsecond), From: from, To: from + 2, NewSocketStep: 2, MaxSocketsPerPort: 20}
+	}
+	// The second step's sockets connect first.
+	l.grow("w3wp.exe", 4242, 50139, "smps1.shared.lab", st(2, 4))
+	l.grow("w3wp.exe", 4242, 50140, "smps1.shared.lab", st(2, 4))
+	l.grow("w3wp.exe", 4242, 50137, "smps1.shared.lab", st(1, 2))
+	l.grow("w3wp.exe", 4242, 50138, "smps1.shared.lab", st(1, 2))
+	steps := Narrate(l.evs, "wa1.shared.lab", narrServers)
+	got := narrText(t, steps)
+	for _, want := range []string{
+		"Step 4: at 23:23:35.033, w3wp.exe's pool to smps1.shared.lab:44443 grows from 2 to 4 sockets by NewSocketStep (2) when both were busy: ports 50137 and 50138.\n",
+		"Step 5: at 23:23:35.033, w3wp.exe's pool to smps1.shared.lab:44443 grows from 4 to 6 sockets by NewSocketStep (2) when both were busy: ports 50139 and 50140.\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("narrative:\n%s\nwant the line:\n%s", got, want)
+		}
+	}
+	if len(steps) > 4 && (!steps[3].First.Equal(taken.Add(time.Microsecond)) || !steps[4].First.Equal(taken.Add(2*time.Microsecond))) {
+		t.Errorf("the steps begin at %v and %v, want when the pool took them", steps[3].First, steps[4].First)
+	}
 }

@@ -91,6 +91,7 @@ type runCmd struct {
 	ACOFromLLAWP bool          `name:"aco-from-llawp" help:"Apache model: children take the ACO from the LLAWP instead of the Policy Server."`
 	Rows         int           `help:"Process Monitor rows to print (the start-up comes first; report.html has them all); -1 for every row." default:"400"`
 	HealthPoll   time.Duration `name:"health-poll" help:"How often the agents look for Policy Servers that came back (default: the lab's, or the vendor's 30s)."`
+	AgentCache   string        `name:"agent-cache" placeholder:"on|off" help:"Turn the agent cache on or off in the web server's ACO: on, only the first load of a page asks IsProtected (the seed's use case a); off, every page load does (use case b). Default: the lab's (off in the seed lab)."`
 	Hold         bool          `help:"Keep the lab up after the workload, until Ctrl-C, to browse it."`
 	All          bool          `help:"Show every process's socket events, not only the web server host's to the Policy Servers."`
 	Bin          string        `help:"Folder with the smps, smreghost, hla, llawp and agentlab binaries (default: this program's folder)." type:"path"`
@@ -174,6 +175,12 @@ func (c *runCmd) apply(w *lab.WebServer) error {
 	}
 	if c.HealthPoll > 0 {
 		w.HealthPoll = lab.Duration(c.HealthPoll)
+	}
+	if err := lab.CheckAgentCache(c.AgentCache); err != nil {
+		return fmt.Errorf("--agent-cache %w", err)
+	}
+	if c.AgentCache != "" {
+		w.AgentCache = c.AgentCache
 	}
 	if w.Model == "apache" && w.Workers == 0 {
 		w.Workers = 3

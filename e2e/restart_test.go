@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -136,6 +137,9 @@ func TestIISWorkerKilledDuringHold(t *testing.T) {
 			continue
 		}
 		checkRound(t, fmt.Sprintf("w3wp.exe (pid %d)", pid), cs, ips)
+	}
+	if !regexp.MustCompile(fmt.Sprintf(`Step \d+: at [0-9:.]+, w3wp.exe \(pid %d\) was killed by signal 9 \(SIGKILL\): `, old)).MatchString(stdout) {
+		t.Errorf("the narrative does not tell the death of w3wp.exe (pid %d):\n%s", old, stdout)
 	}
 	if !strings.Contains(stdout, fmt.Sprintf("w3wp.exe (pid %d) connects to smps2.shared.lab:44443", nu)) {
 		t.Errorf("the narrative does not tell the new w3wp.exe's bootstrap:\n%s", stdout)

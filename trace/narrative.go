@@ -64,6 +64,7 @@ func Narrate(evs []Event, host string, servers []string) []Step {
 		steps = append(steps, n.activity(p, PhaseManagement)...)
 		steps = append(steps, n.incidents(p)...)
 		steps = append(steps, n.failovers(p)...)
+		steps = append(steps, n.died(p)...)
 	}
 	slices.SortStableFunc(steps, narrByFirst)
 	for i := range steps {
@@ -102,6 +103,9 @@ type narrator struct {
 type narrProc struct {
 	proc  string
 	pid   int
+	// deaths are the indices of its Process Exit, when it died (at most
+	// one: a pid dies once).
+	deaths []int
 	conns []*narrConn
 	byID  map[string]*narrConn
 	fails []*narrFail
@@ -144,7 +148,7 @@ type narrFail struct {
 func newNarrator(evs []Event, host string, servers []string) *narrator {
 	n := &narrator{names: map[string]int{}}
 	for _, e := range evs {
-		if narrMatch(e.LocalHost, host) && narrMatchAny(e.RemoteHost, servers) {
+		if narrMatch(e.LocalHost, host) && narrMatchAny(e.RemoteHost, servers) || isDeath(&e) {
 			n.evs = append(n.evs, e)
 		}
 	}
@@ -175,6 +179,10 @@ func newNarrator(evs []Event, host string, servers []string) *narrator {
 			n.cache = e.AgentCache
 		}
 		if e.Conn == "" {
+			if isDeath(e) {
+				p.deaths = append(p.deaths, i)
+				continue
+			}
 			if e.Op == OpServerState {
 				p.states = append(p.states, i)
 				continue
@@ -216,6 +224,27 @@ func newNarrator(evs []Event, host string, servers []string) *narrator {
 		p.traffic[c.server] = append(p.traffic[c.server], i)
 	}
 	return n
+}
+
+// isDeath: a Process Exit that nobody asked for (Exit.Death), as the
+// supervisor that reaped the process recorded it.
+func isDeath(e *Event) bool {
+	return e.Op == OpProcessExit && e.Process != nil && e.Process.Exit != nil && e.Process.Exit.Death
+}
+
+// died tells a process's death and what its supervisor did about it: a
+// new worker's own start-up then follows in its own steps.
+func (n *narrator) died(p *narrProc) []Step {
+	var out []Step
+	for _, i := range p.deaths {
+		e := n.ev(i)
+		text := fmt.Sprintf("at %s, %s (pid %d) %s", e.T.Local().Format(narrTimeLayout), p.proc, p.pid, e.Process.Exit.Status())
+		if a := e.Process.Exit.Action; a != "" {
+			text += ": " + a
+		}
+		out = append(out, Step{Proc: p.proc, PID: p.pid, Text: text + ".", First: e.T, Last: e.T})
+	}
+	return out
 }
 
 func narrMatch(h, want string) bool { return want == "" || strings.EqualFold(h, want) }

@@ -872,3 +872,35 @@ func TestNarratePoolStepsInTheOrderTaken(t *testing.T) {
 		t.Errorf("the steps begin at %v and %v, want when the pool took them", steps[3].First, steps[4].First)
 	}
 }
+
+// TestNarrateWorkerDeath: a worker that died is told at its time, with
+// what its supervisor did, among the steps; the new worker's start-up
+// follows as its own steps. A process that was stopped is no step.
+func TestNarrateWorkerDeath(t *testing.T) {
+	l := newNarrLab()
+	l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+	l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+	exit := func(pid int, death bool) {
+		l.evs = append(l.evs, Event{T: l.tick(), Proc: "w3wp.exe", PID: pid, Role: "hla", Op: OpProcessExit,
+			Process: &Process{Name: "w3wp.exe", PID: pid, Exit: &Exit{Code: -1, Signal: "SIGKILL", Death: death,
+				Action: "svchost.exe (pid 4200) starts a new w3wp.exe in 100ms, which bootstraps again"}}})
+	}
+	exit(4242, true)
+	l.bootstrap("w3wp.exe", 4300, 50140, "smps2.shared.lab")
+	exit(4300, false)
+	steps := Narrate(l.evs, "wa1.shared.lab", []string{"smps1.shared.lab", "smps2.shared.lab"})
+	var texts []string
+	for _, s := range steps {
+		texts = append(texts, s.Text)
+	}
+	if len(steps) != 4 {
+		t.Fatalf("%d steps, want bootstrap, HCO, the death, the new bootstrap:\n%s", len(steps), strings.Join(texts, "\n"))
+	}
+	want := "w3wp.exe (pid 4242) was killed by signal 9 (SIGKILL): svchost.exe (pid 4200) starts a new w3wp.exe in 100ms, which bootstraps again."
+	if !strings.HasSuffix(steps[2].Text, want) || !strings.HasPrefix(steps[2].Text, "at ") {
+		t.Errorf("step 3: %q, want it to end %q", steps[2].Text, want)
+	}
+	if !strings.HasPrefix(steps[3].Text, "w3wp.exe (pid 4300) connects to smps2.shared.lab:44443") {
+		t.Errorf("step 4: %q, want the new worker's bootstrap", steps[3].Text)
+	}
+}

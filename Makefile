@@ -25,6 +25,8 @@ test: lint
 # Every fuzz target for FUZZTIME each. go test -fuzz takes one target and one
 # package at a time, hence the loop.
 FUZZ_TARGETS := \
+	./cmdline:FuzzParse \
+	./notice:FuzzParse \
 	./conf:FuzzParse \
 	./conf:FuzzParseSmHost \
 	./conf:FuzzParseWebAgent \

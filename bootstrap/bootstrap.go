@@ -83,13 +83,29 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			break
 		}
 	}
-	msgs := make([]string, len(res.Skipped))
-	for i, e := range res.Skipped {
-		msgs[i] = "  " + e.Error()
-	}
-	return res, fmt.Errorf("bootstrap of trusted host %q failed: no policy server in %s gave host configuration object %q:\n%s",
-		sm.HostName, sm.File.Path(), sm.HostConfigObject, strings.Join(msgs, "\n"))
+	return res, listErrors(fmt.Sprintf("bootstrap of trusted host %q failed: no policy server in %s gave host configuration object %q:",
+		sm.HostName, sm.File.Path(), sm.HostConfigObject), res.Skipped)
 }
+
+// listError is a headline and the errors under it, one per line; errors.Is
+// and errors.As see each of them (tli.ErrClosedBeforeHello, a
+// *trace.UnknownHostError), so that a caller can tell why.
+type listError struct {
+	msg  string
+	errs []error
+}
+
+func listErrors(headline string, errs []error) error {
+	var b strings.Builder
+	b.WriteString(headline)
+	for _, e := range errs {
+		b.WriteString("\n  " + e.Error())
+	}
+	return &listError{msg: b.String(), errs: errs}
+}
+
+func (e *listError) Error() string   { return e.msg }
+func (e *listError) Unwrap() []error { return e.errs }
 
 func fetchHCO(ctx context.Context, cfg Config, ps conf.PolicyServer, secret []byte) (conf.HCO, error) {
 	sm := cfg.SmHost

@@ -3,6 +3,7 @@ package bootstrap
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/policyserver/pstest"
+	"github.com/agentlab/agentlab/tli"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -93,6 +95,55 @@ func TestRun(t *testing.T) {
 			}
 			if res != nil && len(res.Skipped) != c.skipped {
 				t.Errorf("%d servers skipped, want %d: %v", len(res.Skipped), c.skipped, res.Skipped)
+			}
+		})
+	}
+}
+
+// closingServer accepts and closes every connection at once, as a Policy
+// Server at its connection limit does.
+func closingServer(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { l.Close(); <-done })
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// A failed bootstrap's error lets the caller test why each server failed.
+func TestRunErrorsAreTyped(t *testing.T) {
+	named := smHost(t, "s3cret", "hco.smps1", 44443)
+	named.PolicyServers[0].Host = "smps2.shared.invalid"
+	tests := []struct {
+		name string
+		sm   *conf.SmHost
+		is   func(error) bool
+		want string
+	}{
+		{"server at its connection limit", smHost(t, "s3cret", "hco.smps1", closingServer(t)),
+			func(err error) bool { return errors.Is(err, tli.ErrClosedBeforeHello) }, "Connection limit of N exceeded"},
+		{"name in no hosts file", named,
+			func(err error) bool { var u *trace.UnknownHostError; return errors.As(err, &u) }, "smps2.shared.invalid: not in any hosts file; pass --hosts"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := Run(ctx, Config{SmHost: tt.sm, Recorder: trace.NewRecorder(nil, trace.Options{})})
+			if err == nil || !tt.is(err) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Run: %v; want an error that says %q and that the caller can test", err, tt.want)
 			}
 		})
 	}

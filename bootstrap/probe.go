@@ -37,18 +37,18 @@ func Probe(ctx context.Context, cfg Config, acoName string) (*ProbeResult, error
 		return nil, err
 	}
 	out := &ProbeResult{Result: res}
-	var failed []string
+	var failed []error
 	for _, ps := range res.HCO.PolicyServers {
 		chk := ServerCheck{Server: ps}
 		chk.ServerName, err = probeServer(ctx, cfg, ps, res.Secret, acoName, out)
 		if err != nil {
 			chk.Err = err
-			failed = append(failed, err.Error())
+			failed = append(failed, err)
 		}
 		out.Servers = append(out.Servers, chk)
 	}
 	if len(failed) > 0 {
-		return out, fmt.Errorf("HCO %s: %d of %d policy servers failed:\n  %s", res.HCO.Name, len(failed), len(out.Servers), strings.Join(failed, "\n  "))
+		return out, listErrors(fmt.Sprintf("HCO %s: %d of %d policy servers failed:", res.HCO.Name, len(failed), len(out.Servers)), failed)
 	}
 	if out.ACOFrom == "" {
 		return out, fmt.Errorf("HCO %s lists no server that gave ACO %s", res.HCO.Name, acoName)

@@ -11,12 +11,15 @@ import (
 type Checked struct {
 	WebAgent *WebAgent // nil when an SmHost.conf was checked alone
 	SmHost   *SmHost
+	// Identity opened the shared secret (IdentityFor).
+	Identity Identity
 }
 
 // Check reads path as a WebAgent.conf (it has HostConfigFile) or an
 // SmHost.conf, follows a WebAgent.conf to its SmHost.conf, and checks that
-// the shared secret opens on this host. Every error names the file and line.
-func Check(path, hostID string) (*Checked, error) {
+// the shared secret opens for the SmHost.conf's host (IdentityFor: a lab's
+// folder names its host). Every error names the file and line.
+func Check(path string) (*Checked, error) {
 	f, err := ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -42,7 +45,10 @@ func Check(path, hostID string) (*Checked, error) {
 	if out.SmHost, err = smHostFrom(f); err != nil {
 		return nil, err
 	}
-	if _, err := out.SmHost.Secret(hostID); err != nil {
+	if out.Identity, err = IdentityFor(smPath); err != nil {
+		return nil, err
+	}
+	if _, err := out.SmHost.Secret(out.Identity.ID); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -79,8 +85,13 @@ func (c *Checked) String() string {
 	fmt.Fprintf(&b, "%s (SmHost.conf)\n", s.File.Path())
 	line("trusted host", s.HostName, s.Lines.HostName)
 	kind := "sealed to this host"
-	if strings.HasPrefix(s.SharedSecret, "{PLAIN}") {
+	switch id := c.Identity; {
+	case strings.HasPrefix(s.SharedSecret, PlainPrefix):
 		kind = "plain (hand-written lab)"
+	case id.From == HostIDEnv:
+		kind = fmt.Sprintf("sealed to %s ($%s)", id.ID, HostIDEnv)
+	case id.From != "":
+		kind = fmt.Sprintf("sealed to lab host %s (%s)", id.ID, id.From)
 	}
 	line("shared secret", kind, s.Lines.SharedSecret)
 	line("host configuration object", s.HostConfigObject, s.Lines.HostConfigObject)

@@ -41,6 +41,9 @@
 // || host identity) and the additional data is "sharedsecret". The host
 // identity (HostIdentity) is $AGENTLAB_HOST_ID when set, otherwise
 // /etc/machine-id (or /var/lib/dbus/machine-id), a slash and the host name.
+// A lab plays its web server host with the variable, and writes the host's
+// name in LabHost.conf next to the SmHost.conf (IdentityFor reads it), so
+// that its folder's files check and probe as they are.
 // This hides the secret from a casual reader and ties it to the host; it is
 // not protection against someone who can read the machine id.
 //

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentlab/agentlab/procname"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -316,7 +317,8 @@ func TestAgentLLAWPKilledUnderLoad(t *testing.T) {
 	t.Parallel()
 	s := newAgentSetup(t)
 	hla, baseURL, out := s.startHLA(t)
-	old := waitLLAWP(t, hla.pid, 0, time.Minute)
+	w3wp := wasChild(t, out, hla.pid, 0, time.Minute)
+	old := waitLLAWP(t, w3wp, 0, time.Minute)
 	// Killed only once it works, so that the kill interrupts a running
 	// LLAWP rather than one still in its bootstrap.
 	waitTrace(t, out, old.pid, s.ips["smps2.shared.lab"], time.Minute)
@@ -328,7 +330,7 @@ func TestAgentLLAWPKilledUnderLoad(t *testing.T) {
 		t.Fatalf("SIGKILL the LLAWP (pid %d): %v", old.pid, err)
 	}
 	okAtKill := ld.ok.Load()
-	nu := waitLLAWP(t, hla.pid, old.pid, time.Minute)
+	nu := waitLLAWP(t, w3wp, old.pid, time.Minute)
 	// The supervisor waits at least a second before the new LLAWP: pages
 	// must have loaded in that gap, not waited for it.
 	if gap := ld.ok.Load() - okAtKill; gap == 0 {
@@ -347,38 +349,52 @@ func TestAgentLLAWPKilledUnderLoad(t *testing.T) {
 	if alive(old) {
 		t.Errorf("the killed LLAWP (pid %d) is still there", old.pid)
 	}
-	hlaLog := filepath.Join(out, fmt.Sprintf("w3wp.exe-%d.log", hla.pid))
+	hlaLog := filepath.Join(out, fmt.Sprintf("w3wp.exe-%d.log", w3wp))
 	waitForLog(t, hlaLog, "LLAWP is gone; authorization goes on, a new LLAWP will be started")
 	waitForLog(t, hlaLog, fmt.Sprintf("LLAWP started llawp_pid=%d", nu.pid))
 }
 
 // TestAgentHLAKilled: go-plugin leaves its plugin running when the host
-// dies; the LLAWP must notice its owner's SIGKILL and leave on its own,
-// saying why in WA.log.
+// dies. A SIGKILL of w3wp.exe gives its LLAWP.exe no word: the LLAWP must
+// notice its owner's death and leave on its own, saying why in WA.log.
+// Then a SIGKILL of WAS (svchost.exe) takes its new w3wp.exe (Pdeathsig)
+// and that one's LLAWP.exe with it.
 func TestAgentHLAKilled(t *testing.T) {
 	t.Parallel()
 	s := newAgentSetup(t)
 	hla, _, out := s.startHLA(t)
-	ll := waitLLAWP(t, hla.pid, 0, time.Minute)
+	w3wp := wasChild(t, out, hla.pid, 0, time.Minute)
+	ll := waitLLAWP(t, w3wp, 0, time.Minute)
 	waitTrace(t, out, ll.pid, s.ips["smps2.shared.lab"], time.Minute)
 
+	if err := syscall.Kill(w3wp, syscall.SIGKILL); err != nil {
+		t.Fatalf("SIGKILL w3wp.exe (pid %d): %v", w3wp, err)
+	}
+	if gone := waitGone(5*time.Second, ll); len(gone) != 0 {
+		t.Errorf("LLAWP.exe (pid %d) of the killed w3wp.exe (pid %d) still runs 5 s later", ll.pid, w3wp)
+	}
+	waitForLog(t, filepath.Join(out, "WA.log"), fmt.Sprintf("LLAWP.exe exiting: the owner process is gone (pid %d)", w3wp))
+
+	// WAS started a new worker, which started its own LLAWP.
+	nu := wasChild(t, out, hla.pid, w3wp, time.Minute)
+	nuLL := waitLLAWP(t, nu, 0, time.Minute)
+	worker, ok := readStat(nu)
+	if !ok {
+		t.Fatalf("the new w3wp.exe (pid %d) is gone", nu)
+	}
 	hla.cmd.Process.Kill()
 	hla.exitCode(t, 10*time.Second)
-	gone := waitGone(5*time.Second, ll)
-	if len(gone) != 0 {
-		t.Errorf("LLAWP (pid %d) of the killed hla (pid %d) still runs 5 s later", ll.pid, hla.pid)
+	if gone := waitGone(10*time.Second, worker, nuLL); len(gone) != 0 {
+		t.Errorf("of the killed svchost.exe (pid %d), these still run 10 s later: %v", hla.pid, gone)
 	}
 	for _, p := range leftovers([]string{s.ips["wa1.shared.lab"]}, nil) {
-		if p.comm == "llawp" {
-			t.Errorf("an llawp of this test's web server (pid %d) still runs", p.pid)
-		}
+		t.Errorf("a process of this test's web server still runs: %v", p)
 	}
-	waitForLog(t, filepath.Join(out, "WA.log"), fmt.Sprintf("LLAWP.exe exiting: the owner process is gone (pid %d)", hla.pid))
 }
 
 // TestAgentLabKilled: `agentlab run` killed with SIGKILL cannot stop its
-// processes itself; they must go anyway (Pdeathsig on smps and hla, and the
-// LLAWP follows its hla).
+// processes itself; they must go anyway (Pdeathsig on smps and svchost.exe,
+// which passes it on to w3wp.exe, and the LLAWP follows its w3wp.exe).
 func TestAgentLabKilled(t *testing.T) {
 	t.Parallel()
 	labFile, ips := seedLab(t)
@@ -389,7 +405,7 @@ func TestAgentLabKilled(t *testing.T) {
 
 	procs := leftovers(addrs, nil)
 	comms := commands(procs)
-	if want := []string{"hla", "llawp", "smps", "smps"}; !slices.Equal(comms, want) {
+	if want := []string{"LLAWP.exe", "smps", "smps", "svchost.exe", "w3wp.exe"}; !slices.Equal(comms, want) {
 		t.Fatalf("the holding lab runs %v, want %v", comms, want)
 	}
 	p.cmd.Process.Kill()
@@ -620,18 +636,18 @@ func guardProcs(t *testing.T, ips []string) {
 	})
 }
 
-// waitLLAWP waits for an llawp child of the hla other than pid not.
+// waitLLAWP waits for an LLAWP.exe child of the hla other than pid not.
 func waitLLAWP(t *testing.T, hlaPID, not int, timeout time.Duration) procStat {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		for _, p := range allProcs() {
-			if p.ppid == hlaPID && p.comm == "llawp" && p.pid != not {
+			if p.ppid == hlaPID && p.comm == procname.IISLLAWP && p.pid != not {
 				return p
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no new llawp child of hla (pid %d) within %v", hlaPID, timeout)
+			t.Fatalf("no new LLAWP.exe child of hla (pid %d) within %v", hlaPID, timeout)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

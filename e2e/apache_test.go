@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentlab/agentlab/procname"
 	"github.com/agentlab/agentlab/proto/tlipb"
 	"github.com/agentlab/agentlab/tli"
 	"github.com/agentlab/agentlab/trace"
@@ -78,7 +79,7 @@ func descendants(pid int) []procStat {
 func childProcs(pid int) []procStat {
 	var out []procStat
 	for _, q := range descendants(pid) {
-		if q.comm == "hla" {
+		if q.comm == procname.Httpd {
 			out = append(out, q)
 		}
 	}
@@ -113,7 +114,7 @@ func (a apacheTrace) children() []int {
 func (a apacheTrace) llawps() []int {
 	var out []int
 	for _, e := range a.evs {
-		if e.Proc == "LLAWP.exe" && !slices.Contains(out, e.PID) {
+		if e.Proc == procname.ApacheLLAWP && !slices.Contains(out, e.PID) {
 			out = append(out, e.PID)
 		}
 	}
@@ -316,7 +317,7 @@ func TestApacheThreeChildren(t *testing.T) {
 		t.Errorf("IsProtected from children %v (%d in all), want at least 2 children and 60 requests", serving, total)
 	}
 	for _, e := range a.evs {
-		if e.Op == trace.OpRequest && strings.HasPrefix(e.Note, "DoManagement") && e.Proc != "LLAWP.exe" {
+		if e.Op == trace.OpRequest && strings.HasPrefix(e.Note, "DoManagement") && e.Proc != procname.ApacheLLAWP {
 			t.Errorf("DoManagement from %s (pid %d): only the LLAWP polls", e.Proc, e.PID)
 		}
 	}
@@ -574,7 +575,7 @@ func TestApacheParentKilled(t *testing.T) {
 	}
 	procs := descendants(p.pid)
 	comms := commands(procs)
-	if want := []string{"hla", "hla", "hla", "llawp"}; !slices.Equal(comms, want) {
+	if want := []string{"LLAWP", "httpd", "httpd", "httpd"}; !slices.Equal(comms, want) {
 		t.Fatalf("the parent runs %v, want %v", comms, want)
 	}
 	p.cmd.Process.Kill()

@@ -96,8 +96,9 @@ func TestCompare(t *testing.T) {
 		if r.PageLoads != 40 || r.Succeeded != 40 || r.RequestsPerSec <= 0 || r.P50ms <= 0 || r.P99ms < r.P50ms {
 			t.Errorf("%s: workload %d/%d, %.0f/s, p50 %.2f p99 %.2f", r.Run, r.Succeeded, r.PageLoads, r.RequestsPerSec, r.P50ms, r.P99ms)
 		}
-		// IIS: w3wp.exe and the LLAWP; Apache: the parent too.
-		if wantRSS := map[int]int{2: 2, 4: 5}[w.procs]; r.RSSProcs != wantRSS || r.RSSMiB <= 1 {
+		// IIS: WAS (svchost.exe), w3wp.exe and its LLAWP.exe; Apache: the
+		// parent, the children and the LLAWP.
+		if wantRSS := map[int]int{2: 3, 4: 5}[w.procs]; r.RSSProcs != wantRSS || r.RSSMiB <= 1 {
 			t.Errorf("%s: %.1f MiB in %d processes, want %d processes", r.Run, r.RSSMiB, r.RSSProcs, wantRSS)
 		}
 		if r.ConnsPer1000 != nil {

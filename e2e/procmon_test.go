@@ -12,7 +12,7 @@ import (
 )
 
 // usageExit is the exit code of a flag the parser refuses (kong's).
-const usageExit = 80
+const usageExit = 2
 
 // procmonRow is one row of a printed Process Monitor view.
 type procmonRow struct {

@@ -52,7 +52,7 @@ func (p *parent) stopLLAWP() {
 // whoever started the web server is told.
 func (p *parent) launchLLAWP(ctx context.Context, again bool) (*ipc.Owner, error) {
 	o, err := ipc.Launch(ctx, ipc.LaunchConfig{
-		Path: p.cfg.LLAWP.Path, Args: p.cfg.LLAWP.Args, Env: p.cfg.LLAWP.Env,
+		Path: p.cfg.LLAWP.Path, Name: p.cfg.LLAWP.name(), Args: p.cfg.LLAWP.Args, Env: p.cfg.LLAWP.Env,
 		Stderr: p.cfg.LLAWP.Stderr, Logger: p.log,
 	})
 	if err != nil {

@@ -21,21 +21,14 @@ import (
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/notice"
+	"github.com/agentlab/agentlab/procname"
 	"github.com/agentlab/agentlab/trace"
 )
 
-// The process models, and the names their processes go by: in the OS
-// (procname), in traces and in logs, as a learner knows them from the
-// product. The IIS model's parent is WAS, which Windows runs in svchost.exe.
+// The process models. Their processes' names are procname's.
 const (
 	ModelIIS    = "iis"
 	ModelApache = "apache"
-
-	ProcWAS         = "svchost.exe"
-	ProcW3WP        = "w3wp.exe"
-	ProcHTTPD       = "httpd"
-	ProcLLAWPIIS    = "LLAWP.exe"
-	ProcLLAWPApache = "LLAWP"
 )
 
 // Roles in traces and logs.
@@ -49,6 +42,9 @@ const (
 // the parent's flags, marked by EnvChild.
 type ChildCommand struct {
 	Path string
+	// Name is the child's argv[0]: w3wp.exe, or httpd as the parent's
+	// (procname).
+	Name string
 	Args []string
 	Env  []string
 }
@@ -101,10 +97,11 @@ type ParentConfig struct {
 
 // names are the parent's and its workers' process names and roles.
 func (cfg *ParentConfig) names() (parent, parentRole, child string) {
+	n := procname.Model(cfg.model)
 	if cfg.model == ModelIIS {
-		return ProcWAS, RoleWAS, ProcW3WP
+		return n.Parent, RoleWAS, n.Worker
 	}
-	return ProcHTTPD, RoleHTTPDParent, ProcHTTPD
+	return n.Parent, RoleHTTPDParent, n.Worker
 }
 
 // RunApache runs the httpd parent until ctx ends. It owns the listening
@@ -401,7 +398,7 @@ func (p *parent) run(ctx context.Context) error {
 			if p.cfg.model == ModelIIS {
 				// Its LLAWP watches its owner and leaves with it.
 				action = fmt.Sprintf("its %s leaves with it; %s (pid %d) starts a new %s in %s, which bootstraps again and launches a new %s",
-					ProcLLAWPIIS, p.name, os.Getpid(), p.childName, backoff[c.slot], ProcLLAWPIIS)
+					procname.IISLLAWP, p.name, os.Getpid(), p.childName, backoff[c.slot], procname.IISLLAWP)
 			}
 			p.exited(proc, c.cmd.ProcessState, true, action)
 			p.after(tctx, &timers, backoff[c.slot], c.slot, restart)
@@ -472,7 +469,7 @@ func (p *parent) start(slot int, again bool) error {
 		closeAll()
 		return err
 	}
-	cmd := exec.Command(p.cfg.Child.Path, p.cfg.Child.Args...)
+	cmd := procname.Command(p.cfg.Child.Path, p.cfg.Child.Name, p.cfg.Child.Args...)
 	cmd.Env = append(os.Environ(), p.cfg.Child.Env...)
 	cmd.Env = append(cmd.Env, EnvChild+"="+strconv.Itoa(os.Getpid()))
 	cmd.ExtraFiles = []*os.File{p.lf, nw, ar}

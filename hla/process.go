@@ -20,6 +20,7 @@ import (
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/notice"
 	"github.com/agentlab/agentlab/pool"
+	"github.com/agentlab/agentlab/procname"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -28,8 +29,8 @@ const Version = "0.1"
 
 // LLAWPConfig says how a worker starts its LLAWP.
 type LLAWPConfig struct {
-	// Name is the LLAWP's process name (its --proc-name): ProcLLAWPIIS
-	// or ProcLLAWPApache; "" means ProcLLAWPIIS.
+	// Name is the LLAWP's process name (its --proc-name) and argv[0]:
+	// procname.IISLLAWP or procname.ApacheLLAWP; "" means IISLLAWP.
 	Name   string
 	Path   string   // the llawp binary
 	Args   []string // its flags (WebAgent.conf, folders, hosts, poll)
@@ -42,7 +43,7 @@ type LLAWPConfig struct {
 
 func (c LLAWPConfig) name() string {
 	if c.Name == "" {
-		return ProcLLAWPIIS
+		return procname.IISLLAWP
 	}
 	return c.Name
 }
@@ -359,7 +360,7 @@ func (s *supervisor) exited(o *ipc.Owner, death bool, action string) {
 // this LLAWP is through its HCO phase.
 func (s *supervisor) once(ctx context.Context, again bool, linked chan<- struct{}) (*ipc.Owner, error) {
 	o, err := ipc.Launch(ctx, ipc.LaunchConfig{
-		Path: s.cfg.LLAWP.Path, Args: s.cfg.LLAWP.Args, Env: s.cfg.LLAWP.Env,
+		Path: s.cfg.LLAWP.Path, Name: s.cfg.LLAWP.name(), Args: s.cfg.LLAWP.Args, Env: s.cfg.LLAWP.Env,
 		Stderr: s.cfg.LLAWP.Stderr, Logger: s.log,
 	})
 	if err != nil {

@@ -92,9 +92,11 @@ func NewSite() http.Handler {
 	return mux
 }
 
-func siteHandler(s section) http.Handler {
+func siteHandler(sec section) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		status := http.StatusOK
+		// Per request: the section the handler was made for is shared by
+		// every request, and "/" must stay Home after a 404.
+		s, status := sec, http.StatusOK
 		// "/" catches every path no other section claims.
 		if s == homeSection && r.URL.Path != "/" {
 			s, status = notFoundSection, http.StatusNotFound

@@ -2,6 +2,7 @@ package hla
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -40,6 +42,52 @@ func TestSite(t *testing.T) {
 			}
 		})
 	}
+}
+
+// One site serves every request of a web server: a 404 must leave "/"
+// Home and the next unknown path a 404, in sequence and at once.
+func TestSiteAfterNotFound(t *testing.T) {
+	check := func(site http.Handler, path string) error {
+		w := httptest.NewRecorder()
+		site.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
+		code, body := w.Code, w.Body.String()
+		switch {
+		case path == "/" && (code != 200 || !strings.Contains(body, "<title>Home (realm.public)</title>")):
+			return fmt.Errorf("/: %d, want 200 and the Home page", code)
+		case path != "/" && (code != 404 || !strings.Contains(body, "Not found")):
+			return fmt.Errorf("%s: %d, want 404 Not found", path, code)
+		}
+		return nil
+	}
+	t.Run("in sequence", func(t *testing.T) {
+		site := NewSite()
+		for _, path := range []string{"/nothere", "/", "/nothere2", "/"} {
+			if err := check(site, path); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	t.Run("at once", func(t *testing.T) {
+		site := NewSite()
+		var wg sync.WaitGroup
+		errs := make(chan error, 64)
+		for i := range 64 {
+			wg.Go(func() {
+				path := "/"
+				if i%2 == 0 {
+					path = fmt.Sprintf("/missing-%d", i)
+				}
+				if err := check(site, path); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	})
 }
 
 func TestSiteShowsHeadersEscaped(t *testing.T) {

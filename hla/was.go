@@ -42,9 +42,9 @@ func (r RapidFail) limits() (int, time.Duration) {
 // one when it dies, until rapid-fail protection stops the pool.
 func RunWAS(ctx context.Context, cfg ParentConfig) error {
 	cfg.model = ModelIIS
-	if cfg.Workers == 0 {
-		cfg.Workers = 1
-	}
+	// An application pool runs one w3wp.exe (maxProcesses=1, no web
+	// garden), whatever --workers says: that flag counts httpd children.
+	cfg.Workers = 1
 	return runParent(ctx, cfg)
 }
 

@@ -20,12 +20,17 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/agentlab/agentlab/procname"
 )
 
 // LaunchConfig says how an owner starts the LLAWP.
 type LaunchConfig struct {
 	// Path is the llawp binary.
 	Path string
+	// Name, when set, is its argv[0]: the product's name, which ps -ef
+	// and /proc/PID/cmdline show (procname).
+	Name string
 	Args []string
 	// Env is added to the owner's environment; it wins over the owner's
 	// own values.
@@ -71,7 +76,7 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Owner, error) {
 	if cfg.Path == "" {
 		return nil, errors.New("ipc: no LLAWP binary to launch")
 	}
-	cmd := exec.Command(cfg.Path, cfg.Args...)
+	cmd := procname.Command(cfg.Path, cfg.Name, cfg.Args...)
 	// go-plugin appends the host's environment after Cmd.Env, which would
 	// make the host's values win over cfg.Env; so the environment is built
 	// here and SkipHostEnv keeps go-plugin from adding it again.

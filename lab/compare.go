@@ -54,8 +54,8 @@ type Figures struct {
 	RequestsPerSec float64 `json:"requests_per_sec"`
 	P50ms          float64 `json:"p50_ms"`
 	P99ms          float64 `json:"p99_ms"`
-	// RSSMiB is the summed VmRSS of the web server's processes (the Apache
-	// parent included) and the LLAWP, sampled after the workload; 0 when
+	// RSSMiB is the summed VmRSS of the web server's processes (WAS's
+	// svchost.exe or the Apache parent included) and the LLAWP, sampled after the workload; 0 when
 	// it was not sampled.
 	RSSMiB    float64 `json:"rss_mib"`
 	RSSProcs  int     `json:"rss_processes,omitempty"`

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -172,5 +174,56 @@ func TestProcDeathAndNotices(t *testing.T) {
 	defer mu.Unlock()
 	if len(got) != 1 || got[0].Kind != notice.Exited || got[0].Process.PID != 7 {
 		t.Errorf("notices %+v, want the one exit notice", got)
+	}
+}
+
+// The run says the lab shortens the vendor's 30 s poll only when it does,
+// and names the model's LLAWP.
+func TestPollWaitLine(t *testing.T) {
+	tests := []struct {
+		poll        time.Duration
+		model, want string
+		shortens    bool
+	}{
+		{5 * time.Second, "iis", "waiting for 2 management polls by LLAWP.exe (every 5s", true},
+		{29 * time.Second, "apache", "waiting for 2 management polls by LLAWP (every 29s", true},
+		{30 * time.Second, "iis", "waiting for 2 management polls by LLAWP.exe (every 30s)", false},
+		{time.Minute, "apache", "waiting for 2 management polls by LLAWP (every 1m0s)", false},
+	}
+	for _, tt := range tests {
+		l, err := Seed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.WebServer.Model = tt.model
+		r := &Run{Lab: l, Opts: Options{Poll: tt.poll}}
+		got := r.pollWaitLine(2)
+		if !strings.HasPrefix(got, tt.want) || strings.Contains(got, "shortens") != tt.shortens {
+			t.Errorf("--poll %v, %s: %q; want it to start %q, saying the lab shortens the vendor's poll: %v", tt.poll, tt.model, got, tt.want, tt.shortens)
+		}
+	}
+}
+
+// Polls are counted from the LLAWP's trace whatever its file is called
+// (LLAWP.exe-PID or LLAWP-PID): by the phase of its events.
+func TestPollsSoFarByPhase(t *testing.T) {
+	dir := t.TempDir()
+	write := func(proc, role, phase string, polls int) {
+		rec, err := trace.Create(dir, trace.Options{Proc: proc, PID: 100 + polls, Role: role})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec.Emit(trace.Event{Op: trace.OpConnect})
+		for range polls {
+			rec.Emit(trace.Event{Op: trace.OpResponse, Phase: phase, Note: "DoManagement: 0 commands"})
+		}
+		rec.Close()
+	}
+	write("LLAWP", "llawp", trace.PhaseManagement, 2)
+	write("httpd", "hla", trace.PhaseRequests, 3)                         // not polls: not counted
+	os.WriteFile(filepath.Join(dir, "LLAWP-999.trace.jsonl"), nil, 0o644) // just created, nothing in it yet
+	r := &Run{Opts: Options{Out: dir}}
+	if n, err := r.pollsSoFar(); n != 2 || err != nil {
+		t.Errorf("pollsSoFar = %d, %v; want 2", n, err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/agentlab/agentlab/notice"
+	"github.com/agentlab/agentlab/procname"
 )
 
 // Proc is a process the lab started.
@@ -39,6 +40,9 @@ type Proc struct {
 type ProcSpec struct {
 	Name string
 	Role string
+	// Arg0 is the process's argv[0], the product's name (svchost.exe,
+	// httpd), which ps -ef shows; "" is Bin.
+	Arg0 string
 	Bin  string
 	Args []string
 	Env  []string
@@ -61,7 +65,7 @@ type ProcSpec struct {
 // killed with SIGKILL leaves nothing behind, and waits until it prints its
 // ready line, exits, or ctx ends.
 func Start(ctx context.Context, s ProcSpec) (*Proc, error) {
-	cmd := exec.Command(s.Bin, s.Args...)
+	cmd := procname.Command(s.Bin, s.Arg0, s.Args...)
 	cmd.Env = append(os.Environ(), s.Env...)
 	cmd.Stderr = s.Stderr
 	// A process group of its own: a Ctrl-C at the terminal (or timeout's

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentlab/agentlab/procname"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -77,13 +78,14 @@ func writeReportFile(path string, rep trace.Report) error {
 // settingsLines say what the run was asked to do, from its summary.
 func (r *Run) settingsLines() []string {
 	s := r.summary.Settings
-	model := "IIS model: one " + r.Lab.WebServer.WorkerProc() + " and its LLAWP.exe"
+	names := procname.Model(s.Model)
+	model := "IIS model: one " + names.Worker + " and its " + names.LLAWP
 	if s.Model == "apache" {
 		mpm := s.MPM
 		if mpm == "" {
 			mpm = "prefork"
 		}
-		model = fmt.Sprintf("Apache model, %s MPM: an httpd parent, %d httpd children and one LLAWP.exe", mpm, max(s.Workers, 1))
+		model = fmt.Sprintf("Apache model, %s MPM: an %s parent, %d %s children and one %s", mpm, names.Worker, max(s.Workers, 1), names.Worker, names.LLAWP)
 		if s.MaxRequests > 0 {
 			model += fmt.Sprintf("; a child is replaced after %d requests", s.MaxRequests)
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/notice"
+	"github.com/agentlab/agentlab/procname"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -223,7 +224,7 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 	if err != nil {
 		return nil, err
 	}
-	r.hostsFile = r.path("hosts")
+	r.hostsFile = r.path(trace.RunHostsFile)
 	if err := os.WriteFile(r.hostsFile, hosts.Bytes(), 0o644); err != nil {
 		return nil, err
 	}
@@ -469,7 +470,9 @@ func (r *Run) stderrFile(name string) io.Writer {
 }
 
 // agentEnv makes the web server's processes seal and open SmHost.conf's
-// secret as the lab's web server host, not as this machine.
+// secret as the lab's web server host, not as this machine; LabHost.conf
+// says the same to the commands a user runs on the out folder afterwards
+// (agentlab conf check, probe).
 func (r *Run) agentEnv() []string {
 	return []string{conf.HostIDEnv + "=" + r.Lab.WebServer.Host}
 }
@@ -484,6 +487,9 @@ func (r *Run) register(ctx context.Context) error {
 		"--hosts", r.hostsFile, "--trace", r.path(RegistrationDir), "--source", l.Hosts[w.Host],
 	}
 	if err := r.runToEnd(ctx, ProcSpec{Name: "smreghost", Bin: r.bin("smreghost"), Args: args, Env: r.agentEnv(), Stderr: r.stderrFile("smreghost")}); err != nil {
+		return err
+	}
+	if err := conf.WriteLabHost(r.Opts.Out, r.Lab.WebServer.Host); err != nil {
 		return err
 	}
 	// Further bootstrap servers go where the vendor's comment says to add
@@ -522,14 +528,14 @@ func (r *Run) writeWebAgent() error {
 	return wa.File.WriteFile(r.path("WebAgent.conf"), 0o644)
 }
 
-// WorkerProc is what the web server's processes are called in traces:
-// w3wp.exe for IIS, httpd for Apache (the parent and each child).
-func (w WebServer) WorkerProc() string {
-	if w.Model == "apache" {
-		return "httpd"
-	}
-	return "w3wp.exe"
-}
+// WorkerProc is what the web server's processes are called in traces and
+// by the system's tools: w3wp.exe for IIS, httpd for Apache (the parent
+// and each child).
+func (w WebServer) WorkerProc() string { return procname.Model(w.Model).Worker }
+
+// VendorPollInterval is the vendor's PSPollInterval, which a lab
+// shortens by default so that a run sees its polls in seconds.
+const VendorPollInterval = 30 * time.Second
 
 // ParentProc is the web server's own process, the one the lab starts:
 // WAS (svchost.exe) for IIS, the httpd parent for Apache.
@@ -584,7 +590,7 @@ func (r *Run) startWebServer(ctx context.Context) (*Proc, error) {
 	}
 	sctx, cancel := context.WithTimeout(ctx, r.Opts.StartTimeout)
 	defer cancel()
-	p, err := r.start(sctx, ProcSpec{Name: name, Bin: r.bin("hla"), Args: r.webServerArgs(addr), Env: r.agentEnv(), Ready: notice.HLAServing, Stderr: r.stderrFile(name), Role: roleWeb},
+	p, err := r.start(sctx, ProcSpec{Name: name, Bin: r.bin("hla"), Arg0: name, Args: r.webServerArgs(addr), Env: r.agentEnv(), Ready: notice.HLAServing, Stderr: r.stderrFile(name), Role: roleWeb},
 		func(p *trace.Process) {
 			p.Exit.Action = "nothing restarts the web server's own process, and its workers and LLAWP stop with it: the run ends"
 			r.webDown(fmt.Errorf("%w: %s", errWebServerDown, p))
@@ -644,7 +650,7 @@ func (r *Run) workload(ctx context.Context, web *Proc) error {
 // (finish), because the LLAWP goes on polling until it is stopped.
 func (r *Run) waitPolls(ctx context.Context) error {
 	want := r.polls()
-	r.progress("waiting for %d management polls by LLAWP.exe (every %s: the lab shortens the vendor's 30 s; --poll 30s restores it)", want, r.poll())
+	r.progress("%s", r.pollWaitLine(want))
 	limit := time.Duration(want+1)*r.poll() + 10*time.Second
 	wctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
@@ -665,6 +671,16 @@ func (r *Run) waitPolls(ctx context.Context) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// pollWaitLine says what waitPolls waits for; that the lab shortens the
+// vendor's interval only when it does.
+func (r *Run) pollWaitLine(want int) string {
+	llawp := procname.Model(r.Lab.WebServer.Model).LLAWP
+	if r.poll() < VendorPollInterval {
+		return fmt.Sprintf("waiting for %d management polls by %s (every %s: the lab shortens the vendor's 30 s; --poll 30s restores it)", want, llawp, r.poll())
+	}
+	return fmt.Sprintf("waiting for %d management polls by %s (every %s)", want, llawp, r.poll())
 }
 
 // pollsSoFar counts the polls in the agents' trace files as they are
@@ -914,7 +930,7 @@ func agentProcs(evs []trace.Event, started []ProcInfo, web string) []ProcInfo {
 // the folder, so a second run would otherwise count the first run's polls
 // and narrate both runs' processes.
 var runFiles = []string{"*.trace.jsonl", "trace.jsonl", "*.log", "*.log.*", "*.jsonl", "*.stderr",
-	"summary.json", LLAWPStatusFile, StoreFile, "SmHost.conf", "WebAgent.conf", "hosts", "registrations.yaml", "registrations.yaml.lock", ReportFile, PcapngFile,
+	"summary.json", LLAWPStatusFile, StoreFile, "SmHost.conf", "WebAgent.conf", conf.LabHostFile, trace.RunHostsFile, "registrations.yaml", "registrations.yaml.lock", ReportFile, PcapngFile,
 	RegistrationDir + "/*.trace.jsonl", RegistrationDir + "/trace.jsonl", RegistrationDir + "/" + PcapngFile}
 
 func clearPreviousRun(dir string) (int, error) {

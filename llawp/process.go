@@ -18,12 +18,13 @@ import (
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/pool"
+	"github.com/agentlab/agentlab/procname"
 	"github.com/agentlab/agentlab/trace"
 )
 
 // DefaultProcName is the LLAWP's name in logs, as the vendor's process is
 // called on IIS.
-const DefaultProcName = "LLAWP.exe"
+const DefaultProcName = procname.IISLLAWP
 
 // Config is one LLAWP process: what cmd/llawp's flags and environment say.
 type Config struct {

@@ -117,7 +117,12 @@ func (p *Pool) tell(s *server, from, to State, why string) {
 	if from == stateUntold {
 		phase = trace.PhaseHCO
 	}
-	remote := rec.Hosts().ResolveAddr(s.addr)
+	// A name the hosts map lacks stays as written: the server's dial
+	// fails with the reason, this event only names it.
+	remote, err := rec.Hosts().Resolve(s.addr)
+	if err != nil {
+		remote = s.addr
+	}
 	name := rec.Hosts().Name(remote)
 	if _, err := netip.ParseAddr(s.ps.Host); name == "" && err != nil {
 		name = s.ps.Host // never an IP as a host name

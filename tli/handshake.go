@@ -57,6 +57,23 @@ func CodeText(code int) string {
 	return fmt.Sprintf("handshake error %d", code)
 }
 
+// ErrClosedBeforeHello is wrapped by a client's handshake error when the
+// server ends the connection after the ClientHello without a word. A Policy
+// Server does that when it is at its connection limit (it accepts, logs
+// "Connection request rejected. Connection limit of N exceeded", and
+// closes) or when it gives up on the client before its hello; a refusal it
+// explains comes as a HandshakeError instead.
+var ErrClosedBeforeHello = errors.New("the server closed the connection before its hello: " +
+	"it is usually at its connection limit or refused this client; " +
+	`see that Policy Server's log for "Connection limit of N exceeded" or a handshake error`)
+
+// closedBeforeHello tells a read that found the connection ended (closed or
+// reset) from one that timed out or was cancelled.
+func closedBeforeHello(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
 // HandshakeError is a failed handshake: on the server, why it refused the
 // client; on the client, what the server answered.
 type HandshakeError struct {
@@ -245,12 +262,18 @@ func ClientHandshake(ctx context.Context, tc *trace.Conn, cfg ClientConfig) (*Cl
 	}
 	hb, _ := proto.Marshal(hello)
 	if err := WriteFrame(tc, FrameClientHello, hb); err != nil {
+		if closedBeforeHello(err) {
+			err = fmt.Errorf("%w: %w", err, ErrClosedBeforeHello)
+		}
 		return fail(fmt.Errorf("sending client hello: %w", err))
 	}
 	tc.Note(trace.OpHandshake, HeaderSize+len(hb), "ClientHello trusted host "+cfg.TrustedHost)
 
 	typ, payload, err := ReadFrame(s.br, nil)
 	if err != nil {
+		if closedBeforeHello(err) {
+			err = fmt.Errorf("%w: %w", err, ErrClosedBeforeHello)
+		}
 		return fail(fmt.Errorf("waiting for server hello: %w", err))
 	}
 	if typ == FrameHandshakeError {

@@ -492,7 +492,7 @@ func TestClientChecksServer(t *testing.T) {
 		{"unreadable refusal", func(c net.Conn, h *tlipb.ClientHello) {
 			WriteFrame(c, FrameHandshakeError, []byte{0xff})
 		}, "unreadable handshake error"},
-		{"closes at once", func(c net.Conn, h *tlipb.ClientHello) { c.Close() }, "waiting for server hello: EOF"},
+		{"closes at once", func(c net.Conn, h *tlipb.ClientHello) { c.Close() }, "waiting for server hello: EOF: " + ErrClosedBeforeHello.Error()},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -507,6 +507,49 @@ func TestClientChecksServer(t *testing.T) {
 			_, err := Dial(context.Background(), addr, clientConfig())
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("%v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// A server that ends the connection without a word (as a Policy Server at
+// its connection limit does) gives an error the caller can test, which
+// says where to look; a timeout or a refusal with a code does not.
+func TestClientClosedBeforeHello(t *testing.T) {
+	reset := func(c net.Conn) {
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	}
+	tests := []struct {
+		name   string
+		script func(c net.Conn)
+		closed bool
+	}{
+		{"closes before the hello arrives", func(c net.Conn) { c.Close() }, true},
+		{"closes after the hello", func(c net.Conn) { readHello(c); c.Close() }, true},
+		{"resets after the hello", func(c net.Conn) { readHello(c); reset(c) }, true},
+		{"refuses with a code", func(c net.Conn) {
+			readHello(c)
+			b, _ := proto.Marshal(&tlipb.HandshakeError{Code: CodeSecretIncorrect, Message: CodeText(CodeSecretIncorrect)})
+			WriteFrame(c, FrameHandshakeError, b)
+			waitClose(c)
+		}, false},
+		{"says nothing", func(c net.Conn) { waitClose(c) }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := rawServer(t, tt.script)
+			cfg := clientConfig()
+			cfg.HandshakeTimeout = 300 * time.Millisecond
+			_, err := Dial(context.Background(), addr, cfg)
+			if err == nil {
+				t.Fatal("the handshake succeeded")
+			}
+			if errors.Is(err, ErrClosedBeforeHello) != tt.closed {
+				t.Fatalf("errors.Is(%q, ErrClosedBeforeHello) = %v, want %v", err, !tt.closed, tt.closed)
+			}
+			if tt.closed && !strings.Contains(err.Error(), "Connection limit of N exceeded") {
+				t.Errorf("%q does not say what to look for in the server's log", err)
 			}
 		})
 	}

@@ -70,9 +70,11 @@ func LocalDialer(source string) (*net.Dialer, error) {
 }
 
 // Dial connects to addr, resolving lab host names through the recorder's
-// hosts map, and records the attempt. A failed attempt is recorded too (op
-// TCP Connect with the error as note): a bootstrap that skips a server that is
-// down should show that it tried.
+// hosts map only (Hosts.Resolve: a name it lacks is an *UnknownHostError,
+// never a DNS query), and records the attempt. A failed attempt is recorded
+// too (op TCP Connect with the error as note): a bootstrap that skips a
+// server that is down should show that it tried. A name that does not
+// resolve is not recorded: nothing went on the network.
 func (r *Recorder) Dial(ctx context.Context, d *net.Dialer, addr, phase string) (*Conn, error) {
 	return r.DialStep(ctx, d, addr, phase, nil)
 }
@@ -83,7 +85,10 @@ func (r *Recorder) DialStep(ctx context.Context, d *net.Dialer, addr, phase stri
 	if d == nil {
 		d = &net.Dialer{}
 	}
-	resolved := r.Hosts().ResolveAddr(addr)
+	resolved, err := r.Hosts().Resolve(addr)
+	if err != nil {
+		return nil, err
+	}
 	c, err := d.DialContext(ctx, "tcp", resolved)
 	if err != nil {
 		if r != nil {

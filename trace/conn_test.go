@@ -521,3 +521,27 @@ func TestConnIDsAreUnique(t *testing.T) {
 		seen[c.ID()] = true
 	}
 }
+
+// A name no hosts map has is refused before any socket exists: no DNS
+// query (under .invalid an answer is impossible, and a resolver's error
+// would not be an *UnknownHostError), no connect, no event.
+func TestDialUnknownName(t *testing.T) {
+	hosts, err := NewHosts(map[string][]string{"127.0.0.21": {"smps1.shared.lab"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &lineWriter{}
+	for _, rec := range []*Recorder{NewRecorder(w, Options{Hosts: hosts}), NewRecorder(w, Options{}), nil} {
+		c, err := rec.Dial(context.Background(), nil, "smps2.shared.invalid:44443", PhaseBootstrap)
+		var unknown *UnknownHostError
+		if !errors.As(err, &unknown) || unknown.Name != "smps2.shared.invalid" {
+			if c != nil {
+				c.Close()
+			}
+			t.Fatalf("Dial of a name outside the hosts map: %v, want an UnknownHostError", err)
+		}
+	}
+	if evs := w.events(t); len(evs) != 0 {
+		t.Errorf("events %q for a dial that never reached the network", ops(evs))
+	}
+}

@@ -21,7 +21,12 @@ import (
 // An address may carry a port ("127.0.0.1:44001 smps1.shared.lab") for
 // machines without loopback aliases; such an entry names that one socket.
 // A nil *Hosts is valid and knows no name.
+//
+// Names are never looked up anywhere else: a lab's names (smps1.shared.lab)
+// may exist in the machine's DNS as somebody else's hosts, and a lab must
+// not connect to them. Resolve refuses a name the map does not have.
 type Hosts struct {
+	file   string            // the file it was read from, for errors; "" when built
 	byName map[string]string // lower-case name -> IP
 	byIP   map[string]string // IP -> first name
 	byAddr map[string]string // IP:port -> first name
@@ -35,7 +40,7 @@ type hostEntry struct {
 
 // ParseHosts reads a hosts file; errors name the file and line.
 func ParseHosts(file string, data []byte) (*Hosts, error) {
-	h := &Hosts{byName: map[string]string{}, byIP: map[string]string{}, byAddr: map[string]string{}}
+	h := &Hosts{file: file, byName: map[string]string{}, byIP: map[string]string{}, byAddr: map[string]string{}}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	line := 0
 	for sc.Scan() {
@@ -163,17 +168,45 @@ func (h *Hosts) Lookup(name string) (string, bool) {
 	return ip, ok
 }
 
-// ResolveAddr turns "name:port" into "ip:port" when the name is a lab host,
-// and leaves any other address as it is (the system resolver then applies).
-func (h *Hosts) ResolveAddr(hostport string) string {
+// UnknownHostError is a host name that no hosts file maps: agentlab never
+// asks the machine's resolver (DNS) for a name, so the error says which
+// file would have it.
+type UnknownHostError struct {
+	Name string
+	// File is the hosts file that was searched; "" when there was none.
+	File string
+}
+
+func (e *UnknownHostError) Error() string {
+	if e.File == "" {
+		return fmt.Sprintf("%s: not in any hosts file; pass --hosts with the lab's hosts file (a run writes it as %s in its out folder, e.g. out/%s)", e.Name, RunHostsFile, RunHostsFile)
+	}
+	return fmt.Sprintf("%s: not in the hosts file %s (agentlab does not look names up in DNS)", e.Name, e.File)
+}
+
+// Resolve turns "name:port" into "ip:port" through the map. An IP address,
+// or an empty host (":port", every address), is taken as it is; any other
+// name must be in the map, or the error is an *UnknownHostError: the
+// result is always something net.Dial and net.Listen use without a lookup.
+func (h *Hosts) Resolve(hostport string) (string, error) {
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
-		return hostport
+		return "", fmt.Errorf("address %q: %w", hostport, err)
+	}
+	if host == "" {
+		return hostport, nil
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return hostport, nil
 	}
 	if ip, ok := h.Lookup(host); ok {
-		return net.JoinHostPort(ip, port)
+		return net.JoinHostPort(ip, port), nil
 	}
-	return hostport
+	e := &UnknownHostError{Name: host}
+	if h != nil {
+		e.File = h.file
+	}
+	return "", e
 }
 
 // Name gives the lab name of "ip:port", or "" when the map has none.

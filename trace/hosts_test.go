@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -190,24 +191,82 @@ func TestNewHosts(t *testing.T) {
 	}
 }
 
-func TestResolveAddr(t *testing.T) {
-	h, err := ParseHosts("hosts", []byte(goodHosts))
+func TestResolve(t *testing.T) {
+	h, err := loadHostsData(t, goodHosts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tests := []struct{ in, want string }{
-		{"smps1.shared.lab:44443", "127.0.0.21:44443"},
-		{"SMPS1:44443", "127.0.0.21:44443"},
-		{"smps2.shared.lab:44001", "127.0.0.1:44001"},
-		{"six.shared.lab:80", "[::1]:80"},
-		{"example.com:80", "example.com:80"},
-		{"127.0.0.5:80", "127.0.0.5:80"},
-		{"no-port", "no-port"},
-		{"", ""},
+	tests := []struct {
+		in, want string
+		unknown  string // the name an *UnknownHostError names
+		err      string // any other error
+	}{
+		{in: "smps1.shared.lab:44443", want: "127.0.0.21:44443"},
+		{in: "SMPS1:44443", want: "127.0.0.21:44443"},
+		{in: "smps2.shared.lab:44001", want: "127.0.0.1:44001"},
+		{in: "six.shared.lab:80", want: "[::1]:80"},
+		{in: "127.0.0.5:80", want: "127.0.0.5:80"},
+		{in: "[::1]:80", want: "[::1]:80"},
+		{in: ":8080", want: ":8080"},
+		// Names the map lacks are refused, never looked up: .invalid
+		// cannot exist in DNS (RFC 2606), so an answer from DNS is
+		// impossible and a DNS error would not be an *UnknownHostError.
+		{in: "nowhere.invalid:44443", unknown: "nowhere.invalid"},
+		{in: "example.com:80", unknown: "example.com"},
+		{in: "localhost:80", unknown: "localhost"},
+		{in: "no-port", err: `address "no-port"`},
+		{in: "", err: `address ""`},
 	}
 	for _, tc := range tests {
-		if got := h.ResolveAddr(tc.in); got != tc.want {
-			t.Errorf("ResolveAddr(%q) = %q, want %q", tc.in, got, tc.want)
+		got, err := h.Resolve(tc.in)
+		var unknown *UnknownHostError
+		switch {
+		case tc.unknown != "":
+			if !errors.As(err, &unknown) || unknown.Name != tc.unknown || unknown.File != h.file {
+				t.Errorf("Resolve(%q) = %q, %v; want an UnknownHostError for %s in %s", tc.in, got, err, tc.unknown, h.file)
+			} else if !strings.Contains(err.Error(), h.file) {
+				t.Errorf("Resolve(%q): %q does not name the hosts file", tc.in, err)
+			}
+		case tc.err != "":
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("Resolve(%q) = %q, %v; want an error with %q", tc.in, got, err, tc.err)
+			}
+		case err != nil || got != tc.want:
+			t.Errorf("Resolve(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+// loadHostsData writes data as a hosts file and loads it, so that the map
+// knows its file as a lab's does.
+func loadHostsData(t *testing.T, data string) (*Hosts, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), RunHostsFile)
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return LoadHosts(path)
+}
+
+// With no hosts file at all, only addresses resolve, and the error says
+// which flag gives the file.
+func TestResolveWithoutHostsFile(t *testing.T) {
+	var none *Hosts
+	built, err := NewHosts(map[string][]string{"127.0.0.21": {"smps1.shared.lab"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []*Hosts{none, built} {
+		if got, err := h.Resolve("127.0.0.9:1"); err != nil || got != "127.0.0.9:1" {
+			t.Errorf("Resolve of an address = %q, %v", got, err)
+		}
+		_, err := h.Resolve("smps2.shared.lab:44443")
+		var unknown *UnknownHostError
+		if !errors.As(err, &unknown) || unknown.File != "" {
+			t.Fatalf("Resolve of an unknown name: %v, want an UnknownHostError with no file", err)
+		}
+		if want := "smps2.shared.lab: not in any hosts file; pass --hosts"; !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("error %q, want it to start %q", err, want)
 		}
 	}
 }
@@ -220,8 +279,8 @@ func TestNilHosts(t *testing.T) {
 	if h.Name("127.0.0.1:1") != "" {
 		t.Error("nil Hosts names an address")
 	}
-	if h.ResolveAddr("x:1") != "x:1" {
-		t.Error("nil Hosts rewrote an address")
+	if _, err := h.Resolve("x:1"); err == nil {
+		t.Error("nil Hosts resolved a name")
 	}
 	if h.Bytes() != nil {
 		t.Error("nil Hosts has bytes")
@@ -254,7 +313,12 @@ func FuzzParseHosts(f *testing.F) {
 				t.Fatalf("Lookup(%q) = %q, %v", e.names[0], ip, ok)
 			}
 			h.Name(e.addr)
-			h.ResolveAddr(e.names[0] + ":1")
+			// A name in the map is never unknown (a name like "[x" may
+			// still not split as host:port).
+			var unknown *UnknownHostError
+			if _, err := h.Resolve(e.names[0] + ":1"); errors.As(err, &unknown) {
+				t.Fatalf("Resolve(%q): %v", e.names[0], err)
+			}
 		}
 	})
 }

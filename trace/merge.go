@@ -51,6 +51,27 @@ func ReadFile(path string) ([]Event, error) {
 	return ReadEvents(path, f)
 }
 
+// FirstEvent reads the first event of a trace file, which names its
+// process (Proc, PID, Role); ok is false while the file has none.
+func FirstEvent(path string) (e Event, ok bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Event{}, false, err
+	}
+	defer f.Close()
+	b, err := bufio.NewReader(f).ReadBytes('\n')
+	if errors.Is(err, io.EOF) {
+		return Event{}, false, nil // empty, or its first line still being written
+	}
+	if err != nil {
+		return Event{}, false, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := json.Unmarshal(b, &e); err != nil {
+		return Event{}, false, fmt.Errorf("%s:1: %v", path, err)
+	}
+	return e, true, nil
+}
+
 // Merge reads every per-process trace in dir (*.trace.jsonl) and returns
 // their events in time order; events with the same time keep their order
 // within their file.

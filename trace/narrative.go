@@ -101,14 +101,14 @@ type narrator struct {
 }
 
 type narrProc struct {
-	proc  string
-	pid   int
+	proc string
+	pid  int
 	// deaths are the indices of its Process Exit, when it died (at most
 	// one: a pid dies once).
 	deaths []int
-	conns []*narrConn
-	byID  map[string]*narrConn
-	fails []*narrFail
+	conns  []*narrConn
+	byID   map[string]*narrConn
+	fails  []*narrFail
 	// traffic holds, per server, the indices of the events that are not a
 	// connection's end: ends with none of these between them are one step.
 	traffic map[string][]int

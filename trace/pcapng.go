@@ -87,9 +87,22 @@ func WritePcapng(w io.Writer, evs []Event, hosts *Hosts) error {
 	return pw.err
 }
 
-// RunHostsFile is the name of the hosts file a run keeps next to its
-// trace.jsonl: the lab's names for the addresses in the trace.
+// RunHostsFile is the name of the hosts file a run keeps in its out
+// folder, next to its trace.jsonl and its WebAgent.conf: the lab's names
+// for the addresses in the trace, and the only way its names resolve.
 const RunHostsFile = "hosts"
+
+// RunHostsNextTo is the RunHostsFile in file's folder, or "" when there is
+// none: commands given a run's file use the run's names without a flag.
+func RunHostsNextTo(file string) (string, error) {
+	p := filepath.Join(filepath.Dir(file), RunHostsFile)
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("hosts file: %w", err)
+	}
+	return "", nil
+}
 
 // PcapngFromFile renders the trace file tracePath as the pcapng file out.
 // With hostsFile "" the hosts file next to the trace names the addresses
@@ -113,15 +126,10 @@ func PcapngFromFile(tracePath, hostsFile, out string) error {
 // trace at tracePath; nil when there is none.
 func runHosts(tracePath, hostsFile string) (*Hosts, error) {
 	if hostsFile == "" {
-		p := filepath.Join(filepath.Dir(tracePath), RunHostsFile)
-		if _, err := os.Stat(p); err == nil {
-			hostsFile = p
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("hosts file: %w", err)
+		var err error
+		if hostsFile, err = RunHostsNextTo(tracePath); err != nil || hostsFile == "" {
+			return nil, err
 		}
-	}
-	if hostsFile == "" {
-		return nil, nil
 	}
 	return LoadHosts(hostsFile)
 }

@@ -278,8 +278,8 @@ func TestRecorderNilWriter(t *testing.T) {
 	if r.Err() != nil || r.Close() != nil {
 		t.Error("a recorder with no writer reports an error")
 	}
-	if got := r.Hosts().ResolveAddr("smps1.shared.lab:44443"); got != "127.0.0.21:44443" {
-		t.Errorf("ResolveAddr = %q", got)
+	if got, err := r.Hosts().Resolve("smps1.shared.lab:44443"); err != nil || got != "127.0.0.21:44443" {
+		t.Errorf("Resolve = %q, %v", got, err)
 	}
 }
 

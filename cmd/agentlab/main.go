@@ -12,9 +12,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/alecthomas/kong"
-
 	"github.com/agentlab/agentlab/bootstrap"
+	"github.com/agentlab/agentlab/cmdline"
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/lab"
 	"github.com/agentlab/agentlab/trace"
@@ -25,11 +24,7 @@ type confCheckCmd struct {
 }
 
 func (c *confCheckCmd) Run() error {
-	hostID, err := conf.HostIdentity()
-	if err != nil {
-		return err
-	}
-	res, err := conf.Check(c.File, hostID)
+	res, err := conf.Check(c.File)
 	if err != nil {
 		return err
 	}
@@ -39,17 +34,13 @@ func (c *confCheckCmd) Run() error {
 
 type probeCmd struct {
 	File    string        `arg:"" help:"WebAgent.conf of the agent to check." type:"path"`
-	Hosts   string        `help:"The lab's hosts file, to resolve lab host names." type:"path"`
+	Hosts   string        `help:"The lab's hosts file, to resolve lab host names (default: the hosts file next to the WebAgent.conf, as in a run's out folder)." type:"path"`
 	Trace   string        `help:"Folder for this process's socket trace." type:"path"`
 	Source  string        `help:"Local IP address to connect from (the agent host's lab address)."`
 	Timeout time.Duration `help:"Give up after this long." default:"30s"`
 }
 
 func (c *probeCmd) Run(ctx context.Context) error {
-	hostID, err := conf.HostIdentity()
-	if err != nil {
-		return err
-	}
 	wa, err := conf.ReadWebAgent(c.File)
 	if err != nil {
 		return err
@@ -57,6 +48,17 @@ func (c *probeCmd) Run(ctx context.Context) error {
 	sm, err := conf.ReadSmHost(wa.HostConfigFile)
 	if err != nil {
 		return err
+	}
+	// A run's out folder says which lab host its files belong to and
+	// holds the hosts file: probe them as they are.
+	id, err := conf.IdentityFor(wa.HostConfigFile)
+	if err != nil {
+		return err
+	}
+	if c.Hosts == "" {
+		if c.Hosts, err = trace.RunHostsNextTo(c.File); err != nil {
+			return err
+		}
 	}
 	rec, err := trace.Open(c.Trace, c.Hosts, c.Source, trace.Options{Proc: "agentlab", Role: "probe", Payload: true})
 	if err != nil {
@@ -69,7 +71,7 @@ func (c *probeCmd) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
-	res, err := bootstrap.Probe(ctx, bootstrap.Config{SmHost: sm, HostID: hostID, Recorder: rec, Dialer: dialer}, wa.AgentConfigObject)
+	res, err := bootstrap.Probe(ctx, bootstrap.Config{SmHost: sm, HostID: id.ID, Recorder: rec, Dialer: dialer}, wa.AgentConfigObject)
 	if res != nil {
 		fmt.Print(res)
 	}
@@ -89,7 +91,7 @@ type runCmd struct {
 	MPM          string        `help:"Apache model: prefork (one request at a time per child) or worker (many). Default: the lab's, or prefork."`
 	MaxRequests  int           `name:"max-requests-per-child" help:"Apache model: recycle a child after this many requests (0: never), like MaxConnectionsPerChild."`
 	ACOFromLLAWP bool          `name:"aco-from-llawp" help:"Apache model: children take the ACO from the LLAWP instead of the Policy Server."`
-	Rows         int           `help:"Process Monitor rows to print (the start-up comes first; report.html has them all); -1 for every row." default:"400"`
+	Rows         int           `help:"Process Monitor rows to print (the start-up comes first; report.html has them all); --rows -1 for every row." default:"400"`
 	HealthPoll   time.Duration `name:"health-poll" help:"How often the agents look for Policy Servers that came back (default: the lab's, or the vendor's 30s)."`
 	AgentCache   string        `name:"agent-cache" placeholder:"on|off" help:"Turn the agent cache on or off in the web server's ACO: on, only the first load of a page asks IsProtected (the seed's use case a); off, every page load does (use case b). Default: the lab's (off in the seed lab)."`
 	Hold         bool          `help:"Keep the lab up after the workload, until Ctrl-C, to browse it."`
@@ -111,17 +113,35 @@ func (f procmonFilterFlags) filter() trace.ProcmonFilter {
 	return trace.ProcmonFilter{Include: f.Include, Exclude: f.Exclude}
 }
 
-func (c *runCmd) Run(ctx context.Context) error {
-	if c.Requests < 0 || c.Duration < 0 || c.Rate < 0 || c.Concurrency < 0 {
+// Validate makes a bad value a usage error (exit 2), found before anything
+// starts.
+func (c *runCmd) Validate() error {
+	switch {
+	case c.Requests < 0 || c.Duration < 0 || c.Rate < 0 || c.Concurrency < 0:
 		return fmt.Errorf("--requests, --duration, --rate and --concurrency must not be negative")
+	case c.Model != "" && c.Model != "iis" && c.Model != "apache":
+		return fmt.Errorf("--model %q: want iis or apache", c.Model)
+	case c.MPM != "" && c.MPM != "prefork" && c.MPM != "worker":
+		return fmt.Errorf("--mpm %q: want prefork or worker", c.MPM)
+	case c.Workers < 0 || c.MaxRequests < 0:
+		return fmt.Errorf("--workers and --max-requests-per-child must not be negative")
+	case c.HealthPoll < 0:
+		return fmt.Errorf("--health-poll %v: must not be negative", c.HealthPoll)
+	case c.Poll < 0:
+		return fmt.Errorf("--poll %v: must not be negative", c.Poll)
 	}
+	if err := lab.CheckAgentCache(c.AgentCache); err != nil {
+		return fmt.Errorf("--agent-cache %w", err)
+	}
+	return nil
+}
+
+func (c *runCmd) Run(ctx context.Context) error {
 	l, err := lab.Open(c.Lab)
 	if err != nil {
 		return err
 	}
-	if err := c.apply(&l.WebServer); err != nil {
-		return err
-	}
+	c.apply(&l.WebServer)
 	if c.Bin, err = binDir(c.Bin); err != nil {
 		return err
 	}
@@ -142,24 +162,14 @@ func (c *runCmd) Run(ctx context.Context) error {
 	return err
 }
 
-// apply overrides the lab's web server with the flags that were given.
-func (c *runCmd) apply(w *lab.WebServer) error {
-	switch c.Model {
-	case "":
-	case "iis", "apache":
+// apply overrides the lab's web server with the flags that were given
+// (Validate has checked them).
+func (c *runCmd) apply(w *lab.WebServer) {
+	if c.Model != "" {
 		w.Model = c.Model
-	default:
-		return fmt.Errorf("--model %q: want iis or apache", c.Model)
 	}
-	switch c.MPM {
-	case "":
-	case "prefork", "worker":
+	if c.MPM != "" {
 		w.MPM = c.MPM
-	default:
-		return fmt.Errorf("--mpm %q: want prefork or worker", c.MPM)
-	}
-	if c.Workers < 0 || c.MaxRequests < 0 {
-		return fmt.Errorf("--workers and --max-requests-per-child must not be negative")
 	}
 	if c.Workers > 0 {
 		w.Workers = c.Workers
@@ -170,14 +180,8 @@ func (c *runCmd) apply(w *lab.WebServer) error {
 	if c.ACOFromLLAWP {
 		w.ACOFromLLAWP = true
 	}
-	if c.HealthPoll < 0 {
-		return fmt.Errorf("--health-poll %v: must not be negative", c.HealthPoll)
-	}
 	if c.HealthPoll > 0 {
 		w.HealthPoll = lab.Duration(c.HealthPoll)
-	}
-	if err := lab.CheckAgentCache(c.AgentCache); err != nil {
-		return fmt.Errorf("--agent-cache %w", err)
 	}
 	if c.AgentCache != "" {
 		w.AgentCache = c.AgentCache
@@ -185,7 +189,6 @@ func (c *runCmd) apply(w *lab.WebServer) error {
 	if w.Model == "apache" && w.Workers == 0 {
 		w.Workers = 3
 	}
-	return nil
 }
 
 type compareCmd struct {
@@ -200,13 +203,17 @@ type compareCmd struct {
 	Bin         string        `help:"Folder with the smps, smreghost, hla, llawp and agentlab binaries (default: this program's folder)." type:"path"`
 }
 
+func (c *compareCmd) Validate() error {
+	if c.Workers < 1 || c.Requests < 1 || c.Concurrency < 1 || c.MaxRequests < 0 || c.Poll <= 0 {
+		return fmt.Errorf("--workers, --requests, --concurrency and --poll must be positive, --max-requests-per-child not negative")
+	}
+	return nil
+}
+
 func (c *compareCmd) Run(ctx context.Context) error {
 	l, err := lab.Open(c.Lab)
 	if err != nil {
 		return err
-	}
-	if c.Workers < 1 || c.Requests < 1 || c.Concurrency < 1 || c.MaxRequests < 0 || c.Poll <= 0 {
-		return fmt.Errorf("--workers, --requests, --concurrency and --poll must be positive, --max-requests-per-child not negative")
 	}
 	if c.Bin, err = binDir(c.Bin); err != nil {
 		return err
@@ -304,16 +311,18 @@ type cli struct {
 	} `cmd:"" help:"Vendor configuration files."`
 }
 
+var program = cmdline.Program{
+	Name:    "agentlab",
+	Summary: "runs and inspects labs of a multi-process emulator of a SiteMinder-style Web Agent and its Policy Servers",
+}
+
 func main() {
 	var c cli
-	k := kong.Parse(&c, kong.Name("agentlab"),
-		kong.Description("A multi-process emulator of a SiteMinder-style Web Agent and its Policy Servers."),
-		kong.UsageOnError())
+	kctx := program.Main(&c, os.Args[1:])
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	k.BindTo(ctx, (*context.Context)(nil))
-	if err := k.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "agentlab:", err)
-		os.Exit(1)
-	}
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	err := kctx.Run()
+	stop()
+	program.Exit(err)
 }

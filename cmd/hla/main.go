@@ -8,135 +8,160 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/rs/zerolog"
 
+	"github.com/agentlab/agentlab/cmdline"
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/hla"
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/logging"
 	"github.com/agentlab/agentlab/notice"
+	"github.com/agentlab/agentlab/procname"
 	"github.com/agentlab/agentlab/trace"
 )
 
-func main() {
-	if err := mainErr(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "hla:", err)
-		os.Exit(1)
-	}
+// hlaCmd is the command line. The Apache model's parent starts its
+// children with the same arguments.
+type hlaCmd struct {
+	WebAgent     string        `name:"webagent" default:"WebAgent.conf" placeholder:"FILE" help:"The web server instance's WebAgent.conf."`
+	Listen       string        `default:"127.0.0.1:8080" placeholder:"ADDR" help:"HTTP address to serve on (a name must be in --hosts)."`
+	Model        string        `default:"iis" enum:"iis,apache" help:"Process model: iis (one w3wp.exe) or apache (an httpd parent and its children)."`
+	ProcName     string        `placeholder:"NAME" help:"Process name in traces, logs and the system's process list (default: w3wp.exe, or httpd for apache)."`
+	Workers      int           `default:"3" placeholder:"N" help:"Apache: number of httpd children."`
+	MPM          string        `name:"mpm" default:"prefork" enum:"prefork,worker" help:"Apache: prefork (one request at a time per child) or worker (many goroutines over one pool)."`
+	MaxRequests  int           `name:"max-requests-per-child" placeholder:"N" help:"Apache: a child exits after this many HTTP requests and a new one starts (0: never), like MaxConnectionsPerChild."`
+	ACOFromLLAWP bool          `name:"aco-from-llawp" help:"Apache: children take the ACO from the LLAWP, not from a Policy Server."`
+	LLAWP        string        `name:"llawp" placeholder:"FILE" help:"The llawp binary (default: next to this one)."`
+	Out          string        `default:"." placeholder:"DIR" help:"Folder for the logs (this process's, and the LLAWP's WA.log)."`
+	Trace        string        `placeholder:"DIR" help:"Folder for the socket traces."`
+	TracePayload bool          `help:"Keep the bytes of each send and receive in the trace."`
+	Hosts        string        `placeholder:"FILE" help:"The lab's hosts file: resolves and names the lab's hosts."`
+	Source       string        `placeholder:"IP" help:"Local IP address to connect from (the web server host's lab address)."`
+	Poll         time.Duration `help:"Override the ACO's PSPollInterval (labs)."`
+	HealthPoll   time.Duration `help:"How often the agent retries Policy Servers that are down (0: 30s; negative: never), here and in the LLAWP."`
+	LLAWPLinger  time.Duration `name:"llawp-linger" help:"How long the LLAWP lingers with no worker (0: its default)."`
+	Upstream     string        `placeholder:"URL" help:"Application URL behind the agent (default: the built-in site)."`
+	// WAS's rapid-fail protection (IIS model).
+	RapidFailCrashes  int           `name:"rapid-fail-crashes" placeholder:"N" help:"IIS: worker failures within --rapid-fail-interval that make WAS stop the application pool and answer 503 (0: IIS's 5; negative: never)."`
+	RapidFailInterval time.Duration `name:"rapid-fail-interval" help:"IIS: the window of rapid-fail protection (0: IIS's 5m)."`
 }
 
-func mainErr(args []string) error {
-	fs := flag.NewFlagSet("hla", flag.ContinueOnError)
-	webagent := fs.String("webagent", "WebAgent.conf", "the web server instance's WebAgent.conf")
-	listen := fs.String("listen", "127.0.0.1:8080", "HTTP address to serve on")
-	model := fs.String("model", "iis", "process model: iis or apache")
-	procName := fs.String("proc-name", "", "process name in traces and logs (default: w3wp.exe, or httpd for apache)")
-	workers := fs.Int("workers", 3, "apache: number of httpd children")
-	mpm := fs.String("mpm", "prefork", "apache: prefork (one request at a time per child) or worker (many goroutines over one pool)")
-	maxRequests := fs.Int("max-requests-per-child", 0, "apache: a child exits after this many HTTP requests and a new one starts (0: never), like MaxConnectionsPerChild")
-	acoFromLLAWP := fs.Bool("aco-from-llawp", false, "apache: children take the ACO from the LLAWP, not from a Policy Server")
-	llawpPath := fs.String("llawp", "", "the llawp binary (default: next to this one)")
-	out := fs.String("out", ".", "folder for the logs (this process's, and the LLAWP's WA.log)")
-	traceDir := fs.String("trace", "", "folder for the socket traces")
-	payload := fs.Bool("trace-payload", false, "keep the bytes of each send and receive in the trace")
-	hostsFile := fs.String("hosts", "", "the lab's hosts file")
-	source := fs.String("source", "", "local IP address to connect from (the web server host's lab address)")
-	poll := fs.Duration("poll", 0, "override the ACO's PSPollInterval (labs)")
-	healthPoll := fs.Duration("health-poll", 0, "how often the agent retries Policy Servers that are down (0: 30s; negative: never), here and in the LLAWP")
-	linger := fs.Duration("llawp-linger", 0, "how long the LLAWP lingers with no worker (0: its default)")
-	upstream := fs.String("upstream", "", "application URL behind the agent (default: the built-in site)")
-	rapidFailCrashes := fs.Int("rapid-fail-crashes", 0, "iis: worker failures within --rapid-fail-interval that make WAS stop the application pool (0: IIS's 5; negative: never)")
-	rapidFailInterval := fs.Duration("rapid-fail-interval", 0, "iis: the window of rapid-fail protection (0: IIS's 5m)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	apacheOnly := map[string]bool{"workers": true, "mpm": true, "max-requests-per-child": true, "aco-from-llawp": true}
+// apacheOnly are the flags that mean nothing to the IIS model.
+var apacheOnly = []string{"workers", "mpm", "max-requests-per-child", "aco-from-llawp"}
+
+func (c *hlaCmd) Validate(kctx *kong.Context) error {
 	var misused []string
-	fs.Visit(func(f *flag.Flag) {
-		if apacheOnly[f.Name] && *model != "apache" {
-			misused = append(misused, "--"+f.Name)
+	for _, el := range kctx.Path {
+		if el.Flag != nil && slices.Contains(apacheOnly, el.Flag.Name) && c.Model != "apache" {
+			misused = append(misused, "--"+el.Flag.Name)
 		}
-	})
+	}
 	switch {
-	case *model != "iis" && *model != "apache":
-		return fmt.Errorf("--model %q: want iis or apache", *model)
 	case len(misused) > 0:
 		return fmt.Errorf("%s: only for --model apache", strings.Join(misused, ", "))
-	case *mpm != "prefork" && *mpm != "worker":
-		return fmt.Errorf("--mpm %q: want prefork or worker", *mpm)
-	case *workers < 1:
-		return fmt.Errorf("--workers %d: want at least 1", *workers)
-	case *maxRequests < 0:
-		return fmt.Errorf("--max-requests-per-child %d: must not be negative", *maxRequests)
+	case c.Workers < 1:
+		return fmt.Errorf("--workers %d: want at least 1", c.Workers)
+	case c.MaxRequests < 0:
+		return fmt.Errorf("--max-requests-per-child %d: must not be negative", c.MaxRequests)
 	}
+	if c.ProcName != "" {
+		if err := procname.Check(c.ProcName); err != nil {
+			return fmt.Errorf("--proc-name: %w", err)
+		}
+	}
+	if c.Upstream != "" {
+		if u, err := url.Parse(c.Upstream); err != nil || u.Scheme == "" || u.Host == "" {
+			return fmt.Errorf("--upstream %q: want an absolute URL such as http://127.0.0.1:9000", c.Upstream)
+		}
+	}
+	return nil
+}
+
+var program = cmdline.Program{
+	Name:    "hla",
+	Summary: "a web server with the high-level agent: w3wp.exe (IIS model) or httpd and its children (Apache model)",
+	Detail: "It bootstraps, pools its sockets to the Policy Servers, serves HTTP through the agent and launches the LLAWP through go-plugin. " +
+		"Prints \"hla: serving http://ADDR\" once it serves; stops on SIGTERM or Ctrl-C.",
+}
+
+func main() {
+	var c hlaCmd
+	program.Main(&c, os.Args[1:])
+	program.Exit(c.run(os.Args[1:]))
+}
+
+func (c *hlaCmd) run(args []string) error {
 	in, child, err := hla.Inherit()
 	if err != nil {
 		return err
 	}
-	role := hla.RoleWorker
-	switch {
-	case *model == hla.ModelApache && !child:
-		role = hla.RoleHTTPDParent
-		fallthrough
-	case *model == hla.ModelApache:
-		if *procName == "" {
-			*procName = hla.ProcHTTPD
+	names := procname.Model(c.Model)
+	// The lab starts the parent (WAS in svchost.exe, or the httpd
+	// parent), which starts the workers: this same binary, marked as a
+	// child.
+	role, procName := hla.RoleWorker, cmp.Or(c.ProcName, names.Worker)
+	if !child {
+		role, procName = hla.RoleWAS, names.Parent
+		if c.Model == hla.ModelApache {
+			role = hla.RoleHTTPDParent
 		}
-	case !child:
-		role = hla.RoleWAS
-		if *procName == "" {
-			*procName = hla.ProcWAS
-		}
-	case *procName == "":
-		*procName = hla.ProcW3WP
 	}
-	parent := role == hla.RoleHTTPDParent || role == hla.RoleWAS
+	parent := !child
+	if err := procname.Set(procName); err != nil {
+		return err
+	}
 	var up *url.URL
-	if *upstream != "" {
-		u, err := url.Parse(*upstream)
-		if err != nil || u.Scheme == "" || u.Host == "" {
-			return fmt.Errorf("--upstream %q: want an absolute URL such as http://127.0.0.1:9000", *upstream)
-		}
-		up = u
+	if c.Upstream != "" {
+		up, _ = url.Parse(c.Upstream) // checked by Validate
 	}
-	if *llawpPath == "" {
+	llawpPath := c.LLAWP
+	if llawpPath == "" {
 		exe, err := os.Executable()
 		if err != nil {
 			return err
 		}
-		*llawpPath = filepath.Join(filepath.Dir(exe), "llawp")
+		llawpPath = filepath.Join(filepath.Dir(exe), "llawp")
 	}
 	hostID, err := conf.HostIdentity()
 	if err != nil {
 		return err
 	}
-	dialer, err := trace.LocalDialer(*source)
+	dialer, err := trace.LocalDialer(c.Source)
 	if err != nil {
 		return fmt.Errorf("--source: %w", err)
 	}
 	// A parent opens no socket of its own to a Policy Server: its trace
 	// holds the processes it started and reaped.
-	rec, err := trace.Open(*traceDir, *hostsFile, *source, trace.Options{Proc: *procName, Role: role, Payload: *payload})
+	rec, err := trace.Open(c.Trace, c.Hosts, c.Source, trace.Options{Proc: procName, Role: role, Payload: c.TracePayload})
 	if err != nil {
 		return err
 	}
 	defer rec.Close()
-	if err := os.MkdirAll(*out, 0o755); err != nil {
+	// A name, never looked up in DNS: the lab's hosts file has it or it
+	// is an error.
+	listen, err := rec.Hosts().Resolve(c.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	if err := os.MkdirAll(c.Out, 0o755); err != nil {
 		return err
 	}
-	base := filepath.Join(*out, fmt.Sprintf("%s-%d", *procName, os.Getpid()))
+	base := filepath.Join(c.Out, fmt.Sprintf("%s-%d", procName, os.Getpid()))
 	// The worker's records go to its own file and, through the LLAWP, to WA.log.
 	fwd := ipc.NewLogForwarder(0)
 	var fwdW io.Writer = fwd
@@ -145,43 +170,27 @@ func mainErr(args []string) error {
 		// to WA.log; its own file and stderr are enough.
 		fwdW = nil
 	}
-	log, err := logging.New(logging.Options{Proc: *procName, Role: role, File: base + ".log", JSON: fwdW, Append: true, Level: zerolog.InfoLevel})
+	log, err := logging.New(logging.Options{Proc: procName, Role: role, File: base + ".log", JSON: fwdW, Append: true, Level: zerolog.InfoLevel})
 	if err != nil {
 		return err
 	}
 	defer log.Close()
 
-	llawpName := hla.ProcLLAWPIIS
-	if *model == hla.ModelApache {
-		llawpName = hla.ProcLLAWPApache
+	llawpFlags := ipc.LLAWPFlags{
+		WebAgent: c.WebAgent, Out: c.Out, ProcName: names.LLAWP, Hosts: c.Hosts, Source: c.Source,
+		HealthPoll: c.HealthPoll, Linger: c.LLAWPLinger,
 	}
-	llawpArgs := []string{"--webagent", *webagent, "--out", *out, "--proc-name", llawpName}
-	if *traceDir != "" {
-		llawpArgs = append(llawpArgs, "--trace", *traceDir)
-		if *payload {
-			llawpArgs = append(llawpArgs, "--trace-payload")
-		}
+	if c.Trace != "" {
+		llawpFlags.Trace, llawpFlags.TracePayload = c.Trace, c.TracePayload
 	}
-	if *hostsFile != "" {
-		llawpArgs = append(llawpArgs, "--hosts", *hostsFile)
+	if c.Poll > 0 {
+		llawpFlags.Poll = c.Poll
 	}
-	if *source != "" {
-		llawpArgs = append(llawpArgs, "--source", *source)
-	}
-	if *poll > 0 {
-		llawpArgs = append(llawpArgs, "--poll", poll.String())
-	}
-	if *healthPoll != 0 {
-		llawpArgs = append(llawpArgs, "--health-poll", healthPoll.String())
-	}
-	switch {
-	case *linger > 0:
-		llawpArgs = append(llawpArgs, "--linger", linger.String())
-	case *model == "apache":
+	if c.LLAWPLinger <= 0 && c.Model == "apache" {
 		// The parent owns the LLAWP and stops it at shutdown; a lull with
 		// no child registered (all recycling at once) must not end it, or
 		// the children still running would hold a dead reattach config.
-		llawpArgs = append(llawpArgs, "--linger", "-1ns")
+		llawpFlags.Linger = -time.Nanosecond
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -192,16 +201,16 @@ func mainErr(args []string) error {
 	ready := func(addr string) {
 		say(notice.Notice{Prog: notice.ProgHLA, Kind: notice.Serving, Addr: "http://" + addr})
 	}
-	llawp := hla.LLAWPConfig{Name: llawpName, Path: *llawpPath, Args: llawpArgs, Stderr: os.Stderr}
+	llawp := hla.LLAWPConfig{Path: llawpPath, Name: names.LLAWP, Args: llawpFlags.Args(), Stderr: os.Stderr}
 	worker := hla.ProcessConfig{
-		WebAgent: *webagent, Listen: *listen, HostID: hostID, Recorder: rec, Dialer: dialer,
-		ProcName: *procName, Log: log.Logger, Forwarder: fwd, Upstream: up, LLAWP: llawp, Ready: ready,
-		HealthPoll: *healthPoll,
+		WebAgent: c.WebAgent, Listen: listen, HostID: hostID, Recorder: rec, Dialer: dialer,
+		ProcName: procName, Log: log.Logger, Forwarder: fwd, Upstream: up, LLAWP: llawp, Ready: ready,
+		HealthPoll: c.HealthPoll,
 	}
 	switch {
-	case child && *model == hla.ModelApache:
+	case child && c.Model == hla.ModelApache:
 		worker.Ready = nil // the parent says when the web server serves
-		worker.ACOFromLLAWP, worker.Prefork, worker.MaxRequests = *acoFromLLAWP, *mpm == "prefork", *maxRequests
+		worker.ACOFromLLAWP, worker.Prefork, worker.MaxRequests = c.ACOFromLLAWP, c.MPM == "prefork", c.MaxRequests
 		err = hla.RunApacheChild(ctx, worker, in)
 	case child:
 		err = hla.RunIISChild(ctx, worker, in)
@@ -211,14 +220,13 @@ func mainErr(args []string) error {
 			return xerr
 		}
 		pc := hla.ParentConfig{
-			WebAgent: *webagent, Listen: *listen, Workers: *workers, Log: log.Logger, LLAWP: llawp, Stderr: os.Stderr, Ready: ready,
-			Child: hla.ChildCommand{Path: self, Args: args}, Recorder: rec, Notify: say,
-			RapidFail: hla.RapidFail{MaxCrashes: *rapidFailCrashes, Interval: *rapidFailInterval},
+			WebAgent: c.WebAgent, Listen: listen, Workers: c.Workers, Log: log.Logger, LLAWP: llawp, Stderr: os.Stderr, Ready: ready,
+			Child: hla.ChildCommand{Path: self, Name: names.Worker, Args: args}, Recorder: rec, Notify: say,
+			RapidFail: hla.RapidFail{MaxCrashes: c.RapidFailCrashes, Interval: c.RapidFailInterval},
 		}
-		if *model == hla.ModelApache {
+		if c.Model == hla.ModelApache {
 			err = hla.RunApache(ctx, pc)
 		} else {
-			pc.Workers = 1
 			err = hla.RunWAS(ctx, pc)
 		}
 	}

@@ -10,27 +10,61 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/alecthomas/kong"
 	"github.com/rs/zerolog"
 
+	"github.com/agentlab/agentlab/cmdline"
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/llawp"
+	"github.com/agentlab/agentlab/procname"
 	"github.com/agentlab/agentlab/trace"
 )
 
+// llawpCmd is the command line, defined with the owner that passes it.
+type llawpCmd struct {
+	ipc.LLAWPFlags
+}
+
+func (c *llawpCmd) Validate() error {
+	if c.Poll < 0 {
+		return fmt.Errorf("--poll %v: must not be negative", c.Poll)
+	}
+	if c.ProcName != "" {
+		if err := procname.Check(c.ProcName); err != nil {
+			return fmt.Errorf("--proc-name: %w", err)
+		}
+	}
+	return nil
+}
+
+var program = cmdline.Program{
+	Name:    "llawp",
+	Summary: "the low-level agent worker process (LLAWP), started by the web server through go-plugin, never by hand",
+	Detail: "It bootstraps and opens its own sockets to the Policy Servers, writes WA.log and WATrace.log, polls DoManagement " +
+		"and relays the commands to the web server's workers; it exits when its owner stops it, dies, or leaves it without workers for the linger time.",
+	Options: []kong.Option{kong.Vars{
+		"default_linger":    llawp.DefaultLinger.String(),
+		"default_proc_name": llawp.DefaultProcName,
+	}},
+}
+
 func main() {
+	// Parsed first: --help and a usage error answer the same whoever runs it.
+	var c llawpCmd
+	program.Main(&c, os.Args[1:])
 	if !ipc.LaunchedByOwner() {
 		fmt.Fprintln(os.Stderr, ipc.NotLaunchedMessage)
-		os.Exit(1)
+		os.Exit(cmdline.ExitRuntime)
 	}
 	// Standard error leads to the owner, which may die first: a write
 	// there must fail, not kill the LLAWP with SIGPIPE before it has said
@@ -39,55 +73,32 @@ func main() {
 	// go-plugin's Serve swaps os.Stderr for a pipe of its own; the real one
 	// is what the owner reads and parses as hclog JSON lines.
 	stderr := ipc.PluginStderr(os.Stderr)
-	if err := mainErr(os.Args[1:], stderr); err != nil {
+	if err := c.run(stderr); err != nil {
 		// Run has told most of its errors in the agent log, whose warnings
 		// and errors reach stderr already.
 		if !errors.As(err, new(*llawp.LoggedError)) {
-			l := zerolog.New(stderr).With().Timestamp().Str("proc", "LLAWP.exe").Int("pid", os.Getpid()).Logger()
+			name := cmp.Or(c.ProcName, llawp.DefaultProcName)
+			l := zerolog.New(stderr).With().Timestamp().Str("proc", name).Int("pid", os.Getpid()).Logger()
 			l.Error().Msg(err.Error())
 		}
-		os.Exit(1)
+		os.Exit(cmdline.ExitRuntime)
 	}
 }
 
-func mainErr(args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("llawp", flag.ContinueOnError)
-	fs.SetOutput(os.Stderr)
-	webAgent := fs.String("webagent", "", "WebAgent.conf of this web server instance (required)")
-	out := fs.String("out", ".", "folder for the agent log and trace log (WA.log, WATrace.log)")
-	traceDir := fs.String("trace", "", "folder for this process's socket trace")
-	payload := fs.Bool("trace-payload", false, "keep the bytes of each send and receive in the socket trace")
-	hostsFile := fs.String("hosts", "", "the lab's hosts file: resolves and names the lab's hosts")
-	source := fs.String("source", "", "local IP address to connect from (the web server host's lab address)")
-	poll := fs.Duration("poll", 0, "DoManagement poll period; 0 takes the ACO's PSPollInterval")
-	healthPoll := fs.Duration("health-poll", 0, "how often to retry Policy Servers that are down (0: 30s; negative: never)")
-	linger := fs.Duration("linger", llawp.DefaultLinger, "how long to stay up with no worker registered; negative: forever")
-	procName := fs.String("proc-name", llawp.DefaultProcName, "process name in logs and traces")
-	agentName := fs.String("agent-name", "", "agent name for DoManagement; empty takes the ACO's DefaultAgentName")
-	agentTrace := fs.Bool("agent-trace", false, "write the trace log (WATrace.log) even if the ACO's TraceFile is off")
-	debug := fs.Bool("debug", false, "log at debug level")
-	if err := fs.Parse(args); err != nil {
+func (c *llawpCmd) run(stderr io.Writer) error {
+	name := cmp.Or(c.ProcName, llawp.DefaultProcName)
+	if err := procname.Set(name); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	if *webAgent == "" {
-		return errors.New("--webagent is required")
-	}
-	if *poll < 0 {
-		return fmt.Errorf("--poll %v must not be negative", *poll)
-	}
-
 	hostID, err := conf.HostIdentity()
 	if err != nil {
 		return err
 	}
-	dialer, err := trace.LocalDialer(*source)
+	dialer, err := trace.LocalDialer(c.Source)
 	if err != nil {
 		return fmt.Errorf("--source: %w", err)
 	}
-	rec, err := trace.Open(*traceDir, *hostsFile, *source, trace.Options{Proc: *procName, Role: "llawp", Payload: *payload})
+	rec, err := trace.Open(c.Trace, c.Hosts, c.Source, trace.Options{Proc: name, Role: "llawp", Payload: c.TracePayload})
 	if err != nil {
 		return err
 	}
@@ -96,9 +107,9 @@ func mainErr(args []string, stderr io.Writer) error {
 	ctx, stop := stopOnSIGTERM()
 	defer stop()
 	return llawp.Run(ctx, llawp.Config{
-		WebAgent: *webAgent, Out: *out, Recorder: rec, Dialer: dialer, HostID: hostID,
-		Poll: *poll, HealthPoll: *healthPoll, Linger: *linger, ProcName: *procName, AgentName: *agentName, AgentTrace: *agentTrace,
-		Debug: *debug, Stderr: stderr, OwnerPID: ipc.OwnerPID(),
+		WebAgent: c.WebAgent, Out: c.Out, Recorder: rec, Dialer: dialer, HostID: hostID,
+		Poll: c.Poll, HealthPoll: c.HealthPoll, Linger: c.Linger, ProcName: name, AgentName: c.AgentName, AgentTrace: c.AgentTrace,
+		Debug: c.Debug, Stderr: stderr, OwnerPID: ipc.OwnerPID(),
 	})
 }
 

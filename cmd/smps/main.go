@@ -6,100 +6,110 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"os"
-	"strings"
+	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/oklog/run"
 	"github.com/rs/zerolog"
 
+	"github.com/agentlab/agentlab/cmdline"
 	"github.com/agentlab/agentlab/logging"
 	"github.com/agentlab/agentlab/notice"
 	"github.com/agentlab/agentlab/policyserver"
+	"github.com/agentlab/agentlab/procname"
 	"github.com/agentlab/agentlab/tli"
 	"github.com/agentlab/agentlab/trace"
 )
 
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
-
-func main() {
-	if err := mainErr(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "smps:", err)
-		os.Exit(1)
-	}
+// smps is the command line (cmdline's style).
+type smps struct {
+	Listen           []string      `help:"Address to serve on; repeat the flag for more." default:"127.0.0.1:44443" sep:"none" placeholder:"ADDR"`
+	Name             string        `help:"This Policy Server's host name (default: the machine's)." placeholder:"HOST"`
+	Store            string        `help:"YAML policy store (default: the embedded seed lab store)." placeholder:"FILE"`
+	Registrations    string        `help:"File of registered trusted hosts, shared by the servers of a lab." placeholder:"FILE"`
+	Log              string        `help:"Human log file, vendor layout (default: standard error)." placeholder:"FILE"`
+	LogJSON          string        `name:"log-json" help:"JSON log file." placeholder:"FILE"`
+	Trace            string        `help:"Folder for this process's socket trace." placeholder:"DIR"`
+	TracePayload     bool          `help:"Keep the bytes of each send and receive in the trace."`
+	Hosts            string        `help:"The lab's hosts file: names the addresses in the trace, resolves --listen and --control names." placeholder:"FILE"`
+	MaxConns         int           `help:"Connection limit." default:"${max_conns}" placeholder:"N"`
+	IdleTimeout      time.Duration `help:"Close agent connections idle this long." default:"${idle_timeout}"`
+	MaxLifetime      time.Duration `help:"Close agent connections this old (AgentConnectionMaxLifetime)." default:"${max_lifetime}"`
+	HandshakeTimeout time.Duration `help:"Time allowed for a client's handshake." default:"10s"`
+	Debug            bool          `help:"Log at debug level."`
+	Control          string        `help:"Loopback address (port 0: any) of the fault-injection control API, docs/faults.md; off by default." placeholder:"ADDR"`
+	KeyLog           string        `name:"keylog" help:"Append every session's keys to FILE (mode 0600) for Wireshark (wireshark/README.md); it reveals every request, passwords included: a debug aid, off by default." placeholder:"FILE"`
 }
 
-func mainErr(args []string) error {
-	fs := flag.NewFlagSet("smps", flag.ContinueOnError)
-	var listen listFlag
-	fs.Var(&listen, "listen", "address to serve on, repeatable (default 127.0.0.1:44443)")
-	name := fs.String("name", "", "this Policy Server's host name (default: the machine's)")
-	storePath := fs.String("store", "", "YAML policy store (default: the embedded seed lab store)")
-	regs := fs.String("registrations", "", "file of registered trusted hosts, shared by the servers of a lab")
-	logFile := fs.String("log", "", "human log file, vendor layout (default: standard error)")
-	logJSON := fs.String("log-json", "", "JSON log file")
-	traceDir := fs.String("trace", "", "folder for this process's socket trace")
-	payload := fs.Bool("trace-payload", false, "keep the bytes of each send and receive in the trace")
-	hostsFile := fs.String("hosts", "", "the lab's hosts file, naming addresses in the trace")
-	maxConns := fs.Int("max-conns", policyserver.DefaultMaxConns, "connection limit")
-	idle := fs.Duration("idle-timeout", policyserver.DefaultIdleTimeout, "close agent connections idle this long")
-	lifetime := fs.Duration("max-lifetime", policyserver.DefaultMaxLifetime, "close agent connections this old (AgentConnectionMaxLifetime)")
-	hsTimeout := fs.Duration("handshake-timeout", 10*time.Second, "time allowed for a client's handshake")
-	debug := fs.Bool("debug", false, "log at debug level")
-	control := fs.String("control", "", "loopback address (port 0: any) of the fault-injection control API, docs/faults.md; off by default")
-	keyLog := fs.String("keylog", "", "append every session's keys to this file (mode 0600) for Wireshark (wireshark/README.md); "+
-		"it reveals every request, passwords included: a debug aid, off by default")
-	if err := fs.Parse(args); err != nil {
-		return err
+func (c *smps) Validate() error {
+	if c.MaxConns < 1 {
+		return fmt.Errorf("--max-conns %d: want at least 1", c.MaxConns)
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	return nil
+}
+
+var program = cmdline.Program{
+	Name:    "smps",
+	Summary: "a Policy Server: answers agents over TLI on every --listen address, from a YAML policy store",
+	Detail: "Prints \"smps: listening on ADDR\" for each address once it serves; stops on SIGTERM or Ctrl-C. " +
+		"The seed lab's store is embedded and used when --store is not given.",
+	Options: []kong.Option{kong.Vars{
+		"max_conns":    strconv.Itoa(policyserver.DefaultMaxConns),
+		"idle_timeout": policyserver.DefaultIdleTimeout.String(),
+		"max_lifetime": policyserver.DefaultMaxLifetime.String(),
+	}},
+}
+
+func main() {
+	var c smps
+	program.Main(&c, os.Args[1:])
+	if err := procname.Set(procname.PolicyServer); err != nil {
+		program.Exit(err)
 	}
-	if len(listen) == 0 {
-		listen = listFlag{"127.0.0.1:44443"}
-	}
-	if *name == "" {
+	program.Exit(c.run())
+}
+
+func (c *smps) run() error {
+	if c.Name == "" {
 		h, err := os.Hostname()
 		if err != nil {
 			return fmt.Errorf("no --name and no host name: %w", err)
 		}
-		*name = h
+		c.Name = h
 	}
 
 	var store *policyserver.Store
 	var err error
-	if *storePath != "" {
-		store, err = policyserver.LoadStore(*storePath)
+	if c.Store != "" {
+		store, err = policyserver.LoadStore(c.Store)
 	} else {
 		store, err = policyserver.SeedStore()
 	}
 	if err != nil {
 		return err
 	}
-	if *regs != "" {
-		if err := store.UseRegistrations(*regs); err != nil {
+	if c.Registrations != "" {
+		if err := store.UseRegistrations(c.Registrations); err != nil {
 			return err
 		}
 	}
 	level := zerolog.InfoLevel
-	if *debug {
+	if c.Debug {
 		level = zerolog.DebugLevel
 	}
-	log, err := logging.New(logging.Options{Proc: "smps", Role: "policyserver", File: *logFile, JSONFile: *logJSON,
-		Stderr: *logFile == "" && *logJSON == "", Append: true, Level: level})
+	log, err := logging.New(logging.Options{Proc: "smps", Role: "policyserver", File: c.Log, JSONFile: c.LogJSON,
+		Stderr: c.Log == "" && c.LogJSON == "", Append: true, Level: level})
 	if err != nil {
 		return err
 	}
 	defer log.Close()
 
-	rec, err := trace.Open(*traceDir, *hostsFile, "", trace.Options{Proc: "smps", Role: "policyserver", Host: *name, Payload: *payload})
+	rec, err := trace.Open(c.Trace, c.Hosts, "", trace.Options{Proc: "smps", Role: "policyserver", Host: c.Name, Payload: c.TracePayload})
 	if err != nil {
 		return err
 	}
@@ -107,25 +117,32 @@ func mainErr(args []string) error {
 	hosts := rec.Hosts()
 
 	cfg := policyserver.Config{
-		Name: *name, Store: store, MaxConns: *maxConns, IdleTimeout: *idle, MaxLifetime: *lifetime,
-		HandshakeTimeout: *hsTimeout, Recorder: rec, Log: log.Logger,
+		Name: c.Name, Store: store, MaxConns: c.MaxConns, IdleTimeout: c.IdleTimeout, MaxLifetime: c.MaxLifetime,
+		HandshakeTimeout: c.HandshakeTimeout, Recorder: rec, Log: log.Logger,
 	}
-	if *keyLog != "" {
-		f, err := tli.OpenKeyLog(*keyLog)
+	if c.KeyLog != "" {
+		f, err := tli.OpenKeyLog(c.KeyLog)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
 		cfg.KeyLog = f
-		log.Warn().Msgf("Session keys are appended to %s: anyone with that file can read every request", *keyLog)
+		log.Warn().Msgf("Session keys are appended to %s: anyone with that file can read every request", c.KeyLog)
 	}
 	srv, err := policyserver.New(cfg)
 	if err != nil {
 		return err
 	}
 	var listeners []net.Listener
-	for _, addr := range listen {
-		l, err := net.Listen("tcp", hosts.ResolveAddr(addr))
+	for _, addr := range c.Listen {
+		resolved, err := hosts.Resolve(addr)
+		if err != nil {
+			for _, o := range listeners {
+				o.Close()
+			}
+			return fmt.Errorf("--listen: %w", err)
+		}
+		l, err := net.Listen("tcp", resolved)
 		if err != nil {
 			for _, o := range listeners {
 				o.Close()
@@ -135,8 +152,12 @@ func mainErr(args []string) error {
 		listeners = append(listeners, l)
 	}
 	var ctl net.Listener
-	if *control != "" {
-		if ctl, err = policyserver.ListenControl(hosts.ResolveAddr(*control)); err != nil {
+	if c.Control != "" {
+		addr, err := hosts.Resolve(c.Control)
+		if err == nil {
+			ctl, err = policyserver.ListenControl(addr)
+		}
+		if err != nil {
 			for _, o := range listeners {
 				o.Close()
 			}
@@ -153,19 +174,19 @@ func mainErr(args []string) error {
 	g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
 	if ctl != nil {
 		g.Add(func() error { return srv.ServeControl(ctx, ctl) }, func(error) { cancel() })
-		log.Warn().Msgf("Policy Server %s takes fault-injection commands on http://%s%s", *name, ctl.Addr(), policyserver.ControlPrefix)
+		log.Warn().Msgf("Policy Server %s takes fault-injection commands on http://%s%s", c.Name, ctl.Addr(), policyserver.ControlPrefix)
 		// Printed before the listening lines, so that the lab has it by
 		// the time it sees the server ready.
 		notice.Write(os.Stdout, notice.Notice{Prog: notice.ProgSmps, Kind: notice.Control, Addr: ctl.Addr().String()})
 	}
 	for _, l := range listeners {
-		log.Info().Msgf("Policy Server %s listening on %s", *name, l.Addr())
+		log.Info().Msgf("Policy Server %s listening on %s", c.Name, l.Addr())
 		// The lab reads this line to know the server is ready.
 		notice.Write(os.Stdout, notice.Notice{Prog: notice.ProgSmps, Kind: notice.Listening, Addr: l.Addr().String()})
 	}
 	err = g.Run()
 	if errors.Is(err, run.ErrSignal) {
-		log.Info().Msgf("Policy Server %s stopping: %v", *name, err)
+		log.Info().Msgf("Policy Server %s stopping: %v", c.Name, err)
 		return nil
 	}
 	return err

@@ -23,9 +23,10 @@ import (
 	"sync"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/labs"
-	"gopkg.in/yaml.v3"
 )
 
 // Realm.AuthScheme values: an HTTP Basic 401, or a redirect to a login

@@ -111,6 +111,10 @@ var labActions, serverActions = func() (string, string) {
 	return orList(lab), orList(server)
 }()
 
+// Usage lists the actions as a lab file writes them, for errors: "kill,
+// restart, stop-accepting [refuse|queue], ...".
+func Usage() string { return labActions }
+
 // orList is "a, b or c".
 func orList(s []string) string {
 	if len(s) < 2 {

@@ -117,30 +117,3 @@ func TestValidate(t *testing.T) {
 		check("CheckServer", c.a.CheckServer(), c.serverErr)
 	}
 }
-
-// FuzzParse: whatever Parse accepts is within the limits, and reads back
-// the same from both spellings.
-func FuzzParse(f *testing.F) {
-	for _, s := range []string{"kill", "stall 10s", "stop-accepting queue", "reject-handshakes 3153", "stall 2100000h", "resume x", ""} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		a, err := Parse(s)
-		if err != nil {
-			return
-		}
-		if err := a.Validate(); err != nil {
-			t.Fatalf("%q accepted as %+v, which Validate refuses: %v", s, a, err)
-		}
-		if back, err := Parse(a.String()); err != nil || back != a {
-			t.Fatalf("%q: %+v reads back from %q as %+v, %v", s, a, a.String(), back, err)
-		}
-		if !a.Kind.ByServer() {
-			return
-		}
-		path, query, _ := strings.Cut(a.ControlPath(), "?")
-		if back, err := ParseControl(path, query); err != nil || back != a {
-			t.Fatalf("%q: %+v reads back from %q as %+v, %v", s, a, a.ControlPath(), back, err)
-		}
-	})
-}

@@ -489,25 +489,20 @@ func TestControlLimits(t *testing.T) {
 		if !closedWithin(extra, bufio.NewReader(extra), 2*time.Second) {
 			t.Error("a third connection was kept with two held and a cap of 2")
 		}
-		// A slot comes back when a connection ends.
+		// A slot comes back when the server has closed its end of a
+		// held connection: until then a new one is closed at once.
 		held[0].Close()
-		for end := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		ls.waitFor(t, "a slot after a held connection closed", func() bool {
 			conn, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
 			}
-			br := bufio.NewReader(conn)
+			defer conn.Close()
 			fmt.Fprintf(conn, "GET /faults HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", addr)
 			conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-			resp, err := http.ReadResponse(br, nil)
-			conn.Close()
-			if err == nil && resp.StatusCode == 200 {
-				break
-			}
-			if time.Now().After(end) {
-				t.Fatalf("no slot after a held connection closed: %v", err)
-			}
-		}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			return err == nil && resp.StatusCode == 200
+		})
 	})
 }
 

@@ -4,7 +4,9 @@ package policyserver
 // (smps --control), through which a lab or a test tells the server to
 // misbehave. It is not on the TLI port because the faults act on that
 // port: a server that refuses connections or rejects handshakes there
-// could not be told to resume there. docs/faults.md documents it.
+// could not be told to resume there. docs/faults.md documents it. What a
+// command is (paths, parameters, limits, the header, the answers) is
+// package fault's, shared with the lab's client.
 
 import (
 	"context"

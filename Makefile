@@ -35,7 +35,7 @@ FUZZ_TARGETS := \
 	./tli:FuzzParseKeyLog \
 	./wireshark:FuzzDissector \
 	./policyserver:FuzzParseStore \
-	./policyserver:FuzzParseFaultCommand \
+	./fault:FuzzParseControl \
 	./lab:FuzzParseFaults \
 	./trace:FuzzParseHosts \
 	./trace:FuzzNarrate \

@@ -35,7 +35,7 @@ type Lab struct {
 	PollInterval  Duration          `yaml:"poll_interval"`
 	// Workload is the lab's default load; agentlab run's flags override it.
 	Workload WorkloadSpec `yaml:"workload"`
-	// Faults are applied to the Policy Servers during the run (lab/faults.go).
+	// Faults are applied to the Policy Servers during the run (lab/faults_*.go).
 	Faults []Fault `yaml:"faults"`
 
 	// Dir is the lab file's folder: a relative store path is read from there.

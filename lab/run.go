@@ -137,7 +137,7 @@ type Summary struct {
 	ManagementPolls int           `json:"management_polls"`
 	WebServerURL    string        `json:"web_server_url,omitempty"`
 	// Faults are the lab's faults: when each was applied, to which
-	// server, and what it did (lab/faults.go).
+	// server, and what it did (lab/faults_run.go).
 	Faults []FaultRecord `json:"faults,omitempty"`
 	// Deaths are the processes that died during the run (not stopped by
 	// the lab or by a fault, not recycled), with how and what was done

@@ -4,7 +4,9 @@ package policyserver
 // (smps --control), through which a lab or a test tells the server to
 // misbehave. It is not on the TLI port because the faults act on that
 // port: a server that refuses connections or rejects handshakes there
-// could not be told to resume there. docs/faults.md documents it.
+// could not be told to resume there. docs/faults.md documents it. What a
+// command is (paths, parameters, limits, the header, the answers) is
+// package fault's, shared with the lab's client.
 
 import (
 	"context"
@@ -13,99 +15,11 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/agentlab/agentlab/fault"
 )
-
-// ControlPrefix is the path under which the fault commands live.
-const ControlPrefix = "/faults"
-
-// ControlHeader must be on every POST, with the value 1. A browser sends
-// a custom header only after a CORS preflight, which the control API
-// never answers, so a web page the user visits cannot POST a fault.
-const ControlHeader = "X-Agentlab-Control"
-
-// MaxStall caps a stall: a stall is for watching a timeout happen, and
-// far longer durations overflow the Unix-nanosecond deadline it is kept in.
-const MaxStall = 24 * time.Hour
-
-// ParseFaultCommand reads a command from a control request's path and
-// query: /faults/stop-accepting[?mode=refuse|queue], /faults/reset,
-// /faults/stall?for=10s, /faults/reject-handshakes[?code=3154],
-// /faults/resume. Unknown actions and parameters are errors: a typo must
-// not become a fault that silently does something else.
-func ParseFaultCommand(path, rawQuery string) (FaultCommand, error) {
-	action, ok := strings.CutPrefix(path, ControlPrefix+"/")
-	if !ok || action == "" || strings.Contains(action, "/") {
-		return FaultCommand{}, fmt.Errorf("path %q: want %s/ACTION, ACTION one of %s", path, ControlPrefix, faultActions)
-	}
-	q, err := url.ParseQuery(rawQuery)
-	if err != nil {
-		return FaultCommand{}, fmt.Errorf("query %q: %w", rawQuery, err)
-	}
-	allowed := map[string]string{
-		FaultStopAccepting: "mode", FaultStall: "for", FaultRejectHandshakes: "code", FaultReset: "", FaultResume: "",
-	}
-	param, known := allowed[action]
-	if !known {
-		return FaultCommand{}, fmt.Errorf("unknown fault %q: want %s", action, faultActions)
-	}
-	for k, vs := range q {
-		// param == "" for actions without one: an empty key (?=x) must
-		// not pass as that parameter.
-		if k != param || param == "" {
-			if param == "" {
-				return FaultCommand{}, fmt.Errorf("%s takes no parameter, got %q", action, k)
-			}
-			return FaultCommand{}, fmt.Errorf("%s takes only %q, got %q", action, param, k)
-		}
-		if len(vs) != 1 {
-			return FaultCommand{}, fmt.Errorf("%s: %q given %d times", action, k, len(vs))
-		}
-	}
-	cmd := FaultCommand{Action: action}
-	v, has := q.Get(param), q.Has(param)
-	switch action {
-	case FaultStopAccepting:
-		switch v {
-		case "refuse":
-		case "queue":
-			cmd.Queue = true
-		default:
-			if has {
-				return FaultCommand{}, fmt.Errorf("stop-accepting mode %q: want refuse or queue", v)
-			}
-		}
-	case FaultStall:
-		if !has {
-			return FaultCommand{}, fmt.Errorf("stall needs for=DURATION, such as for=10s")
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return FaultCommand{}, fmt.Errorf("stall for %q: want a positive duration such as 10s", v)
-		}
-		if d > MaxStall {
-			return FaultCommand{}, fmt.Errorf("stall for %q: at most %s", v, MaxStall)
-		}
-		cmd.For = d
-	case FaultRejectHandshakes:
-		cmd.Code = DefaultRejectCode
-		if has {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				return FaultCommand{}, fmt.Errorf("reject-handshakes code %q is not a number", v)
-			}
-			if err := checkRejectCode(n); err != nil {
-				return FaultCommand{}, err
-			}
-			cmd.Code = n
-		}
-	}
-	return cmd, nil
-}
 
 // ControlHandler serves the control API: GET /faults gives the faults in
 // force, POST /faults/ACTION applies one. Answers are JSON; errors are one
@@ -119,26 +33,26 @@ func (s *Server) ControlHandler() http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
-	mux.HandleFunc(ControlPrefix, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(fault.ControlPrefix, func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "smps control: "+ControlPrefix+" is read with GET; faults are POSTed to "+ControlPrefix+"/ACTION", http.StatusMethodNotAllowed)
+			http.Error(w, "smps control: "+fault.ControlPrefix+" is read with GET; faults are POSTed to "+fault.ControlPrefix+"/ACTION", http.StatusMethodNotAllowed)
 			return
 		}
 		writeJSON(w, http.StatusOK, s.FaultState())
 	})
-	mux.HandleFunc(ControlPrefix+"/", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(fault.ControlPrefix+"/", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", "POST")
 			http.Error(w, "smps control: faults are applied with POST", http.StatusMethodNotAllowed)
 			return
 		}
-		cmd, err := ParseFaultCommand(r.URL.Path, r.URL.RawQuery)
+		a, err := fault.ParseControl(r.URL.Path, r.URL.RawQuery)
 		if err != nil {
 			http.Error(w, "smps control: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		res, err := s.Apply(cmd)
+		res, err := s.Apply(a)
 		if err != nil {
 			http.Error(w, "smps control: "+err.Error(), http.StatusInternalServerError)
 			return
@@ -161,8 +75,8 @@ func controlRefusal(r *http.Request) string {
 	if err != nil || gerr != nil || got.Addr().Unmap() != want.Addr().Unmap() || got.Port() != want.Port() {
 		return fmt.Sprintf("Host %q is not this listener's address %s", r.Host, local)
 	}
-	if r.Method == http.MethodPost && r.Header.Get(ControlHeader) != "1" {
-		return fmt.Sprintf("a POST needs the header %s: 1", ControlHeader)
+	if r.Method == http.MethodPost && r.Header.Get(fault.ControlHeader) != "1" {
+		return fmt.Sprintf("a POST needs the header %s: 1", fault.ControlHeader)
 	}
 	return ""
 }

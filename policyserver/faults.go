@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentlab/agentlab/fault"
 	"github.com/agentlab/agentlab/tli"
 )
 
@@ -46,47 +47,6 @@ func (m AcceptMode) String() string {
 		return "refusing"
 	}
 	return fmt.Sprintf("AcceptMode(%d)", int(m))
-}
-
-// Fault actions, as the control API and lab files name them.
-const (
-	FaultStopAccepting    = "stop-accepting"
-	FaultReset            = "reset"
-	FaultStall            = "stall"
-	FaultRejectHandshakes = "reject-handshakes"
-	FaultResume           = "resume"
-)
-
-// FaultCommand is one instruction to misbehave, or to stop misbehaving.
-type FaultCommand struct {
-	Action string        // one of the Fault* actions
-	Queue  bool          // stop-accepting: queue connects instead of refusing them
-	For    time.Duration // stall: how long replies are held
-	Code   int           // reject-handshakes: the vendor code to answer with
-}
-
-// DefaultRejectCode is what reject-handshakes answers when no code is
-// given: a shared secret the server no longer accepts is the handshake
-// failure met most in the field (after a re-registration elsewhere).
-const DefaultRejectCode = tli.CodeSecretIncorrect
-
-// FaultState is what a server is doing wrong at the moment.
-type FaultState struct {
-	Accept     string     `json:"accept"`
-	StallUntil *time.Time `json:"stall_until,omitempty"`
-	RejectCode int        `json:"reject_handshakes,omitempty"`
-	// Listening are the addresses with an open listener; Closed those
-	// closed by a refusal (or that could not listen again on resume).
-	Listening []string `json:"listening"`
-	Closed    []string `json:"closed,omitempty"`
-	Conns     int      `json:"conns"`
-}
-
-// FaultResult says what a command did.
-type FaultResult struct {
-	Done  string     `json:"done"`
-	Reset int        `json:"reset,omitempty"`
-	State FaultState `json:"state"`
 }
 
 // faults is a server's fault state. The zero value is a server behaving.
@@ -385,42 +345,37 @@ func (s *Server) ResetConnections() int {
 	return len(conns)
 }
 
-// Apply carries out a fault command; the log says what was done, for the
-// learner reading the server's log next to the agent's.
-func (s *Server) Apply(cmd FaultCommand) (FaultResult, error) {
+// Apply carries out a fault action smps owns (fault.Action.CheckServer);
+// the log says what was done, for the learner reading the server's log
+// next to the agent's.
+func (s *Server) Apply(a fault.Action) (fault.Result, error) {
 	log := s.cfg.Log
 	f := &s.faults
-	var res FaultResult
-	switch cmd.Action {
-	case FaultStopAccepting:
+	var res fault.Result
+	if err := a.CheckServer(); err != nil {
+		return res, err
+	}
+	switch a.Kind {
+	case fault.StopAccepting:
 		mode := Refusing
-		if cmd.Queue {
+		if a.Queue {
 			mode = Queueing
 		}
 		if err := f.setAccept(mode); err != nil {
 			return res, err
 		}
 		res.Done = "stopped accepting connections: " + mode.String()
-	case FaultReset:
+	case fault.Reset:
 		res.Reset = s.ResetConnections()
 		res.Done = fmt.Sprintf("reset %d connections", res.Reset)
-	case FaultStall:
-		if cmd.For <= 0 || cmd.For > MaxStall {
-			return res, fmt.Errorf("stall needs a positive duration of at most %s, got %s", MaxStall, cmd.For)
-		}
-		f.setStall(time.Now().Add(cmd.For).UnixNano())
-		res.Done = fmt.Sprintf("stalling every reply for %s", cmd.For)
-	case FaultRejectHandshakes:
-		code := cmd.Code
-		if code == 0 {
-			code = DefaultRejectCode
-		}
-		if err := checkRejectCode(code); err != nil {
-			return res, err
-		}
+	case fault.Stall:
+		f.setStall(time.Now().Add(a.For).UnixNano())
+		res.Done = fmt.Sprintf("stalling every reply for %s", a.For)
+	case fault.RejectHandshakes:
+		code := a.RejectCode()
 		f.reject.Store(int32(code))
 		res.Done = fmt.Sprintf("rejecting every handshake with %d %s", code, tli.CodeText(code))
-	case FaultResume:
+	case fault.Resume:
 		f.reject.Store(0)
 		f.setStall(0)
 		if err := f.setAccept(Accepting); err != nil {
@@ -428,27 +383,16 @@ func (s *Server) Apply(cmd FaultCommand) (FaultResult, error) {
 			return res, err
 		}
 		res.Done = "resumed: accepting, replying and handshaking normally"
-	default:
-		return res, fmt.Errorf("unknown fault %q: want %s", cmd.Action, faultActions)
 	}
-	log.Warn().Str("fault", cmd.Action).Msgf("Fault injection: %s", res.Done)
+	log.Warn().Str("fault", string(a.Kind)).Msgf("Fault injection: %s", res.Done)
 	res.State = s.FaultState()
 	return res, nil
 }
 
-var faultActions = FaultStopAccepting + ", " + FaultReset + ", " + FaultStall + ", " + FaultRejectHandshakes + " or " + FaultResume
-
-func checkRejectCode(code int) error {
-	if code < tli.CodeNoClientHello || code > tli.CodeBadEncryption {
-		return fmt.Errorf("handshake error code %d: want one of the vendor's codes %d to %d", code, tli.CodeNoClientHello, tli.CodeBadEncryption)
-	}
-	return nil
-}
-
 // FaultState reports the faults in force.
-func (s *Server) FaultState() FaultState {
+func (s *Server) FaultState() fault.State {
 	f := &s.faults
-	st := FaultState{RejectCode: int(f.reject.Load()), Conns: s.Conns(), Listening: []string{}}
+	st := fault.State{RejectCode: int(f.reject.Load()), Conns: s.Conns(), Listening: []string{}}
 	if until := f.stallUntil.Load(); until != 0 && time.Now().UnixNano() < until {
 		t := time.Unix(0, until)
 		st.StallUntil = &t

@@ -13,22 +13,22 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/agentlab/agentlab/fault"
 	"github.com/agentlab/agentlab/tli"
 	"github.com/agentlab/agentlab/trace"
 )
 
-func mustApply(t testing.TB, ls *liveServer, cmd FaultCommand) FaultResult {
+func mustApply(t testing.TB, ls *liveServer, a fault.Action) fault.Result {
 	t.Helper()
-	res, err := ls.srv.Apply(cmd)
+	res, err := ls.srv.Apply(a)
 	if err != nil {
-		t.Fatalf("Apply(%+v): %v", cmd, err)
+		t.Fatalf("Apply(%+v): %v", a, err)
 	}
 	return res
 }
@@ -72,7 +72,7 @@ func TestFaultStopAccepting(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			ls := runLiveServer(t, nil)
 			old := ls.dial(t)
-			res := mustApply(t, ls, FaultCommand{Action: FaultStopAccepting, Queue: c.queue})
+			res := mustApply(t, ls, fault.Action{Kind: fault.StopAccepting, Queue: c.queue})
 			if want := map[bool]string{false: "refusing", true: "queueing"}[c.queue]; res.State.Accept != want {
 				t.Errorf("state %+v, want accept %q", res.State, want)
 			}
@@ -92,7 +92,7 @@ func TestFaultStopAccepting(t *testing.T) {
 				t.Errorf("the server accepted %d connections while not accepting", n-accepted)
 			}
 
-			mustApply(t, ls, FaultCommand{Action: FaultResume})
+			mustApply(t, ls, fault.Action{Kind: fault.Resume})
 			fresh := ls.dial(t)
 			mustPing(t, fresh, "a session opened after resume")
 			wg.Wait()
@@ -117,7 +117,7 @@ func TestFaultStopAccepting(t *testing.T) {
 func TestFaultRefuseThenShutdown(t *testing.T) {
 	for _, queue := range []bool{false, true} {
 		ls := runLiveServer(t, nil)
-		mustApply(t, ls, FaultCommand{Action: FaultStopAccepting, Queue: queue})
+		mustApply(t, ls, fault.Action{Kind: fault.StopAccepting, Queue: queue})
 		if queue {
 			c := ls.rawDial(t)
 			c.Write(liveFrame(t, tli.FrameClientHello, []byte{}))
@@ -138,7 +138,7 @@ func TestFaultReset(t *testing.T) {
 	raw := ls.rawDial(t)
 	ls.waitFor(t, "3 open connections", func() bool { return ls.srv.Conns() == 3 })
 
-	res := mustApply(t, ls, FaultCommand{Action: FaultReset})
+	res := mustApply(t, ls, fault.Action{Kind: fault.Reset})
 	if res.Reset != 3 {
 		t.Errorf("reset %d connections, want 3", res.Reset)
 	}
@@ -176,9 +176,9 @@ func TestFaultStall(t *testing.T) {
 			cl := ls.dial(t)
 			mustPing(t, cl, "before the stall")
 			t0 := time.Now()
-			mustApply(t, ls, FaultCommand{Action: FaultStall, For: c.stall})
+			mustApply(t, ls, fault.Action{Kind: fault.Stall, For: c.stall})
 			if c.resume > 0 {
-				time.AfterFunc(c.resume, func() { ls.srv.Apply(FaultCommand{Action: FaultResume}) })
+				time.AfterFunc(c.resume, func() { ls.srv.Apply(fault.Action{Kind: fault.Resume}) })
 			}
 			// A handshake during the stall gets no ServerHello either.
 			var wg sync.WaitGroup
@@ -226,7 +226,7 @@ func TestFaultStall(t *testing.T) {
 // own deadlines still end the wait, and closing the connection frees it.
 func TestFaultStallKeepsDeadlines(t *testing.T) {
 	ls := runLiveServer(t, func(cfg *Config) { cfg.HandshakeTimeout = 200 * time.Millisecond })
-	mustApply(t, ls, FaultCommand{Action: FaultStall, For: time.Minute})
+	mustApply(t, ls, fault.Action{Kind: fault.Stall, For: time.Minute})
 	c := ls.rawDial(t)
 	c.Write(liveHello(t, nil))
 	// The server's answer (here the error frame for a hello of version 0)
@@ -251,7 +251,7 @@ func TestFaultRejectHandshakes(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			ls := runLiveServer(t, nil)
 			old := ls.dial(t)
-			mustApply(t, ls, FaultCommand{Action: FaultRejectHandshakes, Code: c.code})
+			mustApply(t, ls, fault.Action{Kind: fault.RejectHandshakes, Code: c.code})
 			cfg := ls.agentConfig()
 			if c.admin {
 				cfg = tli.ClientConfig{Admin: true, TrustedHost: "smreghost", HandshakeTimeout: liveWait}
@@ -267,7 +267,7 @@ func TestFaultRejectHandshakes(t *testing.T) {
 			ls.waitLog(t, tap.LocalAddr().String(), "Handshake error: "+tli.CodeText(c.want))
 			ls.waitLog(t, tap.LocalAddr().String(), "Failed handshake with")
 			mustPing(t, old, "a session opened before the fault")
-			mustApply(t, ls, FaultCommand{Action: FaultResume})
+			mustApply(t, ls, fault.Action{Kind: fault.Resume})
 			mustPing(t, ls.dial(t), "a session opened after resume")
 		})
 	}
@@ -276,101 +276,56 @@ func TestFaultRejectHandshakes(t *testing.T) {
 func TestFaultApplyRejects(t *testing.T) {
 	ls := runLiveServer(t, nil)
 	cases := []struct {
-		cmd  FaultCommand
+		a    fault.Action
 		want string
 	}{
-		{FaultCommand{Action: "explode"}, `unknown fault "explode"`},
-		{FaultCommand{Action: FaultStall}, "positive duration"},
-		{FaultCommand{Action: FaultStall, For: 2100000 * time.Hour}, "at most 24h0m0s"},
-		{FaultCommand{Action: FaultRejectHandshakes, Code: 42}, "3152 to 3157"},
+		{fault.Action{Kind: "explode"}, `unknown fault "explode"`},
+		{fault.Action{Kind: fault.Kill}, `unknown fault "kill"`}, // the lab's, not smps's
+		{fault.Action{Kind: fault.Stall}, "positive duration"},
+		{fault.Action{Kind: fault.Stall, For: 2100000 * time.Hour}, "at most 24h0m0s"},
+		{fault.Action{Kind: fault.RejectHandshakes, Code: 42}, "3152 to 3157"},
 	}
 	for _, c := range cases {
-		if _, err := ls.srv.Apply(c.cmd); err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("Apply(%+v) = %v, want an error saying %q", c.cmd, err, c.want)
+		if _, err := ls.srv.Apply(c.a); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Apply(%+v) = %v, want an error saying %q", c.a, err, c.want)
 		}
 	}
 	mustPing(t, ls.dial(t), "after refused commands")
 }
 
-func TestParseFaultCommand(t *testing.T) {
+// TestControlClient: the lab's client and smps's control API agree on
+// every action smps carries out, as a lab file writes it.
+func TestControlClient(t *testing.T) {
+	ls := runLiveServer(t, nil)
+	hs := httptest.NewServer(ls.srv.ControlHandler())
+	defer hs.Close()
+	c := fault.Client{Addr: strings.TrimPrefix(hs.URL, "http://"), Name: "smps"}
 	cases := []struct {
-		path, query string
-		want        FaultCommand
-		err         string
+		action string
+		done   string
+		check  func(fault.State) bool
 	}{
-		{"/faults/stop-accepting", "", FaultCommand{Action: FaultStopAccepting}, ""},
-		{"/faults/stop-accepting", "mode=refuse", FaultCommand{Action: FaultStopAccepting}, ""},
-		{"/faults/stop-accepting", "mode=queue", FaultCommand{Action: FaultStopAccepting, Queue: true}, ""},
-		{"/faults/reset", "", FaultCommand{Action: FaultReset}, ""},
-		{"/faults/stall", "for=10s", FaultCommand{Action: FaultStall, For: 10 * time.Second}, ""},
-		{"/faults/stall", "for=24h", FaultCommand{Action: FaultStall, For: MaxStall}, ""},
-		{"/faults/reject-handshakes", "", FaultCommand{Action: FaultRejectHandshakes, Code: 3154}, ""},
-		{"/faults/reject-handshakes", "code=3152", FaultCommand{Action: FaultRejectHandshakes, Code: 3152}, ""},
-		{"/faults/resume", "", FaultCommand{Action: FaultResume}, ""},
-		{"/faults/", "", FaultCommand{}, "want /faults/ACTION"},
-		{"/faults/reset/now", "", FaultCommand{}, "want /faults/ACTION"},
-		{"/other/reset", "", FaultCommand{}, "want /faults/ACTION"},
-		{"/faults/explode", "", FaultCommand{}, `unknown fault "explode"`},
-		{"/faults/stop-accepting", "mode=drop", FaultCommand{}, `mode "drop"`},
-		{"/faults/stop-accepting", "for=1s", FaultCommand{}, `takes only "mode"`},
-		{"/faults/reset", "x=1", FaultCommand{}, "takes no parameter"},
-		{"/faults/reset", "=x", FaultCommand{}, `takes no parameter, got ""`},
-		{"/faults/resume", "=", FaultCommand{}, "takes no parameter"},
-		{"/faults/stall", "for=24h0m1s", FaultCommand{}, "at most 24h0m0s"},
-		// Past year 2262 the deadline overflows: it was acknowledged, not applied.
-		{"/faults/stall", "for=2100000h", FaultCommand{}, "at most 24h0m0s"},
-		{"/faults/stall", "", FaultCommand{}, "needs for=DURATION"},
-		{"/faults/stall", "for=soon", FaultCommand{}, "positive duration"},
-		{"/faults/stall", "for=-1s", FaultCommand{}, "positive duration"},
-		{"/faults/stall", "for=1s&for=2s", FaultCommand{}, "given 2 times"},
-		{"/faults/reject-handshakes", "code=abc", FaultCommand{}, "not a number"},
-		{"/faults/reject-handshakes", "code=3158", FaultCommand{}, "3152 to 3157"},
-		{"/faults/stall", "for=%zz", FaultCommand{}, "query"},
+		{"stop-accepting queue", "stopped accepting connections: queueing", func(s fault.State) bool { return s.Accept == "queueing" }},
+		{"stop-accepting", "stopped accepting connections: refusing", func(s fault.State) bool { return s.Accept == "refusing" && len(s.Closed) == 1 }},
+		{"stall 1m", "stalling every reply for 1m0s", func(s fault.State) bool { return s.StallUntil != nil }},
+		{"reject-handshakes", "rejecting every handshake with 3154 " + tli.CodeText(3154), func(s fault.State) bool { return s.RejectCode == 3154 }},
+		{"reject-handshakes 3153", "rejecting every handshake with 3153 Bad version", func(s fault.State) bool { return s.RejectCode == 3153 }},
+		{"resume", "resumed: accepting, replying and handshaking normally", func(s fault.State) bool {
+			return s.Accept == "accepting" && s.StallUntil == nil && s.RejectCode == 0 && len(s.Listening) == 1
+		}},
+		{"reset", "reset 0 connections", func(s fault.State) bool { return s.Conns == 0 }},
 	}
-	for _, c := range cases {
-		got, err := ParseFaultCommand(c.path, c.query)
-		if c.err != "" {
-			if err == nil || !strings.Contains(err.Error(), c.err) {
-				t.Errorf("%s?%s: %v, want an error saying %q", c.path, c.query, err, c.err)
-			}
-			continue
-		}
-		if err != nil || got != c.want {
-			t.Errorf("%s?%s = %+v, %v; want %+v", c.path, c.query, got, err, c.want)
-		}
-	}
-}
-
-func FuzzParseFaultCommand(f *testing.F) {
-	f.Add("/faults/stall", "for=10s")
-	f.Add("/faults/stop-accepting", "mode=queue")
-	f.Add("/faults/reject-handshakes", "code=3153")
-	f.Add("/faults/reset", "")
-	f.Add("/faults/resume", "a=%00")
-	f.Add("/faults/reset", "=x")
-	f.Add("/faults/stall", "for=2100000h")
-	f.Fuzz(func(t *testing.T, path, query string) {
-		cmd, err := ParseFaultCommand(path, query)
+	for _, tc := range cases {
+		a, err := fault.Parse(tc.action)
 		if err != nil {
-			return
+			t.Fatal(err)
 		}
-		if q, _ := url.ParseQuery(query); len(q) > 0 && (cmd.Action == FaultReset || cmd.Action == FaultResume) {
-			t.Fatalf("%s accepted with parameters %q", cmd.Action, query)
+		res, err := c.Apply(context.Background(), a)
+		if err != nil || res.Done != tc.done || !tc.check(res.State) {
+			t.Errorf("%s: %+v, %v; want done %q and the state it says", tc.action, res, err, tc.done)
 		}
-		switch cmd.Action {
-		case FaultStall:
-			if cmd.For <= 0 || cmd.For > MaxStall {
-				t.Fatalf("stall accepted with %s", cmd.For)
-			}
-		case FaultRejectHandshakes:
-			if checkRejectCode(cmd.Code) != nil {
-				t.Fatalf("reject-handshakes accepted with code %d", cmd.Code)
-			}
-		case FaultStopAccepting, FaultReset, FaultResume:
-		default:
-			t.Fatalf("accepted unknown action %q", cmd.Action)
-		}
-	})
+	}
+	mustPing(t, ls.dial(t), "after the client's resume")
 }
 
 // TestControlHandler drives the control API as agentlab does, over HTTP.
@@ -413,7 +368,7 @@ func TestControlHandler(t *testing.T) {
 			req.Host = c.host
 		}
 		if !c.noHeader {
-			req.Header.Set(ControlHeader, "1")
+			req.Header.Set(fault.ControlHeader, "1")
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -534,25 +489,20 @@ func TestControlLimits(t *testing.T) {
 		if !closedWithin(extra, bufio.NewReader(extra), 2*time.Second) {
 			t.Error("a third connection was kept with two held and a cap of 2")
 		}
-		// A slot comes back when a connection ends.
+		// A slot comes back when the server has closed its end of a
+		// held connection: until then a new one is closed at once.
 		held[0].Close()
-		for end := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		ls.waitFor(t, "a slot after a held connection closed", func() bool {
 			conn, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
 			}
-			br := bufio.NewReader(conn)
+			defer conn.Close()
 			fmt.Fprintf(conn, "GET /faults HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", addr)
 			conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-			resp, err := http.ReadResponse(br, nil)
-			conn.Close()
-			if err == nil && resp.StatusCode == 200 {
-				break
-			}
-			if time.Now().After(end) {
-				t.Fatalf("no slot after a held connection closed: %v", err)
-			}
-		}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			return err == nil && resp.StatusCode == 200
+		})
 	})
 }
 

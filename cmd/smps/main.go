@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/agentlab/agentlab/cmdline"
+	"github.com/agentlab/agentlab/fault"
 	"github.com/agentlab/agentlab/logging"
 	"github.com/agentlab/agentlab/notice"
 	"github.com/agentlab/agentlab/policyserver"
@@ -174,7 +175,7 @@ func (c *smps) run() error {
 	g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
 	if ctl != nil {
 		g.Add(func() error { return srv.ServeControl(ctx, ctl) }, func(error) { cancel() })
-		log.Warn().Msgf("Policy Server %s takes fault-injection commands on http://%s%s", c.Name, ctl.Addr(), policyserver.ControlPrefix)
+		log.Warn().Msgf("Policy Server %s takes fault-injection commands on http://%s%s", c.Name, ctl.Addr(), fault.ControlPrefix)
 		// Printed before the listening lines, so that the lab has it by
 		// the time it sees the server ready.
 		notice.Write(os.Stdout, notice.Notice{Prog: notice.ProgSmps, Kind: notice.Control, Addr: ctl.Addr().String()})

@@ -76,8 +76,9 @@ type ProcInfo struct {
 	Role  string `json:"role,omitempty"`
 	Exit  string `json:"exit,omitempty"`
 	Error string `json:"error,omitempty"`
-	// StartedBy is empty for the processes the lab started; the LLAWP is
-	// started by its web server, and known only from its own trace.
+	// StartedBy is empty for the processes the lab started; the others
+	// (w3wp.exe, LLAWP) are named by their parent's Process Create row,
+	// and known only from their own traces.
 	StartedBy string `json:"started_by,omitempty"`
 	// Fault says which of the lab's faults ended the process.
 	Fault string `json:"fault,omitempty"`
@@ -359,7 +360,11 @@ func (r *Run) webServerNotice(n notice.Notice) {
 // death records a process that died during the run and says so at once.
 func (r *Run) death(p trace.Process) {
 	r.deathsMu.Lock()
-	r.deaths = append(r.deaths, Death{At: time.Now(), Process: p})
+	at := time.Now()
+	if p.Exit != nil && !p.Exit.At.IsZero() {
+		at = p.Exit.At // the row in the trace and the steps show this time
+	}
+	r.deaths = append(r.deaths, Death{At: at, Process: p})
 	r.deathsMu.Unlock()
 	r.progress("%s", deathLine(p))
 }
@@ -720,13 +725,24 @@ func ManagementPolls(evs []trace.Event) int {
 	return n
 }
 
+// runToEnd runs the registration tool, smreghost, to its end.
 func (r *Run) runToEnd(ctx context.Context, s ProcSpec) error {
+	// The registration's records are apart from the run's, as its
+	// sockets are: smreghost's Process Create and Exit go there too.
+	rec, err := trace.Create(r.path(RegistrationDir), trace.Options{Proc: "agentlab", Role: "lab"})
+	if err != nil {
+		return err
+	}
+	defer rec.Close()
+	s.OnStart = func(p *Proc) { rec.ProcessCreate(r.process(p)) }
 	p, err := Start(ctx, s)
 	if err != nil {
 		return err
 	}
 	r.procs = append(r.procs, p)
-	if err := p.Wait(ctx); err != nil {
+	err = p.Wait(ctx)
+	rec.ProcessExit(r.process(p))
+	if err != nil {
 		out, _ := os.ReadFile(r.path(s.Name + ".stderr"))
 		return fmt.Errorf("%s failed: %v\n%s", s.Name, err, out)
 	}
@@ -910,6 +926,14 @@ func agentProcs(evs []trace.Event, started []ProcInfo, web string) []ProcInfo {
 	for _, p := range started {
 		known[p.PID] = true
 	}
+	// Who started whom is in the supervisors' Process Create rows: WAS
+	// (svchost.exe) starts w3wp.exe, which starts LLAWP.exe.
+	parent := map[int]string{}
+	for _, e := range evs {
+		if e.Op == trace.OpProcessCreate && e.Process != nil && e.Process.Parent != "" {
+			parent[e.Process.PID] = e.Process.Parent
+		}
+	}
 	var out []ProcInfo
 	for _, e := range evs {
 		if known[e.PID] || e.Role != "llawp" && e.Role != "hla" {
@@ -920,7 +944,11 @@ func agentProcs(evs []trace.Event, started []ProcInfo, web string) []ProcInfo {
 		if e.Role == "llawp" {
 			bin = "llawp"
 		}
-		out = append(out, ProcInfo{Name: e.Proc, Proc: bin, PID: e.PID, Role: e.Role, StartedBy: web})
+		by := parent[e.PID]
+		if by == "" {
+			by = web
+		}
+		out = append(out, ProcInfo{Name: e.Proc, Proc: bin, PID: e.PID, Role: e.Role, StartedBy: by})
 	}
 	return out
 }

@@ -27,6 +27,9 @@ type Process struct {
 
 // Exit is how a process ended, from its wait status and resource usage.
 type Exit struct {
+	// At is when its supervisor saw it end (wait returned): the time of
+	// its Process Exit row and of the lab's list of deaths, one clock.
+	At time.Time `json:"at,omitzero"`
 	// Code is the exit status, -1 when a signal ended the process.
 	Code int `json:"code"`
 	// Signal names the signal that ended it (SIGKILL), if one did.
@@ -50,7 +53,7 @@ func ExitOf(ps *os.ProcessState) *Exit {
 	if ps == nil {
 		return nil
 	}
-	e := &Exit{Code: ps.ExitCode(), UserTime: ps.UserTime(), KernelTime: ps.SystemTime()}
+	e := &Exit{At: time.Now(), Code: ps.ExitCode(), UserTime: ps.UserTime(), KernelTime: ps.SystemTime()}
 	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		e.Signal = SignalName(ws.Signal())
 	}
@@ -121,5 +124,9 @@ func (r *Recorder) ProcessExit(child Process) {
 	if r == nil || r.w == nil {
 		return
 	}
-	r.emitAs(Event{Op: OpProcessExit, Process: &child}, child.Name, child.PID, child.Role)
+	e := Event{Op: OpProcessExit, Process: &child}
+	if child.Exit != nil {
+		e.T = child.Exit.At
+	}
+	r.emitAs(e, child.Name, child.PID, child.Role)
 }

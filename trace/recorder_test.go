@@ -326,3 +326,36 @@ func TestOpen(t *testing.T) {
 		})
 	}
 }
+
+// TestProcessExitTime: a Process Exit row carries the time its supervisor
+// saw the exit, the same one the lab lists the death with.
+func TestProcessExitTime(t *testing.T) {
+	tests := []struct {
+		name string
+		exit *Exit
+	}{
+		{"wait's time", &Exit{At: time.Date(2026, 12, 3, 6, 27, 27, 877_000_000, time.UTC), Code: -1, Signal: "SIGKILL"}},
+		{"no time: the recorder's", &Exit{Code: 0}},
+		{"no exit status", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			rec := NewRecorder(&buf, Options{Proc: "svchost.exe", PID: 10})
+			before := time.Now()
+			rec.ProcessExit(Process{Name: "w3wp.exe", PID: 11, Exit: tt.exit})
+			evs, err := ReadEvents("test", &buf)
+			if err != nil || len(evs) != 1 {
+				t.Fatalf("%d events, %v", len(evs), err)
+			}
+			got := evs[0].T
+			if tt.exit != nil && !tt.exit.At.IsZero() {
+				if !got.Equal(tt.exit.At) || !evs[0].Process.Exit.At.Equal(tt.exit.At) {
+					t.Errorf("row at %v (exit at %v), want %v", got, evs[0].Process.Exit.At, tt.exit.At)
+				}
+			} else if got.Before(before) {
+				t.Errorf("row at %v, before the call at %v", got, before)
+			}
+		})
+	}
+}

@@ -18,10 +18,10 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/notice"
 	"github.com/agentlab/agentlab/procname"
+	"github.com/agentlab/agentlab/startup"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -135,11 +135,7 @@ func runParent(ctx context.Context, cfg ParentConfig) error {
 	}
 	log := cfg.Log
 	if cfg.WebAgent != "" {
-		wa, err := conf.ReadWebAgent(cfg.WebAgent)
-		if err != nil {
-			return err
-		}
-		if _, err := conf.ReadSmHost(wa.HostConfigFile); err != nil {
+		if _, err := startup.ReadFiles(cfg.WebAgent); err != nil {
 			return err
 		}
 	}

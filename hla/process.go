@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"runtime"
 	"sync"
 	"time"
 
@@ -19,13 +18,10 @@ import (
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/notice"
-	"github.com/agentlab/agentlab/pool"
 	"github.com/agentlab/agentlab/procname"
+	"github.com/agentlab/agentlab/startup"
 	"github.com/agentlab/agentlab/trace"
 )
-
-// Version is what SetAgentInfo reports.
-const Version = "0.1"
 
 // LLAWPConfig says how a worker starts its LLAWP.
 type LLAWPConfig struct {
@@ -153,32 +149,23 @@ func RunIIS(ctx context.Context, cfg ProcessConfig) error {
 // says it serves reaches this worker too.
 func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink) error {
 	log := cfg.Log
-	wa, err := conf.ReadWebAgent(cfg.WebAgent)
+	files, err := startup.ReadFiles(cfg.WebAgent)
 	if err != nil {
 		return err
 	}
-	linkWait := time.Duration(wa.AgentWaitTime)
-	sm, err := conf.ReadSmHost(wa.HostConfigFile)
+	linkWait := time.Duration(files.WebAgent.AgentWaitTime)
+	ag, err := startup.Start(ctx, startup.Config{
+		Files: files, HostID: cfg.HostID, Recorder: cfg.Recorder, Dialer: cfg.Dialer, Log: log,
+		Role: cfg.role(), Process: cfg.ProcName, SkipACO: cfg.ACOFromLLAWP, HealthPoll: cfg.HealthPoll,
+		Bootstrapped: func(boot *bootstrap.Result) {
+			log.Info().Str("server", boot.Server.Addr()).Str("hco", boot.HCO.Name).
+				Msgf("Bootstrap: host configuration object '%s' received from policy server %s; bootstrap connection reset.", boot.HCO.Name, boot.Server.Addr())
+		},
+	})
 	if err != nil {
 		return err
 	}
-	boot, err := bootstrap.Run(ctx, bootstrap.Config{SmHost: sm, HostID: cfg.HostID, Recorder: cfg.Recorder, Dialer: cfg.Dialer})
-	if err != nil {
-		return err
-	}
-	log.Info().Str("server", boot.Server.Addr()).Str("hco", boot.HCO.Name).
-		Msgf("Bootstrap: host configuration object '%s' received from policy server %s; bootstrap connection reset.", boot.HCO.Name, boot.Server.Addr())
-	p, aco, err := pool.Start(ctx, pool.Config{
-		HCO: boot.HCO, TrustedHost: sm.HostName, Secret: boot.Secret,
-		Recorder: cfg.Recorder, Dialer: cfg.Dialer, Log: log, SkipACO: cfg.ACOFromLLAWP,
-		HealthPollInterval: cfg.HealthPoll,
-	}, pool.AgentInfo{
-		AgentName: sm.HostName, PID: os.Getpid(), Role: cfg.role(),
-		Info: fmt.Sprintf("Product=agentlab,Platform=%s,Version=%s,Process=%s", runtime.GOOS, Version, cfg.ProcName),
-	}, wa.AgentConfigObject)
-	if err != nil {
-		return err
-	}
+	p, aco := ag.Pool, ag.ACO
 	defer p.Close()
 	if cfg.HCODone != nil {
 		cfg.HCODone()

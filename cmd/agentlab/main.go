@@ -12,10 +12,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/agentlab/agentlab/bootstrap"
 	"github.com/agentlab/agentlab/cmdline"
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/lab"
+	"github.com/agentlab/agentlab/startup"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -41,17 +41,13 @@ type probeCmd struct {
 }
 
 func (c *probeCmd) Run(ctx context.Context) error {
-	wa, err := conf.ReadWebAgent(c.File)
-	if err != nil {
-		return err
-	}
-	sm, err := conf.ReadSmHost(wa.HostConfigFile)
+	files, err := startup.ReadFiles(c.File)
 	if err != nil {
 		return err
 	}
 	// A run's out folder says which lab host its files belong to and
 	// holds the hosts file: probe them as they are.
-	id, err := conf.IdentityFor(wa.HostConfigFile)
+	id, err := conf.IdentityFor(files.WebAgent.HostConfigFile)
 	if err != nil {
 		return err
 	}
@@ -71,7 +67,7 @@ func (c *probeCmd) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
-	res, err := bootstrap.Probe(ctx, bootstrap.Config{SmHost: sm, HostID: id.ID, Recorder: rec, Dialer: dialer}, wa.AgentConfigObject)
+	res, err := startup.Probe(ctx, startup.Config{Files: files, HostID: id.ID, Recorder: rec, Dialer: dialer})
 	if res != nil {
 		fmt.Print(res)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/agentlab/agentlab/backoff"
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/notice"
@@ -344,23 +345,18 @@ func (a *attachLink) status(ctx context.Context) (ipc.Status, error) {
 }
 
 func (a *attachLink) run(ctx context.Context, w worker, linked chan<- struct{}) {
-	backoff, maxB := 100*time.Millisecond, 10*time.Second
+	b := backoff.Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}
 	for ctx.Err() == nil {
 		started := time.Now()
 		err := a.once(ctx, w, linked)
 		if ctx.Err() != nil {
 			return
 		}
-		if time.Since(started) > maxB {
-			backoff = 100 * time.Millisecond
-		}
-		a.log.Error().Err(err).Dur("retry_in", backoff).Msg("Lost the LLAWP; authorization goes on, attaching again")
-		select {
-		case <-ctx.Done():
+		wait := b.Failed(time.Since(started))
+		a.log.Error().Err(err).Dur("retry_in", wait).Msg("Lost the LLAWP; authorization goes on, attaching again")
+		if backoff.Wait(ctx, wait) != nil {
 			return
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, maxB)
 	}
 }
 
@@ -376,51 +372,18 @@ func (a *attachLink) once(ctx context.Context, w worker, linked chan<- struct{})
 		return fmt.Errorf("register with the LLAWP: %w", err)
 	}
 	a.log.Info().Int("llawp_pid", att.PID()).Msg("Registered with the LLAWP")
-	if a.cfg.Forwarder != nil {
-		a.cfg.Forwarder.SetWorker(id)
-	}
-	wctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	events, err := att.Watch(wctx, id)
-	if err != nil {
+	err = registration{
+		llawp: att, id: id, worker: w, log: a.log, forwarder: a.cfg.Forwarder, linkedOnce: &a.linkedOnce, linked: linked,
+	}.keep(ctx)
+	if ctx.Err() == nil {
+		// The stream ended (or never started) with the LLAWP perhaps
+		// still up: registering again makes a new id, and the old one
+		// must not stay in its registry as a worker that is gone. A child
+		// leaves the registry; it never stops the LLAWP.
 		unregister(ctx, att, id)
 		a.drop(att)
-		return fmt.Errorf("watch the LLAWP: %w", err)
 	}
-	wg.Add(1)
-	go func() { defer wg.Done(); awaitLLAWP(wctx, att, &a.linkedOnce, linked) }()
-	wg.Add(1)
-	go func() { defer wg.Done(); reportSockets(wctx, att, id, w.sockets, a.log) }()
-	if a.cfg.Forwarder != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := a.cfg.Forwarder.Forward(wctx, att); err != nil && wctx.Err() == nil {
-				a.log.Warn().Err(err).Msg("Log stream to the LLAWP broke; records are kept until it is back")
-			}
-		}()
-	}
-	for {
-		select {
-		case ev, ok := <-events:
-			if ok {
-				applyEvent(a.log, w.agent, ev)
-				continue
-			}
-			if ctx.Err() == nil {
-				// Registering again makes a new id: the old one must not
-				// stay in the LLAWP's registry as a worker that is gone.
-				unregister(ctx, att, id)
-				a.drop(att)
-				return errors.New("the LLAWP closed its event stream")
-			}
-		case <-ctx.Done():
-		}
-		// A child leaves the LLAWP's registry; it never stops the LLAWP.
-		unregister(ctx, att, id)
-		return ctx.Err()
-	}
+	return err
 }
 
 // unregister leaves the LLAWP's registry, at best effort: an LLAWP that

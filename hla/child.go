@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strings"
@@ -34,16 +33,14 @@ const (
 	childReattachFD = 5 // read end of a pipe: the LLAWP's reattach config, a line each time it changes
 )
 
-// A child's notices to its parent, one line each on the notice pipe. The
-// parent launches the LLAWP once every first child has sent noticeHCO (so
-// that a capture shows every child's round before the LLAWP's, as in the
-// seed), counts noticeReady, and replaces at once only a child that sent
-// noticeRecycle: any other exit is a death, replaced after a backoff.
-const (
-	noticeHCO     = "hco"
-	noticeReady   = "ready"
-	noticeRecycle = "recycle"
-)
+// A child's notices to its parent are package notice's lines, one each on
+// the notice pipe. The parent launches the LLAWP once every first child
+// has sent notice.HCODone (so that a capture shows every child's round
+// before the LLAWP's, as in the seed), counts notice.Serving, and
+// replaces at once only a child that sent notice.Recycling: any other
+// exit is a death, replaced after a backoff. An IIS worker's news about
+// its own LLAWP (notice.Started, notice.Exited) goes on to whoever
+// started the web server.
 
 // Inherited is what an httpd child gets from its parent.
 type Inherited struct {
@@ -91,12 +88,23 @@ func Inherit() (in *Inherited, ok bool, err error) {
 
 // notify sends one notice to the parent, at best effort: a parent that is
 // gone reads nothing, and the child finds out by watching getppid.
-func (in *Inherited) notify(line string) {
+func (in *Inherited) notify(n notice.Notice) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.notice != nil {
-		io.WriteString(in.notice, line+"\n")
+		notice.Write(in.notice, n)
 	}
+}
+
+// The notices a worker sends its parent about itself.
+var (
+	noticeHCO     = notice.Notice{Prog: notice.ProgHLA, Kind: notice.HCODone}
+	noticeRecycle = notice.Notice{Prog: notice.ProgHLA, Kind: notice.Recycling}
+)
+
+// noticeReady says the worker serves at addr.
+func noticeReady(addr string) notice.Notice {
+	return notice.Notice{Prog: notice.ProgHLA, Kind: notice.Serving, Addr: "http://" + addr}
 }
 
 func (in *Inherited) close() {
@@ -140,7 +148,7 @@ func RunApacheChild(ctx context.Context, cfg ProcessConfig, in *Inherited) error
 	cfg.Listener = in.Listener
 	ready := cfg.Ready
 	cfg.Ready = func(addr string) {
-		in.notify(noticeReady)
+		in.notify(noticeReady(addr))
 		if ready != nil {
 			ready(addr)
 		}
@@ -169,9 +177,9 @@ func RunIISChild(ctx context.Context, cfg ProcessConfig, in *Inherited) error {
 		cancel(errors.New("WAS is gone"))
 	})
 	cfg.Listener = in.Listener
-	cfg.Ready = func(string) { in.notify(noticeReady) }
+	cfg.Ready = func(addr string) { in.notify(noticeReady(addr)) }
 	cfg.HCODone = func() { in.notify(noticeHCO) }
-	cfg.Notify = func(n notice.Notice) { in.notify(n.String()) }
+	cfg.Notify = in.notify
 	err := RunIIS(ctx, cfg)
 	if ctx.Err() != nil {
 		return nil // stopped by WAS, or WAS is gone

@@ -256,8 +256,9 @@ type child struct {
 	recycling bool
 }
 
-// childEvent is a child's notice (hco, ready, recycle, or a notice.Notice
-// about its own LLAWP to pass on), or its exit.
+// childEvent is a line from a child's notice pipe (a notice.Notice: its
+// HCO phase done, it serves, it recycles, or news of its own LLAWP to
+// pass on), or its exit.
 type childEvent struct {
 	c      *child
 	notice string
@@ -330,47 +331,35 @@ func (p *parent) run(ctx context.Context) error {
 			}
 		case ev := <-p.events:
 			c := ev.c
-			switch ev.notice {
-			case "":
-			case noticeHCO:
-				if llawpUp {
-					continue
-				}
-				hco[c.slot] = true
-				if len(hco) == p.cfg.Workers {
-					llawpUp = true
-					close(p.llawpWanted)
-				}
-				continue
-			case noticeReady:
-				p.log.Info().Int("child_pid", c.pid).Int("slot", c.slot).Msgf("%s serving", p.childName)
-				if !serving {
-					ready[c.slot] = true
-					if len(ready) == p.cfg.Workers {
-						serving = true
-						p.serving.Store(true)
-						p.mu.Lock()
-						for _, c := range p.children {
-							c.stderr.flush()
-						}
-						p.mu.Unlock()
-						p.log.Info().Int("children", p.cfg.Workers).Str("addr", p.addr).Msgf("Every %s serves", p.childName)
-						if p.cfg.Ready != nil {
-							p.cfg.Ready(p.addr)
+			if !ev.exited {
+				n, ok := notice.Parse(ev.notice)
+				switch {
+				case ev.notice == "":
+				case !ok:
+					p.log.Warn().Int("child_pid", c.pid).Str("notice", ev.notice).Msgf("Unknown notice from %s", p.childName)
+				case n.Kind == notice.HCODone:
+					if !llawpUp {
+						hco[c.slot] = true
+						if len(hco) == p.cfg.Workers {
+							llawpUp = true
+							close(p.llawpWanted)
 						}
 					}
-				}
-				continue
-			case noticeRecycle:
-				c.recycling = true
-				continue
-			default:
-				// A worker's own news (its LLAWP died, or started again)
-				// goes on to whoever started the web server.
-				if n, ok := notice.Parse(ev.notice); ok {
+				case n.Kind == notice.Serving:
+					p.log.Info().Int("child_pid", c.pid).Int("slot", c.slot).Msgf("%s serving", p.childName)
+					if !serving {
+						ready[c.slot] = true
+						if len(ready) == p.cfg.Workers {
+							serving = true
+							p.serves()
+						}
+					}
+				case n.Kind == notice.Recycling:
+					c.recycling = true
+				default:
+					// A worker's own news (its LLAWP died, or started
+					// again) goes on to whoever started the web server.
 					p.notify(n)
-				} else {
-					p.log.Warn().Int("child_pid", c.pid).Str("notice", ev.notice).Msgf("Unknown notice from %s", p.childName)
 				}
 				continue
 			}
@@ -426,6 +415,22 @@ func (p *parent) run(ctx context.Context) error {
 			p.exited(proc, c.cmd.ProcessState, true, action)
 			restarts.after(c.slot, wait)
 		}
+	}
+}
+
+// serves is the web server's readiness, once every first child serves:
+// the children's stderr, held until then, goes through, and Ready says
+// so.
+func (p *parent) serves() {
+	p.serving.Store(true)
+	p.mu.Lock()
+	for _, c := range p.children {
+		c.stderr.flush()
+	}
+	p.mu.Unlock()
+	p.log.Info().Int("children", p.cfg.Workers).Str("addr", p.addr).Msgf("Every %s serves", p.childName)
+	if p.cfg.Ready != nil {
+		p.cfg.Ready(p.addr)
 	}
 }
 

@@ -97,13 +97,10 @@ type ParentConfig struct {
 	model string
 }
 
-// names are the parent's and its workers' process names and roles.
+// names are the parent's process name and role, and its workers' name.
 func (cfg *ParentConfig) names() (parent, parentRole, child string) {
-	n := procname.Model(cfg.model)
-	if cfg.model == ModelIIS {
-		return n.Parent, RoleWAS, n.Worker
-	}
-	return n.Parent, RoleHTTPDParent, n.Worker
+	self := ProcessIdentity(cfg.model, false, "")
+	return self.Name, self.Role, ProcessIdentity(cfg.model, true, "").Name
 }
 
 // RunApache runs the httpd parent until ctx ends. It owns the listening

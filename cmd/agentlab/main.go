@@ -137,7 +137,10 @@ func (c *runCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.apply(&l.WebServer)
+	l.WebServer.Override(lab.WebServerFlags{
+		Model: c.Model, MPM: c.MPM, Workers: c.Workers, MaxRequestsPerChild: c.MaxRequests, ACOFromLLAWP: c.ACOFromLLAWP,
+		HealthPoll: c.HealthPoll, AgentCache: c.AgentCache,
+	})
 	if c.Bin, err = binDir(c.Bin); err != nil {
 		return err
 	}
@@ -156,35 +159,6 @@ func (c *runCmd) Run(ctx context.Context) error {
 		fmt.Printf("report.html (sequence diagram, steps, table): %s\n", p)
 	}
 	return err
-}
-
-// apply overrides the lab's web server with the flags that were given
-// (Validate has checked them).
-func (c *runCmd) apply(w *lab.WebServer) {
-	if c.Model != "" {
-		w.Model = c.Model
-	}
-	if c.MPM != "" {
-		w.MPM = c.MPM
-	}
-	if c.Workers > 0 {
-		w.Workers = c.Workers
-	}
-	if c.MaxRequests > 0 {
-		w.MaxRequestsPerChild = c.MaxRequests
-	}
-	if c.ACOFromLLAWP {
-		w.ACOFromLLAWP = true
-	}
-	if c.HealthPoll > 0 {
-		w.HealthPoll = lab.Duration(c.HealthPoll)
-	}
-	if c.AgentCache != "" {
-		w.AgentCache = c.AgentCache
-	}
-	if w.Model == "apache" && w.Workers == 0 {
-		w.Workers = 3
-	}
 }
 
 type compareCmd struct {

@@ -1,16 +1,13 @@
 package startup
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -68,36 +65,17 @@ func write(t *testing.T, path, data string) {
 	}
 }
 
-// syncBuffer is what a Recorder writes to while the pool's goroutines
-// may still write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) events(t *testing.T) []trace.Event {
+// events reads back what a Recorder wrote to b, once nothing writes.
+func events(t *testing.T, b *bytes.Buffer) []trace.Event {
 	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var evs []trace.Event
-	sc := bufio.NewScanner(bytes.NewReader(s.b.Bytes()))
-	for sc.Scan() {
-		var e trace.Event
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			t.Fatalf("trace line %q: %v", sc.Text(), err)
-		}
-		evs = append(evs, e)
+	evs, err := trace.ReadEvents("trace", bytes.NewReader(b.Bytes()))
+	if err != nil {
+		t.Fatal(err)
 	}
 	return evs
 }
 
-func (l *lab) config(t *testing.T, buf *syncBuffer, wa string) Config {
+func (l *lab) config(t *testing.T, buf *bytes.Buffer, wa string) Config {
 	t.Helper()
 	files, err := ReadFiles(wa)
 	if err != nil {
@@ -110,6 +88,10 @@ func (l *lab) config(t *testing.T, buf *syncBuffer, wa string) Config {
 	rec := trace.NewRecorder(buf, trace.Options{Proc: "w3wp.exe", Role: "hla", Hosts: l.hosts})
 	return Config{Files: files, Recorder: rec, Dialer: dialer, Role: "hla", Process: "w3wp.exe", HealthPoll: -1}
 }
+
+// bootstrapped is the op of the event TestStart records where Bootstrapped
+// is called.
+const bootstrapped = "Bootstrapped"
 
 func TestStart(t *testing.T) {
 	l := newLab(t)
@@ -127,16 +109,14 @@ func TestStart(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var buf syncBuffer
+			var buf bytes.Buffer
 			cfg := l.config(t, &buf, l.files(t, tt.servers...))
 			cfg.SkipACO = tt.skipACO
-			// The events recorded when the bootstrap was through.
-			seen := -1
+			// Bootstrapped marks its place in the trace.
+			called := 0
 			cfg.Bootstrapped = func(res *bootstrap.Result) {
-				if seen >= 0 {
-					t.Error("Bootstrapped called twice")
-				}
-				seen = len(buf.events(t))
+				called++
+				cfg.Recorder.Emit(trace.Event{Op: bootstrapped})
 				if len(res.Skipped) != tt.skipped {
 					t.Errorf("bootstrap skipped %v, want %d", res.Skipped, tt.skipped)
 				}
@@ -148,7 +128,7 @@ func TestStart(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("Start: %v, want an error with %q", err, tt.wantErr)
 				}
-				if seen >= 0 {
+				if called > 0 {
 					t.Error("Bootstrapped called for a bootstrap that failed")
 				}
 				return
@@ -156,7 +136,6 @@ func TestStart(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer ag.Pool.Close()
 			if ag.Bootstrap.HCO.Name != "hco.smps1" || ag.Bootstrap.Server.Host != "smps1.shared.lab" {
 				t.Errorf("bootstrap: HCO %q from %s", ag.Bootstrap.HCO.Name, ag.Bootstrap.Server.Addr())
 			}
@@ -167,18 +146,19 @@ func TestStart(t *testing.T) {
 			if len(st) != 1 || st[0].Open != ag.Bootstrap.HCO.MinSocketsPerPort {
 				t.Errorf("pool %+v, want MinSocketsPerPort sockets to the HCO's one server", st)
 			}
+			ag.Pool.Close() // nothing writes to buf from here
 			// The bootstrap's events, then the HCO phase's: the hook
 			// comes between them, as the process's log must.
-			evs := buf.events(t)
-			if seen < 0 {
-				t.Fatal("Bootstrapped not called")
+			if called != 1 {
+				t.Fatalf("Bootstrapped called %d times, want once", called)
 			}
-			for i, e := range evs {
-				if e.Phase == "" {
-					continue
-				}
-				if before := i < seen; before != (e.Phase == trace.PhaseBootstrap) {
-					t.Errorf("event %d (%s, phase %s) is on the wrong side of Bootstrapped (called after %d events)", i, e.Op, e.Phase, seen)
+			after := false
+			for i, e := range events(t, &buf) {
+				switch {
+				case e.Op == bootstrapped:
+					after = true
+				case e.Phase != "" && after == (e.Phase == trace.PhaseBootstrap):
+					t.Errorf("event %d (%s, phase %s) is on the wrong side of Bootstrapped", i, e.Op, e.Phase)
 				}
 			}
 		})
@@ -187,7 +167,7 @@ func TestStart(t *testing.T) {
 
 func TestProbe(t *testing.T) {
 	l := newLab(t)
-	var buf syncBuffer
+	var buf bytes.Buffer
 	cfg := l.config(t, &buf, l.files(t, "smps2.shared.lab,0,0,44443", "smps1.shared.lab,0,0,44443"))
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
@@ -208,7 +188,7 @@ func TestProbe(t *testing.T) {
 	}
 	// One socket per server, closed: a check, not a pool.
 	var connects, hco int
-	for _, e := range buf.events(t) {
+	for _, e := range events(t, &buf) {
 		if e.Op == trace.OpConnect {
 			connects++
 			if e.Phase == trace.PhaseHCO {

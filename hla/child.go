@@ -9,8 +9,10 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/oklog/run"
 	"github.com/rs/zerolog"
 
 	"github.com/agentlab/agentlab/backoff"
@@ -78,6 +80,15 @@ func Inherit() (in *Inherited, ok bool, err error) {
 		return nil, true, fmt.Errorf("inherited listening socket: %w", err)
 	}
 	in.notice = os.NewFile(childNoticeFD, "httpd notice pipe")
+	// Non-blocking, so that os.NewFile makes it pollable and Close ends a
+	// read in progress: the parent handed it over in blocking mode
+	// (os/exec's Fd), and a blocking read would hold the child's exit
+	// until the parent closed its end, which it does once the child has
+	// exited. The child alone holds this end.
+	if err := syscall.SetNonblock(childReattachFD, true); err != nil {
+		in.Listener.Close()
+		return nil, true, fmt.Errorf("reattach pipe (fd 5) from the httpd parent: %w", err)
+	}
 	in.reattach = os.NewFile(childReattachFD, "httpd reattach pipe")
 	if in.notice == nil || in.reattach == nil {
 		in.Listener.Close()
@@ -109,14 +120,16 @@ func noticeReady(addr string) notice.Notice {
 
 func (in *Inherited) close() {
 	in.mu.Lock()
-	defer in.mu.Unlock()
 	if in.notice != nil {
 		in.notice.Close()
 		in.notice = nil
 	}
-	// Ends readReattach.
-	in.reattach.Close()
+	in.mu.Unlock()
+	in.closeReattach()
 }
+
+// closeReattach ends readReattach; closing twice is harmless.
+func (in *Inherited) closeReattach() { in.reattach.Close() }
 
 // readReattach hands every line of the reattach pipe to set, until the
 // parent closes it (it has exited) or the pipe is closed here.
@@ -136,15 +149,6 @@ func (in *Inherited) readReattach(set func(string)) {
 // listening socket, joined to the parent's LLAWP with ipc.Attach, which
 // cannot stop it.
 func RunApacheChild(ctx context.Context, cfg ProcessConfig, in *Inherited) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	defer in.close()
-	// Pdeathsig is the first guard against outliving the parent; this
-	// covers a parent that died before it took effect.
-	go watchParent(ctx, in.ParentPID, func() {
-		cfg.Log.Warn().Int("parent_pid", in.ParentPID).Msg("The httpd parent is gone: exiting")
-		cancel(errors.New("the httpd parent is gone"))
-	})
 	cfg.Listener = in.Listener
 	ready := cfg.Ready
 	cfg.Ready = func(addr string) {
@@ -157,47 +161,94 @@ func RunApacheChild(ctx context.Context, cfg ProcessConfig, in *Inherited) error
 	cfg.Recycling = func() { in.notify(noticeRecycle) }
 	link := newAttachLink(cfg)
 	defer link.close()
-	go in.readReattach(link.setReattach)
-	err := runWorker(ctx, cfg, link)
-	if ctx.Err() != nil {
-		return nil // stopped by the parent, or the parent is gone
-	}
-	return err
+	return runChild(ctx, in, cfg.Log, "The httpd parent", func(ctx context.Context) error { return runWorker(ctx, cfg, link) }, link.setReattach)
 }
 
 // RunIISChild runs w3wp.exe under WAS until ctx ends or WAS dies: RunIIS
 // on WAS's listening socket, telling WAS when it is through its HCO phase,
 // when it serves, and when its LLAWP dies or starts again.
 func RunIISChild(ctx context.Context, cfg ProcessConfig, in *Inherited) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	defer in.close()
-	go watchParent(ctx, in.ParentPID, func() {
-		cfg.Log.Warn().Int("parent_pid", in.ParentPID).Msg("WAS is gone: exiting")
-		cancel(errors.New("WAS is gone"))
-	})
 	cfg.Listener = in.Listener
 	cfg.Ready = func(addr string) { in.notify(noticeReady(addr)) }
 	cfg.HCODone = func() { in.notify(noticeHCO) }
 	cfg.Notify = in.notify
-	err := RunIIS(ctx, cfg)
-	if ctx.Err() != nil {
-		return nil // stopped by WAS, or WAS is gone
+	return runChild(ctx, in, cfg.Log, "WAS", func(ctx context.Context) error { return RunIIS(ctx, cfg) }, nil)
+}
+
+// errParentGone ends a worker whose parent has died.
+var errParentGone = errors.New("the parent is gone")
+
+// runChild runs a worker that a parent started until ctx ends, the parent
+// (called parent in the log) dies, or work returns; reattach, when not
+// nil, takes each LLAWP reattach config the parent sends. It returns
+// work's error, or nil when the worker was stopped or its parent is gone.
+func runChild(ctx context.Context, in *Inherited, log zerolog.Logger, parent string, work func(context.Context) error, reattach func(string)) error {
+	defer in.close()
+	// The child's actors. run.Group interrupts every one, in the order
+	// they are added, as soon as the first returns.
+	var g run.Group
+	{
+		// Worker: work until ctx ends or it is interrupted. Interrupted
+		// first, and its interrupt returns once work has (its requests
+		// answered, its pool and LLAWP link closed), so that nothing
+		// below closes a pipe the worker still uses.
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		g.Add(func() error {
+			defer close(done)
+			return work(wctx)
+		}, func(error) {
+			cancel()
+			<-done
+		})
+	}
+	{
+		// Parent watch: Pdeathsig is the first guard against outliving
+		// the parent; this covers a parent that died before it took
+		// effect. Returns errParentGone.
+		wctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error {
+			err := watchParent(wctx, in.ParentPID)
+			if errors.Is(err, errParentGone) {
+				log.Warn().Int("parent_pid", in.ParentPID).Msgf("%s is gone: exiting", parent)
+			}
+			return err
+		}, func(error) { cancel() })
+	}
+	if reattach != nil {
+		// Reattach configs: hands each LLAWP the parent names to the
+		// worker's link. A parent that closes the pipe is no reason to
+		// stop (the watch tells that), so it waits for its interrupt,
+		// which closes the pipe.
+		done := make(chan struct{})
+		g.Add(func() error {
+			in.readReattach(reattach)
+			<-done
+			return nil
+		}, func(error) {
+			in.closeReattach()
+			close(done)
+		})
+	}
+	err := g.Run()
+	if errors.Is(err, errParentGone) || ctx.Err() != nil {
+		return nil // stopped by the parent, or the parent is gone
 	}
 	return err
 }
 
-func watchParent(ctx context.Context, ppid int, gone func()) {
+// watchParent returns errParentGone once this process's parent is no
+// longer ppid, or ctx's error.
+func watchParent(ctx context.Context, ppid int) error {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
 		if os.Getppid() != ppid {
-			gone()
-			return
+			return errParentGone
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return ctx.Err()
 		case <-t.C:
 		}
 	}

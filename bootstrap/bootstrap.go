@@ -83,7 +83,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			break
 		}
 	}
-	return res, listErrors(fmt.Sprintf("bootstrap of trusted host %q failed: no policy server in %s gave host configuration object %q:",
+	return res, JoinErrors(fmt.Sprintf("bootstrap of trusted host %q failed: no policy server in %s gave host configuration object %q:",
 		sm.HostName, sm.File.Path(), sm.HostConfigObject), res.Skipped)
 }
 
@@ -95,7 +95,10 @@ type listError struct {
 	errs []error
 }
 
-func listErrors(headline string, errs []error) error {
+// JoinErrors is errs under headline, one per line and indented, as the
+// bootstrap reports every server it tried; errors.Is and errors.As see
+// each of them. startup.Probe reports the HCO's servers the same way.
+func JoinErrors(headline string, errs []error) error {
 	var b strings.Builder
 	b.WriteString(headline)
 	for _, e := range errs {

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentlab/agentlab/notice"
 	"github.com/agentlab/agentlab/procname"
 	"github.com/agentlab/agentlab/trace"
 )
@@ -118,8 +119,7 @@ func (s *agentSetup) startHLA(t *testing.T) (p *proc, baseURL, out string) {
 	t.Helper()
 	out = t.TempDir()
 	p = startProc(t, s.env, "hla", s.hlaArgs(filepath.Join(s.dir, "WebAgent.conf"), out)...)
-	line := p.waitOutput(t, &p.stdout, "hla: serving http://", time.Minute)
-	return p, strings.TrimPrefix(line, "hla: serving "), out
+	return p, p.waitNotice(t, &p.stdout, notice.HLAServing, nil, time.Minute).Addr, out
 }
 
 // TestAgentBadConfig: each way the agent can be configured wrong ends the
@@ -207,7 +207,7 @@ func TestAgentBadConfig(t *testing.T) {
 			if c.want == nil {
 				// The control: the same setup serves, so each failure below
 				// is the case's own defect, not the setup's.
-				p.waitOutput(t, &p.stdout, "hla: serving http://", time.Minute)
+				p.waitNotice(t, &p.stdout, notice.HLAServing, nil, time.Minute)
 				p.cmd.Process.Signal(syscall.SIGTERM)
 				if code := p.exitCode(t, 30*time.Second); code != 0 {
 					t.Errorf("hla exit %d on SIGTERM; stderr:\n%s", code, p.stderr.String())
@@ -219,7 +219,7 @@ func TestAgentBadConfig(t *testing.T) {
 			if code == 0 {
 				t.Fatalf("exit 0, want an error; stdout %q", p.stdout.String())
 			}
-			if strings.Contains(p.stdout.String(), "hla: serving") {
+			if hasNotice(p.stdout.String(), notice.HLAServing) {
 				t.Errorf("hla served before failing; stdout %q", p.stdout.String())
 			}
 			for _, w := range c.want(dir) {
@@ -477,21 +477,55 @@ func startProc(t *testing.T, env []string, name string, args ...string) *proc {
 // returns it; the process exiting first, or the timeout, fails the test.
 func (p *proc) waitOutput(t *testing.T, stream *syncBuffer, prefix string, timeout time.Duration) string {
 	t.Helper()
+	return p.waitLine(t, stream, fmt.Sprintf("%q", prefix), func(l string) bool { return strings.HasPrefix(l, prefix) }, timeout)
+}
+
+// waitNotice waits for a notice of want's program and kind on the stream
+// (notice.ParseKind: the contract the program writes it by, not a
+// literal of the test's), for which match, when not nil, is true too.
+func (p *proc) waitNotice(t *testing.T, stream *syncBuffer, want notice.Notice, match func(notice.Notice) bool, timeout time.Duration) notice.Notice {
+	t.Helper()
+	var n notice.Notice
+	p.waitLine(t, stream, fmt.Sprintf("a %q notice", want.Prog+": "+string(want.Kind)), func(l string) bool {
+		got, ok := notice.ParseKind(l, want.Prog, want.Kind)
+		if ok && (match == nil || match(got)) {
+			n = got
+			return true
+		}
+		return false
+	}, timeout)
+	return n
+}
+
+// waitLine waits for a line of the stream that ok accepts and returns
+// it; the process exiting first, or the timeout, fails the test.
+func (p *proc) waitLine(t *testing.T, stream *syncBuffer, what string, ok func(string) bool, timeout time.Duration) string {
+	t.Helper()
 	deadline := time.After(timeout)
 	for {
 		for _, l := range strings.Split(stream.String(), "\n") {
-			if strings.HasPrefix(l, prefix) {
+			if ok(l) {
 				return l
 			}
 		}
 		select {
 		case <-p.done:
-			t.Fatalf("%s exited (%v) before printing %q; stderr:\n%s", p.cmd.Path, p.err, prefix, p.stderr.String())
+			t.Fatalf("%s exited (%v) before printing %s; stderr:\n%s", p.cmd.Path, p.err, what, p.stderr.String())
 		case <-deadline:
-			t.Fatalf("%s did not print %q within %v; stderr:\n%s", p.cmd.Path, prefix, timeout, p.stderr.String())
+			t.Fatalf("%s did not print %s within %v; stderr:\n%s", p.cmd.Path, what, timeout, p.stderr.String())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// hasNotice says whether out holds a notice of want's program and kind.
+func hasNotice(out string, want notice.Notice) bool {
+	for _, l := range strings.Split(out, "\n") {
+		if _, ok := notice.ParseKind(l, want.Prog, want.Kind); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // exitCode waits for the process to exit by itself: a hang fails the test.

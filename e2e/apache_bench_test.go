@@ -6,10 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agentlab/agentlab/notice"
 )
 
 // BenchmarkApacheStart32 measures the Apache model's cold start with 32
@@ -37,7 +38,7 @@ func BenchmarkApacheStart32(b *testing.B) {
 		sc := bufio.NewScanner(stdout)
 		ready := false
 		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "hla: serving ") {
+			if _, ok := notice.ParseKind(sc.Text(), notice.ProgHLA, notice.Serving); ok {
 				ready = true
 				break
 			}

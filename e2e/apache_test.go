@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentlab/agentlab/notice"
 	"github.com/agentlab/agentlab/procname"
 	"github.com/agentlab/agentlab/proto/tlipb"
 	"github.com/agentlab/agentlab/tli"
@@ -42,8 +43,7 @@ func (s *agentSetup) startApache(t *testing.T, extra ...string) (p *proc, baseUR
 	})
 	args := append(s.hlaArgs(filepath.Join(s.dir, "WebAgent.conf"), out), "--model", "apache")
 	p = startProc(t, s.env, "hla", append(args, extra...)...)
-	line := p.waitOutput(t, &p.stdout, "hla: serving http://", 2*time.Minute)
-	return p, strings.TrimPrefix(line, "hla: serving "), out
+	return p, p.waitNotice(t, &p.stdout, notice.HLAServing, nil, 2*time.Minute).Addr, out
 }
 
 // stopApache stops the parent with SIGTERM, as the lab does, and checks

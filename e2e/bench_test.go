@@ -6,10 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agentlab/agentlab/notice"
 )
 
 // BenchmarkColdStartIIS measures the IIS model's cold start on loopback:
@@ -35,7 +36,10 @@ func BenchmarkColdStartIIS(b *testing.B) {
 			b.Fatal(err)
 		}
 		sc := bufio.NewScanner(stdout)
-		for sc.Scan() && !strings.HasPrefix(sc.Text(), "hla: serving ") {
+		for sc.Scan() {
+			if _, ok := notice.ParseKind(sc.Text(), notice.ProgHLA, notice.Serving); ok {
+				break
+			}
 		}
 		hlaReady := time.Since(t0)
 		deadline := time.Now().Add(20 * time.Second)

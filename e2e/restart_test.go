@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentlab/agentlab/notice"
+	"github.com/agentlab/agentlab/procname"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -155,17 +157,24 @@ func TestIISRapidFail(t *testing.T) {
 	out := t.TempDir()
 	args := append(s.hlaArgs(filepath.Join(s.dir, "WebAgent.conf"), out), "--rapid-fail-crashes", "2", "--rapid-fail-interval", "1m")
 	hla := startProc(t, s.env, "hla", args...)
-	line := hla.waitOutput(t, &hla.stdout, "hla: serving http://", time.Minute)
-	url := strings.TrimPrefix(line, "hla: serving ")
+	url := hla.waitNotice(t, &hla.stdout, notice.HLAServing, nil, time.Minute).Addr
+	// The notice of process pid's start or end.
+	about := func(kind notice.Kind, pid int) (notice.Notice, func(notice.Notice) bool) {
+		return notice.Notice{Prog: notice.ProgHLA, Kind: kind}, func(n notice.Notice) bool {
+			return n.Process.Name == procname.IISWorker && n.Process.PID == pid
+		}
+	}
 
 	first := wasChild(t, out, hla.pid, 0, time.Minute)
 	syscall.Kill(first, syscall.SIGKILL)
-	hla.waitOutput(t, &hla.stdout, `hla: exited {"name":"w3wp.exe","pid":`+fmt.Sprint(first), 30*time.Second)
+	want, match := about(notice.Exited, first)
+	hla.waitNotice(t, &hla.stdout, want, match, 30*time.Second)
 	second := wasChild(t, out, hla.pid, first, time.Minute)
-	hla.waitOutput(t, &hla.stdout, `hla: started {"name":"w3wp.exe","pid":`+fmt.Sprint(second), 30*time.Second)
+	want, match = about(notice.Started, second)
+	hla.waitNotice(t, &hla.stdout, want, match, 30*time.Second)
 	syscall.Kill(second, syscall.SIGKILL)
-	exit := hla.waitOutput(t, &hla.stdout, `hla: exited {"name":"w3wp.exe","pid":`+fmt.Sprint(second), 30*time.Second)
-	if !strings.Contains(exit, "rapid-fail protection") {
+	want, match = about(notice.Exited, second)
+	if exit := hla.waitNotice(t, &hla.stdout, want, match, 30*time.Second); !strings.Contains(exit.Process.Exit.Action, "rapid-fail protection") {
 		t.Errorf("the second death does not say rapid-fail protection stopped the pool: %s", exit)
 	}
 	resp, err := http.Get(url)

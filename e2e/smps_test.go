@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agentlab/agentlab/notice"
 )
 
 // startSmps runs smps on ip:44443 until the test ends and returns its log path.
@@ -34,7 +36,7 @@ func startSmps(t testing.TB, ip, name string, extra ...string) (logPath string) 
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "smps: listening on") {
+			if _, ok := notice.ParseKind(sc.Text(), notice.ProgSmps, notice.Listening); ok {
 				close(ready)
 				break
 			}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"os"
 	"os/exec"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentlab/agentlab/notice"
 	"github.com/agentlab/agentlab/tli"
 	"github.com/agentlab/agentlab/trace"
 )
@@ -268,10 +270,9 @@ func TestSmpsKeyLog(t *testing.T) {
 				cmd.Process.Signal(os.Interrupt)
 				cmd.Wait()
 			}()
-			line := make([]byte, 64)
-			n, _ := stdout.Read(line)
-			if !strings.HasPrefix(string(line[:n]), "smps: listening on") {
-				t.Fatalf("smps did not start: %q %s", line[:n], errb.String())
+			line, _ := bufio.NewReader(stdout).ReadString('\n')
+			if _, ok := notice.ParseKind(line, notice.ProgSmps, notice.Listening); !ok {
+				t.Fatalf("smps did not start: %q %s", line, errb.String())
 			}
 			fi, err := os.Stat(path)
 			if err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentlab/agentlab/backoff"
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/notice"
 	"github.com/agentlab/agentlab/trace"
@@ -26,26 +27,22 @@ func llawpProcess(o *ipc.Owner, name, parent string) trace.Process {
 	}
 }
 
-// startLLAWP launches the LLAWP and its supervisor, and names it to every
-// child.
-func (p *parent) startLLAWP(ctx context.Context) error {
+// runLLAWP is the Apache parent's LLAWP actor: it waits for run to want
+// the LLAWP, launches it, starts a new one each time it dies, and stops it
+// when ctx ends. A first launch that fails is the web server's error.
+func (p *parent) runLLAWP(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-p.llawpWanted:
+	}
 	o, err := p.launchLLAWP(ctx, false)
 	if err != nil {
 		return err
 	}
-	lctx, cancel := context.WithCancel(ctx)
-	p.llawpCancel = cancel
-	p.llawpWG.Add(1)
-	go func() { defer p.llawpWG.Done(); p.superviseLLAWP(lctx, o) }()
-	return nil
-}
-
-func (p *parent) stopLLAWP() {
-	if p.llawpCancel != nil {
-		p.llawpCancel()
-	}
-	p.llawpWG.Wait()
+	p.superviseLLAWP(ctx, o)
 	p.killLLAWP()
+	return nil
 }
 
 // launchLLAWP starts an LLAWP; again says it replaces one that died, which
@@ -97,8 +94,7 @@ func (p *parent) killLLAWP() {
 // is sent its reattach config and registers with it. Meanwhile the
 // children go on serving, without management events.
 func (p *parent) superviseLLAWP(ctx context.Context, o *ipc.Owner) {
-	minB, maxB := p.cfg.LLAWP.backoff()
-	backoff := minB
+	b := p.cfg.LLAWP.backoff()
 	for {
 		started := time.Now()
 		select {
@@ -110,25 +106,21 @@ func (p *parent) superviseLLAWP(ctx context.Context, o *ipc.Owner) {
 		p.mu.Lock()
 		p.llawp, p.reattach = nil, ""
 		p.mu.Unlock()
-		if time.Since(started) > maxB {
-			backoff = minB
-		}
-		p.log.Error().Int("llawp_pid", o.PID()).Dur("restart_in", backoff).Msg("LLAWP is gone; the children go on serving, a new LLAWP will be started")
+		wait := b.Failed(time.Since(started))
+		p.log.Error().Int("llawp_pid", o.PID()).Dur("restart_in", wait).Msg("LLAWP is gone; the children go on serving, a new LLAWP will be started")
 		p.exited(llawpProcess(o, p.cfg.LLAWP.name(), p.name), o.ExitState(), true,
-			fmt.Sprintf("the children go on serving; %s (pid %d) starts a new LLAWP in %s", p.name, os.Getpid(), backoff))
+			fmt.Sprintf("the children go on serving; %s (pid %d) starts a new LLAWP in %s", p.name, os.Getpid(), wait))
 		for {
-			select {
-			case <-ctx.Done():
+			if backoff.Wait(ctx, wait) != nil {
 				return
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, maxB)
 			nu, err := p.launchLLAWP(ctx, true)
 			if err == nil {
 				o = nu
 				break
 			}
 			p.log.Error().Err(err).Msg("Could not start a new LLAWP")
+			wait = b.Next()
 		}
 	}
 }

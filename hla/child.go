@@ -5,15 +5,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/oklog/run"
 	"github.com/rs/zerolog"
 
+	"github.com/agentlab/agentlab/backoff"
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/notice"
@@ -33,16 +35,14 @@ const (
 	childReattachFD = 5 // read end of a pipe: the LLAWP's reattach config, a line each time it changes
 )
 
-// A child's notices to its parent, one line each on the notice pipe. The
-// parent launches the LLAWP once every first child has sent noticeHCO (so
-// that a capture shows every child's round before the LLAWP's, as in the
-// seed), counts noticeReady, and replaces at once only a child that sent
-// noticeRecycle: any other exit is a death, replaced after a backoff.
-const (
-	noticeHCO     = "hco"
-	noticeReady   = "ready"
-	noticeRecycle = "recycle"
-)
+// A child's notices to its parent are package notice's lines, one each on
+// the notice pipe. The parent launches the LLAWP once every first child
+// has sent notice.HCODone (so that a capture shows every child's round
+// before the LLAWP's, as in the seed), counts notice.Serving, and
+// replaces at once only a child that sent notice.Recycling: any other
+// exit is a death, replaced after a backoff. An IIS worker's news about
+// its own LLAWP (notice.Started, notice.Exited) goes on to whoever
+// started the web server.
 
 // Inherited is what an httpd child gets from its parent.
 type Inherited struct {
@@ -80,6 +80,15 @@ func Inherit() (in *Inherited, ok bool, err error) {
 		return nil, true, fmt.Errorf("inherited listening socket: %w", err)
 	}
 	in.notice = os.NewFile(childNoticeFD, "httpd notice pipe")
+	// Non-blocking, so that os.NewFile makes it pollable and Close ends a
+	// read in progress: the parent handed it over in blocking mode
+	// (os/exec's Fd), and a blocking read would hold the child's exit
+	// until the parent closed its end, which it does once the child has
+	// exited. The child alone holds this end.
+	if err := syscall.SetNonblock(childReattachFD, true); err != nil {
+		in.Listener.Close()
+		return nil, true, fmt.Errorf("reattach pipe (fd 5) from the httpd parent: %w", err)
+	}
 	in.reattach = os.NewFile(childReattachFD, "httpd reattach pipe")
 	if in.notice == nil || in.reattach == nil {
 		in.Listener.Close()
@@ -90,24 +99,37 @@ func Inherit() (in *Inherited, ok bool, err error) {
 
 // notify sends one notice to the parent, at best effort: a parent that is
 // gone reads nothing, and the child finds out by watching getppid.
-func (in *Inherited) notify(line string) {
+func (in *Inherited) notify(n notice.Notice) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.notice != nil {
-		io.WriteString(in.notice, line+"\n")
+		notice.Write(in.notice, n)
 	}
+}
+
+// The notices a worker sends its parent about itself.
+var (
+	noticeHCO     = notice.Notice{Prog: notice.ProgHLA, Kind: notice.HCODone}
+	noticeRecycle = notice.Notice{Prog: notice.ProgHLA, Kind: notice.Recycling}
+)
+
+// noticeReady says the worker serves at addr.
+func noticeReady(addr string) notice.Notice {
+	return notice.Notice{Prog: notice.ProgHLA, Kind: notice.Serving, Addr: "http://" + addr}
 }
 
 func (in *Inherited) close() {
 	in.mu.Lock()
-	defer in.mu.Unlock()
 	if in.notice != nil {
 		in.notice.Close()
 		in.notice = nil
 	}
-	// Ends readReattach.
-	in.reattach.Close()
+	in.mu.Unlock()
+	in.closeReattach()
 }
+
+// closeReattach ends readReattach; closing twice is harmless.
+func (in *Inherited) closeReattach() { in.reattach.Close() }
 
 // readReattach hands every line of the reattach pipe to set, until the
 // parent closes it (it has exited) or the pipe is closed here.
@@ -127,19 +149,10 @@ func (in *Inherited) readReattach(set func(string)) {
 // listening socket, joined to the parent's LLAWP with ipc.Attach, which
 // cannot stop it.
 func RunApacheChild(ctx context.Context, cfg ProcessConfig, in *Inherited) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	defer in.close()
-	// Pdeathsig is the first guard against outliving the parent; this
-	// covers a parent that died before it took effect.
-	go watchParent(ctx, in.ParentPID, func() {
-		cfg.Log.Warn().Int("parent_pid", in.ParentPID).Msg("The httpd parent is gone: exiting")
-		cancel(errors.New("the httpd parent is gone"))
-	})
 	cfg.Listener = in.Listener
 	ready := cfg.Ready
 	cfg.Ready = func(addr string) {
-		in.notify(noticeReady)
+		in.notify(noticeReady(addr))
 		if ready != nil {
 			ready(addr)
 		}
@@ -148,47 +161,94 @@ func RunApacheChild(ctx context.Context, cfg ProcessConfig, in *Inherited) error
 	cfg.Recycling = func() { in.notify(noticeRecycle) }
 	link := newAttachLink(cfg)
 	defer link.close()
-	go in.readReattach(link.setReattach)
-	err := runWorker(ctx, cfg, link)
-	if ctx.Err() != nil {
-		return nil // stopped by the parent, or the parent is gone
-	}
-	return err
+	return runChild(ctx, in, cfg.Log, "The httpd parent", func(ctx context.Context) error { return runWorker(ctx, cfg, link) }, link.setReattach)
 }
 
 // RunIISChild runs w3wp.exe under WAS until ctx ends or WAS dies: RunIIS
 // on WAS's listening socket, telling WAS when it is through its HCO phase,
 // when it serves, and when its LLAWP dies or starts again.
 func RunIISChild(ctx context.Context, cfg ProcessConfig, in *Inherited) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	defer in.close()
-	go watchParent(ctx, in.ParentPID, func() {
-		cfg.Log.Warn().Int("parent_pid", in.ParentPID).Msg("WAS is gone: exiting")
-		cancel(errors.New("WAS is gone"))
-	})
 	cfg.Listener = in.Listener
-	cfg.Ready = func(string) { in.notify(noticeReady) }
+	cfg.Ready = func(addr string) { in.notify(noticeReady(addr)) }
 	cfg.HCODone = func() { in.notify(noticeHCO) }
-	cfg.Notify = func(n notice.Notice) { in.notify(n.String()) }
-	err := RunIIS(ctx, cfg)
-	if ctx.Err() != nil {
-		return nil // stopped by WAS, or WAS is gone
+	cfg.Notify = in.notify
+	return runChild(ctx, in, cfg.Log, "WAS", func(ctx context.Context) error { return RunIIS(ctx, cfg) }, nil)
+}
+
+// errParentGone ends a worker whose parent has died.
+var errParentGone = errors.New("the parent is gone")
+
+// runChild runs a worker that a parent started until ctx ends, the parent
+// (called parent in the log) dies, or work returns; reattach, when not
+// nil, takes each LLAWP reattach config the parent sends. It returns
+// work's error, or nil when the worker was stopped or its parent is gone.
+func runChild(ctx context.Context, in *Inherited, log zerolog.Logger, parent string, work func(context.Context) error, reattach func(string)) error {
+	defer in.close()
+	// The child's actors. run.Group interrupts every one, in the order
+	// they are added, as soon as the first returns.
+	var g run.Group
+	{
+		// Worker: work until ctx ends or it is interrupted. Interrupted
+		// first, and its interrupt returns once work has (its requests
+		// answered, its pool and LLAWP link closed), so that nothing
+		// below closes a pipe the worker still uses.
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		g.Add(func() error {
+			defer close(done)
+			return work(wctx)
+		}, func(error) {
+			cancel()
+			<-done
+		})
+	}
+	{
+		// Parent watch: Pdeathsig is the first guard against outliving
+		// the parent; this covers a parent that died before it took
+		// effect. Returns errParentGone.
+		wctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error {
+			err := watchParent(wctx, in.ParentPID)
+			if errors.Is(err, errParentGone) {
+				log.Warn().Int("parent_pid", in.ParentPID).Msgf("%s is gone: exiting", parent)
+			}
+			return err
+		}, func(error) { cancel() })
+	}
+	if reattach != nil {
+		// Reattach configs: hands each LLAWP the parent names to the
+		// worker's link. A parent that closes the pipe is no reason to
+		// stop (the watch tells that), so it waits for its interrupt,
+		// which closes the pipe.
+		done := make(chan struct{})
+		g.Add(func() error {
+			in.readReattach(reattach)
+			<-done
+			return nil
+		}, func(error) {
+			in.closeReattach()
+			close(done)
+		})
+	}
+	err := g.Run()
+	if errors.Is(err, errParentGone) || ctx.Err() != nil {
+		return nil // stopped by the parent, or the parent is gone
 	}
 	return err
 }
 
-func watchParent(ctx context.Context, ppid int, gone func()) {
+// watchParent returns errParentGone once this process's parent is no
+// longer ppid, or ctx's error.
+func watchParent(ctx context.Context, ppid int) error {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
 		if os.Getppid() != ppid {
-			gone()
-			return
+			return errParentGone
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return ctx.Err()
 		case <-t.C:
 		}
 	}
@@ -344,23 +404,18 @@ func (a *attachLink) status(ctx context.Context) (ipc.Status, error) {
 }
 
 func (a *attachLink) run(ctx context.Context, w worker, linked chan<- struct{}) {
-	backoff, maxB := 100*time.Millisecond, 10*time.Second
+	b := backoff.Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}
 	for ctx.Err() == nil {
 		started := time.Now()
 		err := a.once(ctx, w, linked)
 		if ctx.Err() != nil {
 			return
 		}
-		if time.Since(started) > maxB {
-			backoff = 100 * time.Millisecond
-		}
-		a.log.Error().Err(err).Dur("retry_in", backoff).Msg("Lost the LLAWP; authorization goes on, attaching again")
-		select {
-		case <-ctx.Done():
+		wait := b.Failed(time.Since(started))
+		a.log.Error().Err(err).Dur("retry_in", wait).Msg("Lost the LLAWP; authorization goes on, attaching again")
+		if backoff.Wait(ctx, wait) != nil {
 			return
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, maxB)
 	}
 }
 
@@ -376,51 +431,18 @@ func (a *attachLink) once(ctx context.Context, w worker, linked chan<- struct{})
 		return fmt.Errorf("register with the LLAWP: %w", err)
 	}
 	a.log.Info().Int("llawp_pid", att.PID()).Msg("Registered with the LLAWP")
-	if a.cfg.Forwarder != nil {
-		a.cfg.Forwarder.SetWorker(id)
-	}
-	wctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	events, err := att.Watch(wctx, id)
-	if err != nil {
+	err = registration{
+		llawp: att, id: id, worker: w, log: a.log, forwarder: a.cfg.Forwarder, linkedOnce: &a.linkedOnce, linked: linked,
+	}.keep(ctx)
+	if ctx.Err() == nil {
+		// The stream ended (or never started) with the LLAWP perhaps
+		// still up: registering again makes a new id, and the old one
+		// must not stay in its registry as a worker that is gone. A child
+		// leaves the registry; it never stops the LLAWP.
 		unregister(ctx, att, id)
 		a.drop(att)
-		return fmt.Errorf("watch the LLAWP: %w", err)
 	}
-	wg.Add(1)
-	go func() { defer wg.Done(); awaitLLAWP(wctx, att, &a.linkedOnce, linked) }()
-	wg.Add(1)
-	go func() { defer wg.Done(); reportSockets(wctx, att, id, w.sockets, a.log) }()
-	if a.cfg.Forwarder != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := a.cfg.Forwarder.Forward(wctx, att); err != nil && wctx.Err() == nil {
-				a.log.Warn().Err(err).Msg("Log stream to the LLAWP broke; records are kept until it is back")
-			}
-		}()
-	}
-	for {
-		select {
-		case ev, ok := <-events:
-			if ok {
-				applyEvent(a.log, w.agent, ev)
-				continue
-			}
-			if ctx.Err() == nil {
-				// Registering again makes a new id: the old one must not
-				// stay in the LLAWP's registry as a worker that is gone.
-				unregister(ctx, att, id)
-				a.drop(att)
-				return errors.New("the LLAWP closed its event stream")
-			}
-		case <-ctx.Done():
-		}
-		// A child leaves the LLAWP's registry; it never stops the LLAWP.
-		unregister(ctx, att, id)
-		return ctx.Err()
-	}
+	return err
 }
 
 // unregister leaves the LLAWP's registry, at best effort: an LLAWP that

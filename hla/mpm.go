@@ -97,9 +97,9 @@ const drainGrace = 5 * time.Second
 // Not http.Server.Shutdown: once shutting down, the server closes any
 // connection it reads a request from without answering, a fresh one
 // included, and the browser sees EOF on a request it cannot safely resend.
-func drain(ctx context.Context, srv *http.Server, l net.Listener, serveErr <-chan error, conns *connCounter, grace time.Duration) {
+func drain(ctx context.Context, srv *http.Server, l net.Listener, served <-chan struct{}, conns *connCounter, grace time.Duration) {
 	l.Close()
-	<-serveErr // Serve returns once its listener is closed
+	<-served // Serve returns once its listener is closed
 	srv.SetKeepAlivesEnabled(false)
 	t := time.NewTimer(grace)
 	defer t.Stop()

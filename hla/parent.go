@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,12 +16,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/oklog/run"
 	"github.com/rs/zerolog"
 
-	"github.com/agentlab/agentlab/conf"
+	"github.com/agentlab/agentlab/backoff"
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/notice"
 	"github.com/agentlab/agentlab/procname"
+	"github.com/agentlab/agentlab/startup"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -95,13 +97,10 @@ type ParentConfig struct {
 	model string
 }
 
-// names are the parent's and its workers' process names and roles.
+// names are the parent's process name and role, and its workers' name.
 func (cfg *ParentConfig) names() (parent, parentRole, child string) {
-	n := procname.Model(cfg.model)
-	if cfg.model == ModelIIS {
-		return n.Parent, RoleWAS, n.Worker
-	}
-	return n.Parent, RoleHTTPDParent, n.Worker
+	self := ProcessIdentity(cfg.model, false, "")
+	return self.Name, self.Role, ProcessIdentity(cfg.model, true, "").Name
 }
 
 // RunApache runs the httpd parent until ctx ends. It owns the listening
@@ -135,11 +134,7 @@ func runParent(ctx context.Context, cfg ParentConfig) error {
 	}
 	log := cfg.Log
 	if cfg.WebAgent != "" {
-		wa, err := conf.ReadWebAgent(cfg.WebAgent)
-		if err != nil {
-			return err
-		}
-		if _, err := conf.ReadSmHost(wa.HostConfigFile); err != nil {
+		if _, err := startup.ReadFiles(cfg.WebAgent); err != nil {
 			return err
 		}
 	}
@@ -163,13 +158,53 @@ func runParent(ctx context.Context, cfg ParentConfig) error {
 	}
 	defer lf.Close()
 
-	p := &parent{cfg: cfg, log: log, lf: lf, addr: l.Addr().String(), events: make(chan childEvent), quit: make(chan struct{})}
+	p := &parent{cfg: cfg, log: log, lf: lf, addr: l.Addr().String(), events: make(chan childEvent), quit: make(chan struct{}),
+		llawpWanted: make(chan struct{}), poolStopped: make(chan struct{})}
 	p.name, p.role, p.childName = cfg.names()
-	// The LLAWP goes last, after the children (run returns once they are
-	// stopped).
-	defer p.stopLLAWP()
-	defer p.closeUnavailable()
-	return p.run(ctx)
+
+	// The web server's actors. run.Group interrupts every one, in the
+	// order they are added, as soon as the first returns, and returns
+	// once all have; an interrupt that blocks holds back the ones after
+	// it, which is how the order below is kept.
+	var g run.Group
+	{
+		// Workers: starts the children (the httpd children, or WAS's
+		// w3wp.exe), says when the web server serves, asks for the LLAWP
+		// once every first child is through its HCO phase, and replaces
+		// each child that dies (after a backoff; one that recycled, at
+		// once). It ends when ctx does (nil), or with the error that
+		// keeps the web server from starting. Interrupted first, and its
+		// interrupt returns only once every child has exited: the
+		// children go before the LLAWP they are registered with, so that
+		// none of them sees it die.
+		ctx, cancel := context.WithCancel(ctx)
+		stopped := make(chan struct{})
+		g.Add(func() error {
+			defer close(stopped)
+			return p.run(ctx)
+		}, func(error) {
+			cancel()
+			<-stopped
+		})
+	}
+	if cfg.model == ModelApache {
+		// LLAWP (Apache model): launched when the workers ask for it,
+		// named to every child, and started again (after a backoff) each
+		// time it dies; stopped when interrupted, after the workers. Its
+		// context is not ctx, which would stop it first: a Ctrl-C ends
+		// ctx before anything is interrupted.
+		ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		g.Add(func() error { return p.runLLAWP(ctx) }, func(error) { cancel() })
+	}
+	if cfg.model == ModelIIS {
+		// 503 responder (IIS model): once rapid-fail protection has
+		// stopped the application pool, answers every request on the
+		// socket with 503, as HTTP.sys does, until interrupted. The
+		// workers' end interrupts it.
+		ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		g.Add(func() error { return p.serveUnavailable(ctx) }, func(error) { cancel() })
+	}
+	return g.Run()
 }
 
 type parent struct {
@@ -189,27 +224,17 @@ type parent struct {
 	// error rather than N copies.
 	serving atomic.Bool
 
-	// The LLAWP's supervisor, once launched.
-	llawpWG     sync.WaitGroup
-	llawpCancel context.CancelFunc
+	// llawpWanted is closed by run once every first child is through its
+	// HCO phase (Apache model): the LLAWP actor launches it then.
+	llawpWanted chan struct{}
+	// poolStopped is closed by run when rapid-fail protection stops the
+	// application pool (IIS model): the 503 responder starts then.
+	poolStopped chan struct{}
 
 	mu       sync.Mutex
 	llawp    *ipc.Owner
 	reattach string
 	children map[int]*child // by slot
-	// unavailable answers 503 once rapid-fail protection stopped the pool.
-	unavailable *http.Server
-}
-
-// closeUnavailable stops the 503 responder, if rapid-fail protection
-// started one.
-func (p *parent) closeUnavailable() {
-	p.mu.Lock()
-	srv := p.unavailable
-	p.mu.Unlock()
-	if srv != nil {
-		srv.Close()
-	}
 }
 
 // child is one httpd child process in its slot.
@@ -228,8 +253,9 @@ type child struct {
 	recycling bool
 }
 
-// childEvent is a child's notice (hco, ready, recycle, or a notice.Notice
-// about its own LLAWP to pass on), or its exit.
+// childEvent is a line from a child's notice pipe (a notice.Notice: its
+// HCO phase done, it serves, it recycles, or news of its own LLAWP to
+// pass on), or its exit.
 type childEvent struct {
 	c      *child
 	notice string
@@ -280,70 +306,57 @@ func (p *parent) run(ctx context.Context) error {
 	// HCO phase.)
 	hco, ready := map[int]bool{}, map[int]bool{}
 	llawpUp, serving := p.cfg.model == ModelIIS, false
-	backoff := make([]time.Duration, p.cfg.Workers)
-	restart := make(chan int)
-	var timers sync.WaitGroup
-	defer timers.Wait()
-	tctx, stopTimers := context.WithCancel(ctx)
-	defer stopTimers()
+	// A child that dies soon after it started waits longer each time;
+	// one that served for 10 s starts the count over.
+	waits := make([]backoff.Backoff, p.cfg.Workers)
+	for i := range waits {
+		waits[i] = backoff.Backoff{Min: p.cfg.MinBackoff, Max: p.cfg.MaxBackoff, Stable: 10 * time.Second}
+	}
+	var restarts restarts
+	defer restarts.stop()
 	for {
 		select {
 		case <-ctx.Done():
-			stopTimers()
 			p.stopAll()
 			return nil
-		case slot := <-restart:
-			if err := p.start(slot, true); err != nil {
-				p.log.Error().Err(err).Int("slot", slot).Msgf("Could not start a new %s", p.childName)
-				backoff[slot] = p.next(backoff[slot])
-				p.after(tctx, &timers, backoff[slot], slot, restart)
+		case <-restarts.C():
+			for _, slot := range restarts.due() {
+				if err := p.start(slot, true); err != nil {
+					p.log.Error().Err(err).Int("slot", slot).Msgf("Could not start a new %s", p.childName)
+					restarts.after(slot, waits[slot].Next())
+				}
 			}
 		case ev := <-p.events:
 			c := ev.c
-			switch ev.notice {
-			case "":
-			case noticeHCO:
-				if llawpUp {
-					continue
-				}
-				hco[c.slot] = true
-				if len(hco) == p.cfg.Workers {
-					llawpUp = true
-					if err := p.startLLAWP(ctx); err != nil {
-						p.stopAll()
-						return err
-					}
-				}
-				continue
-			case noticeReady:
-				p.log.Info().Int("child_pid", c.pid).Int("slot", c.slot).Msgf("%s serving", p.childName)
-				if !serving {
-					ready[c.slot] = true
-					if len(ready) == p.cfg.Workers {
-						serving = true
-						p.serving.Store(true)
-						p.mu.Lock()
-						for _, c := range p.children {
-							c.stderr.flush()
-						}
-						p.mu.Unlock()
-						p.log.Info().Int("children", p.cfg.Workers).Str("addr", p.addr).Msgf("Every %s serves", p.childName)
-						if p.cfg.Ready != nil {
-							p.cfg.Ready(p.addr)
-						}
-					}
-				}
-				continue
-			case noticeRecycle:
-				c.recycling = true
-				continue
-			default:
-				// A worker's own news (its LLAWP died, or started again)
-				// goes on to whoever started the web server.
-				if n, ok := notice.Parse(ev.notice); ok {
-					p.notify(n)
-				} else {
+			if !ev.exited {
+				n, ok := notice.Parse(ev.notice)
+				switch {
+				case ev.notice == "":
+				case !ok:
 					p.log.Warn().Int("child_pid", c.pid).Str("notice", ev.notice).Msgf("Unknown notice from %s", p.childName)
+				case n.Kind == notice.HCODone:
+					if !llawpUp {
+						hco[c.slot] = true
+						if len(hco) == p.cfg.Workers {
+							llawpUp = true
+							close(p.llawpWanted)
+						}
+					}
+				case n.Kind == notice.Serving:
+					p.log.Info().Int("child_pid", c.pid).Int("slot", c.slot).Msgf("%s serving", p.childName)
+					if !serving {
+						ready[c.slot] = true
+						if len(ready) == p.cfg.Workers {
+							serving = true
+							p.serves()
+						}
+					}
+				case n.Kind == notice.Recycling:
+					c.recycling = true
+				default:
+					// A worker's own news (its LLAWP died, or started
+					// again) goes on to whoever started the web server.
+					p.notify(n)
 				}
 				continue
 			}
@@ -375,34 +388,46 @@ func (p *parent) run(ctx context.Context) error {
 				// bootstraps now, the socket storm of the vendor's KB.
 				p.log.Info().Int("child_pid", c.pid).Int("slot", c.slot).Msgf("%s recycled; starting a new one", p.childName)
 				p.exited(proc, c.cmd.ProcessState, false, "recycled (MaxConnectionsPerChild): a new one starts")
-				backoff[c.slot] = 0
+				waits[c.slot].Reset()
 				if err := p.start(c.slot, false); err != nil {
 					p.log.Error().Err(err).Msgf("Could not start a new %s", p.childName)
-					backoff[c.slot] = p.next(0)
-					p.after(tctx, &timers, backoff[c.slot], c.slot, restart)
+					restarts.after(c.slot, waits[c.slot].Next())
 				}
 				continue
 			}
 			if p.cfg.model == ModelIIS {
-				if p.rapidFail(ctx, c, proc) {
+				if p.rapidFail(c, proc) {
 					continue
 				}
 			}
-			if time.Since(c.started) > 10*time.Second {
-				backoff[c.slot] = 0
-			}
-			backoff[c.slot] = p.next(backoff[c.slot])
-			p.log.Error().Int("child_pid", c.pid).Int("slot", c.slot).Str("exit", exitText(ev.err)).Dur("restart_in", backoff[c.slot]).
+			wait := waits[c.slot].Failed(time.Since(c.started))
+			p.log.Error().Int("child_pid", c.pid).Int("slot", c.slot).Str("exit", exitText(ev.err)).Dur("restart_in", wait).
 				Msgf("%s died; a new one will be started", p.childName)
-			action := fmt.Sprintf("%s (pid %d) starts a new %s in %s, which bootstraps again", p.name, os.Getpid(), p.childName, backoff[c.slot])
+			action := fmt.Sprintf("%s (pid %d) starts a new %s in %s, which bootstraps again", p.name, os.Getpid(), p.childName, wait)
 			if p.cfg.model == ModelIIS {
 				// Its LLAWP watches its owner and leaves with it.
 				action = fmt.Sprintf("its %s leaves with it; %s (pid %d) starts a new %s in %s, which bootstraps again and launches a new %s",
-					procname.IISLLAWP, p.name, os.Getpid(), p.childName, backoff[c.slot], procname.IISLLAWP)
+					procname.IISLLAWP, p.name, os.Getpid(), p.childName, wait, procname.IISLLAWP)
 			}
 			p.exited(proc, c.cmd.ProcessState, true, action)
-			p.after(tctx, &timers, backoff[c.slot], c.slot, restart)
+			restarts.after(c.slot, wait)
 		}
+	}
+}
+
+// serves is the web server's readiness, once every first child serves:
+// the children's stderr, held until then, goes through, and Ready says
+// so.
+func (p *parent) serves() {
+	p.serving.Store(true)
+	p.mu.Lock()
+	for _, c := range p.children {
+		c.stderr.flush()
+	}
+	p.mu.Unlock()
+	p.log.Info().Int("children", p.cfg.Workers).Str("addr", p.addr).Msgf("Every %s serves", p.childName)
+	if p.cfg.Ready != nil {
+		p.cfg.Ready(p.addr)
 	}
 }
 
@@ -416,27 +441,65 @@ func exitText(err error) string {
 	return err.Error()
 }
 
-func (p *parent) next(b time.Duration) time.Duration {
-	if b == 0 {
-		return p.cfg.MinBackoff
-	}
-	return min(2*b, p.cfg.MaxBackoff)
+// restarts are the slots waiting for a new child, each until its time:
+// one timer for them all, read by run's loop, so that nothing waits on
+// after the loop has returned.
+type restarts struct {
+	at    map[int]time.Time
+	timer *time.Timer
 }
 
-func (p *parent) after(ctx context.Context, wg *sync.WaitGroup, d time.Duration, slot int, restart chan<- int) {
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(d):
+// after schedules slot's new child in d.
+func (r *restarts) after(slot int, d time.Duration) {
+	if r.at == nil {
+		r.at = map[int]time.Time{}
+	}
+	r.at[slot] = time.Now().Add(d)
+	r.arm()
+}
+
+// C fires when a slot is due; nil, which never fires, while none waits.
+func (r *restarts) C() <-chan time.Time {
+	if r.timer == nil {
+		return nil
+	}
+	return r.timer.C
+}
+
+// due takes the slots whose time has come, in slot order.
+func (r *restarts) due() []int {
+	now := time.Now()
+	var slots []int
+	for slot, t := range r.at {
+		if !t.After(now) {
+			slots = append(slots, slot)
+			delete(r.at, slot)
 		}
-		select {
-		case restart <- slot:
-		case <-ctx.Done():
+	}
+	slices.Sort(slots)
+	r.arm()
+	return slots
+}
+
+// arm sets the timer for the first slot due.
+func (r *restarts) arm() {
+	r.stop()
+	r.timer = nil
+	var first time.Time
+	for _, t := range r.at {
+		if first.IsZero() || t.Before(first) {
+			first = t
 		}
-	}()
+	}
+	if !first.IsZero() {
+		r.timer = time.NewTimer(time.Until(first))
+	}
+}
+
+func (r *restarts) stop() {
+	if r.timer != nil {
+		r.timer.Stop()
+	}
 }
 
 // start execs a child into slot. It inherits the listening socket (fd 3),

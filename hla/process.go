@@ -9,23 +9,21 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"runtime"
 	"sync"
 	"time"
 
+	"github.com/oklog/run"
 	"github.com/rs/zerolog"
 
+	"github.com/agentlab/agentlab/backoff"
 	"github.com/agentlab/agentlab/bootstrap"
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/notice"
-	"github.com/agentlab/agentlab/pool"
 	"github.com/agentlab/agentlab/procname"
+	"github.com/agentlab/agentlab/startup"
 	"github.com/agentlab/agentlab/trace"
 )
-
-// Version is what SetAgentInfo reports.
-const Version = "0.1"
 
 // LLAWPConfig says how a worker starts its LLAWP.
 type LLAWPConfig struct {
@@ -48,16 +46,17 @@ func (c LLAWPConfig) name() string {
 	return c.Name
 }
 
-// backoff is MinBackoff and MaxBackoff with their defaults.
-func (c LLAWPConfig) backoff() (minB, maxB time.Duration) {
-	minB, maxB = c.MinBackoff, c.MaxBackoff
-	if minB <= 0 {
-		minB = time.Second
+// backoff is the wait before a new LLAWP: MinBackoff and MaxBackoff with
+// their defaults.
+func (c LLAWPConfig) backoff() *backoff.Backoff {
+	b := &backoff.Backoff{Min: c.MinBackoff, Max: c.MaxBackoff}
+	if b.Min <= 0 {
+		b.Min = time.Second
 	}
-	if maxB <= 0 {
-		maxB = 30 * time.Second
+	if b.Max <= 0 {
+		b.Max = 30 * time.Second
 	}
-	return minB, maxB
+	return b
 }
 
 // ProcessConfig is one web worker process: the IIS model's w3wp.exe, or
@@ -153,32 +152,23 @@ func RunIIS(ctx context.Context, cfg ProcessConfig) error {
 // says it serves reaches this worker too.
 func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink) error {
 	log := cfg.Log
-	wa, err := conf.ReadWebAgent(cfg.WebAgent)
+	files, err := startup.ReadFiles(cfg.WebAgent)
 	if err != nil {
 		return err
 	}
-	linkWait := time.Duration(wa.AgentWaitTime)
-	sm, err := conf.ReadSmHost(wa.HostConfigFile)
+	linkWait := time.Duration(files.WebAgent.AgentWaitTime)
+	ag, err := startup.Start(ctx, startup.Config{
+		Files: files, HostID: cfg.HostID, Recorder: cfg.Recorder, Dialer: cfg.Dialer, Log: log,
+		Role: cfg.role(), Process: cfg.ProcName, SkipACO: cfg.ACOFromLLAWP, HealthPoll: cfg.HealthPoll,
+		Bootstrapped: func(boot *bootstrap.Result) {
+			log.Info().Str("server", boot.Server.Addr()).Str("hco", boot.HCO.Name).
+				Msgf("Bootstrap: host configuration object '%s' received from policy server %s; bootstrap connection reset.", boot.HCO.Name, boot.Server.Addr())
+		},
+	})
 	if err != nil {
 		return err
 	}
-	boot, err := bootstrap.Run(ctx, bootstrap.Config{SmHost: sm, HostID: cfg.HostID, Recorder: cfg.Recorder, Dialer: cfg.Dialer})
-	if err != nil {
-		return err
-	}
-	log.Info().Str("server", boot.Server.Addr()).Str("hco", boot.HCO.Name).
-		Msgf("Bootstrap: host configuration object '%s' received from policy server %s; bootstrap connection reset.", boot.HCO.Name, boot.Server.Addr())
-	p, aco, err := pool.Start(ctx, pool.Config{
-		HCO: boot.HCO, TrustedHost: sm.HostName, Secret: boot.Secret,
-		Recorder: cfg.Recorder, Dialer: cfg.Dialer, Log: log, SkipACO: cfg.ACOFromLLAWP,
-		HealthPollInterval: cfg.HealthPoll,
-	}, pool.AgentInfo{
-		AgentName: sm.HostName, PID: os.Getpid(), Role: cfg.role(),
-		Info: fmt.Sprintf("Product=agentlab,Platform=%s,Version=%s,Process=%s", runtime.GOOS, Version, cfg.ProcName),
-	}, wa.AgentConfigObject)
-	if err != nil {
-		return err
-	}
+	p, aco := ag.Pool, ag.ACO
 	defer p.Close()
 	if cfg.HCODone != nil {
 		cfg.HCODone()
@@ -229,58 +219,103 @@ func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink) error {
 	srv.Handler = statusHandler(cfg.ProcName, side.sockets, link, handler)
 	conns := &connCounter{}
 	srv.ConnState = conns.track
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(l) }()
-
-	var wg sync.WaitGroup
-	sctx, stopLink := context.WithCancel(ctx)
 	linked := make(chan struct{})
-	wg.Add(1)
-	go func() { defer wg.Done(); link.run(sctx, side, linked) }()
+
+	// The worker's actors. run.Group interrupts every one, in the order
+	// they are added, as soon as the first returns; an interrupt that
+	// blocks holds back the ones after it, which is how the order below
+	// is kept.
+	var g run.Group
+	{
+		// HTTP server: serves the agent on the listener until interrupted.
+		// Interrupted first, and its interrupt returns only once the
+		// requests in flight are answered: drained when the worker
+		// recycles, shut down otherwise. They still have the LLAWP link
+		// (next) and the pool (closed when runWorker returns) under them.
+		served := make(chan struct{})
+		g.Add(func() error {
+			err := srv.Serve(l)
+			close(served)
+			return fmt.Errorf("HTTP server on %s: %w", l.Addr(), err)
+		}, func(err error) {
+			if errors.Is(err, errRecycled) {
+				drain(ctx, srv, l, served, conns, drainGrace)
+				return
+			}
+			shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainGrace)
+			defer cancel()
+			if srv.Shutdown(shutCtx) != nil {
+				// Requests still running after the grace must not outlive
+				// the pool that the deferred Close is about to shut under
+				// them.
+				srv.Close()
+			}
+		})
+	}
+	{
+		// LLAWP link: registers the worker with its LLAWP and applies the
+		// management events it relays (in the IIS model it also launches
+		// the LLAWP, and a new one when it dies), until ctx ends or it is
+		// interrupted: after the HTTP server, so that a request in flight
+		// still sees a cache flush.
+		lctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error {
+			link.run(lctx, side, linked)
+			return nil
+		}, func(error) { cancel() })
+	}
+	{
+		// Lifecycle: holds Ready until the LLAWP is linked (at most
+		// AgentWaitTime), then waits for the end: ctx's (nil), or
+		// MaxRequests served (errRecycled, which the HTTP server's
+		// interrupt reads as "drain"). Interrupted when the HTTP server
+		// fails: a worker whose server has failed never says it is ready.
+		done := make(chan struct{})
+		g.Add(func() error {
+			return lifecycle(ctx, cfg, linkWait, linked, recycle, done, l.Addr().String())
+		}, func(error) { close(done) })
+	}
+	if err := g.Run(); !errors.Is(err, errRecycled) {
+		return err
+	}
+	return nil
+}
+
+// errRecycled ends a worker that has served MaxRequests.
+var errRecycled = errors.New("served MaxRequestsPerChild requests")
+
+// lifecycle is a worker's wait for its LLAWP (up to linkWait), its Ready,
+// then its wait for the end: nil when ctx ends, errRecycled once recycle
+// is closed; nil too once done is closed, without Ready if that comes
+// first.
+func lifecycle(ctx context.Context, cfg ProcessConfig, linkWait time.Duration, linked, recycle, done <-chan struct{}, addr string) error {
 	if linkWait > 0 {
+		t := time.NewTimer(linkWait)
+		defer t.Stop()
 		select {
 		case <-linked:
-		case <-time.After(linkWait):
-			log.Warn().Dur("waited", linkWait).Msg("AgentWaitTime is over and the LLAWP is not up yet: serving without it; management commands until then are not seen")
-		case err := <-serveErr:
-			// Never report ready for a server that has already failed.
-			stopLink()
-			wg.Wait()
-			return fmt.Errorf("HTTP server on %s: %w", l.Addr(), err)
+		case <-t.C:
+			cfg.Log.Warn().Dur("waited", linkWait).Msg("AgentWaitTime is over and the LLAWP is not up yet: serving without it; management commands until then are not seen")
+		case <-done:
+			return nil
 		case <-ctx.Done():
 		}
 	}
 	if cfg.Ready != nil && ctx.Err() == nil {
-		cfg.Ready(l.Addr().String())
+		cfg.Ready(addr)
 	}
-
-	recycled := false
 	select {
 	case <-ctx.Done():
-		err = nil
+		return nil
 	case <-recycle:
-		log.Info().Int("max_requests", cfg.MaxRequests).Msg("Served MaxRequestsPerChild requests: finishing the requests in flight, then exiting")
+		cfg.Log.Info().Int("max_requests", cfg.MaxRequests).Msg("Served MaxRequestsPerChild requests: finishing the requests in flight, then exiting")
 		if cfg.Recycling != nil {
 			cfg.Recycling()
 		}
-		recycled = true
-	case err = <-serveErr:
-		err = fmt.Errorf("HTTP server on %s: %w", l.Addr(), err)
+		return errRecycled
+	case <-done:
+		return nil
 	}
-	if recycled {
-		drain(ctx, srv, l, serveErr, conns, drainGrace)
-	} else {
-		shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainGrace)
-		if srv.Shutdown(shutCtx) != nil {
-			// Requests still running after the grace must not outlive the
-			// pool that the deferred Close is about to shut under them.
-			srv.Close()
-		}
-		cancel()
-	}
-	stopLink()
-	wg.Wait()
-	return err
 }
 
 // supervisor keeps one LLAWP running for the worker: it launches it,
@@ -313,8 +348,7 @@ func (s *supervisor) aco(context.Context) (conf.ACO, error) {
 
 func (s *supervisor) run(ctx context.Context, w worker, linked chan<- struct{}) {
 	s.worker = w
-	minB, maxB := s.cfg.LLAWP.backoff()
-	backoff := minB
+	b := s.cfg.LLAWP.backoff()
 	for again := false; ctx.Err() == nil; again = true {
 		started := time.Now()
 		o, err := s.once(ctx, again, linked)
@@ -322,17 +356,12 @@ func (s *supervisor) run(ctx context.Context, w worker, linked chan<- struct{}) 
 			s.exited(o, false, "stopped with its worker")
 			return
 		}
-		if time.Since(started) > maxB {
-			backoff = minB
-		}
-		s.log.Error().Err(err).Dur("restart_in", backoff).Msg("LLAWP is gone; authorization goes on, a new LLAWP will be started")
-		s.exited(o, true, fmt.Sprintf("%s (pid %d) goes on serving and starts a new LLAWP in %s", s.cfg.ProcName, os.Getpid(), backoff))
-		select {
-		case <-ctx.Done():
+		wait := b.Failed(time.Since(started))
+		s.log.Error().Err(err).Dur("restart_in", wait).Msg("LLAWP is gone; authorization goes on, a new LLAWP will be started")
+		s.exited(o, true, fmt.Sprintf("%s (pid %d) goes on serving and starts a new LLAWP in %s", s.cfg.ProcName, os.Getpid(), wait))
+		if backoff.Wait(ctx, wait) != nil {
 			return
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, maxB)
 	}
 }
 
@@ -392,53 +421,126 @@ func (s *supervisor) serve(ctx context.Context, o *ipc.Owner, linked chan<- stru
 	if err != nil {
 		return fmt.Errorf("register with the LLAWP: %w", err)
 	}
-	if s.cfg.Forwarder != nil {
-		s.cfg.Forwarder.SetWorker(id)
+	return registration{
+		llawp: l, id: id, worker: s.worker, log: s.log, forwarder: s.cfg.Forwarder,
+		exited: o.Exited(), pid: o.PID(), linkedOnce: &s.linkedOnce, linked: linked,
+	}.keep(ctx)
+}
+
+// registration is a worker registered with an LLAWP: the IIS worker with
+// the LLAWP it launched, or an httpd child with its parent's.
+type registration struct {
+	llawp     ipc.LLAWP
+	id        ipc.WorkerID
+	worker    worker
+	log       zerolog.Logger
+	forwarder *ipc.LogForwarder // nil: no records to forward
+	// exited is closed once the LLAWP's process has exited, and pid is
+	// its pid: the IIS worker launched it and sees it go. nil for an httpd
+	// child, which sees only its event stream end.
+	exited     <-chan struct{}
+	pid        int
+	linkedOnce *sync.Once
+	linked     chan<- struct{}
+}
+
+// keep watches the LLAWP for the worker until the LLAWP goes away or ctx
+// ends, and returns why: it applies the management events the LLAWP
+// relays, tells linked when the LLAWP is through its HCO phase, reports
+// the worker's sockets and forwards its log records. When ctx ends the
+// worker leaves the LLAWP's registry; otherwise leaving is the caller's
+// business (an LLAWP that exited has no registry to leave).
+func (r registration) keep(ctx context.Context) error {
+	if r.forwarder != nil {
+		r.forwarder.SetWorker(r.id)
 	}
+	// Ends the Watch stream once every actor below has returned.
 	wctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	// The forwarder stops on cancel; wait for it before the LLAWP is killed.
-	defer func() { cancel(); wg.Wait() }()
-	events, err := l.Watch(wctx, id)
+	defer cancel()
+	events, err := r.llawp.Watch(wctx, r.id)
 	if err != nil {
 		return fmt.Errorf("watch the LLAWP: %w", err)
 	}
-	wg.Add(1)
-	go func() { defer wg.Done(); awaitLLAWP(wctx, l, &s.linkedOnce, linked) }()
-	wg.Add(1)
-	go func() { defer wg.Done(); reportSockets(wctx, l, id, s.worker.sockets, s.log) }()
-	if s.cfg.Forwarder != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := s.cfg.Forwarder.Forward(wctx, l); err != nil && wctx.Err() == nil {
-				s.log.Warn().Err(err).Msg("Log stream to the LLAWP broke; records are kept until it is back")
-			}
-		}()
+	// The registration's actors; the first to end (the events, in
+	// practice) interrupts the others, and keep returns once all have.
+	var g run.Group
+	{
+		// Management events: applied to the worker's agent until the
+		// LLAWP ends the stream or exits, or ctx ends (then the worker
+		// unregisters first). Its end is the registration's reason.
+		done := make(chan struct{})
+		g.Add(func() error { return r.events(ctx, events, done) }, func(error) { close(done) })
 	}
+	{
+		// Readiness: closes linked once the LLAWP is through its own HCO
+		// phase (the worker holds Ready until then), then waits.
+		ctx, cancel := context.WithCancel(wctx)
+		g.Add(func() error {
+			awaitLLAWP(ctx, r.llawp, r.linkedOnce, r.linked)
+			<-ctx.Done()
+			return nil
+		}, func(error) { cancel() })
+	}
+	{
+		// Socket reports: keeps the LLAWP's view of the worker's pool
+		// current.
+		ctx, cancel := context.WithCancel(wctx)
+		g.Add(func() error {
+			reportSockets(ctx, r.llawp, r.id, r.worker.sockets, r.log)
+			return nil
+		}, func(error) { cancel() })
+	}
+	if r.forwarder != nil {
+		// Log records: the worker's, to WA.log. Interrupted with the rest
+		// and waited for, so that the forwarder is stopped before the
+		// LLAWP may be killed. A broken stream is no reason to drop the
+		// registration: the records are kept until the next one.
+		ctx, cancel := context.WithCancel(wctx)
+		g.Add(func() error {
+			if err := r.forwarder.Forward(ctx, r.llawp); err != nil && ctx.Err() == nil {
+				r.log.Warn().Err(err).Msg("Log stream to the LLAWP broke; records are kept until it is back")
+			}
+			<-ctx.Done()
+			return nil
+		}, func(error) { cancel() })
+	}
+	return g.Run()
+}
+
+// events applies the LLAWP's management events until the stream ends,
+// the LLAWP exits, ctx ends or done is closed.
+func (r registration) events(ctx context.Context, events <-chan ipc.ManagementEvent, done <-chan struct{}) error {
 	for {
 		select {
 		case ev, ok := <-events:
-			if !ok {
-				select {
-				case <-o.Exited():
-					return errors.New("the LLAWP exited")
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(time.Second):
-					return errors.New("the LLAWP closed its event stream")
-				}
+			if ok {
+				applyEvent(r.log, r.worker.agent, ev)
+				continue
 			}
-			applyEvent(s.log, s.worker.agent, ev)
-		case <-o.Exited():
-			return fmt.Errorf("the LLAWP (pid %d) exited", o.PID())
+			if ctx.Err() != nil {
+				break
+			}
+			if r.exited == nil {
+				return errors.New("the LLAWP closed its event stream")
+			}
+			// The stream ends as the LLAWP's process does: wait a moment
+			// for the process to say which it was.
+			select {
+			case <-r.exited:
+				return errors.New("the LLAWP exited")
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+				return errors.New("the LLAWP closed its event stream")
+			}
+		case <-r.exited:
+			return fmt.Errorf("the LLAWP (pid %d) exited", r.pid)
 		case <-ctx.Done():
-			uctx, c := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			l.Unregister(uctx, id)
-			c()
-			cancel()
-			return ctx.Err()
+		case <-done:
+			return nil
 		}
+		// ctx ended: the worker leaves the LLAWP's registry.
+		unregister(ctx, r.llawp, r.id)
+		return ctx.Err()
 	}
 }
 

@@ -50,9 +50,9 @@ func RunWAS(ctx context.Context, cfg ParentConfig) error {
 
 // rapidFail counts a w3wp.exe death against rapid-fail protection. It
 // returns true when the pool is now stopped: nothing restarts the worker,
-// and this process answers 503 on the socket, as HTTP.sys does for a
-// stopped application pool.
-func (p *parent) rapidFail(ctx context.Context, c *child, proc trace.Process) bool {
+// and the 503 responder answers on the socket, as HTTP.sys does for a
+// stopped application pool. Called by run's loop only.
+func (p *parent) rapidFail(c *child, proc trace.Process) bool {
 	maxCrashes, interval := p.cfg.RapidFail.limits()
 	if maxCrashes < 0 {
 		return false
@@ -73,7 +73,11 @@ func (p *parent) rapidFail(ctx context.Context, c *child, proc trace.Process) bo
 	p.exited(proc, c.cmd.ProcessState, true, fmt.Sprintf(
 		"rapid-fail protection: %d worker failures within %s, so WAS stops the application pool; HTTP answers 503 Service Unavailable",
 		len(p.crashes), interval))
-	p.serveUnavailable(ctx)
+	select {
+	case <-p.poolStopped:
+	default:
+		close(p.poolStopped)
+	}
 	return true
 }
 
@@ -83,17 +87,25 @@ const unavailableBody = "<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 4.01//EN\"\"ht
 	"<META HTTP-EQUIV=\"Content-Type\" Content=\"text/html; charset=us-ascii\"></HEAD>\r\n" +
 	"<BODY><h2>Service Unavailable</h2>\r\n<hr><p>HTTP Error 503. The service is unavailable.</p>\r\n</BODY></HTML>\r\n"
 
-// serveUnavailable answers every request on the socket with 503 until the
-// parent ends. It accepts on a listener of its own made from the
-// children's descriptor: the parent's first listener shares that
+// serveUnavailable is the 503 responder: once rapid-fail protection has
+// stopped the application pool, it answers every request on the socket
+// with 503 until ctx ends. It accepts on a listener of its own made from
+// the children's descriptor: the parent's first listener shares that
 // descriptor's open file, which handing it to the children left in
 // blocking mode (see inheritable); net.FileListener sets it back to
-// non-blocking, and no worker is left to mind.
-func (p *parent) serveUnavailable(ctx context.Context) {
+// non-blocking, and no worker is left to mind. A responder that fails is
+// logged, and the parent goes on: nothing else serves that socket anyway.
+func (p *parent) serveUnavailable(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-p.poolStopped:
+	}
 	l, err := net.FileListener(p.lf)
 	if err != nil {
 		p.log.Error().Err(err).Msg("Cannot answer 503 on the listening socket")
-		return
+		<-ctx.Done()
+		return nil
 	}
 	srv := &http.Server{
 		ReadHeaderTimeout: 10 * time.Second,
@@ -104,13 +116,11 @@ func (p *parent) serveUnavailable(ctx context.Context) {
 			fmt.Fprint(w, unavailableBody)
 		}),
 	}
-	p.mu.Lock()
-	p.unavailable = srv
-	p.mu.Unlock()
-	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {
-			p.log.Error().Err(err).Msg("503 responder stopped")
-		}
-	}()
+	defer context.AfterFunc(ctx, func() { srv.Close() })()
 	p.log.Info().Int("pid", os.Getpid()).Str("addr", p.addr).Msg("Answering 503 Service Unavailable: the application pool is stopped")
+	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {
+		p.log.Error().Err(err).Msg("503 responder stopped")
+		<-ctx.Done()
+	}
+	return nil
 }

@@ -111,14 +111,18 @@ func TestWorkload(t *testing.T) {
 func TestProc(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ready := notice.Notice{Prog: "hla", Kind: notice.Serving}
+	ready := notice.HLAServing
+	// The line a web server prints, as notice writes it; and one that
+	// reads alike but is not a notice, which must not count.
+	serving := notice.Notice{Prog: notice.ProgHLA, Kind: notice.Serving, Addr: "http://x:1"}.String()
+	script := fmt.Sprintf("echo '%s: %s soon'; echo '%s'; exec sleep 30", notice.ProgHLA, notice.Serving, serving)
 	deaths := make(chan *Proc, 1)
-	p, err := Start(ctx, ProcSpec{Name: "sleeper", Bin: "/bin/sh", Args: []string{"-c", "echo 'hla: serving soon'; echo 'hla: serving http://x:1'; exec sleep 30"},
+	p, err := Start(ctx, ProcSpec{Name: "sleeper", Bin: "/bin/sh", Args: []string{"-c", script},
 		Ready: ready, OnDeath: func(p *Proc) { deaths <- p }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out := p.Stdout(); len(out) < 2 || out[1] != "hla: serving http://x:1" {
+	if out := p.Stdout(); len(out) < 2 || out[1] != serving {
 		t.Errorf("stdout %q", out)
 	}
 	if err := p.Stop(5 * time.Second); err == nil || !strings.Contains(err.Error(), "sleeper") {
@@ -154,7 +158,8 @@ func TestProcDeathAndNotices(t *testing.T) {
 	deaths := make(chan *Proc, 1)
 	var mu sync.Mutex
 	var got []notice.Notice
-	script := fmt.Sprintf("echo 'hla: serving http://x:1'; echo 'not a notice'; echo '%s'; read line; exit 4", exit)
+	serving := notice.Notice{Prog: notice.ProgHLA, Kind: notice.Serving, Addr: "http://x:1"}
+	script := fmt.Sprintf("echo '%s'; echo 'not a notice'; echo '%s'; read line; exit 4", serving, exit)
 	p, err := Start(ctx, ProcSpec{Name: "dier", Bin: "/bin/sh", Args: []string{"-c", script}, Ready: notice.HLAServing,
 		OnDeath:  func(p *Proc) { deaths <- p },
 		OnNotice: func(n notice.Notice) { mu.Lock(); got = append(got, n); mu.Unlock() }})

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 )
 
@@ -75,4 +77,33 @@ func (w OwnerWatch) Dying() bool {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return false
+}
+
+// StopOnSIGTERM is a context that ends at the first SIGTERM, with what it
+// means as its cause: ErrOwnerGone (wrapped) when w's owner is dying, since
+// Pdeathsig sends that SIGTERM too; Run logs the cause as its reason to
+// leave. stop ends it with no cause.
+//
+// SIGTERM only: go-plugin makes the plugin ignore SIGINT, because a Ctrl-C
+// reaches the whole process group and the owner decides when its LLAWP
+// stops.
+func StopOnSIGTERM(w OwnerWatch) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	// Never undone: the owner's death can send several SIGTERMs (Pdeathsig
+	// fires as each of its threads exits), and once nothing listened the
+	// next would kill the LLAWP before it closes its sockets and logs why.
+	signal.Notify(sigs, syscall.SIGTERM)
+	go func() {
+		select {
+		case sig := <-sigs:
+			cause := fmt.Errorf("received signal %v", sig)
+			if w.Dying() {
+				cause = fmt.Errorf("%w (pid %d): %v", ErrOwnerGone, w.PID, cause)
+			}
+			cancel(cause)
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { cancel(nil) }
 }

@@ -3,7 +3,10 @@ package llawp
 import (
 	"context"
 	"errors"
+	"os"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -71,5 +74,44 @@ func TestOwnerDying(t *testing.T) {
 				t.Fatalf("Dying() = %v after %d looks, want %v", got, calls.Load(), tt.want)
 			}
 		})
+	}
+}
+
+// TestStopOnSIGTERM: a SIGTERM ends the context, and says the owner is
+// gone when it is (Pdeathsig's SIGTERM), so that the LLAWP logs why it
+// leaves. The signal is this test process's own, caught by StopOnSIGTERM.
+func TestStopOnSIGTERM(t *testing.T) {
+	tests := []struct {
+		name      string
+		w         OwnerWatch
+		wantOwner bool
+	}{
+		{"the owner lives: someone stopped the LLAWP", OwnerWatch{PID: 500, Getppid: func() int { return 500 }}, false},
+		{"the owner is dying", OwnerWatch{PID: 500, Getppid: func() int { return 1 }}, true},
+		{"no owner known", OwnerWatch{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, stop := StopOnSIGTERM(tt.w)
+			defer stop()
+			if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("SIGTERM did not end the context")
+			}
+			cause := context.Cause(ctx)
+			if errors.Is(cause, ErrOwnerGone) != tt.wantOwner || !strings.Contains(cause.Error(), "received signal terminated") {
+				t.Errorf("cause %q; want the signal, and the owner gone: %v", cause, tt.wantOwner)
+			}
+		})
+	}
+	// stop ends it with no cause of its own.
+	ctx, stop := StopOnSIGTERM(OwnerWatch{})
+	stop()
+	if cause := context.Cause(ctx); !errors.Is(cause, context.Canceled) {
+		t.Errorf("stopped: cause %v, want context.Canceled", cause)
 	}
 }

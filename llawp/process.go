@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
 	"strings"
 	"time"
 
@@ -17,8 +16,8 @@ import (
 	"github.com/agentlab/agentlab/bootstrap"
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/ipc"
-	"github.com/agentlab/agentlab/pool"
 	"github.com/agentlab/agentlab/procname"
+	"github.com/agentlab/agentlab/startup"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -117,11 +116,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	// Configuration errors surface before the handshake: Launch then fails
 	// with this process's message rather than a timeout.
-	wa, err := conf.ReadWebAgent(cfg.WebAgent)
-	if err != nil {
-		return err
-	}
-	sm, err := conf.ReadSmHost(wa.HostConfigFile)
+	files, err := startup.ReadFiles(cfg.WebAgent)
 	if err != nil {
 		return err
 	}
@@ -149,9 +144,9 @@ func Run(ctx context.Context, cfg Config) error {
 	// ppid is the kernel's word for who started this process; owner_pid is
 	// what the owner said it was: a reader can check one against the other.
 	log.Info().Int("owner_pid", cfg.OwnerPID).Int("ppid", os.Getppid()).Str("webagent", cfg.WebAgent).
-		Msgf("%s starting for trusted host '%s'.", cfg.ProcName, sm.HostName)
+		Msgf("%s starting for trusted host '%s'.", cfg.ProcName, files.SmHost.HostName)
 
-	a := &round{cfg: cfg, wa: wa, sm: sm, sink: sink, log: log, trace: tr, reg: reg, svc: svc}
+	a := &round{cfg: cfg, files: files, sink: sink, log: log, trace: tr, reg: reg, svc: svc}
 
 	// The actors end on each other's interrupt, not on ctx: the first to
 	// return is the reason logged, and ctx's end must not reach them as
@@ -207,11 +202,11 @@ func Run(ctx context.Context, cfg Config) error {
 	return &LoggedError{err}
 }
 
-// round is the LLAWP's own agent round: bootstrap, HCO, ACO, then polling.
+// round is the LLAWP's own agent round: bootstrap, HCO, ACO
+// (startup.Start), then polling.
 type round struct {
 	cfg        Config
-	wa         *conf.WebAgent
-	sm         *conf.SmHost
+	files      startup.Files
 	sink       *Sink
 	log, trace zerolog.Logger
 	reg        *Registry
@@ -227,31 +222,25 @@ func (a *round) run(ctx context.Context) error {
 }
 
 func (a *round) start(ctx context.Context) error {
-	sm, cfg := a.sm, a.cfg
-	a.trace.Info().Str("smhost", sm.File.Path()).Str("hco", sm.HostConfigObject).Str("aco", a.wa.AgentConfigObject).
+	sm, cfg := a.files.SmHost, a.cfg
+	a.trace.Info().Str("smhost", sm.File.Path()).Str("hco", sm.HostConfigObject).Str("aco", a.files.WebAgent.AgentConfigObject).
 		Msgf("Agent startup: bootstrap of trusted host '%s'", sm.HostName)
-	res, err := bootstrap.Run(ctx, bootstrap.Config{SmHost: sm, HostID: cfg.HostID, Recorder: cfg.Recorder, Dialer: cfg.Dialer})
-	if err != nil {
-		return err // it names every server tried
-	}
-	for _, skipped := range res.Skipped {
-		a.log.Warn().Msgf("Bootstrap policy server skipped: %v", skipped)
-		a.trace.Warn().Msgf("Bootstrap: skipped %v", skipped)
-	}
-	a.trace.Info().Msgf("Bootstrap: %s gave host configuration object %s; connection reset", res.Server.Addr(), res.HCO.Name)
-	LogHCO(a.log, sm.HostName, res.HCO)
-
-	info := pool.AgentInfo{
-		AgentName: sm.HostName, PID: os.Getpid(), Role: "llawp",
-		Info: fmt.Sprintf("Product=agentlab,Platform=%s,Version=0.1", runtime.GOOS),
-	}
-	p, aco, err := pool.Start(ctx, pool.Config{
-		HCO: res.HCO, TrustedHost: sm.HostName, Secret: res.Secret, Recorder: cfg.Recorder, Dialer: cfg.Dialer, Log: a.log,
-		HealthPollInterval: cfg.HealthPoll,
-	}, info, a.wa.AgentConfigObject)
+	ag, err := startup.Start(ctx, startup.Config{
+		Files: a.files, HostID: cfg.HostID, Recorder: cfg.Recorder, Dialer: cfg.Dialer, Log: a.log,
+		Role: "llawp", HealthPoll: cfg.HealthPoll,
+		Bootstrapped: func(res *bootstrap.Result) {
+			for _, skipped := range res.Skipped {
+				a.log.Warn().Msgf("Bootstrap policy server skipped: %v", skipped)
+				a.trace.Warn().Msgf("Bootstrap: skipped %v", skipped)
+			}
+			a.trace.Info().Msgf("Bootstrap: %s gave host configuration object %s; connection reset", res.Server.Addr(), res.HCO.Name)
+			LogHCO(a.log, sm.HostName, res.HCO)
+		},
+	})
 	if err != nil {
 		return err
 	}
+	p, aco, res := ag.Pool, ag.ACO, ag.Bootstrap
 	defer p.Close()
 	var servers []string
 	for _, s := range p.Stats().Servers {

@@ -9,7 +9,9 @@
 // A notice is one line, "<prog>: <kind> <payload>", readable by a person
 // who runs the program by hand: "smps: listening on 127.0.0.21:44443",
 // "hla: serving http://127.0.0.11:8080". Process notices carry their
-// payload as JSON (trace.Process), since a reader needs every field.
+// payload as JSON (trace.Process), since a reader needs every field. A
+// web worker's news to its parent (HCODone, Recycling) has no payload:
+// the pipe it comes on says which worker it is.
 package notice
 
 import (
@@ -52,10 +54,21 @@ const (
 	// Exited: a process that a supervisor watches ended; Process.Exit says
 	// how, whether it was a death, and what the supervisor did.
 	Exited Kind = "exited"
+	// HCODone: a web worker is through its HCO phase, its pool open (to
+	// its parent, which launches the Apache model's LLAWP once every
+	// first worker is). No payload.
+	HCODone Kind = "hco phase done"
+	// Recycling: a web worker has served its MaxRequests and drains (to
+	// its parent, which replaces it at once when it exits, where any
+	// other exit is a death). No payload.
+	Recycling Kind = "recycling"
 )
 
 // kinds in the order Parse tries them: none is a prefix of a later one.
-var kinds = []Kind{Listening, Control, Serving, Started, Exited}
+var kinds = []Kind{Listening, Control, Serving, Started, Exited, HCODone, Recycling}
+
+// bare are the kinds with no payload.
+func bare(k Kind) bool { return k == HCODone || k == Recycling }
 
 // Notice is one announcement.
 type Notice struct {
@@ -70,8 +83,10 @@ type Notice struct {
 
 // String is the notice's line, without the newline.
 func (n Notice) String() string {
-	switch n.Kind {
-	case Started, Exited:
+	switch {
+	case bare(n.Kind):
+		return fmt.Sprintf("%s: %s", n.Prog, n.Kind)
+	case n.Kind == Started || n.Kind == Exited:
 		b, _ := json.Marshal(n.Process)
 		return fmt.Sprintf("%s: %s %s", n.Prog, n.Kind, b)
 	default:
@@ -94,6 +109,12 @@ func Parse(line string) (n Notice, ok bool) {
 		return Notice{}, false
 	}
 	for _, k := range kinds {
+		if bare(k) {
+			if rest == string(k) {
+				return Notice{Prog: prog, Kind: k}, true
+			}
+			continue
+		}
 		payload, found := strings.CutPrefix(rest, string(k)+" ")
 		if !found {
 			continue

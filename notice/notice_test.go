@@ -16,6 +16,8 @@ func TestRoundTrip(t *testing.T) {
 		{Prog: "hla", Kind: Serving, Addr: "http://127.0.0.11:8080"},
 		{Prog: "hla", Kind: Started, Process: &trace.Process{Name: "w3wp.exe", PID: 42, Role: "hla", Parent: "svchost.exe", ParentPID: 7}},
 		{Prog: "hla", Kind: Exited, Process: &trace.Process{Name: "w3wp.exe", PID: 42, Exit: exit}},
+		{Prog: "hla", Kind: HCODone},
+		{Prog: "hla", Kind: Recycling},
 	} {
 		line := n.String()
 		got, ok := Parse(line + "\n")
@@ -53,6 +55,7 @@ func TestParseRefuses(t *testing.T) {
 		"hla: exited {", `hla: exited {"name":"w3wp.exe","pid":3}`, // no exit status
 		`hla: started {"name":"","pid":3}`, `hla: started {"name":"x","pid":0}`,
 		"hla: stopping now", "hla: serving soon", "hla: serving 127.0.0.1:80", "smps: listening on everything",
+		"hla: recycling now", "hla: hco phase done 3", "hla: recycling ", "hla: hco", // bare kinds take nothing after them
 	} {
 		if n, ok := Parse(line); ok {
 			t.Errorf("Parse(%q) = %+v, want refused", line, n)
@@ -76,6 +79,7 @@ func TestParseKind(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add("smps: listening on 127.0.0.1:1")
 	f.Add(`hla: exited {"name":"w3wp.exe","pid":4,"exit":{"code":-1,"signal":"SIGKILL"}}`)
+	f.Add("hla: recycling")
 	f.Fuzz(func(t *testing.T, line string) {
 		n, ok := Parse(line)
 		if !ok {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/agentlab/agentlab/backoff"
 	"github.com/agentlab/agentlab/proto/tlipb"
 	"github.com/agentlab/agentlab/tli"
 	"github.com/agentlab/agentlab/trace"
@@ -121,28 +122,26 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		}
 		s.wg.Wait()
 	}()
-	var tempDelay time.Duration
+	// Out of file descriptors and the like: back off and go on, as
+	// net/http does, rather than stop serving everyone.
+	wait := backoff.Backoff{Min: 5 * time.Millisecond, Max: time.Second}
 	for {
 		c, err := s.faults.accept(ctx.Done(), fl)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			// Out of file descriptors and the like: back off and go on, as
-			// net/http does, rather than stop serving everyone.
 			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ECONNABORTED) {
-				tempDelay = min(max(2*tempDelay, 5*time.Millisecond), time.Second)
-				s.cfg.Log.Warn().Err(err).Dur("retry_in", tempDelay).Msg("accept failed")
-				select {
-				case <-time.After(tempDelay):
-					continue
-				case <-ctx.Done():
+				d := wait.Next()
+				s.cfg.Log.Warn().Err(err).Dur("retry_in", d).Msg("accept failed")
+				if backoff.Wait(ctx, d) != nil {
 					return nil
 				}
+				continue
 			}
 			return fmt.Errorf("policy server %s: accept on %s: %w", s.cfg.Name, l.Addr(), err)
 		}
-		tempDelay = 0
+		wait.Reset()
 		tc := s.cfg.Recorder.Server(s.faults.wrap(c), "")
 		if n := s.conns.Add(1); n > int64(s.cfg.MaxConns) {
 			s.conns.Add(-1)

@@ -12,10 +12,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/agentlab/agentlab/bootstrap"
 	"github.com/agentlab/agentlab/cmdline"
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/lab"
+	"github.com/agentlab/agentlab/startup"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -41,17 +41,13 @@ type probeCmd struct {
 }
 
 func (c *probeCmd) Run(ctx context.Context) error {
-	wa, err := conf.ReadWebAgent(c.File)
-	if err != nil {
-		return err
-	}
-	sm, err := conf.ReadSmHost(wa.HostConfigFile)
+	files, err := startup.ReadFiles(c.File)
 	if err != nil {
 		return err
 	}
 	// A run's out folder says which lab host its files belong to and
 	// holds the hosts file: probe them as they are.
-	id, err := conf.IdentityFor(wa.HostConfigFile)
+	id, err := conf.IdentityFor(files.WebAgent.HostConfigFile)
 	if err != nil {
 		return err
 	}
@@ -71,7 +67,7 @@ func (c *probeCmd) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
-	res, err := bootstrap.Probe(ctx, bootstrap.Config{SmHost: sm, HostID: id.ID, Recorder: rec, Dialer: dialer}, wa.AgentConfigObject)
+	res, err := startup.Probe(ctx, startup.Config{Files: files, HostID: id.ID, Recorder: rec, Dialer: dialer})
 	if res != nil {
 		fmt.Print(res)
 	}
@@ -141,7 +137,10 @@ func (c *runCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.apply(&l.WebServer)
+	l.WebServer.Override(lab.WebServerFlags{
+		Model: c.Model, MPM: c.MPM, Workers: c.Workers, MaxRequestsPerChild: c.MaxRequests, ACOFromLLAWP: c.ACOFromLLAWP,
+		HealthPoll: c.HealthPoll, AgentCache: c.AgentCache,
+	})
 	if c.Bin, err = binDir(c.Bin); err != nil {
 		return err
 	}
@@ -160,35 +159,6 @@ func (c *runCmd) Run(ctx context.Context) error {
 		fmt.Printf("report.html (sequence diagram, steps, table): %s\n", p)
 	}
 	return err
-}
-
-// apply overrides the lab's web server with the flags that were given
-// (Validate has checked them).
-func (c *runCmd) apply(w *lab.WebServer) {
-	if c.Model != "" {
-		w.Model = c.Model
-	}
-	if c.MPM != "" {
-		w.MPM = c.MPM
-	}
-	if c.Workers > 0 {
-		w.Workers = c.Workers
-	}
-	if c.MaxRequests > 0 {
-		w.MaxRequestsPerChild = c.MaxRequests
-	}
-	if c.ACOFromLLAWP {
-		w.ACOFromLLAWP = true
-	}
-	if c.HealthPoll > 0 {
-		w.HealthPoll = lab.Duration(c.HealthPoll)
-	}
-	if c.AgentCache != "" {
-		w.AgentCache = c.AgentCache
-	}
-	if w.Model == "apache" && w.Workers == 0 {
-		w.Workers = 3
-	}
 }
 
 type compareCmd struct {

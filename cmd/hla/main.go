@@ -8,7 +8,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -110,17 +109,11 @@ func (c *hlaCmd) run(args []string) error {
 	if err != nil {
 		return err
 	}
-	names := procname.Model(c.Model)
 	// The lab starts the parent (WAS in svchost.exe, or the httpd
 	// parent), which starts the workers: this same binary, marked as a
 	// child.
-	role, procName := hla.RoleWorker, cmp.Or(c.ProcName, names.Worker)
-	if !child {
-		role, procName = hla.RoleWAS, names.Parent
-		if c.Model == hla.ModelApache {
-			role = hla.RoleHTTPDParent
-		}
-	}
+	self := hla.ProcessIdentity(c.Model, child, c.ProcName)
+	role, procName := self.Role, self.Name
 	parent := !child
 	if err := procname.Set(procName); err != nil {
 		return err
@@ -129,13 +122,12 @@ func (c *hlaCmd) run(args []string) error {
 	if c.Upstream != "" {
 		up, _ = url.Parse(c.Upstream) // checked by Validate
 	}
-	llawpPath := c.LLAWP
-	if llawpPath == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		llawpPath = filepath.Join(filepath.Dir(exe), "llawp")
+	llawp, err := hla.NewLLAWPConfig(hla.LLAWPOptions{
+		Model: c.Model, Path: c.LLAWP, WebAgent: c.WebAgent, Out: c.Out, Trace: c.Trace, TracePayload: c.TracePayload,
+		Hosts: c.Hosts, Source: c.Source, Poll: c.Poll, HealthPoll: c.HealthPoll, Linger: c.LLAWPLinger, Stderr: os.Stderr,
+	})
+	if err != nil {
+		return err
 	}
 	hostID, err := conf.HostIdentity()
 	if err != nil {
@@ -176,23 +168,6 @@ func (c *hlaCmd) run(args []string) error {
 	}
 	defer log.Close()
 
-	llawpFlags := ipc.LLAWPFlags{
-		WebAgent: c.WebAgent, Out: c.Out, ProcName: names.LLAWP, Hosts: c.Hosts, Source: c.Source,
-		HealthPoll: c.HealthPoll, Linger: c.LLAWPLinger,
-	}
-	if c.Trace != "" {
-		llawpFlags.Trace, llawpFlags.TracePayload = c.Trace, c.TracePayload
-	}
-	if c.Poll > 0 {
-		llawpFlags.Poll = c.Poll
-	}
-	if c.LLAWPLinger <= 0 && c.Model == "apache" {
-		// The parent owns the LLAWP and stops it at shutdown; a lull with
-		// no child registered (all recycling at once) must not end it, or
-		// the children still running would hold a dead reattach config.
-		llawpFlags.Linger = -time.Nanosecond
-	}
-
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// Whoever started the web server (a lab) reads these lines: when it
@@ -201,7 +176,6 @@ func (c *hlaCmd) run(args []string) error {
 	ready := func(addr string) {
 		say(notice.Notice{Prog: notice.ProgHLA, Kind: notice.Serving, Addr: "http://" + addr})
 	}
-	llawp := hla.LLAWPConfig{Path: llawpPath, Name: names.LLAWP, Args: llawpFlags.Args(), Stderr: os.Stderr}
 	worker := hla.ProcessConfig{
 		WebAgent: c.WebAgent, Listen: listen, HostID: hostID, Recorder: rec, Dialer: dialer,
 		ProcName: procName, Log: log.Logger, Forwarder: fwd, Upstream: up, LLAWP: llawp, Ready: ready,
@@ -215,13 +189,13 @@ func (c *hlaCmd) run(args []string) error {
 	case child:
 		err = hla.RunIISChild(ctx, worker, in)
 	default:
-		self, xerr := os.Executable()
+		exe, xerr := os.Executable()
 		if xerr != nil {
 			return xerr
 		}
 		pc := hla.ParentConfig{
 			WebAgent: c.WebAgent, Listen: listen, Workers: c.Workers, Log: log.Logger, LLAWP: llawp, Stderr: os.Stderr, Ready: ready,
-			Child: hla.ChildCommand{Path: self, Name: names.Worker, Args: args}, Recorder: rec, Notify: say,
+			Child: hla.ChildCommand{Path: exe, Name: hla.ProcessIdentity(c.Model, true, "").Name, Args: args}, Recorder: rec, Notify: say,
 			RapidFail: hla.RapidFail{MaxCrashes: c.RapidFailCrashes, Interval: c.RapidFailInterval},
 		}
 		if c.Model == hla.ModelApache {

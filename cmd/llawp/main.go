@@ -11,7 +11,6 @@ package main
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -104,38 +103,11 @@ func (c *llawpCmd) run(stderr io.Writer) error {
 	}
 	defer rec.Close()
 
-	ctx, stop := stopOnSIGTERM()
+	ctx, stop := llawp.StopOnSIGTERM(llawp.OwnerWatch{PID: ipc.OwnerPID()})
 	defer stop()
 	return llawp.Run(ctx, llawp.Config{
 		WebAgent: c.WebAgent, Out: c.Out, Recorder: rec, Dialer: dialer, HostID: hostID,
 		Poll: c.Poll, HealthPoll: c.HealthPoll, Linger: c.Linger, ProcName: name, AgentName: c.AgentName, AgentTrace: c.AgentTrace,
 		Debug: c.Debug, Stderr: stderr, OwnerPID: ipc.OwnerPID(),
 	})
-}
-
-// stopOnSIGTERM ends the context at the first SIGTERM, with what it means
-// as the cause: the LLAWP logs it as its reason to leave.
-//
-// SIGTERM only: go-plugin makes the plugin ignore SIGINT, because a Ctrl-C
-// reaches the whole process group and the owner decides when its LLAWP
-// stops.
-func stopOnSIGTERM() (context.Context, func()) {
-	ctx, cancel := context.WithCancelCause(context.Background())
-	sigs := make(chan os.Signal, 1)
-	// Never undone: the owner's death can send several SIGTERMs (Pdeathsig
-	// fires as each of its threads exits), and once nothing listened the
-	// next would kill the LLAWP before it closes its sockets and logs why.
-	signal.Notify(sigs, syscall.SIGTERM)
-	go func() {
-		select {
-		case sig := <-sigs:
-			cause := fmt.Errorf("received signal %v", sig)
-			if owner := ipc.OwnerPID(); (llawp.OwnerWatch{PID: owner}).Dying() {
-				cause = fmt.Errorf("%w (pid %d): %v", llawp.ErrOwnerGone, owner, cause)
-			}
-			cancel(cause)
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, func() { cancel(nil) }
 }

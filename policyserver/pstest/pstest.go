@@ -5,7 +5,10 @@ package pstest
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -31,6 +34,17 @@ type Server struct {
 // would, with secret (nil: one the store generates).
 func Start(tb testing.TB, trustedHost string, secret []byte) *Server {
 	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return StartOn(tb, l, "smps1.shared.lab", trustedHost, secret)
+}
+
+// StartOn is Start on a listener of the test's (ListenSeedPort), as the
+// Policy Server called name; it closes l when the test ends.
+func StartOn(tb testing.TB, l net.Listener, name, trustedHost string, secret []byte) *Server {
+	tb.Helper()
 	st, err := policyserver.SeedStore()
 	if err != nil {
 		tb.Fatalf("SeedStore: %v", err)
@@ -43,13 +57,10 @@ func Start(tb testing.TB, trustedHost string, secret []byte) *Server {
 		}
 		s.Secret = th.Secret
 	}
-	srv, err := policyserver.New(policyserver.Config{Name: "smps1.shared.lab", Store: st, Log: zerolog.Nop()})
+	srv, err := policyserver.New(policyserver.Config{Name: name, Store: st, Log: zerolog.Nop()})
 	if err != nil {
+		l.Close()
 		tb.Fatalf("policyserver.New: %v", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
 	}
 	s.Addr, s.Port = l.Addr().String(), l.Addr().(*net.TCPAddr).Port
 	ctx, cancel := context.WithCancel(context.Background())
@@ -76,3 +87,25 @@ func Start(tb testing.TB, trustedHost string, secret []byte) *Server {
 // Stop stops the server now (a test of a Policy Server that goes away);
 // it is also done when the test ends.
 func (s *Server) Stop() { s.stop() }
+
+// SeedPort is the port of the seed store's HCO servers (smps1.shared.lab:44443).
+const SeedPort = 44443
+
+// ListenSeedPort listens on SeedPort at a loopback address of the test's
+// own, 127.X.Y.21, so that an agent whose hosts map names it
+// smps1.shared.lab reaches it through the seed HCO; base is "127.X.Y.",
+// for the test's other hosts. Tests run in parallel and never take the
+// lab's fixed addresses.
+func ListenSeedPort(tb testing.TB) (l net.Listener, base string) {
+	tb.Helper()
+	for try := 0; ; try++ {
+		base = fmt.Sprintf("127.%d.%d.", 100+rand.IntN(100), 1+rand.IntN(250))
+		l, err := net.Listen("tcp", net.JoinHostPort(base+"21", strconv.Itoa(SeedPort)))
+		if err == nil {
+			return l, base
+		}
+		if try == 10 {
+			tb.Fatalf("no loopback address of its own for port %d: %v", SeedPort, err)
+		}
+	}
+}

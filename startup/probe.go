@@ -1,10 +1,11 @@
-package bootstrap
+package startup
 
 import (
 	"context"
 	"fmt"
 	"strings"
 
+	"github.com/agentlab/agentlab/bootstrap"
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/proto/tlipb"
 	"github.com/agentlab/agentlab/tli"
@@ -20,22 +21,25 @@ type ServerCheck struct {
 
 // ProbeResult is what Probe found.
 type ProbeResult struct {
-	*Result
+	*bootstrap.Result
 	Servers []ServerCheck
 	ACO     conf.ACO
 	ACOFrom string
 }
 
-// Probe checks an agent's configuration against live servers the way the
-// agent's start-up would use it: bootstrap for the HCO, then one session
-// with each server the HCO lists, and the ACO over the first of them. It
-// opens one socket per server, not MinSocketsPerPort: it checks, it does not
+// Probe checks an agent's configuration against live servers the way
+// Start would use it: the same bootstrap for the HCO, then, in place of
+// the pool, one session with each server the HCO lists, and the ACO over
+// the first of them. It opens one socket per server, not
+// MinSocketsPerPort, and sends no SetAgentInfo: it checks, it does not
 // pool. Every server's outcome is reported, not only the first failure.
-func Probe(ctx context.Context, cfg Config, acoName string) (*ProbeResult, error) {
-	res, err := Run(ctx, cfg)
+// Of cfg it uses the files, HostID, Recorder and Dialer.
+func Probe(ctx context.Context, cfg Config) (*ProbeResult, error) {
+	res, err := runBootstrap(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
+	acoName := cfg.WebAgent.AgentConfigObject
 	out := &ProbeResult{Result: res}
 	var failed []error
 	for _, ps := range res.HCO.PolicyServers {
@@ -48,7 +52,7 @@ func Probe(ctx context.Context, cfg Config, acoName string) (*ProbeResult, error
 		out.Servers = append(out.Servers, chk)
 	}
 	if len(failed) > 0 {
-		return out, listErrors(fmt.Sprintf("HCO %s: %d of %d policy servers failed:", res.HCO.Name, len(failed), len(out.Servers)), failed)
+		return out, bootstrap.JoinErrors(fmt.Sprintf("HCO %s: %d of %d policy servers failed:", res.HCO.Name, len(failed), len(out.Servers)), failed)
 	}
 	if out.ACOFrom == "" {
 		return out, fmt.Errorf("HCO %s lists no server that gave ACO %s", res.HCO.Name, acoName)
@@ -58,8 +62,7 @@ func Probe(ctx context.Context, cfg Config, acoName string) (*ProbeResult, error
 
 func probeServer(ctx context.Context, cfg Config, ps conf.PolicyServer, secret []byte, acoName string, out *ProbeResult) (string, error) {
 	c, err := tli.Dial(ctx, ps.Addr(), tli.ClientConfig{
-		TrustedHost: cfg.SmHost.HostName, Secret: secret, Recorder: cfg.Recorder, Dialer: cfg.Dialer,
-		HandshakeTimeout: cfg.HandshakeTimeout, Phase: trace.PhaseHCO,
+		TrustedHost: cfg.SmHost.HostName, Secret: secret, Recorder: cfg.Recorder, Dialer: cfg.Dialer, Phase: trace.PhaseHCO,
 	})
 	if err != nil {
 		return "", err

@@ -154,7 +154,9 @@ func (fc *fakeControl) waitRequests(ctx context.Context, t *testing.T, n int) {
 // onTerm is what it does on SIGTERM; "" lets the signal end it.
 func fakeSmps(t *testing.T, control, onTerm string) string {
 	dir := t.TempDir()
-	script := fmt.Sprintf("#!/bin/sh\necho 'smps: control on %s'\necho 'smps: listening on 127.0.0.1:1'\n", control)
+	ready := notice.Notice{Prog: notice.ProgSmps, Kind: notice.Control, Addr: control}.String() + "\n" +
+		notice.Notice{Prog: notice.ProgSmps, Kind: notice.Listening, Addr: "127.0.0.1:1"}.String()
+	script := fmt.Sprintf("#!/bin/sh\ncat <<'EOF'\n%s\nEOF\n", ready)
 	if onTerm == "" {
 		script += "exec sleep 60\n"
 	} else {

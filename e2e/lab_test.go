@@ -192,12 +192,21 @@ func TestSeedLabRun(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(out, "registration", "trace.pcapng")); err != nil {
 		t.Errorf("no registration/trace.pcapng: %v", err)
 	}
-	// Who started whom, as Process Monitor's Process Create rows tell it.
+	// Who started whom, as Process Monitor's Process Create rows tell it,
+	// and every process that was created has its Process Exit.
 	created := map[string]string{}
+	running := map[int]string{}
 	for _, e := range evs {
-		if e.Op == trace.OpProcessCreate {
+		switch e.Op {
+		case trace.OpProcessCreate:
 			created[e.Process.Name] = e.Proc
+			running[e.Process.PID] = e.Process.Name
+		case trace.OpProcessExit:
+			delete(running, e.PID)
 		}
+	}
+	if len(running) != 0 {
+		t.Errorf("processes with a Process Create and no Process Exit (pid: name): %v", running)
 	}
 	if created["w3wp.exe"] != "svchost.exe" || created["LLAWP.exe"] != "w3wp.exe" || created["svchost.exe"] != "agentlab" {
 		t.Errorf("Process Create rows: %v (child: parent), want svchost.exe (WAS) started by agentlab, w3wp.exe by WAS, LLAWP.exe by w3wp.exe", created)

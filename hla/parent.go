@@ -606,7 +606,9 @@ func (p *parent) send(ev childEvent) {
 	}
 }
 
-// stopAll stops every child: SIGTERM, then SIGKILL after the grace.
+// stopAll stops every child: SIGTERM, then SIGKILL after the grace. Each
+// end goes into the trace, as Process Monitor shows a Process Exit for a
+// worker that WAS stops.
 func (p *parent) stopAll() {
 	p.mu.Lock()
 	live := make([]*child, 0, len(p.children))
@@ -631,6 +633,7 @@ func (p *parent) stopAll() {
 				grace = nil
 			}
 		}
+		p.exited(p.process(c), c.cmd.ProcessState, false, "stopped with the web server")
 	}
 }
 

@@ -32,7 +32,7 @@ func TestStartOpensMinSocketsAndFetchesACOOverTheFirst(t *testing.T) {
 	}
 	var hellos int
 	for _, e := range ps.trace.events(t) {
-		if e.Op == trace.OpHandshake && e.Note == "ClientHello trusted host "+trustedHost {
+		if e.Op == trace.OpHandshake && e.Handshake == trace.HandshakeClientHello && e.Note == "ClientHello trusted host "+trustedHost {
 			hellos++
 		}
 	}

@@ -558,7 +558,7 @@ func stateNotes(evs []trace.Event) []string {
 			if st.From == "" {
 				told = fmt.Sprintf("%s %s: %s", st.Server, st.To, st.Why)
 			}
-			if st.Err != "" && st.Why != "down at start: "+st.Err {
+			if down := strings.HasPrefix(st.Why, "down at start: "); down != (st.Err != "") || down && st.Why != "down at start: "+st.Err {
 				told += " [err " + st.Err + "]"
 			}
 		}

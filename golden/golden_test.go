@@ -230,6 +230,18 @@ func TestGolden(t *testing.T) {
 	}
 }
 
+// TestNarrateServerHost: seen from a Policy Server's host, nothing in a
+// run is an agent: its sockets are accepted, not opened.
+func TestNarrateServerHost(t *testing.T) {
+	for _, r := range runs {
+		for _, s := range r.servers {
+			if steps := trace.Narrate(r.events(t, true), s, nil); len(steps) != 0 {
+				t.Errorf("%s: %s narrated: %q", r.name, s, steps[0].Text)
+			}
+		}
+	}
+}
+
 // TestPcapngFromFile: agentlab pcap writes, from the trace file and the
 // hosts file next to it, the bytes of the golden capture.
 func TestPcapngFromFile(t *testing.T) {

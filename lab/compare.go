@@ -156,11 +156,11 @@ func ComputeFigures(evs []trace.Event, sum Summary) Figures {
 				open[srv]--
 			}
 		case trace.OpHandshake:
-			if e.Note == "ClientConfirm" {
+			if e.Handshake == trace.HandshakeClientConfirm {
 				f.Handshakes++
 			}
 		case trace.OpRequest:
-			if strings.HasPrefix(e.Note, "GetAgentConfig") {
+			if e.Request == trace.ReqGetAgentConfig {
 				f.ACODownloads++
 			}
 		}

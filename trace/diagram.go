@@ -90,11 +90,9 @@ func diagFromServer(e Event) bool {
 	case OpResponse:
 		return true
 	case OpHandshake:
-		return strings.HasPrefix(e.Note, "ServerHello") || strings.HasPrefix(e.Note, "refused")
-	case OpReset:
-		return e.Note == NoteResetByPeer
-	case OpDisconnect:
-		return e.Note == NoteClosedByPeer
+		return e.Handshake == HandshakeServerHello || e.Handshake == HandshakeError
+	case OpReset, OpDisconnect:
+		return e.Peer
 	}
 	return false
 }
@@ -346,7 +344,7 @@ func layoutDiagram(evs []Event, host string, servers []string, keep Filter) *dia
 			}
 			m.Requests++
 			m.last = e.T
-			k := narrKind(e.Note)
+			k := narrKind(&e)
 			if m.kinds[k] == 0 {
 				m.order = append(m.order, k)
 			}
@@ -366,24 +364,20 @@ func layoutDiagram(evs []Event, host string, servers []string, keep Filter) *dia
 			}
 			// The call's name and its answer: the request's arguments are
 			// on its own arrow, a row or a few above.
-			row.Label = e.Note
-			if _, res, ok := strings.Cut(e.Note, ": "); ok {
-				row.Label = narrKind(e.Note) + ": " + res
-			}
+			row.Label = narrKind(&e) + ": " + e.Answer()
 		case KindConnect:
 			row.Label = e.Op
 		case KindConnectFailed:
 			row.Label = e.Op + " " + e.Note
 		case KindState:
-			// "smps1.shared.lab:44443 Active -> Failed: why": the lane says
-			// which server; the change is the news.
+			// The lane says which server; the change is the news.
 			row.Label = e.Note
-			if st, ok := parseServerState(e.Note); ok {
-				row.Label = st.to
-				if st.from != "" {
-					row.Label = st.from + " → " + st.to
+			if st := e.State; st != nil {
+				row.Label = st.To
+				if st.From != "" {
+					row.Label = st.From + " → " + st.To
 				}
-				row.Label += ": " + st.why
+				row.Label += ": " + st.Why
 			}
 			// The reason can be a whole error chain: the arrow's title
 			// (hover) keeps it all, the label what fits a lane or two.

@@ -39,10 +39,6 @@ const (
 	NoteResetByPeer  = "reset by peer"
 )
 
-// ByPeer tells a TCP Disconnect or TCP Reset that the peer made (this
-// process saw EOF or ECONNRESET) from one this process made.
-func (e *Event) ByPeer() bool { return e.Note == NoteClosedByPeer || e.Note == NoteResetByPeer }
-
 // Requests, as Event.Request names them: TLI's calls (proto/tli.proto).
 const (
 	ReqGetHostConfig   = "GetHostConfig"

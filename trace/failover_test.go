@@ -9,8 +9,11 @@ import (
 func TestNarrateFailover(t *testing.T) {
 	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.Local)
 	const wa = "wa1.shared.lab"
-	state := func(at time.Duration, host, phase, note string) Event {
-		return Event{T: t0.Add(at), Proc: "w3wp.exe", PID: 42, Op: OpServerState, LocalHost: wa, RemoteHost: host, Phase: phase, Note: note}
+	// state is a Server State event of host's server, as pool records it.
+	state := func(at time.Duration, host, phase, from, to, why, err string) Event {
+		e := fxState(host+":44443", from, to, why, err)
+		e.T, e.Proc, e.PID, e.LocalHost, e.RemoteHost, e.Phase = t0.Add(at), "w3wp.exe", 42, wa, host, phase
+		return e
 	}
 	tests := []struct {
 		name string
@@ -18,27 +21,31 @@ func TestNarrateFailover(t *testing.T) {
 		want []string
 	}{
 		{"up at start says nothing", []Event{
-			state(0, "smps1.shared.lab", PhaseHCO, "smps1.shared.lab:44443 Active: up at start; new requests go to smps1.shared.lab:44443, the first server up in HCO order"),
-			state(0, "smps2.shared.lab", PhaseHCO, "smps2.shared.lab:44443 Inactive: up at start; new requests go to smps1.shared.lab:44443, the first server up in HCO order"),
+			state(0, "smps1.shared.lab", PhaseHCO, "", StateActive, "up at start; new requests go to smps1.shared.lab:44443, the first server up in HCO order", ""),
+			state(0, "smps2.shared.lab", PhaseHCO, "", StateInactive, "up at start; new requests go to smps1.shared.lab:44443, the first server up in HCO order", ""),
 		}, nil},
 		{"down at start", []Event{
-			state(0, "smps1.shared.lab", PhaseHCO, "smps1.shared.lab:44443 Disabled: down at start: connect: connection refused"),
+			state(0, "smps1.shared.lab", PhaseHCO, "", StateDisabled, "", "connect: connection refused"),
 		}, []string{"at 10:00:00.000, w3wp.exe finds smps1.shared.lab down at start (connect: connection refused): it is Disabled and retried by the health poll."}},
 		{"failover, then fail-back", []Event{
-			state(5*time.Second, "smps1.shared.lab", PhaseRequests, "smps1.shared.lab:44443 Active -> Failed: no answer within RequestTimeout 60s"),
-			state(5*time.Second+time.Millisecond, "smps2.shared.lab", PhaseRequests, "smps2.shared.lab:44443 Inactive -> Active: new requests go to smps2.shared.lab:44443, the first server up in HCO order"),
-			state(40*time.Second, "smps1.shared.lab", PhaseRequests, "smps1.shared.lab:44443 Failed -> Active: socket 5 connected (health poll)"),
-			state(40*time.Second, "smps2.shared.lab", PhaseRequests, "smps2.shared.lab:44443 Active -> Inactive: new requests go to smps1.shared.lab:44443, the first server up in HCO order"),
+			state(5*time.Second, "smps1.shared.lab", PhaseRequests, StateActive, StateFailed, "no answer within RequestTimeout 60s", ""),
+			state(5*time.Second+time.Millisecond, "smps2.shared.lab", PhaseRequests, StateInactive, StateActive, "new requests go to smps2.shared.lab:44443, the first server up in HCO order", ""),
+			state(40*time.Second, "smps1.shared.lab", PhaseRequests, StateFailed, StateActive, "socket 5 connected (health poll)", ""),
+			state(40*time.Second, "smps2.shared.lab", PhaseRequests, StateActive, StateInactive, "new requests go to smps1.shared.lab:44443, the first server up in HCO order", ""),
 		}, []string{
 			"at 10:00:05.000, w3wp.exe marks smps1.shared.lab unavailable (no answer within RequestTimeout 60s); next requests go to smps2.shared.lab.",
 			"at 10:00:40.000, w3wp.exe sees smps1.shared.lab back (socket 5 connected (health poll)): new sockets go to it; puts smps2.shared.lab on standby.",
 		}},
 		{"back but standing by", []Event{
-			state(0, "smps2.shared.lab", PhaseRequests, "smps2.shared.lab:44443 Failed -> Inactive: socket 3 connected (health poll)"),
+			state(0, "smps2.shared.lab", PhaseRequests, StateFailed, StateInactive, "socket 3 connected (health poll)", ""),
 		}, []string{"at 10:00:00.000, w3wp.exe sees smps2.shared.lab back (socket 3 connected (health poll)), standing by as Inactive."}},
-		{"a note it cannot read is left out", []Event{
-			state(0, "smps1.shared.lab", PhaseRequests, "garbled"),
+		{"an event without its state is left out", []Event{
+			{T: t0, Proc: "w3wp.exe", PID: 42, Op: OpServerState, LocalHost: wa, RemoteHost: "smps1.shared.lab", Phase: PhaseRequests,
+				Note: "smps1.shared.lab:44443 Active -> Failed: a trace from before the state field"},
 		}, nil},
+		{"a standby that goes down is unavailable too", []Event{
+			state(0, "smps1.shared.lab", PhaseRequests, StateInactive, StateDisabled, "odd", ""),
+		}, []string{"at 10:00:00.000, w3wp.exe marks smps1.shared.lab unavailable (odd)."}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,7 +66,7 @@ func TestNarrateHealthPollFails(t *testing.T) {
 	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.Local)
 	fail := func(at time.Duration) Event {
 		return Event{T: t0.Add(at), Proc: "w3wp.exe", PID: 42, Op: OpConnect, Remote: "127.0.0.21:44443",
-			LocalHost: "wa1.shared.lab", RemoteHost: "smps1.shared.lab", Phase: PhaseRequests, Note: "failed: connect: connection refused"}
+			LocalHost: "wa1.shared.lab", RemoteHost: "smps1.shared.lab", Phase: PhaseRequests, Note: "failed: connect: connection refused", Error: "connection refused"}
 	}
 	tests := []struct {
 		name string

@@ -136,8 +136,13 @@ type narrConn struct {
 
 type narrReq struct {
 	idx, resp int // resp is -1 while unanswered
-	note      string
+	// kind and subject are the request's call and what it names
+	// (Event.Request, Event.Subject); note says it all, as recorded.
+	kind, subject, note string
 }
+
+// same tells whether two requests ask the same thing.
+func (r *narrReq) same(o *narrReq) bool { return r.kind == o.kind && r.subject == o.subject }
 
 type narrFail struct {
 	idx            int
@@ -187,8 +192,8 @@ func newNarrator(evs []Event, host string, servers []string) *narrator {
 				p.states = append(p.states, i)
 				continue
 			}
-			if e.Op == OpConnect && strings.HasPrefix(e.Note, "failed:") {
-				p.fails = append(p.fails, &narrFail{idx: i, server: narrServer(e), reason: narrReason(e.Note), step: e.PoolStep})
+			if e.Op == OpConnect { // a connect with no connection failed
+				p.fails = append(p.fails, &narrFail{idx: i, server: narrServer(e), reason: narrReason(e), step: e.PoolStep})
 			}
 			continue
 		}
@@ -204,11 +209,11 @@ func newNarrator(evs []Event, host string, servers []string) *narrator {
 		}
 		switch e.Op {
 		case OpHandshake:
-			if r, ok := strings.CutPrefix(e.Note, "refused: "); ok && c.refused == "" {
-				c.refused, c.refusedIdx = r, i
+			if e.Handshake == HandshakeError && c.refused == "" {
+				c.refused, c.refusedIdx = fmt.Sprintf("%d %s", e.Code, e.Message), i
 			}
 		case OpRequest:
-			c.reqs = append(c.reqs, &narrReq{idx: i, resp: -1, note: e.Note})
+			c.reqs = append(c.reqs, &narrReq{idx: i, resp: -1, kind: narrKind(e), subject: e.Subject, note: e.Note})
 		case OpResponse:
 			// One request at a time per socket: a response answers the
 			// oldest request still waiting.
@@ -278,15 +283,14 @@ func narrPort(addr string) string {
 	return addr
 }
 
-// narrReason shows a failed connect's note the way a learner says it:
-// "failed: connect: connection refused" is a "connection refused".
-func narrReason(note string) string {
-	r := strings.TrimSpace(strings.TrimPrefix(note, "failed:"))
-	r = strings.TrimPrefix(r, "connect: ")
-	if r == "" {
+// narrReason is why a connect failed, the way a learner says it: a
+// "connection refused" (Event.Error), or "failed" when the trace does not
+// say.
+func narrReason(e *Event) string {
+	if e.Error == "" {
 		return "failed"
 	}
-	return r
+	return e.Error
 }
 
 func (n *narrator) ev(i int) *Event { return &n.evs[i] }
@@ -425,8 +429,8 @@ func (n *narrator) connStep(p *narrProc, c *narrConn, pending []*narrFail) Step 
 	}
 	// A registration that did what it was for reads as the seed's reader
 	// would say it; anything else is told request by request.
-	if len(reqs) == 1 && narrKind(reqs[0].note) == "RegisterHost" && n.result(reqs[0]) == "SUCCESS" {
-		head = "registers trusted host " + narrObject(reqs[0].note) + " with " + c.server + " using tcp port " + c.port
+	if len(reqs) == 1 && reqs[0].kind == ReqRegisterHost && n.result(reqs[0]) == "SUCCESS" {
+		head = "registers trusted host " + reqs[0].object() + " with " + c.server + " using tcp port " + c.port
 	} else {
 		clauses = append(clauses, n.reqClauses(reqs)...)
 	}
@@ -453,7 +457,7 @@ func (n *narrator) reqClauses(reqs []*narrReq) []string {
 	var out []string
 	for i := 0; i < len(reqs); {
 		j := i + 1
-		for j < len(reqs) && reqs[j].note == reqs[i].note {
+		for j < len(reqs) && reqs[j].same(reqs[i]) {
 			j++
 		}
 		if j-i > 1 {
@@ -470,14 +474,14 @@ func (n *narrator) reqClauses(reqs []*narrReq) []string {
 // connection, when the sentence is about several.
 func (n *narrator) reqClause(r *narrReq, via string) string {
 	res := n.result(r)
-	obj := narrObject(r.note)
+	obj := r.object()
 	var ok, ask string
-	switch narrKind(r.note) {
-	case "GetHostConfig":
+	switch r.kind {
+	case ReqGetHostConfig:
 		ok, ask = "downloads HCO "+obj, "asks for HCO "+obj
-	case "GetAgentConfig":
+	case ReqGetAgentConfig:
 		ok, ask = "downloads ACO "+obj, "asks for ACO "+obj
-	case "RegisterHost":
+	case ReqRegisterHost:
 		ok, ask = "registers trusted host "+obj, "asks to register trusted host "+obj
 	default:
 		ok, ask = "sends "+r.note, "sends "+r.note
@@ -499,56 +503,42 @@ func (n *narrator) reqClause(r *narrReq, via string) string {
 	return s
 }
 
-// result reads the result out of a response note as tli.DescribeResponse
-// writes it: "<request>: <RESULT>[ (details)][ - message]".
+// result is the Agent API result of the request's response (YES,
+// SUCCESS, ...), "" while unanswered.
 func (n *narrator) result(r *narrReq) string {
 	if r.resp < 0 {
 		return ""
 	}
-	rest := n.respRest(r)
-	if f := strings.Fields(rest); len(f) > 0 {
-		return f[0]
+	if res := n.ev(r.resp).Result; res != "" {
+		return res
 	}
 	return "an empty response"
 }
 
+// message is the server's message on the request's response, if any.
 func (n *narrator) message(r *narrReq) string {
 	if r.resp < 0 {
 		return ""
 	}
-	if _, msg, ok := strings.Cut(n.respRest(r), " - "); ok {
-		return strings.TrimSpace(msg)
-	}
-	return ""
+	return n.ev(r.resp).Message
 }
 
-func (n *narrator) respRest(r *narrReq) string {
-	note := n.ev(r.resp).Note
-	if rest, ok := strings.CutPrefix(note, r.note+": "); ok {
-		return rest
+// narrKind is the call of a request or response ("IsProtected"); a
+// request with no call still counts, as an unnamed one.
+func narrKind(e *Event) string {
+	if e.Request == "" {
+		return "unnamed"
 	}
-	if _, rest, ok := strings.Cut(note, ": "); ok {
-		return rest
-	}
-	return note
+	return e.Request
 }
 
-// narrKind is the call a request note names ("IsProtected GET /x" is an
-// IsProtected); a note with no words still counts, as an unnamed request.
-func narrKind(note string) string {
-	if f := strings.Fields(note); len(f) > 0 {
-		return f[0]
-	}
-	return "unnamed"
-}
-
-// narrObject is what a request note names after its call: the HCO, ACO or
+// object is what the request names after its call: the HCO, ACO or
 // trusted host.
-func narrObject(note string) string {
-	if _, rest, ok := strings.Cut(strings.TrimSpace(note), " "); ok {
-		return strings.TrimSpace(rest)
+func (r *narrReq) object() string {
+	if r.subject == "" {
+		return "(unnamed)"
 	}
-	return "(unnamed)"
+	return r.subject
 }
 
 // narrEnd names how a connection ended: by this process or by the server,
@@ -566,11 +556,11 @@ const (
 
 func narrEndOf(e *Event) narrEnd {
 	switch {
-	case e.Op == OpReset && e.Note == "reset by peer":
+	case e.Op == OpReset && e.Peer:
 		return narrPeerReset
 	case e.Op == OpReset:
 		return narrReset
-	case e.Note == "closed by peer":
+	case e.Peer:
 		return narrPeerClose
 	}
 	return narrClose
@@ -723,7 +713,7 @@ func (n *narrator) hcoStep(p *narrProc, server string, conns []*narrConn, fails 
 			if r.resp >= 0 {
 				span.add(n.ev(r.resp).T)
 			}
-			if aco == nil && narrKind(r.note) == "GetAgentConfig" {
+			if aco == nil && r.kind == ReqGetAgentConfig {
 				aco = &sent{r, c}
 				continue
 			}
@@ -924,7 +914,7 @@ func (n *narrator) useCase(reqs []*narrReq) string {
 	}
 	asked := 0
 	for _, r := range reqs {
-		if narrKind(r.note) == "IsProtected" {
+		if r.kind == ReqIsProtected {
 			asked++
 		}
 	}
@@ -1058,7 +1048,7 @@ func narrKinds(reqs []*narrReq) string {
 	var kinds []string
 	count := map[string]int{}
 	for _, r := range reqs {
-		k := narrKind(r.note)
+		k := r.kind
 		if count[k] == 0 {
 			kinds = append(kinds, k)
 		}
@@ -1081,7 +1071,7 @@ func (n *narrator) polls(reqs []*narrReq, server string) string {
 	var kinds []string
 	times := map[string][]time.Time{}
 	for _, r := range reqs {
-		k := narrKind(r.note)
+		k := r.kind
 		if _, seen := times[k]; !seen {
 			kinds = append(kinds, k)
 		}

@@ -732,11 +732,11 @@ func closingOf(h *half) closing {
 		switch {
 		case e.Op == OpReceive:
 			read += e.Len
-		case e.Op == OpDisconnect && e.Note == NoteClosedByPeer:
+		case e.Op == OpDisconnect && e.Peer:
 			if c.peerFin == nil {
 				c.peerFin = e
 			}
-		case e.Op == OpReset && e.Note == NoteResetByPeer:
+		case e.Op == OpReset && e.Peer:
 			if c.peerReset == nil {
 				c.peerReset = e
 			}

@@ -67,8 +67,15 @@ func (l *pcapLab) note(e pcapEnd, ms float64, op string, n int, note string) {
 }
 func (l *pcapLab) close(e pcapEnd, ms float64)   { l.add(e, ms, OpDisconnect, nil, "") }
 func (l *pcapLab) reset(e pcapEnd, ms float64)   { l.add(e, ms, OpReset, nil, "") }
-func (l *pcapLab) peerFin(e pcapEnd, ms float64) { l.add(e, ms, OpDisconnect, nil, NoteClosedByPeer) }
-func (l *pcapLab) peerRst(e pcapEnd, ms float64) { l.add(e, ms, OpReset, nil, NoteResetByPeer) }
+func (l *pcapLab) peerFin(e pcapEnd, ms float64) { l.peer(e, ms, OpDisconnect) }
+func (l *pcapLab) peerRst(e pcapEnd, ms float64) { l.peer(e, ms, OpReset) }
+
+// peer is the peer's close, as this end saw it.
+func (l *pcapLab) peer(e pcapEnd, ms float64, op string) {
+	p := fxPeer(op)
+	l.add(e, ms, op, nil, p.Note)
+	l.evs[len(l.evs)-1].Peer = p.Peer
+}
 
 // events are in time order, as Merge leaves them.
 func (l *pcapLab) events() []Event {
@@ -419,7 +426,7 @@ func TestWritePcapng(t *testing.T) {
 			name: "a failed connect has no packets",
 			build: func(l *pcapLab) {
 				l.evs = append(l.evs, Event{T: l.at(0), Proc: "w3wp.exe", PID: 100, Op: OpConnect,
-					Remote: "127.0.0.22:44443", RemoteHost: "smps2.shared.lab", Note: "failed: connection refused"})
+					Remote: "127.0.0.22:44443", RemoteHost: "smps2.shared.lab", Note: "failed: connection refused", Error: "connection refused"})
 			},
 		},
 		{

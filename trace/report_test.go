@@ -78,8 +78,8 @@ func TestReportDiagram(t *testing.T) {
 		setPhase(PhaseRequests, w...)
 		l.do(w[0], "IsProtected GET /", "NO")
 		l.send(w[1], "Authorize GET /protected/")
-		l.peer(w[1], OpReset, "reset by peer")
-		l.peer(w[0], OpDisconnect, "closed by peer")
+		l.peer(w[1], OpReset)
+		l.peer(w[0], OpDisconnect)
 		l.close(w[0])
 		return l.evs
 	}
@@ -87,8 +87,8 @@ func TestReportDiagram(t *testing.T) {
 		l := newNarrLab()
 		l.fail("w3wp.exe", 4242, "smps3.shared.lab", PhaseBootstrap, "connect: connection refused")
 		c := l.open("w3wp.exe", 4242, 50134, "smps2.shared.lab", PhaseBootstrap)
-		l.emit(c, OpHandshake, 70, "ClientHello trusted host trust_wa1")
-		l.emit(c, OpHandshake, 40, "refused: 3153 Shared secret incorrect")
+		l.record(c, fxHandshake(HandshakeClientHello, "ClientHello trusted host trust_wa1"), 70)
+		l.record(c, fxRefused(3153, "Shared secret incorrect"), 40)
 		l.close(c)
 		// An event without a phase is drawn as such, not guessed.
 		c = l.connect("w3wp.exe", 4242, 50135, "smps2.shared.lab", "")

@@ -154,18 +154,18 @@ func procmonDetail(e *Event, pos seqPos) string {
 	case OpDisconnect, OpReset:
 		// The FIN or RST of the end that closed: ours after the bytes
 		// we sent, the peer's after the bytes we read.
-		if e.ByPeer() {
+		if e.Peer {
 			fmt.Fprintf(&b, ", seqnum: %d", relSeq(pos.read))
 		} else {
 			fmt.Fprintf(&b, ", seqnum: %d", relSeq(pos.sent))
 		}
 	}
 	switch {
-	case e.Op == OpReset && e.ByPeer():
+	case e.Op == OpReset && e.Peer:
 		b.WriteString(", reset: RST received")
 	case e.Op == OpReset:
 		b.WriteString(", reset: RST sent")
-	case e.Op == OpDisconnect && e.ByPeer():
+	case e.Op == OpDisconnect && e.Peer:
 		b.WriteString(", closed by peer: FIN received")
 	}
 	return b.String()

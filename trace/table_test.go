@@ -37,8 +37,12 @@ func TestProcmonRows(t *testing.T) {
 			LocalHost: e.localHost, RemoteHost: e.remoteHost, Len: n, Note: note}
 	}
 	with := func(e Event, f func(*Event)) Event { f(&e); return e }
+	peer := func(e pcapEnd, op string) Event {
+		p := fxPeer(op)
+		return with(ev(e, op, 0, p.Note), func(e *Event) { e.Peer = p.Peer })
+	}
 	failed := Event{T: at, Proc: "w3wp.exe", PID: 100, Op: OpConnect, Remote: "127.0.0.22:44443", LocalHost: "wa1.shared.lab",
-		RemoteHost: "smps2.shared.lab", Note: "failed: connect: connection refused", Errno: "ECONNREFUSED"}
+		RemoteHost: "smps2.shared.lab", Note: "failed: connect: connection refused", Error: "connection refused", Errno: "ECONNREFUSED"}
 	path := "wa1.shared.lab:50134 -> smps1.shared.lab:44443"
 	srvPath := "smps1.shared.lab:44443 -> wa1.shared.lab:50134"
 	for _, tc := range []struct {
@@ -63,12 +67,12 @@ func TestProcmonRows(t *testing.T) {
 			ev(c, OpReset, 0, "")},
 			[]string{"23:23:35.1234567", "w3wp.exe", "100", "TCP Disconnect", path, "SUCCESS", "Length: 0, seqnum: 126, reset: RST sent"}},
 		{"the server sees the reset", []Event{ev(s, OpAccept, 0, ""), ev(s, OpReceive, 125, ""), ev(s, OpSend, 9, ""),
-			ev(s, OpReset, 0, NoteResetByPeer)},
+			peer(s, OpReset)},
 			[]string{"23:23:35.1234567", "smps", "200", "TCP Disconnect", srvPath, "SUCCESS", "Length: 0, seqnum: 126, reset: RST received"}},
 		{"a close", []Event{ev(c, OpConnect, 0, ""), ev(c, OpSend, 10, ""), ev(c, OpReceive, 20, ""), ev(c, OpDisconnect, 0, "")},
 			[]string{"23:23:35.1234567", "w3wp.exe", "100", "TCP Disconnect", path, "SUCCESS", "Length: 0, seqnum: 11"}},
 		{"the peer's close", []Event{ev(c, OpConnect, 0, ""), ev(c, OpSend, 10, ""), ev(c, OpReceive, 20, ""),
-			ev(c, OpDisconnect, 0, NoteClosedByPeer)},
+			peer(c, OpDisconnect)},
 			[]string{"23:23:35.1234567", "w3wp.exe", "100", "TCP Disconnect", path, "SUCCESS", "Length: 0, seqnum: 21, closed by peer: FIN received"}},
 		{"a reset that could not be: a plain close", []Event{ev(c, OpConnect, 0, ""), ev(c, OpDisconnect, 0, "reset not supported: closed")},
 			[]string{"23:23:35.1234567", "w3wp.exe", "100", "TCP Disconnect", path, "SUCCESS", "Length: 0, seqnum: 1"}},

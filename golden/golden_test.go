@@ -18,6 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentlab/agentlab/chart"
+	"github.com/agentlab/agentlab/narrative"
+	"github.com/agentlab/agentlab/pcapng"
+	"github.com/agentlab/agentlab/procmon"
+	"github.com/agentlab/agentlab/report"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -92,9 +97,9 @@ func agents(evs []trace.Event) []trace.Event {
 
 // procmonFilter is a Filter dialog with both kinds of condition, on
 // columns every run has.
-func procmonFilter(t *testing.T) trace.ProcmonFilter {
+func procmonFilter(t *testing.T) procmon.Filter {
 	t.Helper()
-	var f trace.ProcmonFilter
+	var f procmon.Filter
 	for _, c := range []struct {
 		include bool
 		text    string
@@ -106,7 +111,7 @@ func procmonFilter(t *testing.T) trace.ProcmonFilter {
 		{true, "Process Name is httpd"},
 		{false, "Path contains smps2"},
 	} {
-		cond, err := trace.ParseProcmonCondition(c.text)
+		cond, err := procmon.ParseCondition(c.text)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +129,7 @@ func (r run) outputs(t *testing.T) map[string][]byte {
 	evs, all := r.events(t, false), r.events(t, true)
 	hosts := r.hosts(t)
 	filter := procmonFilter(t)
-	seedView := trace.All(trace.SocketOps, trace.Between(r.host, r.servers...))
+	seedView := procmon.All(procmon.SocketOps, procmon.Between(r.host, r.servers...))
 	out := map[string][]byte{}
 	render := func(name string, f func(b *bytes.Buffer) error) {
 		var b bytes.Buffer
@@ -137,59 +142,59 @@ func (r run) outputs(t *testing.T) map[string][]byte {
 	// The steps, as agentlab run tells them (the agents to the servers),
 	// and of every process with nothing left out, the registration too.
 	render("narrative.txt", func(b *bytes.Buffer) error {
-		return trace.WriteNarrative(b, trace.Narrate(agents(evs), r.host, r.servers))
+		return narrative.Write(b, narrative.Narrate(agents(evs), r.host, r.servers))
 	})
 	render("narrative-all.txt", func(b *bytes.Buffer) error {
-		return trace.WriteNarrative(b, trace.Narrate(all, "", nil))
+		return narrative.Write(b, narrative.Narrate(all, "", nil))
 	})
 
 	// The Process Monitor view: as the seed filters, every process, and
 	// through a Filter dialog as agentlab procmon reads a trace file.
 	render("procmon.txt", func(b *bytes.Buffer) error {
-		_, err := trace.WriteTable(b, evs, seedView, trace.ProcmonFilter{}, 0)
+		_, err := procmon.WriteTable(b, evs, seedView, procmon.Filter{}, 0)
 		return err
 	})
 	render("procmon-all.txt", func(b *bytes.Buffer) error {
-		_, err := trace.WriteTable(b, all, trace.ProcmonOps, trace.ProcmonFilter{}, 0)
+		_, err := procmon.WriteTable(b, all, procmon.Ops, procmon.Filter{}, 0)
 		return err
 	})
 	render("procmon-filter.txt", func(b *bytes.Buffer) error {
-		return trace.WriteTableFile(b, r.path("trace.jsonl"), "", filter)
+		return procmon.WriteTableFile(b, r.path("trace.jsonl"), "", filter)
 	})
 	render("procmon-limit.txt", func(b *bytes.Buffer) error {
-		n, err := trace.WriteTable(b, evs, seedView, trace.ProcmonFilter{}, 12)
+		n, err := procmon.WriteTable(b, evs, seedView, procmon.Filter{}, 12)
 		fmt.Fprintf(b, "%d rows in all\n", n)
 		return err
 	})
 
 	// report.html as agentlab run writes it, then with --all and a filter.
 	render("report.html", func(b *bytes.Buffer) error {
-		return trace.WriteReport(b, trace.Report{Title: "golden: " + r.name, Lines: []string{"A run recorded for the golden tests."},
-			Sides: []trace.Side{{Label: r.name, Events: evs, Host: r.host, Servers: r.servers, Agents: isAgent, Table: seedView,
+		return report.Write(b, report.Page{Title: "golden: " + r.name, Lines: []string{"A run recorded for the golden tests."},
+			Sides: []report.Side{{Label: r.name, Events: evs, Host: r.host, Servers: r.servers, Agents: isAgent, Table: seedView,
 				TableWhat: fmt.Sprintf("filtered as the seed filters: %s to %s", r.host, strings.Join(r.servers, " or "))}}})
 	})
 	render("report-all.html", func(b *bytes.Buffer) error {
-		return trace.WriteReport(b, trace.Report{Title: "golden: " + r.name + ", every process", Figures: "figures\n  as agentlab compare puts them",
-			Sides: []trace.Side{
+		return report.Write(b, report.Page{Title: "golden: " + r.name + ", every process", Figures: "figures\n  as agentlab compare puts them",
+			Sides: []report.Side{
 				{Label: r.name + " --all", Lines: []string{"every process, filtered"}, Events: all, Host: r.host, Servers: r.servers,
-					Agents: isAgent, Table: trace.ProcmonOps, Procmon: filter, TableWhat: "every process; then " + filter.String()},
+					Agents: isAgent, Table: procmon.Ops, Procmon: filter, TableWhat: "every process; then " + filter.String()},
 				// The defaults a caller leaves: every event told, the
 				// seed's filter on the table.
 				{Label: r.name + " defaults", Events: evs, Host: r.host, Servers: r.servers},
 			}})
 	})
 
-	render("trace.pcapng", func(b *bytes.Buffer) error { return trace.WritePcapng(b, evs, hosts) })
+	render("trace.pcapng", func(b *bytes.Buffer) error { return pcapng.Write(b, evs, hosts) })
 	render("registration.pcapng", func(b *bytes.Buffer) error {
 		reg, err := trace.ReadFile(r.path("registration/trace.jsonl"))
 		if err != nil {
 			return err
 		}
-		return trace.WritePcapng(b, reg, hosts)
+		return pcapng.Write(b, reg, hosts)
 	})
 
 	render("chart.txt", func(b *bytes.Buffer) error {
-		return trace.WriteServerChart(b, trace.CountServerLoad(evs, r.host, r.servers))
+		return chart.Write(b, chart.CountLoad(evs, r.host, r.servers))
 	})
 	return out
 }
@@ -235,7 +240,7 @@ func TestGolden(t *testing.T) {
 func TestNarrateServerHost(t *testing.T) {
 	for _, r := range runs {
 		for _, s := range r.servers {
-			if steps := trace.Narrate(r.events(t, true), s, nil); len(steps) != 0 {
+			if steps := narrative.Narrate(r.events(t, true), s, nil); len(steps) != 0 {
 				t.Errorf("%s: %s narrated: %q", r.name, s, steps[0].Text)
 			}
 		}
@@ -247,7 +252,7 @@ func TestNarrateServerHost(t *testing.T) {
 func TestPcapngFromFile(t *testing.T) {
 	for _, r := range runs {
 		out := filepath.Join(t.TempDir(), "trace.pcapng")
-		if err := trace.PcapngFromFile(r.path("trace.jsonl"), "", out); err != nil {
+		if err := pcapng.FromFile(r.path("trace.jsonl"), "", out); err != nil {
 			t.Fatal(err)
 		}
 		got, err := os.ReadFile(out)

@@ -1,18 +1,20 @@
-package trace
+package procmon
 
 import (
 	"bytes"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentlab/agentlab/trace"
+	"github.com/agentlab/agentlab/trace/tracetest"
 )
 
 // tableLines renders evs with WriteTable and returns its rows, each with
 // its runs of spaces made one, the header first.
-func tableLines(t *testing.T, evs []Event, keep Filter, f ProcmonFilter) []string {
+func tableLines(t *testing.T, evs []trace.Event, keep Select, f Filter) []string {
 	t.Helper()
 	var b bytes.Buffer
 	if _, err := WriteTable(&b, evs, keep, f, 0); err != nil {
@@ -30,69 +32,69 @@ func tableLines(t *testing.T, evs []Event, keep Filter, f ProcmonFilter) []strin
 // its Detail, with the relative sequence numbers of the bytes.
 func TestProcmonRows(t *testing.T) {
 	at := time.Date(2017, 4, 18, 23, 23, 35, 123456789, time.Local)
-	tcp := &TCPInfo{MSS: 65483, SACK: true, Timestamps: true, WindowScaling: true, RcvWindow: 65536, RcvWindowScale: 7, SndWindowScale: 10}
-	c, s := pcapEnds(1, 50134)
-	ev := func(e pcapEnd, op string, n int, note string) Event {
-		return Event{T: at, Proc: e.proc, PID: e.pid, Op: op, Conn: e.conn, Local: e.local, Remote: e.remote,
-			LocalHost: e.localHost, RemoteHost: e.remoteHost, Len: n, Note: note}
+	tcp := &trace.TCPInfo{MSS: 65483, SACK: true, Timestamps: true, WindowScaling: true, RcvWindow: 65536, RcvWindowScale: 7, SndWindowScale: 10}
+	c, s := tracetest.Ends(1, 50134)
+	ev := func(e trace.Event, op string, n int, note string) trace.Event {
+		e.T, e.Op, e.Len, e.Note = at, op, n, note
+		return e
 	}
-	with := func(e Event, f func(*Event)) Event { f(&e); return e }
-	peer := func(e pcapEnd, op string) Event {
-		p := fxPeer(op)
-		return with(ev(e, op, 0, p.Note), func(e *Event) { e.Peer = p.Peer })
+	with := func(e trace.Event, f func(*trace.Event)) trace.Event { f(&e); return e }
+	peer := func(e trace.Event, op string) trace.Event {
+		p := tracetest.PeerClose(op)
+		return with(ev(e, op, 0, p.Note), func(e *trace.Event) { e.Peer = p.Peer })
 	}
-	failed := Event{T: at, Proc: "w3wp.exe", PID: 100, Op: OpConnect, Remote: "127.0.0.22:44443", LocalHost: "wa1.shared.lab",
+	failed := trace.Event{T: at, Proc: "w3wp.exe", PID: 100, Op: trace.OpConnect, Remote: "127.0.0.22:44443", LocalHost: "wa1.shared.lab",
 		RemoteHost: "smps2.shared.lab", Note: "failed: connect: connection refused", Error: "connection refused", Errno: "ECONNREFUSED"}
 	path := "wa1.shared.lab:50134 -> smps1.shared.lab:44443"
 	srvPath := "smps1.shared.lab:44443 -> wa1.shared.lab:50134"
 	for _, tc := range []struct {
 		name string
-		evs  []Event
+		evs  []trace.Event
 		want []string // the last event's row
 	}{
-		{"connect with the system's TCP_INFO", []Event{with(ev(c, OpConnect, 0, ""), func(e *Event) { e.TCP = tcp })},
+		{"connect with the system's TCP_INFO", []trace.Event{with(ev(c, trace.OpConnect, 0, ""), func(e *trace.Event) { e.TCP = tcp })},
 			[]string{"23:23:35.1234567", "w3wp.exe", "100", "TCP Connect", path, "SUCCESS",
 				"Length: 0, mss: 65483, sackopt: 1, tsopt: 1, wsopt: 1, rcvwin: 65536, rcvwinscale: 7, sndwinscale: 10, seqnum: 0"}},
-		{"connect without it, nor a receive window", []Event{with(ev(c, OpConnect, 0, ""), func(e *Event) { e.TCP = &TCPInfo{MSS: 536} })},
+		{"connect without it, nor a receive window", []trace.Event{with(ev(c, trace.OpConnect, 0, ""), func(e *trace.Event) { e.TCP = &trace.TCPInfo{MSS: 536} })},
 			[]string{"23:23:35.1234567", "w3wp.exe", "100", "TCP Connect", path, "SUCCESS",
 				"Length: 0, mss: 536, sackopt: 0, tsopt: 0, wsopt: 0, rcvwinscale: 0, sndwinscale: 0, seqnum: 0"}},
-		{"a trace without TCP_INFO", []Event{ev(s, OpAccept, 0, "")},
+		{"a trace without TCP_INFO", []trace.Event{ev(s, trace.OpAccept, 0, "")},
 			[]string{"23:23:35.1234567", "smps", "200", "TCP Accept", srvPath, "SUCCESS", "Length: 0, seqnum: 0"}},
-		{"first send", []Event{ev(c, OpConnect, 0, ""), ev(c, OpSend, 70, "")},
+		{"first send", []trace.Event{ev(c, trace.OpConnect, 0, ""), ev(c, trace.OpSend, 70, "")},
 			[]string{"23:23:35.1234567", "w3wp.exe", "100", "TCP Send", path, "SUCCESS", "Length: 70, seqnum: 1"}},
-		{"sends and receives count their own directions", []Event{ev(c, OpConnect, 0, ""), ev(c, OpSend, 70, ""),
-			ev(c, OpReceive, 77, ""), ev(c, OpSend, 55, ""), ev(c, OpReceive, 78, "")},
+		{"sends and receives count their own directions", []trace.Event{ev(c, trace.OpConnect, 0, ""), ev(c, trace.OpSend, 70, ""),
+			ev(c, trace.OpReceive, 77, ""), ev(c, trace.OpSend, 55, ""), ev(c, trace.OpReceive, 78, "")},
 			[]string{"23:23:35.1234567", "w3wp.exe", "100", "TCP Receive", path, "SUCCESS", "Length: 78, seqnum: 78"}},
-		{"the bootstrap reset: a TCP Disconnect", []Event{ev(c, OpConnect, 0, ""), ev(c, OpSend, 70, ""), ev(c, OpSend, 55, ""),
-			ev(c, OpReset, 0, "")},
+		{"the bootstrap reset: a TCP Disconnect", []trace.Event{ev(c, trace.OpConnect, 0, ""), ev(c, trace.OpSend, 70, ""), ev(c, trace.OpSend, 55, ""),
+			ev(c, trace.OpReset, 0, "")},
 			[]string{"23:23:35.1234567", "w3wp.exe", "100", "TCP Disconnect", path, "SUCCESS", "Length: 0, seqnum: 126, reset: RST sent"}},
-		{"the server sees the reset", []Event{ev(s, OpAccept, 0, ""), ev(s, OpReceive, 125, ""), ev(s, OpSend, 9, ""),
-			peer(s, OpReset)},
+		{"the server sees the reset", []trace.Event{ev(s, trace.OpAccept, 0, ""), ev(s, trace.OpReceive, 125, ""), ev(s, trace.OpSend, 9, ""),
+			peer(s, trace.OpReset)},
 			[]string{"23:23:35.1234567", "smps", "200", "TCP Disconnect", srvPath, "SUCCESS", "Length: 0, seqnum: 126, reset: RST received"}},
-		{"a close", []Event{ev(c, OpConnect, 0, ""), ev(c, OpSend, 10, ""), ev(c, OpReceive, 20, ""), ev(c, OpDisconnect, 0, "")},
+		{"a close", []trace.Event{ev(c, trace.OpConnect, 0, ""), ev(c, trace.OpSend, 10, ""), ev(c, trace.OpReceive, 20, ""), ev(c, trace.OpDisconnect, 0, "")},
 			[]string{"23:23:35.1234567", "w3wp.exe", "100", "TCP Disconnect", path, "SUCCESS", "Length: 0, seqnum: 11"}},
-		{"the peer's close", []Event{ev(c, OpConnect, 0, ""), ev(c, OpSend, 10, ""), ev(c, OpReceive, 20, ""),
-			peer(c, OpDisconnect)},
+		{"the peer's close", []trace.Event{ev(c, trace.OpConnect, 0, ""), ev(c, trace.OpSend, 10, ""), ev(c, trace.OpReceive, 20, ""),
+			peer(c, trace.OpDisconnect)},
 			[]string{"23:23:35.1234567", "w3wp.exe", "100", "TCP Disconnect", path, "SUCCESS", "Length: 0, seqnum: 21, closed by peer: FIN received"}},
-		{"a reset that could not be: a plain close", []Event{ev(c, OpConnect, 0, ""), ev(c, OpDisconnect, 0, "reset not supported: closed")},
+		{"a reset that could not be: a plain close", []trace.Event{ev(c, trace.OpConnect, 0, ""), ev(c, trace.OpDisconnect, 0, "reset not supported: closed")},
 			[]string{"23:23:35.1234567", "w3wp.exe", "100", "TCP Disconnect", path, "SUCCESS", "Length: 0, seqnum: 1"}},
-		{"a refused connect", []Event{failed},
+		{"a refused connect", []trace.Event{failed},
 			[]string{"23:23:35.1234567", "w3wp.exe", "100", "TCP Connect", "wa1.shared.lab -> smps2.shared.lab:44443", "CONNECTION REFUSED", "Length: 0"}},
-		{"a connect that timed out", []Event{with(failed, func(e *Event) { e.Errno = "ETIMEDOUT" })},
+		{"a connect that timed out", []trace.Event{with(failed, func(e *trace.Event) { e.Errno = "ETIMEDOUT" })},
 			[]string{"23:23:35.1234567", "w3wp.exe", "100", "TCP Connect", "wa1.shared.lab -> smps2.shared.lab:44443", "IO TIMEOUT", "Length: 0"}},
-		{"a connect that failed otherwise, or in an old trace", []Event{with(failed, func(e *Event) { e.Errno = "" })},
+		{"a connect that failed otherwise, or in an old trace", []trace.Event{with(failed, func(e *trace.Event) { e.Errno = "" })},
 			[]string{"23:23:35.1234567", "w3wp.exe", "100", "TCP Connect", "wa1.shared.lab -> smps2.shared.lab:44443", "UNSUCCESSFUL", "Length: 0"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rows := procmonRows(tc.evs, nil, ProcmonFilter{})
+			rows := Rows(tc.evs, nil, Filter{})
 			if len(rows) != len(tc.evs) {
 				t.Fatalf("%d rows for %d events", len(rows), len(tc.evs))
 			}
-			got := rows[len(rows)-1].cells
+			got := rows[len(rows)-1].Cells
 			if strings.Join(got, " | ") != strings.Join(tc.want, " | ") {
 				t.Errorf("row\n got %s\nwant %s", strings.Join(got, " | "), strings.Join(tc.want, " | "))
 			}
-			lines := tableLines(t, tc.evs, nil, ProcmonFilter{})
+			lines := tableLines(t, tc.evs, nil, Filter{})
 			if lines[0] != "Time of Day Process Name PID Operation Path Result Detail" {
 				t.Errorf("header %q", lines[0])
 			}
@@ -103,98 +105,26 @@ func TestProcmonRows(t *testing.T) {
 	}
 }
 
-// TestProcmonSeqnumIsPcapng: the seqnum of a send, a receive and a close
-// is the relative sequence number of its packet in the run's pcapng, as
-// Wireshark shows it, so that a row and its packet can be matched.
-func TestProcmonSeqnumIsPcapng(t *testing.T) {
-	l := newPcapLab()
-	c, s := pcapEnds(1, 50134)
-	l.exchange(c, s)
-	l.send(c, 3, "GetHostConfig")
-	l.recv(s, 3.1, "GetHostConfig")
-	l.send(s, 4, "HCO hco.smps1, 1 server")
-	l.recv(c, 4.1, "HCO hco.smps1, 1 server")
-	l.reset(c, 5)
-	l.peerRst(s, 5.1)
-	evs := l.events()
-
-	f, _ := renderFlows(t, evs, seedPcapHosts(t))
-	isn := map[netip.AddrPort]uint32{}
-	type pkt struct {
-		from  netip.AddrPort
-		seq   uint32
-		flags uint8
-		n     int
-	}
-	var pkts []pkt
-	for _, p := range f.pkts {
-		seg, err := decodeTCP(p.data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if seg.flags&flagSYN != 0 {
-			isn[seg.src] = seg.seq
-		}
-		pkts = append(pkts, pkt{seg.src, seg.seq - isn[seg.src], seg.flags, len(seg.payload)})
-	}
-	for _, r := range procmonRows(evs, nil, ProcmonFilter{}) {
-		var n int
-		var seq uint32
-		detail := r.cells[6]
-		if _, err := fmt.Sscanf(detail[strings.Index(detail, "Length:"):], "Length: %d", &n); err != nil {
-			t.Fatal(err)
-		}
-		i := strings.Index(detail, "seqnum: ")
-		fmt.Sscanf(detail[i:], "seqnum: %d", &seq)
-		// The packet's sender: this end for what it sends and its own
-		// close, the peer for what it reads and a close it only saw.
-		local, remote := c.local, c.remote
-		if r.cells[1] == "smps" {
-			local, remote = s.local, s.remote
-		}
-		from := netip.MustParseAddrPort(local)
-		if r.cells[3] == "TCP Receive" || strings.Contains(detail, "received") {
-			from = netip.MustParseAddrPort(remote)
-		}
-		var want uint8
-		switch {
-		case r.cells[3] == "TCP Send" || r.cells[3] == "TCP Receive":
-			want = flagPSH
-		case strings.Contains(detail, "reset"):
-			want = flagRST
-		default:
-			continue // connect and accept: the SYNs, 0 by definition
-		}
-		found := false
-		for _, p := range pkts {
-			found = found || p.from == from && p.flags&want != 0 && p.seq == seq && (want != flagPSH || p.n == n)
-		}
-		if !found {
-			t.Errorf("%s %s %q: no packet from %s with relative seq %d", r.cells[1], r.cells[3], detail, from, seq)
-		}
-	}
-}
-
 func TestParseProcmonCondition(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
-		want ProcmonCondition
+		want Condition
 		err  string
 	}{
-		{in: "Process Name is w3wp.exe", want: ProcmonCondition{ColProcessName, RelIs, "w3wp.exe"}},
-		{in: "  process name IS   LLAWP.exe  ", want: ProcmonCondition{ColProcessName, RelIs, "LLAWP.exe"}},
-		{in: "Operation is tcp connect", want: ProcmonCondition{ColOperation, RelIs, "TCP Connect"}},
-		{in: "Operation is not TCP Send", want: ProcmonCondition{ColOperation, RelIsNot, "TCP Send"}},
-		{in: "Operation begins with TCP", want: ProcmonCondition{ColOperation, RelBeginsWith, "TCP"}},
-		{in: "Path contains smps2.shared.lab:44443", want: ProcmonCondition{ColPath, RelContains, "smps2.shared.lab:44443"}},
-		{in: "Path is notes", want: ProcmonCondition{ColPath, RelIs, "notes"}},
-		{in: "Path ends with :44443", want: ProcmonCondition{ColPath, RelEndsWith, ":44443"}},
-		{in: "Detail excludes reset", want: ProcmonCondition{ColDetail, RelExcludes, "reset"}},
-		{in: "Detail contains Length: 0, seqnum: 1", want: ProcmonCondition{ColDetail, RelContains, "Length: 0, seqnum: 1"}},
-		{in: "Result is not SUCCESS", want: ProcmonCondition{ColResult, RelIsNot, "SUCCESS"}},
-		{in: "PID is 4242", want: ProcmonCondition{ColPID, RelIs, "4242"}},
-		{in: "PID begins with 42", want: ProcmonCondition{ColPID, RelBeginsWith, "42"}},
-		{in: "Time of Day begins with 23:23:35", want: ProcmonCondition{ColTimeOfDay, RelBeginsWith, "23:23:35"}},
+		{in: "Process Name is w3wp.exe", want: Condition{ColProcessName, RelIs, "w3wp.exe"}},
+		{in: "  process name IS   LLAWP.exe  ", want: Condition{ColProcessName, RelIs, "LLAWP.exe"}},
+		{in: "Operation is tcp connect", want: Condition{ColOperation, RelIs, "TCP Connect"}},
+		{in: "Operation is not TCP Send", want: Condition{ColOperation, RelIsNot, "TCP Send"}},
+		{in: "Operation begins with TCP", want: Condition{ColOperation, RelBeginsWith, "TCP"}},
+		{in: "Path contains smps2.shared.lab:44443", want: Condition{ColPath, RelContains, "smps2.shared.lab:44443"}},
+		{in: "Path is notes", want: Condition{ColPath, RelIs, "notes"}},
+		{in: "Path ends with :44443", want: Condition{ColPath, RelEndsWith, ":44443"}},
+		{in: "Detail excludes reset", want: Condition{ColDetail, RelExcludes, "reset"}},
+		{in: "Detail contains Length: 0, seqnum: 1", want: Condition{ColDetail, RelContains, "Length: 0, seqnum: 1"}},
+		{in: "Result is not SUCCESS", want: Condition{ColResult, RelIsNot, "SUCCESS"}},
+		{in: "PID is 4242", want: Condition{ColPID, RelIs, "4242"}},
+		{in: "PID begins with 42", want: Condition{ColPID, RelBeginsWith, "42"}},
+		{in: "Time of Day begins with 23:23:35", want: Condition{ColTimeOfDay, RelBeginsWith, "23:23:35"}},
 		{in: "", err: `empty filter: want "COLUMN RELATION VALUE"`},
 		{in: "Process is w3wp.exe", err: `"Process is w3wp.exe": want a column first, one of Time of Day, Process Name, PID`},
 		{in: "Process Namely is x", err: "want a column first"},
@@ -208,7 +138,7 @@ func TestParseProcmonCondition(t *testing.T) {
 		{in: "PID is -1", err: "a PID is a number"},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
-			got, err := ParseProcmonCondition(tc.in)
+			got, err := ParseCondition(tc.in)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Errorf("error %v, want one with %q", err, tc.err)
@@ -218,7 +148,7 @@ func TestParseProcmonCondition(t *testing.T) {
 			if err != nil || got != tc.want {
 				t.Errorf("got %+v, %v; want %+v", got, err, tc.want)
 			}
-			var u ProcmonCondition
+			var u Condition
 			if err := u.UnmarshalText([]byte(tc.in)); err != nil || u != got {
 				t.Errorf("UnmarshalText: %+v, %v", u, err)
 			}
@@ -242,15 +172,15 @@ func TestProcmonFilter(t *testing.T) {
 		"smps accept":    row("smps", "TCP Accept", "smps2.shared.lab:44443 -> wa1.shared.lab:50134", "Length: 0, seqnum: 0"),
 		"smreghost send": row("smreghost", "TCP Send", "wa1.shared.lab:50100 -> smps2.shared.lab:44443", "Length: 72, seqnum: 1"),
 	}
-	cond := func(s string) ProcmonCondition {
-		c, err := ParseProcmonCondition(s)
+	cond := func(s string) Condition {
+		c, err := ParseCondition(s)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return c
 	}
-	conds := func(ss ...string) []ProcmonCondition {
-		var cs []ProcmonCondition
+	conds := func(ss ...string) []Condition {
+		var cs []Condition
 		for _, s := range ss {
 			cs = append(cs, cond(s))
 		}
@@ -279,7 +209,7 @@ func TestProcmonFilter(t *testing.T) {
 		{"an include nothing matches", []string{"Operation is TCP Reconnect"}, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := ProcmonFilter{Include: conds(tc.include...), Exclude: conds(tc.exclude...)}
+			f := Filter{Include: conds(tc.include...), Exclude: conds(tc.exclude...)}
 			var got []string
 			for _, name := range []string{"llawp connect", "llawp send", "smps accept", "smreghost send", "w3wp connect", "w3wp reset", "w3wp send"} {
 				if f.Keep(rows[name]) {
@@ -291,7 +221,7 @@ func TestProcmonFilter(t *testing.T) {
 			}
 		})
 	}
-	f := ProcmonFilter{Include: conds("Process Name is w3wp.exe"), Exclude: conds("Operation is TCP Send")}
+	f := Filter{Include: conds("Process Name is w3wp.exe"), Exclude: conds("Operation is TCP Send")}
 	if s := f.String(); s != "include Process Name is w3wp.exe; exclude Operation is TCP Send" {
 		t.Errorf("String %q", s)
 	}
@@ -301,17 +231,17 @@ func TestProcmonFilter(t *testing.T) {
 // Process Monitor filter the rows, and the sequence numbers come from
 // every event of the connection, shown or not.
 func TestWriteTableFilters(t *testing.T) {
-	evs := iis()
-	seed := All(SocketOps, Between("wa1.shared.lab", narrServers...))
-	all := tableLines(t, evs, seed, ProcmonFilter{})
-	cond := func(s string) ProcmonCondition {
-		c, err := ParseProcmonCondition(s)
+	evs := tracetest.IIS()
+	seed := All(SocketOps, Between("wa1.shared.lab", tracetest.Servers...))
+	all := tableLines(t, evs, seed, Filter{})
+	cond := func(s string) Condition {
+		c, err := ParseCondition(s)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return c
 	}
-	resets := tableLines(t, evs, seed, ProcmonFilter{Include: []ProcmonCondition{cond("Detail contains reset")}})
+	resets := tableLines(t, evs, seed, Filter{Include: []Condition{cond("Detail contains reset")}})
 	if len(resets) != 3 { // the header, w3wp.exe's and LLAWP.exe's bootstrap
 		t.Fatalf("resets:\n%s", strings.Join(resets, "\n"))
 	}
@@ -321,7 +251,7 @@ func TestWriteTableFilters(t *testing.T) {
 		}
 	}
 	var b bytes.Buffer
-	n, err := WriteTable(&b, evs, seed, ProcmonFilter{}, 5)
+	n, err := WriteTable(&b, evs, seed, Filter{}, 5)
 	if err != nil || n != len(all)-1 || strings.Count(b.String(), "\n") != 6 {
 		t.Errorf("limit 5: %d rows (%v), want %d, and 5 printed:\n%s", n, err, len(all)-1, b.String())
 	}
@@ -329,23 +259,23 @@ func TestWriteTableFilters(t *testing.T) {
 
 // FuzzParseProcmonCondition: the parser never panics, and what it accepts
 // reads back the same from its String.
-func FuzzParseProcmonCondition(f *testing.F) {
+func FuzzParseCondition(f *testing.F) {
 	for _, s := range []string{"Process Name is w3wp.exe", "Operation is not TCP Send", "Path contains smps2", "PID is 42",
 		"Detail excludes reset", "Time of Day begins with 23:", "Result ends with ED", "Operation is TCP Reset", "", "PID is"} {
 		f.Add(s)
 	}
 	row := []string{"23:23:35.0000000", "w3wp.exe", "100", "TCP Send", "wa1.shared.lab:50134 -> smps2.shared.lab:44443", ResultSuccess, "Length: 70, seqnum: 1"}
 	f.Fuzz(func(t *testing.T, s string) {
-		c, err := ParseProcmonCondition(s)
+		c, err := ParseCondition(s)
 		if err != nil {
 			return
 		}
-		back, err := ParseProcmonCondition(c.String())
+		back, err := ParseCondition(c.String())
 		if err != nil || back != c {
 			t.Fatalf("%q parsed as %+v, whose String %q reads back as %+v, %v", s, c, c.String(), back, err)
 		}
 		c.Match(row)
-		ProcmonFilter{Include: []ProcmonCondition{c}, Exclude: []ProcmonCondition{c}}.Keep(row)
+		Filter{Include: []Condition{c}, Exclude: []Condition{c}}.Keep(row)
 	})
 }
 
@@ -354,17 +284,17 @@ func FuzzParseProcmonCondition(f *testing.F) {
 // with its exit status, times and peak working set.
 func TestProcessRows(t *testing.T) {
 	var buf bytes.Buffer
-	rec := NewRecorder(&buf, Options{Proc: "svchost.exe", PID: 10, Role: "was"})
-	child := Process{Name: "w3wp.exe", PID: 11, Role: "hla", Image: "/bin/hla", CommandLine: "w3wp.exe --model iis"}
+	rec := trace.NewRecorder(&buf, trace.Options{Proc: "svchost.exe", PID: 10, Role: "was"})
+	child := trace.Process{Name: "w3wp.exe", PID: 11, Role: "hla", Image: "/bin/hla", CommandLine: "w3wp.exe --model iis"}
 	rec.ProcessCreate(child)
-	child.Exit = &Exit{Code: -1, Signal: "SIGKILL", UserTime: 15625 * time.Microsecond, KernelTime: 31250 * time.Microsecond, PeakRSS: 12345678, Death: true}
+	child.Exit = &trace.Exit{Code: -1, Signal: "SIGKILL", UserTime: 15625 * time.Microsecond, KernelTime: 31250 * time.Microsecond, PeakRSS: 12345678, Death: true}
 	rec.ProcessExit(child)
-	evs, err := ReadEvents("test", &buf)
+	evs, err := trace.ReadEvents("test", &buf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	if _, err := WriteTable(&out, evs, nil, ProcmonFilter{}, 0); err != nil {
+	if _, err := WriteTable(&out, evs, nil, Filter{}, 0); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{

@@ -1,7 +1,8 @@
-package trace
+package report
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"html"
 	"regexp"
@@ -9,6 +10,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentlab/agentlab/narrative"
+	"github.com/agentlab/agentlab/procmon"
+	"github.com/agentlab/agentlab/trace"
+	"github.com/agentlab/agentlab/trace/tracetest"
 )
 
 // arrowRE reads one drawn arrow of report.html: its phase, kind and, for a
@@ -37,12 +43,12 @@ func drawnCounts(page string) (counts map[string]int, arrows int) {
 // eventCounts counts what the diagram must show of evs, straight from the
 // events: per phase and kind, the web server host's events with the
 // servers, of the first procs processes (0: all).
-func eventCounts(evs []Event, host string, servers []string, procs int) map[string]int {
+func eventCounts(evs []trace.Event, host string, servers []string, procs int) map[string]int {
 	counts := map[string]int{}
 	seen := map[string]bool{}
 	for _, e := range evs {
 		kind := DiagramKind(e)
-		if kind == "" || !strings.EqualFold(e.LocalHost, host) || !narrMatchAny(e.RemoteHost, servers) {
+		if kind == "" || !narrative.Selected(&e, host, servers) {
 			continue
 		}
 		who := fmt.Sprint(e.Proc, e.PID)
@@ -64,58 +70,58 @@ func eventCounts(evs []Event, host string, servers []string, procs int) map[stri
 func renderReport(t *testing.T, sides ...Side) string {
 	t.Helper()
 	var b bytes.Buffer
-	if err := WriteReport(&b, Report{Title: "test", Lines: []string{"a line"}, Sides: sides}); err != nil {
+	if err := Write(&b, Page{Title: "test", Lines: []string{"a line"}, Sides: sides}); err != nil {
 		t.Fatal(err)
 	}
 	return b.String()
 }
 
 func TestReportDiagram(t *testing.T) {
-	peer := func() []Event {
-		l := newNarrLab()
-		l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
-		w := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
-		setPhase(PhaseRequests, w...)
-		l.do(w[0], "IsProtected GET /", "NO")
-		l.send(w[1], "Authorize GET /protected/")
-		l.peer(w[1], OpReset)
-		l.peer(w[0], OpDisconnect)
-		l.close(w[0])
-		return l.evs
+	peer := func() []trace.Event {
+		l := tracetest.NewLab()
+		l.Bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+		w := l.HCOConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+		tracetest.SetPhase(trace.PhaseRequests, w...)
+		l.Do(w[0], "IsProtected GET /", "NO")
+		l.Send(w[1], "Authorize GET /protected/")
+		l.Peer(w[1], trace.OpReset)
+		l.Peer(w[0], trace.OpDisconnect)
+		l.Close(w[0])
+		return l.Events
 	}
-	failures := func() []Event {
-		l := newNarrLab()
-		l.fail("w3wp.exe", 4242, "smps3.shared.lab", PhaseBootstrap, "connect: connection refused")
-		c := l.open("w3wp.exe", 4242, 50134, "smps2.shared.lab", PhaseBootstrap)
-		l.record(c, fxHandshake(HandshakeClientHello, "ClientHello trusted host trust_wa1"), 70)
-		l.record(c, fxRefused(3153, "Shared secret incorrect"), 40)
-		l.close(c)
+	failures := func() []trace.Event {
+		l := tracetest.NewLab()
+		l.Fail("w3wp.exe", 4242, "smps3.shared.lab", trace.PhaseBootstrap, "connect: connection refused")
+		c := l.Open("w3wp.exe", 4242, 50134, "smps2.shared.lab", trace.PhaseBootstrap)
+		l.Record(c, tracetest.Handshake(trace.HandshakeClientHello, "ClientHello trusted host trust_wa1"), 70)
+		l.Record(c, tracetest.Refused(3153, "Shared secret incorrect"), 40)
+		l.Close(c)
 		// An event without a phase is drawn as such, not guessed.
-		c = l.connect("w3wp.exe", 4242, 50135, "smps2.shared.lab", "")
-		l.reset(c)
-		return l.evs
+		c = l.Connect("w3wp.exe", 4242, 50135, "smps2.shared.lab", "")
+		l.Reset(c)
+		return l.Events
 	}
-	storm := func() []Event {
-		l := newNarrLab()
+	storm := func() []trace.Event {
+		l := tracetest.NewLab()
 		for i := range diagMaxProcs + 4 {
-			l.bootstrap("httpd", 5000+i, 41000+i, "smps2.shared.lab")
+			l.Bootstrap("httpd", 5000+i, 41000+i, "smps2.shared.lab")
 		}
-		return l.evs
+		return l.Events
 	}
-	busy := func() []Event {
-		l := newNarrLab()
-		w := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
-		setPhase(PhaseRequests, w...)
+	busy := func() []trace.Event {
+		l := tracetest.NewLab()
+		w := l.HCOConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+		tracetest.SetPhase(trace.PhaseRequests, w...)
 		for i := range 500 {
-			l.do(w[i%2], "IsProtected GET /protected/", "YES")
-			l.do(w[i%2], "Authorize GET /protected/", "YES")
+			l.Do(w[i%2], "IsProtected GET /protected/", "YES")
+			l.Do(w[i%2], "Authorize GET /protected/", "YES")
 		}
-		l.send(w[0], "IsProtected GET /")
-		return l.evs
+		l.Send(w[0], "IsProtected GET /")
+		return l.Events
 	}
 	for _, tc := range []struct {
 		name   string
-		evs    []Event
+		evs    []trace.Event
 		procs  int      // lanes the diagram may draw, 0 for all
 		lanes  []string // the lanes, left to right
 		subs   []string // their second lines, when checked
@@ -123,7 +129,7 @@ func TestReportDiagram(t *testing.T) {
 		notes  []string // what the page must say it left out
 		counts map[string]int
 	}{
-		{name: "seed", evs: iis(), lanes: []string{"w3wp.exe (4242)", "LLAWP.exe (4250)", "smps1.shared.lab", "smps2.shared.lab"},
+		{name: "seed", evs: tracetest.IIS(), lanes: []string{"w3wp.exe (4242)", "LLAWP.exe (4250)", "smps1.shared.lab", "smps2.shared.lab"},
 			more: 2, notes: []string{"first 8 requests of a phase", "on 2 connections"},
 			counts: map[string]int{"bootstrap/connect": 2, "hco/connect": 4, "bootstrap/handshake": 6, "hco/handshake": 12,
 				"bootstrap/reset": 2, "management/request": 4}},
@@ -141,9 +147,9 @@ func TestReportDiagram(t *testing.T) {
 			counts: map[string]int{"requests/request": 1001, "requests/response": 1000}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			page := renderReport(t, Side{Events: tc.evs, Host: "wa1.shared.lab", Servers: narrServers})
+			page := renderReport(t, Side{Events: tc.evs, Host: "wa1.shared.lab", Servers: tracetest.Servers})
 			got, _ := drawnCounts(page)
-			want := eventCounts(tc.evs, "wa1.shared.lab", narrServers, tc.procs)
+			want := eventCounts(tc.evs, "wa1.shared.lab", tracetest.Servers, tc.procs)
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("arrows per phase/kind:\n got %v\nwant %v (from the events)", got, want)
 			}
@@ -163,7 +169,7 @@ func TestReportDiagram(t *testing.T) {
 				}
 			}
 
-			d := layoutDiagram(tc.evs, "wa1.shared.lab", narrServers, nil)
+			d := layoutDiagram(tc.evs, "wa1.shared.lab", tracetest.Servers, nil)
 			var lanes, subs []string
 			for _, l := range d.Lanes {
 				lanes = append(lanes, l.Label)
@@ -216,12 +222,12 @@ func TestReportDiagram(t *testing.T) {
 // TestReportDiagramStops: past diagMaxRows the diagram stops and says at
 // what time, and how many events it left out.
 func TestReportDiagramStops(t *testing.T) {
-	l := newNarrLab()
+	l := tracetest.NewLab()
 	for i := range diagMaxRows {
-		c := l.open("w3wp.exe", 4242, 30000+i, "smps1.shared.lab", PhaseHCO)
-		l.reset(c)
+		c := l.Open("w3wp.exe", 4242, 30000+i, "smps1.shared.lab", trace.PhaseHCO)
+		l.Reset(c)
 	}
-	d := layoutDiagram(l.evs, "wa1.shared.lab", narrServers, nil)
+	d := layoutDiagram(l.Events, "wa1.shared.lab", tracetest.Servers, nil)
 	arrows := 0
 	for _, r := range d.Rows {
 		if r.Kind != "gap" && r.Kind != "lanes" {
@@ -231,13 +237,13 @@ func TestReportDiagramStops(t *testing.T) {
 	if arrows != diagMaxRows {
 		t.Errorf("%d arrows, want the cap %d", arrows, diagMaxRows)
 	}
-	var agent []Event
-	for _, e := range l.evs {
+	var agent []trace.Event
+	for _, e := range l.Events {
 		if e.Proc == "w3wp.exe" {
 			agent = append(agent, e)
 		}
 	}
-	stop := agent[diagMaxRows].T.Local().Format(narrTimeLayout)
+	stop := agent[diagMaxRows].T.Local().Format(narrative.TimeLayout)
 	want := fmt.Sprintf("The diagram stops after %d rows, at %s: %d later events are not drawn.", diagMaxRows, stop, diagMaxRows)
 	if len(d.Notes) != 1 || d.Notes[0] != want {
 		t.Errorf("notes %q, want %q", d.Notes, want)
@@ -248,18 +254,18 @@ func TestReportDiagramStops(t *testing.T) {
 // Narrate's, the table's rows WriteTable's, each side has its own anchors,
 // a pause is shown, and nothing is fetched when the page is viewed.
 func TestReportPage(t *testing.T) {
-	evs := iis()
+	evs := tracetest.IIS()
 	// smreghost is not an agent: the lab keeps it out of the steps and
 	// the diagram, not out of the table.
-	l := newNarrLab()
-	l.t = evs[0].T.Add(-time.Second)
-	reg := l.connect("smreghost", 99, 50001, "smps2.shared.lab", PhaseAdmin)
-	l.do(reg, "RegisterHost trust_wa1", "SUCCESS")
-	l.close(reg)
-	evs = append(l.evs, evs...)
-	agents := func(e Event) bool { return e.Role == "hla" || e.Role == "llawp" }
-	keep := All(SocketOps, Between("wa1.shared.lab", narrServers...))
-	side := Side{Label: "IIS", Events: evs, Host: "wa1.shared.lab", Servers: narrServers, Agents: agents, Table: keep, TableWhat: "the seed's filter"}
+	l := tracetest.NewLab()
+	l.T = evs[0].T.Add(-time.Second)
+	reg := l.Connect("smreghost", 99, 50001, "smps2.shared.lab", trace.PhaseAdmin)
+	l.Do(reg, "RegisterHost trust_wa1", "SUCCESS")
+	l.Close(reg)
+	evs = append(l.Events, evs...)
+	agents := func(e trace.Event) bool { return e.Role == "hla" || e.Role == "llawp" }
+	keep := procmon.All(procmon.SocketOps, procmon.Between("wa1.shared.lab", tracetest.Servers...))
+	side := Side{Label: "IIS", Events: evs, Host: "wa1.shared.lab", Servers: tracetest.Servers, Agents: agents, Table: keep, TableWhat: "the seed's filter"}
 	other := side
 	other.Label = "again"
 	page := renderReport(t, side, other)
@@ -273,13 +279,13 @@ func TestReportPage(t *testing.T) {
 		t.Errorf("%d http: in the page, want only the two diagrams' xmlns", n)
 	}
 
-	var agentEvs []Event
+	var agentEvs []trace.Event
 	for _, e := range evs {
 		if agents(e) {
 			agentEvs = append(agentEvs, e)
 		}
 	}
-	steps := Narrate(agentEvs, "wa1.shared.lab", narrServers)
+	steps := narrative.Narrate(agentEvs, "wa1.shared.lab", tracetest.Servers)
 	plain := html.UnescapeString(regexp.MustCompile(`<[^>]+>`).ReplaceAllString(page, ""))
 	for _, s := range steps {
 		if strings.Count(plain, fmt.Sprintf("Step %d: %s", s.N, s.Text)) != 2 {
@@ -299,7 +305,7 @@ func TestReportPage(t *testing.T) {
 	}
 
 	var text bytes.Buffer
-	if _, err := WriteTable(&text, evs, keep, ProcmonFilter{}, 0); err != nil {
+	if _, err := procmon.WriteTable(&text, evs, keep, procmon.Filter{}, 0); err != nil {
 		t.Fatal(err)
 	}
 	var want []string
@@ -338,11 +344,11 @@ func TestReportPage(t *testing.T) {
 	// A Process Monitor filter narrows the rows after the seed's filter,
 	// and the title says so.
 	f := side
-	cond, err := ParseProcmonCondition("Process Name is LLAWP.exe")
+	cond, err := procmon.ParseCondition("Process Name is LLAWP.exe")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Procmon, f.TableWhat = ProcmonFilter{Include: []ProcmonCondition{cond}}, "the seed's filter; then include Process Name is LLAWP.exe"
+	f.Procmon, f.TableWhat = procmon.Filter{Include: []procmon.Condition{cond}}, "the seed's filter; then include Process Name is LLAWP.exe"
 	page = renderReport(t, f)
 	rows = rowRE.FindAllStringSubmatch(page, -1)
 	llawp := 0
@@ -364,8 +370,13 @@ func TestReportPage(t *testing.T) {
 	}
 }
 
+// failWriter fails every write, as a full disk does.
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
 func TestWriteReportError(t *testing.T) {
-	err := WriteReport(&failWriter{}, Report{Title: "x", Sides: []Side{{Events: iis(), Host: "wa1.shared.lab"}}})
+	err := Write(failWriter{}, Page{Title: "x", Sides: []Side{{Events: tracetest.IIS(), Host: "wa1.shared.lab"}}})
 	if err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Errorf("error %v, want the writer's", err)
 	}
@@ -374,27 +385,27 @@ func TestWriteReportError(t *testing.T) {
 // TestReportOddTraces: a trace with nothing to draw, or with events out of
 // their usual order, still makes a page, and says what it lacks.
 func TestReportOddTraces(t *testing.T) {
-	l := newNarrLab()
-	c := l.connect("w3wp.exe", 4242, 50135, "smps1.shared.lab", PhaseRequests)
-	orphans := []Event{}
-	for _, e := range l.evs {
-		if e.Proc == "w3wp.exe" && e.Op == OpHandshake {
+	l := tracetest.NewLab()
+	c := l.Connect("w3wp.exe", 4242, 50135, "smps1.shared.lab", trace.PhaseRequests)
+	orphans := []trace.Event{}
+	for _, e := range l.Events {
+		if e.Proc == "w3wp.exe" && e.Op == trace.OpHandshake {
 			orphans = append(orphans, e)
 		}
 	}
-	l.evs = nil
-	l.answer(c, "IsProtected GET /", "NO") // a response with no request
-	l.reset(c)
-	orphans = append(orphans, l.evs...)
-	var serverOnly []Event
-	for _, e := range iis() {
+	l.Events = nil
+	l.Answer(c, "IsProtected GET /", "NO") // a response with no request
+	l.Reset(c)
+	orphans = append(orphans, l.Events...)
+	var serverOnly []trace.Event
+	for _, e := range tracetest.IIS() {
 		if e.Proc == "smps" {
 			serverOnly = append(serverOnly, e)
 		}
 	}
 	for _, tc := range []struct {
 		name   string
-		evs    []Event
+		evs    []trace.Event
 		arrows int
 		want   string
 	}{
@@ -403,7 +414,7 @@ func TestReportOddTraces(t *testing.T) {
 		{"no connect, no request", orphans, 5, "IsProtected: NO"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			page := renderReport(t, Side{Label: tc.name, Events: tc.evs, Host: "wa1.shared.lab", Servers: narrServers})
+			page := renderReport(t, Side{Label: tc.name, Events: tc.evs, Host: "wa1.shared.lab", Servers: tracetest.Servers})
 			if _, n := drawnCounts(page); n != tc.arrows {
 				t.Errorf("%d arrows, want %d", n, tc.arrows)
 			}

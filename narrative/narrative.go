@@ -1,4 +1,11 @@
-package trace
+// Package narrative tells a recorded run step by step, in sentences a
+// learner holds against the Process Monitor view, in the manner of the
+// seed's "Step1 ... Step4": each process's start, its ongoing traffic and
+// its pool's growth, the connections that ended or failed, the failovers
+// its pool made, the processes that died. Every port, pid, name, count and
+// interval in a step comes from the events. It also lends its words (the
+// clock, lists and counts) to report.html, so that both read alike.
+package narrative
 
 import (
 	"bufio"
@@ -9,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/agentlab/agentlab/trace"
 )
 
 // Step is one sentence of the narrative a learner reads next to the
@@ -27,15 +36,15 @@ type Step struct {
 	First, Last time.Time // the first and last event the sentence describes
 }
 
-// narrTimeLayout matches the table's clock (local time) to the millisecond:
+// TimeLayout is a step's clock. It matches the table's clock (local time) to the millisecond:
 // a learner looks a step's time up in the table, whose microseconds begin
 // with the same digits since both truncate.
-const narrTimeLayout = "15:04:05.000"
+const TimeLayout = "15:04:05.000"
 
-// narrGroupWindow bounds how far apart connection ends may be and still be
+// GroupWindow bounds how far apart connection ends may be and still be
 // told as one step ("closes its 2 connections"): further apart they are
 // separate happenings, even with no traffic in between.
-const narrGroupWindow = time.Second
+const GroupWindow = time.Second
 
 // Narrate reads a time-ordered, merged trace and returns the steps a learner
 // reads, for the processes on host (the web server host, e.g. wa1.shared.lab)
@@ -53,15 +62,15 @@ const narrGroupWindow = time.Second
 // with its time. Whatever their kind, they are numbered in the order they
 // began (a step's first event), so that Step 3 never happened before
 // Step 2.
-func Narrate(evs []Event, host string, servers []string) []Step {
+func Narrate(evs []trace.Event, host string, servers []string) []Step {
 	n := newNarrator(evs, host, servers)
 	var steps []Step
 	for _, p := range n.procs {
-		steps = append(steps, n.perConn(p, PhaseAdmin)...)
-		steps = append(steps, n.perConn(p, PhaseBootstrap)...)
+		steps = append(steps, n.perConn(p, trace.PhaseAdmin)...)
+		steps = append(steps, n.perConn(p, trace.PhaseBootstrap)...)
 		steps = append(steps, n.hco(p)...)
-		steps = append(steps, n.activity(p, PhaseRequests)...)
-		steps = append(steps, n.activity(p, PhaseManagement)...)
+		steps = append(steps, n.activity(p, trace.PhaseRequests)...)
+		steps = append(steps, n.activity(p, trace.PhaseManagement)...)
 		steps = append(steps, n.incidents(p)...)
 		steps = append(steps, n.failovers(p)...)
 		steps = append(steps, n.died(p)...)
@@ -73,8 +82,8 @@ func Narrate(evs []Event, host string, servers []string) []Step {
 	return steps
 }
 
-// WriteNarrative writes one "Step N: ..." line per step.
-func WriteNarrative(w io.Writer, steps []Step) error {
+// Write writes one "Step N: ..." line per step.
+func Write(w io.Writer, steps []Step) error {
 	bw := bufio.NewWriter(w)
 	for _, s := range steps {
 		if _, err := fmt.Fprintf(bw, "Step %d: %s\n", s.N, s.Text); err != nil {
@@ -87,14 +96,14 @@ func WriteNarrative(w io.Writer, steps []Step) error {
 func narrByFirst(a, b Step) int { return a.First.Compare(b.First) }
 
 type narrator struct {
-	evs   []Event // the kept events, time-ordered
+	evs   []trace.Event // the kept events, time-ordered
 	procs []*narrProc
 	// names counts processes per name: a summary names a process by name
 	// alone ("w3wp.exe sends ...") unless several share it (httpd children).
 	names map[string]int
 	// cache is what the first ACO the agents received says about their
 	// caches: it tells which of the seed's use cases the run shows.
-	cache *AgentCache
+	cache *trace.AgentCache
 	// toldReset and toldUseCase: some things are explained once, where
 	// they first come up.
 	toldReset, toldUseCase bool
@@ -122,9 +131,9 @@ type narrProc struct {
 
 type narrConn struct {
 	id, port, server string
-	phase            string    // the phase it was opened in
-	step             *PoolStep // the step of the pool's growth that opened it
-	accepted         bool      // the server side of a connection: not narrated
+	phase            string          // the phase it was opened in
+	step             *trace.PoolStep // the step of the pool's growth that opened it
+	accepted         bool            // the server side of a connection: not narrated
 	first            int
 	reqs             []*narrReq
 	answered         int    // how many of reqs, from the front, have a response
@@ -147,20 +156,20 @@ func (r *narrReq) same(o *narrReq) bool { return r.kind == o.kind && r.subject =
 type narrFail struct {
 	idx            int
 	server, reason string
-	step           *PoolStep
+	step           *trace.PoolStep
 }
 
-func newNarrator(evs []Event, host string, servers []string) *narrator {
+func newNarrator(evs []trace.Event, host string, servers []string) *narrator {
 	n := &narrator{names: map[string]int{}}
 	for _, e := range evs {
-		if narrMatch(e.LocalHost, host) && narrMatchAny(e.RemoteHost, servers) || isDeath(&e) {
+		if Selected(&e, host, servers) || isDeath(&e) {
 			n.evs = append(n.evs, e)
 		}
 	}
 	// A merged trace is already in time order; sorting again (stably) costs
 	// little and keeps a hand-made or concatenated trace from telling a
 	// connection's end before its start.
-	slices.SortStableFunc(n.evs, func(a, b Event) int { return a.T.Compare(b.T) })
+	slices.SortStableFunc(n.evs, func(a, b trace.Event) int { return a.T.Compare(b.T) })
 
 	type key struct {
 		proc string
@@ -177,7 +186,7 @@ func newNarrator(evs []Event, host string, servers []string) *narrator {
 			n.procs = append(n.procs, p)
 			n.names[e.Proc]++
 		}
-		if p.ongoing < 0 && (e.Phase == PhaseRequests || e.Phase == PhaseManagement) {
+		if p.ongoing < 0 && (e.Phase == trace.PhaseRequests || e.Phase == trace.PhaseManagement) {
 			p.ongoing = i
 		}
 		if e.AgentCache != nil && n.cache == nil {
@@ -188,19 +197,19 @@ func newNarrator(evs []Event, host string, servers []string) *narrator {
 				p.deaths = append(p.deaths, i)
 				continue
 			}
-			if e.Op == OpServerState {
+			if e.Op == trace.OpServerState {
 				p.states = append(p.states, i)
 				continue
 			}
-			if e.Op == OpConnect { // a connect with no connection failed
+			if e.Op == trace.OpConnect { // a connect with no connection failed
 				p.fails = append(p.fails, &narrFail{idx: i, server: narrServer(e), reason: narrReason(e), step: e.PoolStep})
 			}
 			continue
 		}
 		c := p.byID[e.Conn]
 		if c == nil {
-			c = &narrConn{id: e.Conn, port: narrPort(e.Local), server: narrServer(e), phase: e.Phase,
-				accepted: e.Op == OpAccept, first: i, end: -1, step: e.PoolStep}
+			c = &narrConn{id: e.Conn, port: Port(e.Local), server: narrServer(e), phase: e.Phase,
+				accepted: e.Op == trace.OpAccept, first: i, end: -1, step: e.PoolStep}
 			p.byID[e.Conn] = c
 			p.conns = append(p.conns, c)
 		}
@@ -208,20 +217,20 @@ func newNarrator(evs []Event, host string, servers []string) *narrator {
 			continue
 		}
 		switch e.Op {
-		case OpHandshake:
-			if e.Handshake == HandshakeError && c.refused == "" {
+		case trace.OpHandshake:
+			if e.Handshake == trace.HandshakeError && c.refused == "" {
 				c.refused, c.refusedIdx = fmt.Sprintf("%d %s", e.Code, e.Message), i
 			}
-		case OpRequest:
-			c.reqs = append(c.reqs, &narrReq{idx: i, resp: -1, kind: narrKind(e), subject: e.Subject, note: e.Note})
-		case OpResponse:
+		case trace.OpRequest:
+			c.reqs = append(c.reqs, &narrReq{idx: i, resp: -1, kind: Call(e), subject: e.Subject, note: e.Note})
+		case trace.OpResponse:
 			// One request at a time per socket: a response answers the
 			// oldest request still waiting.
 			if c.answered < len(c.reqs) {
 				c.reqs[c.answered].resp = i
 				c.answered++
 			}
-		case OpDisconnect, OpReset:
+		case trace.OpDisconnect, trace.OpReset:
 			c.end = i
 			continue
 		}
@@ -233,8 +242,8 @@ func newNarrator(evs []Event, host string, servers []string) *narrator {
 
 // isDeath: a Process Exit that nobody asked for (Exit.Death), as the
 // supervisor that reaped the process recorded it.
-func isDeath(e *Event) bool {
-	return e.Op == OpProcessExit && e.Process != nil && e.Process.Exit != nil && e.Process.Exit.Death
+func isDeath(e *trace.Event) bool {
+	return e.Op == trace.OpProcessExit && e.Process != nil && e.Process.Exit != nil && e.Process.Exit.Death
 }
 
 // died tells a process's death and what its supervisor did about it: a
@@ -243,13 +252,20 @@ func (n *narrator) died(p *narrProc) []Step {
 	var out []Step
 	for _, i := range p.deaths {
 		e := n.ev(i)
-		text := fmt.Sprintf("at %s, %s (pid %d) %s", e.T.Local().Format(narrTimeLayout), p.proc, p.pid, e.Process.Exit.Status())
+		text := fmt.Sprintf("at %s, %s (pid %d) %s", e.T.Local().Format(TimeLayout), p.proc, p.pid, e.Process.Exit.Status())
 		if a := e.Process.Exit.Action; a != "" {
 			text += ": " + a
 		}
 		out = append(out, Step{Proc: p.proc, PID: p.pid, Text: text + ".", First: e.T, Last: e.T})
 	}
 	return out
+}
+
+// Selected tells whether e is between host and one of servers, as the
+// narrative selects events (and report.html's diagram draws them): an
+// empty host or an empty servers list does not restrict.
+func Selected(e *trace.Event, host string, servers []string) bool {
+	return narrMatch(e.LocalHost, host) && narrMatchAny(e.RemoteHost, servers)
 }
 
 func narrMatch(h, want string) bool { return want == "" || strings.EqualFold(h, want) }
@@ -266,14 +282,16 @@ func narrMatchAny(h string, want []string) bool {
 	return false
 }
 
-func narrServer(e *Event) string {
-	if s := Endpoint(e.RemoteHost, e.Remote); s != "" {
+func narrServer(e *trace.Event) string {
+	if s := trace.Endpoint(e.RemoteHost, e.Remote); s != "" {
 		return s
 	}
 	return "an unnamed server"
 }
 
-func narrPort(addr string) string {
+// Port is the port of addr, as a step names a connection; "?" when the
+// trace does not say.
+func Port(addr string) string {
 	if i := strings.LastIndexByte(addr, ':'); i >= 0 && i+1 < len(addr) {
 		return addr[i+1:]
 	}
@@ -286,14 +304,14 @@ func narrPort(addr string) string {
 // narrReason is why a connect failed, the way a learner says it: a
 // "connection refused" (Event.Error), or "failed" when the trace does not
 // say.
-func narrReason(e *Event) string {
+func narrReason(e *trace.Event) string {
 	if e.Error == "" {
 		return "failed"
 	}
 	return e.Error
 }
 
-func (n *narrator) ev(i int) *Event { return &n.evs[i] }
+func (n *narrator) ev(i int) *trace.Event { return &n.evs[i] }
 
 func (p *narrProc) who() string { return fmt.Sprintf("%s (pid %d)", p.proc, p.pid) }
 
@@ -429,7 +447,7 @@ func (n *narrator) connStep(p *narrProc, c *narrConn, pending []*narrFail) Step 
 	}
 	// A registration that did what it was for reads as the seed's reader
 	// would say it; anything else is told request by request.
-	if len(reqs) == 1 && reqs[0].kind == ReqRegisterHost && n.result(reqs[0]) == "SUCCESS" {
+	if len(reqs) == 1 && reqs[0].kind == trace.ReqRegisterHost && n.result(reqs[0]) == "SUCCESS" {
 		head = "registers trusted host " + reqs[0].object() + " with " + c.server + " using tcp port " + c.port
 	} else {
 		clauses = append(clauses, n.reqClauses(reqs)...)
@@ -477,11 +495,11 @@ func (n *narrator) reqClause(r *narrReq, via string) string {
 	obj := r.object()
 	var ok, ask string
 	switch r.kind {
-	case ReqGetHostConfig:
+	case trace.ReqGetHostConfig:
 		ok, ask = "downloads HCO "+obj, "asks for HCO "+obj
-	case ReqGetAgentConfig:
+	case trace.ReqGetAgentConfig:
 		ok, ask = "downloads ACO "+obj, "asks for ACO "+obj
-	case ReqRegisterHost:
+	case trace.ReqRegisterHost:
 		ok, ask = "registers trusted host "+obj, "asks to register trusted host "+obj
 	default:
 		ok, ask = "sends "+r.note, "sends "+r.note
@@ -523,9 +541,9 @@ func (n *narrator) message(r *narrReq) string {
 	return n.ev(r.resp).Message
 }
 
-// narrKind is the call of a request or response ("IsProtected"); a
+// Call is the call of a request or response ("IsProtected"); a
 // request with no call still counts, as an unnamed one.
-func narrKind(e *Event) string {
+func Call(e *trace.Event) string {
 	if e.Request == "" {
 		return "unnamed"
 	}
@@ -554,11 +572,11 @@ const (
 	narrFailed // a connect that failed, told with the ends in incidents
 )
 
-func narrEndOf(e *Event) narrEnd {
+func narrEndOf(e *trace.Event) narrEnd {
 	switch {
-	case e.Op == OpReset && e.Peer:
+	case e.Op == trace.OpReset && e.Peer:
 		return narrPeerReset
-	case e.Op == OpReset:
+	case e.Op == trace.OpReset:
 		return narrReset
 	case e.Peer:
 		return narrPeerClose
@@ -566,7 +584,7 @@ func narrEndOf(e *Event) narrEnd {
 	return narrClose
 }
 
-func narrEndVerb(e *Event, what string) string {
+func narrEndVerb(e *trace.Event, what string) string {
 	switch narrEndOf(e) {
 	case narrReset:
 		return "resets " + what
@@ -594,7 +612,8 @@ func narrClauses(head string, rest ...string) string {
 	return head + ", " + strings.Join(rest[:len(rest)-1], ", ") + " and " + rest[len(rest)-1]
 }
 
-func narrList(items []string) string {
+// List joins items as a sentence does: "a, b and c".
+func List(items []string) string {
 	switch len(items) {
 	case 0:
 		return ""
@@ -612,10 +631,11 @@ func narrPorts(cs []*narrConn) string {
 	if len(ps) == 1 {
 		return "port " + ps[0]
 	}
-	return "ports " + narrList(ps)
+	return "ports " + List(ps)
 }
 
-func narrCount(n int, one, many string) string {
+// Count says n things: "1 connection", "2 connections".
+func Count(n int, one, many string) string {
 	if n == 1 {
 		return "1 " + one
 	}
@@ -644,13 +664,13 @@ func (n *narrator) hco(p *narrProc) []Step {
 		return g
 	}
 	for _, c := range p.conns {
-		if !c.accepted && c.phase == PhaseHCO {
+		if !c.accepted && c.phase == trace.PhaseHCO {
 			g := get(c.server, c.first)
 			g.conns = append(g.conns, c)
 		}
 	}
 	for _, f := range p.fails {
-		if n.ev(f.idx).Phase == PhaseHCO {
+		if n.ev(f.idx).Phase == trace.PhaseHCO {
 			g := get(f.server, f.idx)
 			g.fails = append(g.fails, f)
 		}
@@ -670,7 +690,7 @@ func (n *narrator) hcoStep(p *narrProc, server string, conns []*narrConn, fails 
 		span.add(n.ev(f.idx).T)
 	}
 	if len(conns) == 0 {
-		return n.step(p, PhaseHCO, p.who()+" tries "+narrTries(fails, false)+".", nil, span)
+		return n.step(p, trace.PhaseHCO, p.who()+" tries "+narrTries(fails, false)+".", nil, span)
 	}
 	var before, after []*narrFail
 	for _, f := range fails {
@@ -706,14 +726,14 @@ func (n *narrator) hcoStep(p *narrProc, server string, conns []*narrConn, fails 
 	var others []sent
 	for _, c := range conns {
 		for _, r := range c.reqs {
-			if n.ev(r.idx).Phase != PhaseHCO {
+			if n.ev(r.idx).Phase != trace.PhaseHCO {
 				continue
 			}
 			span.add(n.ev(r.idx).T)
 			if r.resp >= 0 {
 				span.add(n.ev(r.resp).T)
 			}
-			if aco == nil && r.kind == ReqGetAgentConfig {
+			if aco == nil && r.kind == trace.ReqGetAgentConfig {
 				aco = &sent{r, c}
 				continue
 			}
@@ -769,7 +789,7 @@ func (n *narrator) hcoStep(p *narrProc, server string, conns []*narrConn, fails 
 	}
 
 	text := p.who() + " " + lead + narrClauses(head, clauses...) + "."
-	return n.step(p, PhaseHCO, text, conns, span)
+	return n.step(p, trace.PhaseHCO, text, conns, span)
 }
 
 func narrTimes(n int, once, many string) string {
@@ -837,7 +857,7 @@ func (n *narrator) activity(p *narrProc, phase string) []Step {
 	}
 	for _, b := range buckets {
 		for _, c := range p.conns {
-			if !c.accepted && c.server == b.server && c.phase == PhaseHCO {
+			if !c.accepted && c.server == b.server && c.phase == trace.PhaseHCO {
 				b.hadHCO = true
 			}
 		}
@@ -868,7 +888,7 @@ func (n *narrator) activity(p *narrProc, phase string) []Step {
 			// is management): the opening is the news.
 			text = n.name(p) + " opened " + grown + " to " + b.server
 			grown = ""
-		case phase == PhaseManagement:
+		case phase == trace.PhaseManagement:
 			text = n.name(p) + " sends " + n.polls(b.reqs, b.server)
 		default:
 			text = n.name(p) + " sends " + narrKinds(b.reqs) + " to " + b.server
@@ -889,10 +909,10 @@ func (n *narrator) activity(p *narrProc, phase string) []Step {
 			text += "; it opened " + grown
 		}
 		if k := n.stepsTo(p, phase, b.server); k > 0 {
-			text += fmt.Sprintf("; its pool grows in %s, each told at its time", narrCount(k, "step", "steps"))
+			text += fmt.Sprintf("; its pool grows in %s, each told at its time", Count(k, "step", "steps"))
 		}
 		text += "."
-		if phase == PhaseRequests {
+		if phase == trace.PhaseRequests {
 			text += n.useCase(b.reqs)
 		}
 		conns := append(append([]*narrConn(nil), b.used...), b.grown...)
@@ -914,7 +934,7 @@ func (n *narrator) useCase(reqs []*narrReq) string {
 	}
 	asked := 0
 	for _, r := range reqs {
-		if r.kind == ReqIsProtected {
+		if r.kind == trace.ReqIsProtected {
 			asked++
 		}
 	}
@@ -925,10 +945,10 @@ func (n *narrator) useCase(reqs []*narrReq) string {
 	c := n.cache
 	if !c.On() {
 		return fmt.Sprintf(" Use case (b): the agent cache is off (ACO %s: MaxResourceCacheSize %d), so every page load asks the Policy Server IsProtected: %s.",
-			c.ACO, c.Resources, narrCount(asked, "IsProtected", "IsProtected"))
+			c.ACO, c.Resources, Count(asked, "IsProtected", "IsProtected"))
 	}
 	return fmt.Sprintf(" Use case (a): the agent cache is on (ACO %s: MaxResourceCacheSize %d), so only the first load of a resource asks the Policy Server IsProtected, later loads are answered from the cache: %s in all.",
-		c.ACO, c.Resources, narrCount(asked, "IsProtected", "IsProtected"))
+		c.ACO, c.Resources, Count(asked, "IsProtected", "IsProtected"))
 }
 
 // stepsTo counts the steps of the pool's growth to server in phase.
@@ -955,13 +975,13 @@ func (n *narrator) stepsTo(p *narrProc, phase, server string) int {
 func (n *narrator) poolSteps(p *narrProc, phase string) []Step {
 	type group struct {
 		server string
-		step   *PoolStep
+		step   *trace.PoolStep
 		first  int
 		conns  []*narrConn
 		fails  []*narrFail
 	}
 	var groups []*group
-	get := func(server string, st *PoolStep, idx int) *group {
+	get := func(server string, st *trace.PoolStep, idx int) *group {
 		for _, g := range groups {
 			if g.server == server && g.step.N == st.N {
 				g.first = min(g.first, idx)
@@ -1011,7 +1031,7 @@ func (n *narrator) poolSteps(p *narrProc, phase string) []Step {
 			why = fmt.Sprintf("to MaxSocketsPerPort (%d)", st.MaxSocketsPerPort)
 		}
 		text := fmt.Sprintf("at %s, %s's pool to %s grows from %d to %s %s",
-			span.first.Local().Format(narrTimeLayout), n.name(p), g.server, st.From, narrCount(st.To, "socket", "sockets"), why)
+			span.first.Local().Format(TimeLayout), n.name(p), g.server, st.From, Count(st.To, "socket", "sockets"), why)
 		if len(g.conns) > 0 {
 			// Seen from when the pool took the step, if the trace says.
 			at := g.conns[0].first
@@ -1035,7 +1055,7 @@ func (n *narrator) poolSteps(p *narrProc, phase string) []Step {
 			if len(g.conns) == 0 {
 				sep = ", but "
 			}
-			text += sep + narrCount(len(g.fails), "connect fails", "connects fail") + " (" + narrReasons(g.fails) + ")"
+			text += sep + Count(len(g.fails), "connect fails", "connects fail") + " (" + narrReasons(g.fails) + ")"
 		}
 		steps = append(steps, n.step(p, phase, text+".", g.conns, span))
 	}
@@ -1062,7 +1082,7 @@ func narrKinds(reqs []*narrReq) string {
 	if len(reqs) == 1 {
 		noun = " request"
 	}
-	return narrList(parts) + noun
+	return List(parts) + noun
 }
 
 // polls tells periodic calls with their period: the median gap, so that
@@ -1100,7 +1120,7 @@ func (n *narrator) polls(reqs []*narrReq, server string) string {
 		k, freq, _ := strings.Cut(parts[0], " ")
 		return k + " to " + server + " " + freq
 	}
-	return narrList(parts) + " to " + server
+	return List(parts) + " to " + server
 }
 
 // growth tells the sockets opened while traffic went on, in the steps the
@@ -1127,9 +1147,9 @@ func (n *narrator) growth(p *narrProc, server string, grown []*narrConn, more bo
 		case i > 0:
 			s = strconv.Itoa(len(b)) + " more"
 		case more:
-			s = narrCount(len(b), "more socket", "more sockets")
+			s = Count(len(b), "more socket", "more sockets")
 		default:
-			s = narrCount(len(b), "socket", "sockets")
+			s = Count(len(b), "socket", "sockets")
 		}
 		s += " (" + narrPorts(b) + ")"
 		if open, busy := n.busy(p, server, b); busy {
@@ -1150,7 +1170,7 @@ func (n *narrator) growth(p *narrProc, server string, grown []*narrConn, more bo
 		}
 		parts = append(parts, s)
 	}
-	return narrList(parts)
+	return List(parts)
 }
 
 func (n *narrator) carriedBefore(cs []*narrConn, idx int) bool {
@@ -1200,16 +1220,16 @@ func (n *narrator) claimed(p *narrProc, c *narrConn) bool {
 		return false
 	}
 	switch c.phase {
-	case PhaseBootstrap, PhaseAdmin:
+	case trace.PhaseBootstrap, trace.PhaseAdmin:
 		return true
-	case PhaseHCO:
+	case trace.PhaseHCO:
 		// A probe closes right after its ACO; a pooled socket that sat
 		// idle until its process stopped closed with the run, not with
 		// the start-up.
 		if p.ongoing >= 0 && c.end > p.ongoing {
 			return false
 		}
-		return n.ev(c.end).T.Sub(n.ev(c.last).T) <= narrGroupWindow
+		return n.ev(c.end).T.Sub(n.ev(c.last).T) <= GroupWindow
 	}
 	return false
 }
@@ -1233,7 +1253,7 @@ func (n *narrator) incidents(p *narrProc) []Step {
 	}
 	for _, f := range p.fails {
 		switch n.ev(f.idx).Phase {
-		case PhaseBootstrap, PhaseAdmin, PhaseHCO:
+		case trace.PhaseBootstrap, trace.PhaseAdmin, trace.PhaseHCO:
 			continue
 		}
 		if f.step != nil {
@@ -1252,7 +1272,7 @@ func (n *narrator) incidents(p *narrProc) []Step {
 			// Failed connects to a server that stays down (a health poll
 			// knocking every few seconds) are one story however long it
 			// lasts; ends of connections are grouped only when close.
-			near := e.T.Sub(n.ev(g[0].idx).T) <= narrGroupWindow || it.kind == narrFailed
+			near := e.T.Sub(n.ev(g[0].idx).T) <= GroupWindow || it.kind == narrFailed
 			if it.kind == prev.kind && it.server == prev.server && near && !p.trafficBetween(it.server, prev.idx, it.idx) {
 				groups[k-1] = append(g, it)
 				continue
@@ -1281,7 +1301,7 @@ func (n *narrator) incidents(p *narrProc) []Step {
 			}
 		}
 		first := n.ev(g[0].idx)
-		at := "at " + first.T.Local().Format(narrTimeLayout) + ", "
+		at := "at " + first.T.Local().Format(TimeLayout) + ", "
 		server := g[0].server
 		var text string
 		switch kind := g[0].kind; kind {
@@ -1290,8 +1310,8 @@ func (n *narrator) incidents(p *narrProc) []Step {
 			if len(fails) > 1 {
 				text += fmt.Sprintf(" %d times", len(fails))
 			}
-			if span.last.Sub(span.first) > narrGroupWindow {
-				text += " until " + span.last.Local().Format(narrTimeLayout)
+			if span.last.Sub(span.first) > GroupWindow {
+				text += " until " + span.last.Local().Format(TimeLayout)
 			}
 			text += ": " + narrReasons(fails)
 		case narrClose, narrReset:
@@ -1316,7 +1336,7 @@ func (n *narrator) incidents(p *narrProc) []Step {
 			}
 		}
 		if len(waiting) > 0 {
-			text += ", with " + narrList(waiting) + " unanswered"
+			text += ", with " + List(waiting) + " unanswered"
 		}
 		steps = append(steps, n.step(p, first.Phase, text+".", conns, span))
 	}

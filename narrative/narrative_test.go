@@ -1,4 +1,4 @@
-package trace
+package narrative
 
 import (
 	"bytes"
@@ -11,195 +11,23 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentlab/agentlab/trace"
+	"github.com/agentlab/agentlab/trace/tracetest"
 )
-
-var narrServers = []string{"smps1.shared.lab", "smps2.shared.lab", "smps3.shared.lab"}
-
-var narrIPs = map[string]string{
-	"wa1.shared.lab":   "127.0.0.11",
-	"wa2.shared.lab":   "127.0.0.12",
-	"smps1.shared.lab": "127.0.0.21",
-	"smps2.shared.lab": "127.0.0.22",
-	"smps3.shared.lab": "127.0.0.23",
-}
-
-// narrLab writes a trace as the recorders of a lab would: each client
-// connection also shows up on the Policy Server's side (TCP Accept ...),
-// which the narrative must leave out.
-type narrLab struct {
-	t    time.Time
-	evs  []Event
-	seq  map[int]int
-	host string
-	// step goes on the next TCP Connect, as the pool's growth records it.
-	step *PoolStep
-}
-
-// Local time, so that the clock in incident steps reads the same in every
-// time zone.
-var narrStart = time.Date(2017, 4, 18, 23, 23, 35, 0, time.Local)
-
-func newNarrLab() *narrLab {
-	return &narrLab{t: narrStart.Add(-time.Millisecond), seq: map[int]int{}, host: "wa1.shared.lab"}
-}
-
-type narrTC struct {
-	proc, role   string
-	pid          int
-	id           string
-	local        string
-	server       string
-	remote       string
-	phase        string
-	srvID, srvPh string
-}
-
-func (l *narrLab) tick() time.Time {
-	l.t = l.t.Add(time.Millisecond)
-	return l.t
-}
-
-// jump makes the next event happen at hh:mm:ss on the lab's day.
-func (l *narrLab) jump(clock string) {
-	d, err := time.Parse("15:04:05", clock)
-	if err != nil {
-		panic(err)
-	}
-	l.t = time.Date(2017, 4, 18, d.Hour(), d.Minute(), d.Second(), 0, time.Local).Add(-time.Millisecond)
-}
-
-func (l *narrLab) wait(d time.Duration) { l.t = l.t.Add(d) }
-
-func narrRole(proc string) string {
-	switch proc {
-	case "LLAWP.exe", "LLAWP":
-		return "llawp"
-	case "smreghost":
-		return "smreghost"
-	}
-	return "hla"
-}
-
-func (l *narrLab) emit(c *narrTC, op string, n int, note string) {
-	l.record(c, Event{Op: op, Note: note}, n)
-}
-
-// record puts e (its op, note and typed fields) on connection c, n bytes.
-func (l *narrLab) record(c *narrTC, e Event, n int) {
-	t := l.tick()
-	op := e.Op
-	e.T, e.Proc, e.PID, e.Role, e.Conn = t, c.proc, c.pid, c.role, c.id
-	e.Local, e.Remote, e.LocalHost, e.RemoteHost, e.Len, e.Phase = c.local, c.remote, l.host, c.server, n, c.phase
-	l.evs = append(l.evs, e)
-	if op == OpConnect && l.step != nil {
-		l.evs[len(l.evs)-1].PoolStep, l.step = l.step, nil
-	}
-	// The server's record of the same socket operation.
-	sop := map[string]string{OpConnect: OpAccept, OpSend: OpReceive, OpReceive: OpSend}[op]
-	if sop != "" {
-		l.evs = append(l.evs, Event{T: t, Proc: "smps", PID: 9000 + int(c.server[4]), Role: "policyserver", Op: sop, Conn: c.srvID,
-			Local: c.remote, Remote: c.local, LocalHost: c.server, RemoteHost: l.host, Len: n, Phase: c.srvPh})
-	}
-}
-
-// open records a TCP connect and nothing more.
-func (l *narrLab) open(proc string, pid, port int, server, phase string) *narrTC {
-	l.seq[pid]++
-	c := &narrTC{proc: proc, role: narrRole(proc), pid: pid, id: fmt.Sprintf("%d-%d", pid, l.seq[pid]),
-		local: fmt.Sprintf("%s:%d", narrIPs[l.host], port), server: server, remote: narrIPs[server] + ":44443",
-		phase: phase, srvID: fmt.Sprintf("s-%d-%d", pid, l.seq[pid]), srvPh: PhaseRequests}
-	l.emit(c, OpConnect, 0, "")
-	return c
-}
-
-// connect opens a connection and completes the handshake, as tli.Dial
-// records it.
-func (l *narrLab) connect(proc string, pid, port int, server, phase string) *narrTC {
-	c := l.open(proc, pid, port, server, phase)
-	l.emit(c, OpSend, 70, "")
-	l.record(c, fxHandshake(HandshakeClientHello, "ClientHello trusted host trust_wa1"), 70)
-	l.emit(c, OpReceive, 77, "")
-	l.record(c, fxHandshake(HandshakeServerHello, "ServerHello from "+server), 77)
-	l.emit(c, OpSend, 55, "")
-	l.record(c, fxHandshake(HandshakeClientConfirm, "ClientConfirm"), 55)
-	return c
-}
-
-func (l *narrLab) fail(proc string, pid int, server, phase, reason string) {
-	e := fxFailed(reason)
-	e.T, e.Proc, e.PID, e.Role = l.tick(), proc, pid, narrRole(proc)
-	e.Remote, e.LocalHost, e.RemoteHost, e.Phase, e.PoolStep = narrIPs[server]+":44443", l.host, server, phase, l.step
-	l.evs = append(l.evs, e)
-	l.step = nil
-}
-
-// grow opens a socket for a step of the pool's growth.
-func (l *narrLab) grow(proc string, pid, port int, server string, st PoolStep) *narrTC {
-	l.step = &st
-	return l.connect(proc, pid, port, server, PhaseRequests)
-}
-
-// send records a request, in tli's words ("IsProtected GET /").
-func (l *narrLab) send(c *narrTC, request string) {
-	l.record(c, fxRequest(request), 40)
-	l.emit(c, OpSend, 40, "")
-}
-
-// answer records the response to request; result is what tli writes
-// after the request ("SUCCESS (ACO aco.wa1)", "FAILURE - unknown agent").
-func (l *narrLab) answer(c *narrTC, request, result string) {
-	l.emit(c, OpReceive, 60, "")
-	l.record(c, fxResponse(request, result), 60)
-}
-
-func (l *narrLab) do(c *narrTC, note, result string) {
-	l.send(c, note)
-	l.answer(c, note, result)
-}
-
-func (l *narrLab) reset(c *narrTC)           { l.emit(c, OpReset, 0, "") }
-func (l *narrLab) close(c *narrTC)           { l.emit(c, OpDisconnect, 0, "") }
-func (l *narrLab) peer(c *narrTC, op string) { l.record(c, fxPeer(op), 0) }
-
-// bootstrap is the seed's Part1: one connection to the SmHost.conf server,
-// the HCO, then an RST.
-func (l *narrLab) bootstrap(proc string, pid, port int, server string) {
-	c := l.connect(proc, pid, port, server, PhaseBootstrap)
-	l.do(c, "GetHostConfig hco.smps1", "SUCCESS (HCO hco.smps1, 1 servers)")
-	l.reset(c)
-}
-
-// hcoConns is the seed's Part2: MinSocketsPerPort connections to an HCO
-// server, the ACO over the first.
-func (l *narrLab) hcoConns(proc string, pid int, server string, aco bool, ports ...int) []*narrTC {
-	var cs []*narrTC
-	for _, p := range ports {
-		cs = append(cs, l.connect(proc, pid, p, server, PhaseHCO))
-	}
-	if aco {
-		l.do(cs[0], "GetAgentConfig aco.wa1", "SUCCESS (ACO aco.wa1)")
-	}
-	return cs
-}
-
-func setPhase(phase string, cs ...*narrTC) {
-	for _, c := range cs {
-		c.phase = phase
-	}
-}
 
 func narrText(t *testing.T, steps []Step) string {
 	t.Helper()
 	var b bytes.Buffer
-	if err := WriteNarrative(&b, steps); err != nil {
+	if err := Write(&b, steps); err != nil {
 		t.Fatal(err)
 	}
 	return b.String()
 }
 
-func narrCheck(t *testing.T, evs []Event, want ...string) []Step {
+func narrCheck(t *testing.T, evs []trace.Event, want ...string) []Step {
 	t.Helper()
-	steps := Narrate(evs, "wa1.shared.lab", narrServers)
+	steps := Narrate(evs, "wa1.shared.lab", tracetest.Servers)
 	got := narrText(t, steps)
 	w := ""
 	for _, s := range want {
@@ -225,17 +53,17 @@ var narrEndpoint = regexp.MustCompile(`[a-z0-9.]+\.shared\.lab:\d+`)
 
 // narrFromEvents checks that nothing is invented: each port, pid and
 // server:port in a sentence is in some event.
-func narrFromEvents(t *testing.T, evs []Event, steps []Step) {
+func narrFromEvents(t *testing.T, evs []trace.Event, steps []Step) {
 	t.Helper()
 	known := map[string]bool{}
 	for _, e := range evs {
 		known[strconv.Itoa(e.PID)] = true
-		known[narrPort(e.Local)] = true
-		known[narrPort(e.Remote)] = true
+		known[Port(e.Local)] = true
+		known[Port(e.Remote)] = true
 		for _, m := range narrNumber.FindAllString(e.Note, -1) {
 			known[m] = true
 		}
-		known[Endpoint(e.RemoteHost, e.Remote)] = true
+		known[trace.Endpoint(e.RemoteHost, e.Remote)] = true
 	}
 	for _, s := range steps {
 		text := regexp.MustCompile(`\d\d:\d\d:\d\d\.\d{3}`).ReplaceAllString(s.Text, "")
@@ -247,43 +75,8 @@ func narrFromEvents(t *testing.T, evs []Event, steps []Step) {
 	}
 }
 
-// iis is the seed's capture: w3wp.exe then LLAWP.exe each bootstrap and
-// open their HCO connections, then w3wp.exe asks about page loads while
-// LLAWP.exe polls.
-func iis() []Event {
-	l := newNarrLab()
-	l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
-	w := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
-	l.bootstrap("LLAWP.exe", 4250, 50137, "smps2.shared.lab")
-	ll := l.hcoConns("LLAWP.exe", 4250, "smps1.shared.lab", true, 50138, 50139)
-	l.do(ll[0], "SetAgentInfo wa1", "SUCCESS")
-	setPhase(PhaseRequests, w...)
-	setPhase(PhaseManagement, ll...)
-
-	gaps := []time.Duration{0, 5 * time.Second, 5200 * time.Millisecond, 4900 * time.Millisecond}
-	page := 0
-	for _, g := range gaps {
-		l.wait(g)
-		l.do(ll[0], "DoManagement GET_AGENT_COMMANDS", "SUCCESS (0 commands)")
-		// Page loads between polls: 3, 3, 2, 2.
-		for n := 0; n < 3 && page < 10; n++ {
-			c := w[page%2]
-			l.do(c, "IsProtected GET /protected/", "YES")
-			if page < 4 {
-				l.do(c, "Login user1 realm realm.protected", "YES")
-			}
-			l.do(c, "Authorize GET /protected/", "YES")
-			page++
-			if page == 6 || page == 8 {
-				break
-			}
-		}
-	}
-	return l.evs
-}
-
 func TestNarrateIIS(t *testing.T) {
-	evs := iis()
+	evs := tracetest.IIS()
 	before := slices.Clone(evs)
 	steps := narrCheck(t, evs,
 		"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
@@ -304,12 +97,12 @@ func TestNarrateIIS(t *testing.T) {
 		phase string
 		conns []string
 	}{
-		{"w3wp.exe", 4242, PhaseBootstrap, []string{"4242-1"}},
-		{"w3wp.exe", 4242, PhaseHCO, []string{"4242-2", "4242-3"}},
-		{"LLAWP.exe", 4250, PhaseBootstrap, []string{"4250-1"}},
-		{"LLAWP.exe", 4250, PhaseHCO, []string{"4250-2", "4250-3"}},
-		{"LLAWP.exe", 4250, PhaseManagement, []string{"4250-2"}},
-		{"w3wp.exe", 4242, PhaseRequests, []string{"4242-2", "4242-3"}},
+		{"w3wp.exe", 4242, trace.PhaseBootstrap, []string{"4242-1"}},
+		{"w3wp.exe", 4242, trace.PhaseHCO, []string{"4242-2", "4242-3"}},
+		{"LLAWP.exe", 4250, trace.PhaseBootstrap, []string{"4250-1"}},
+		{"LLAWP.exe", 4250, trace.PhaseHCO, []string{"4250-2", "4250-3"}},
+		{"LLAWP.exe", 4250, trace.PhaseManagement, []string{"4250-2"}},
+		{"w3wp.exe", 4242, trace.PhaseRequests, []string{"4242-2", "4242-3"}},
 	}
 	for i, w := range want {
 		if i >= len(steps) {
@@ -323,7 +116,7 @@ func TestNarrateIIS(t *testing.T) {
 	// Step 1 spans its connect to its reset: 12 events of the agent's,
 	// one millisecond apart.
 	if len(steps) > 0 {
-		if s := steps[0]; !s.First.Equal(narrStart) || s.Last.Sub(s.First) != 11*time.Millisecond {
+		if s := steps[0]; !s.First.Equal(tracetest.Start) || s.Last.Sub(s.First) != 11*time.Millisecond {
 			t.Errorf("step 1 spans %v .. %v", s.First, s.Last)
 		}
 	}
@@ -336,7 +129,7 @@ func TestNarrateIIS(t *testing.T) {
 
 	// The same input tells the same story, and the order of a merged
 	// trace's lines with equal times does not change it.
-	again := Narrate(slices.Clone(evs), "wa1.shared.lab", narrServers)
+	again := Narrate(slices.Clone(evs), "wa1.shared.lab", tracetest.Servers)
 	if !reflect.DeepEqual(steps, again) {
 		t.Error("Narrate is not deterministic")
 	}
@@ -349,62 +142,62 @@ func TestNarrateIIS(t *testing.T) {
 
 func TestNarrateBootstrapFailures(t *testing.T) {
 	t.Run("refused then good", func(t *testing.T) {
-		l := newNarrLab()
-		l.fail("w3wp.exe", 4242, "smps3.shared.lab", PhaseBootstrap, "connect: connection refused")
-		l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
-		l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
-		narrCheck(t, l.evs,
+		l := tracetest.NewLab()
+		l.Fail("w3wp.exe", 4242, "smps3.shared.lab", trace.PhaseBootstrap, "connect: connection refused")
+		l.Bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+		l.HCOConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+		narrCheck(t, l.Events,
 			"Step 1: w3wp.exe (pid 4242) tries smps3.shared.lab:44443 first: connection refused; then connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 			"Step 2: w3wp.exe (pid 4242) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50135 and 50136, and downloads ACO aco.wa1 over the first (port 50135).",
 		)
 	})
 	t.Run("handshake refused then good", func(t *testing.T) {
-		l := newNarrLab()
-		c := l.open("w3wp.exe", 4242, 50133, "smps3.shared.lab", PhaseBootstrap)
-		l.emit(c, OpSend, 70, "")
-		l.record(c, fxHandshake(HandshakeClientHello, "ClientHello trusted host trust_wa1"), 70)
-		l.emit(c, OpReceive, 60, "")
-		l.record(c, fxRefused(3154, "Shared secret incorrect for this client"), 60)
-		l.close(c)
-		l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
-		narrCheck(t, l.evs,
+		l := tracetest.NewLab()
+		c := l.Open("w3wp.exe", 4242, 50133, "smps3.shared.lab", trace.PhaseBootstrap)
+		l.Emit(c, trace.OpSend, 70, "")
+		l.Record(c, tracetest.Handshake(trace.HandshakeClientHello, "ClientHello trusted host trust_wa1"), 70)
+		l.Emit(c, trace.OpReceive, 60, "")
+		l.Record(c, tracetest.Refused(3154, "Shared secret incorrect for this client"), 60)
+		l.Close(c)
+		l.Bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+		narrCheck(t, l.Events,
 			"Step 1: w3wp.exe (pid 4242) connects to smps3.shared.lab:44443 using tcp port 50133, is refused in the handshake (3154 Shared secret incorrect for this client) and closes the connection.",
 			"Step 2: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 		)
 	})
 	t.Run("no server answers", func(t *testing.T) {
-		l := newNarrLab()
-		l.fail("w3wp.exe", 4242, "smps3.shared.lab", PhaseBootstrap, "connect: connection refused")
-		l.fail("w3wp.exe", 4242, "smps3.shared.lab", PhaseBootstrap, "connect: connection refused")
-		l.fail("w3wp.exe", 4242, "smps2.shared.lab", PhaseBootstrap, "i/o timeout")
-		narrCheck(t, l.evs,
+		l := tracetest.NewLab()
+		l.Fail("w3wp.exe", 4242, "smps3.shared.lab", trace.PhaseBootstrap, "connect: connection refused")
+		l.Fail("w3wp.exe", 4242, "smps3.shared.lab", trace.PhaseBootstrap, "connect: connection refused")
+		l.Fail("w3wp.exe", 4242, "smps2.shared.lab", trace.PhaseBootstrap, "i/o timeout")
+		narrCheck(t, l.Events,
 			"Step 1: w3wp.exe (pid 4242) tries smps3.shared.lab:44443: connection refused (2 times); then smps2.shared.lab:44443: i/o timeout.",
 		)
 	})
 	t.Run("no such HCO", func(t *testing.T) {
-		l := newNarrLab()
-		c := l.connect("w3wp.exe", 4242, 50134, "smps2.shared.lab", PhaseBootstrap)
-		l.do(c, "GetHostConfig hco.nope", "FAILURE - no host configuration object hco.nope")
-		l.reset(c)
-		narrCheck(t, l.evs,
+		l := tracetest.NewLab()
+		c := l.Connect("w3wp.exe", 4242, 50134, "smps2.shared.lab", trace.PhaseBootstrap)
+		l.Do(c, "GetHostConfig hco.nope", "FAILURE - no host configuration object hco.nope")
+		l.Reset(c)
+		narrCheck(t, l.Events,
 			"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, asks for HCO hco.nope but gets FAILURE (no host configuration object hco.nope) and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 		)
 	})
 	t.Run("killed mid-bootstrap", func(t *testing.T) {
-		l := newNarrLab()
-		c := l.connect("w3wp.exe", 4242, 50134, "smps2.shared.lab", PhaseBootstrap)
-		l.send(c, "GetHostConfig hco.smps1")
-		narrCheck(t, l.evs,
+		l := tracetest.NewLab()
+		c := l.Connect("w3wp.exe", 4242, 50134, "smps2.shared.lab", trace.PhaseBootstrap)
+		l.Send(c, "GetHostConfig hco.smps1")
+		narrCheck(t, l.Events,
 			"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, asks for HCO hco.smps1 with no response recorded and the trace ends with the connection still open.",
 		)
 	})
 	t.Run("server closes", func(t *testing.T) {
-		l := newNarrLab()
-		c := l.connect("w3wp.exe", 4242, 50134, "smps2.shared.lab", PhaseBootstrap)
-		l.peer(c, OpDisconnect)
-		l.close(c)
-		l.fail("w3wp.exe", 4242, "smps1.shared.lab", PhaseHCO, "connect: connection refused")
-		narrCheck(t, l.evs,
+		l := tracetest.NewLab()
+		c := l.Connect("w3wp.exe", 4242, 50134, "smps2.shared.lab", trace.PhaseBootstrap)
+		l.Peer(c, trace.OpDisconnect)
+		l.Close(c)
+		l.Fail("w3wp.exe", 4242, "smps1.shared.lab", trace.PhaseHCO, "connect: connection refused")
+		narrCheck(t, l.Events,
 			"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134 and the server closes the connection.",
 			"Step 2: w3wp.exe (pid 4242) tries smps1.shared.lab:44443: connection refused.",
 		)
@@ -415,48 +208,48 @@ func TestNarrateBootstrapFailures(t *testing.T) {
 // NewSocketStep more, then more again; a pooled socket reset after an error
 // and a server going away are told with their times.
 func TestNarrateSocketGrowth(t *testing.T) {
-	l := newNarrLab()
-	l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
-	pool := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
-	setPhase(PhaseRequests, pool...)
+	l := tracetest.NewLab()
+	l.Bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+	pool := l.HCOConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+	tracetest.SetPhase(trace.PhaseRequests, pool...)
 	const isp = "IsProtected GET /protected/"
-	l.do(pool[0], isp, "YES")
-	l.do(pool[1], isp, "YES")
+	l.Do(pool[0], isp, "YES")
+	l.Do(pool[1], isp, "YES")
 
 	// Both busy: two more.
-	l.send(pool[0], isp)
-	l.send(pool[1], isp)
-	pool = append(pool, l.connect("w3wp.exe", 4242, 50137, "smps1.shared.lab", PhaseRequests))
-	pool = append(pool, l.connect("w3wp.exe", 4242, 50138, "smps1.shared.lab", PhaseRequests))
-	l.send(pool[2], isp)
-	l.send(pool[3], isp)
+	l.Send(pool[0], isp)
+	l.Send(pool[1], isp)
+	pool = append(pool, l.Connect("w3wp.exe", 4242, 50137, "smps1.shared.lab", trace.PhaseRequests))
+	pool = append(pool, l.Connect("w3wp.exe", 4242, 50138, "smps1.shared.lab", trace.PhaseRequests))
+	l.Send(pool[2], isp)
+	l.Send(pool[3], isp)
 	// All four busy: two more.
-	pool = append(pool, l.connect("w3wp.exe", 4242, 50139, "smps1.shared.lab", PhaseRequests))
-	pool = append(pool, l.connect("w3wp.exe", 4242, 50140, "smps1.shared.lab", PhaseRequests))
-	l.do(pool[4], isp, "YES")
+	pool = append(pool, l.Connect("w3wp.exe", 4242, 50139, "smps1.shared.lab", trace.PhaseRequests))
+	pool = append(pool, l.Connect("w3wp.exe", 4242, 50140, "smps1.shared.lab", trace.PhaseRequests))
+	l.Do(pool[4], isp, "YES")
 	for _, c := range pool[1:4] {
-		l.answer(c, isp, "YES")
+		l.Answer(c, isp, "YES")
 	}
 
 	// The first socket's request times out: the agent resets it and
 	// closes the one of the same age.
-	l.jump("23:24:10")
-	l.reset(pool[0])
-	l.close(pool[1])
+	l.Jump("23:24:10")
+	l.Reset(pool[0])
+	l.Close(pool[1])
 	// A refill while the others are idle is not NewSocketStep's doing.
-	pool = append(pool, l.connect("w3wp.exe", 4242, 50141, "smps1.shared.lab", PhaseRequests))
-	l.do(pool[6], isp, "NO")
+	pool = append(pool, l.Connect("w3wp.exe", 4242, 50141, "smps1.shared.lab", trace.PhaseRequests))
+	l.Do(pool[6], isp, "NO")
 
 	// The server goes away.
-	l.jump("23:25:00")
+	l.Jump("23:25:00")
 	for _, c := range pool[2:] {
-		l.peer(c, OpDisconnect)
-		l.close(c)
+		l.Peer(c, trace.OpDisconnect)
+		l.Close(c)
 	}
-	l.fail("w3wp.exe", 4242, "smps1.shared.lab", PhaseRequests, "connect: connection refused")
-	l.fail("w3wp.exe", 4242, "smps1.shared.lab", PhaseRequests, "connect: connection refused")
+	l.Fail("w3wp.exe", 4242, "smps1.shared.lab", trace.PhaseRequests, "connect: connection refused")
+	l.Fail("w3wp.exe", 4242, "smps1.shared.lab", trace.PhaseRequests, "connect: connection refused")
 
-	narrCheck(t, l.evs,
+	narrCheck(t, l.Events,
 		"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 		"Step 2: w3wp.exe (pid 4242) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50135 and 50136, and downloads ACO aco.wa1 over the first (port 50135).",
 		"Step 3: w3wp.exe sends 8 IsProtected requests to smps1.shared.lab:44443 over ports 50135 and 50136; 1 got no recorded response; it opened 2 more sockets (ports 50137 and 50138) when both were busy (NewSocketStep), 2 more (ports 50139 and 50140) when all 4 were busy and 1 more (port 50141).",
@@ -470,40 +263,40 @@ func TestNarrateSocketGrowth(t *testing.T) {
 // TestNarrateApache: every httpd child bootstraps and opens its own HCO
 // connections, to both servers the HCO lists; one LLAWP does the same.
 func TestNarrateApache(t *testing.T) {
-	l := newNarrLab()
-	hco := func(proc string, pid, port int) ([]*narrTC, []*narrTC) {
-		c := l.connect(proc, pid, port, "smps2.shared.lab", PhaseBootstrap)
-		l.do(c, "GetHostConfig hco.apache", "SUCCESS (HCO hco.apache, 2 servers)")
-		l.reset(c)
-		a := l.hcoConns(proc, pid, "smps1.shared.lab", true, port+1, port+2)
-		b := l.hcoConns(proc, pid, "smps2.shared.lab", false, port+3, port+4)
+	l := tracetest.NewLab()
+	hco := func(proc string, pid, port int) ([]*tracetest.Conn, []*tracetest.Conn) {
+		c := l.Connect(proc, pid, port, "smps2.shared.lab", trace.PhaseBootstrap)
+		l.Do(c, "GetHostConfig hco.apache", "SUCCESS (HCO hco.apache, 2 servers)")
+		l.Reset(c)
+		a := l.HCOConns(proc, pid, "smps1.shared.lab", true, port+1, port+2)
+		b := l.HCOConns(proc, pid, "smps2.shared.lab", false, port+3, port+4)
 		return a, b
 	}
 	lla, _ := hco("LLAWP", 3000, 40000)
-	setPhase(PhaseManagement, lla...)
-	var kids [][]*narrTC
+	tracetest.SetPhase(trace.PhaseManagement, lla...)
+	var kids [][]*tracetest.Conn
 	for i, pid := range []int{3101, 3102} {
 		a, _ := hco("httpd", pid, 41000+100*i)
-		setPhase(PhaseRequests, a...)
+		tracetest.SetPhase(trace.PhaseRequests, a...)
 		kids = append(kids, a)
 	}
 	// The third child is killed while fetching its ACO.
-	c := l.connect("httpd", 3103, 41200, "smps2.shared.lab", PhaseBootstrap)
-	l.do(c, "GetHostConfig hco.apache", "SUCCESS (HCO hco.apache, 2 servers)")
-	l.reset(c)
-	c = l.connect("httpd", 3103, 41201, "smps1.shared.lab", PhaseHCO)
-	l.send(c, "GetAgentConfig aco.wa1")
+	c := l.Connect("httpd", 3103, 41200, "smps2.shared.lab", trace.PhaseBootstrap)
+	l.Do(c, "GetHostConfig hco.apache", "SUCCESS (HCO hco.apache, 2 servers)")
+	l.Reset(c)
+	c = l.Connect("httpd", 3103, 41201, "smps1.shared.lab", trace.PhaseHCO)
+	l.Send(c, "GetAgentConfig aco.wa1")
 
-	l.do(lla[0], "DoManagement GET_AGENT_COMMANDS", "SUCCESS (0 commands)")
+	l.Do(lla[0], "DoManagement GET_AGENT_COMMANDS", "SUCCESS (0 commands)")
 	for _, k := range kids {
-		l.do(k[1], "IsProtected GET /", "NO")
+		l.Do(k[1], "IsProtected GET /", "NO")
 	}
-	l.do(kids[0][0], "IsProtected GET /protected/", "YES")
-	l.do(kids[0][0], "Authorize GET /protected/", "YES")
-	l.wait(30 * time.Second)
-	l.do(lla[0], "DoManagement GET_AGENT_COMMANDS", "SUCCESS (1 commands)")
+	l.Do(kids[0][0], "IsProtected GET /protected/", "YES")
+	l.Do(kids[0][0], "Authorize GET /protected/", "YES")
+	l.Wait(30 * time.Second)
+	l.Do(lla[0], "DoManagement GET_AGENT_COMMANDS", "SUCCESS (1 commands)")
 
-	narrCheck(t, l.evs,
+	narrCheck(t, l.Events,
 		"Step 1: LLAWP (pid 3000) connects to smps2.shared.lab:44443 using tcp port 40000, downloads HCO hco.apache and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 		"Step 2: LLAWP (pid 3000) connects to smps1.shared.lab:44443 by creating 2 connections, ports 40001 and 40002, and downloads ACO aco.wa1 over the first (port 40001).",
 		"Step 3: LLAWP (pid 3000) connects to smps2.shared.lab:44443 by creating 2 connections, ports 40003 and 40004.",
@@ -522,38 +315,38 @@ func TestNarrateApache(t *testing.T) {
 }
 
 func TestNarrateNoAgent(t *testing.T) {
-	l := newNarrLab()
-	l.host = "wa2.shared.lab" // another web server: not the one asked about
-	l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
-	l.host = "wa1.shared.lab"
-	var serverOnly []Event
-	for _, e := range l.evs {
+	l := tracetest.NewLab()
+	l.Host = "wa2.shared.lab" // another web server: not the one asked about
+	l.Bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+	l.Host = "wa1.shared.lab"
+	var serverOnly []trace.Event
+	for _, e := range l.Events {
 		if e.Proc == "smps" {
 			serverOnly = append(serverOnly, e)
 		}
 	}
-	for name, evs := range map[string][]Event{"empty": nil, "other host": l.evs, "servers only": serverOnly} {
-		if steps := Narrate(evs, "wa1.shared.lab", narrServers); len(steps) != 0 {
+	for name, evs := range map[string][]trace.Event{"empty": nil, "other host": l.Events, "servers only": serverOnly} {
+		if steps := Narrate(evs, "wa1.shared.lab", tracetest.Servers); len(steps) != 0 {
 			t.Errorf("%s: %s", name, narrText(t, steps))
 		}
 	}
 	var b bytes.Buffer
-	if err := WriteNarrative(&b, nil); err != nil || b.Len() != 0 {
+	if err := Write(&b, nil); err != nil || b.Len() != 0 {
 		t.Errorf("no steps written as %q, %v", b.String(), err)
 	}
 	// A web server talking to some other server is not told either.
-	if steps := Narrate(iis(), "wa1.shared.lab", []string{"smps9.shared.lab"}); len(steps) != 0 {
+	if steps := Narrate(tracetest.IIS(), "wa1.shared.lab", []string{"smps9.shared.lab"}); len(steps) != 0 {
 		t.Errorf("unlisted server: %s", narrText(t, steps))
 	}
 }
 
 func TestNarrateRegistrationFailure(t *testing.T) {
-	l := newNarrLab()
-	l.fail("smreghost", 99, "smps2.shared.lab", PhaseAdmin, "connect: connection refused")
-	c := l.connect("smreghost", 99, 50001, "smps2.shared.lab", PhaseAdmin)
-	l.do(c, "RegisterHost trust_wa1", "FAILURE - trusted host trust_wa1 exists")
-	l.close(c)
-	narrCheck(t, l.evs,
+	l := tracetest.NewLab()
+	l.Fail("smreghost", 99, "smps2.shared.lab", trace.PhaseAdmin, "connect: connection refused")
+	c := l.Connect("smreghost", 99, 50001, "smps2.shared.lab", trace.PhaseAdmin)
+	l.Do(c, "RegisterHost trust_wa1", "FAILURE - trusted host trust_wa1 exists")
+	l.Close(c)
+	narrCheck(t, l.Events,
 		"Step 1: smreghost (pid 99) tries smps2.shared.lab:44443 first: connection refused; then connects to smps2.shared.lab:44443 using tcp port 50001, asks to register trusted host trust_wa1 but gets FAILURE (trusted host trust_wa1 exists) and closes the connection.",
 	)
 }
@@ -563,25 +356,25 @@ func TestNarrateRegistrationFailure(t *testing.T) {
 // HCO phase, requests only over new sockets, a socket opened and never used,
 // and two kinds of management call.
 func TestNarrateOddities(t *testing.T) {
-	l := newNarrLab()
-	l.bootstrap("w3wp.exe", 1, 50100, "smps2.shared.lab")
-	cs := l.hcoConns("w3wp.exe", 1, "smps1.shared.lab", false, 50101, 50102)
-	l.do(cs[1], "GetAgentConfig aco.wa1", "SUCCESS (ACO aco.wa1)")
-	l.do(cs[1], "SetAgentInfo wa1", "FAILURE - unknown agent")
-	l.fail("w3wp.exe", 1, "smps1.shared.lab", PhaseHCO, "connect: connection refused")
-	l.close(cs[0])
-	l.peer(cs[1], OpReset)
-	l.fail("w3wp.exe", 1, "smps2.shared.lab", PhaseHCO, "connect: connection refused")
-	c := l.connect("w3wp.exe", 1, 50200, "smps2.shared.lab", PhaseRequests)
-	l.do(c, "IsProtected GET /", "YES")
-	l.open("w3wp.exe", 1, 50201, "smps1.shared.lab", PhaseRequests)
-	m := l.connect("LLAWP.exe", 2, 50300, "smps1.shared.lab", PhaseManagement)
+	l := tracetest.NewLab()
+	l.Bootstrap("w3wp.exe", 1, 50100, "smps2.shared.lab")
+	cs := l.HCOConns("w3wp.exe", 1, "smps1.shared.lab", false, 50101, 50102)
+	l.Do(cs[1], "GetAgentConfig aco.wa1", "SUCCESS (ACO aco.wa1)")
+	l.Do(cs[1], "SetAgentInfo wa1", "FAILURE - unknown agent")
+	l.Fail("w3wp.exe", 1, "smps1.shared.lab", trace.PhaseHCO, "connect: connection refused")
+	l.Close(cs[0])
+	l.Peer(cs[1], trace.OpReset)
+	l.Fail("w3wp.exe", 1, "smps2.shared.lab", trace.PhaseHCO, "connect: connection refused")
+	c := l.Connect("w3wp.exe", 1, 50200, "smps2.shared.lab", trace.PhaseRequests)
+	l.Do(c, "IsProtected GET /", "YES")
+	l.Open("w3wp.exe", 1, 50201, "smps1.shared.lab", trace.PhaseRequests)
+	m := l.Connect("LLAWP.exe", 2, 50300, "smps1.shared.lab", trace.PhaseManagement)
 	for i := 0; i < 3; i++ {
-		l.do(m, "DoManagement GET_AGENT_COMMANDS", "SUCCESS (0 commands)")
-		l.wait(2 * time.Second)
+		l.Do(m, "DoManagement GET_AGENT_COMMANDS", "SUCCESS (0 commands)")
+		l.Wait(2 * time.Second)
 	}
-	l.do(m, "Logout", "SUCCESS")
-	narrCheck(t, l.evs,
+	l.Do(m, "Logout", "SUCCESS")
+	narrCheck(t, l.Events,
 		"Step 1: w3wp.exe (pid 1) connects to smps2.shared.lab:44443 using tcp port 50100, downloads HCO hco.smps1 and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 		"Step 2: w3wp.exe (pid 1) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50101 and 50102, downloads ACO aco.wa1 over port 50102, sends SetAgentInfo wa1 but gets FAILURE (unknown agent), fails to connect once more: connection refused, closes port 50101 and the server resets port 50102.",
 		"Step 3: w3wp.exe (pid 1) tries smps2.shared.lab:44443: connection refused.",
@@ -596,7 +389,7 @@ type narrErrWriter struct{}
 func (narrErrWriter) Write([]byte) (int, error) { return 0, io.ErrShortWrite }
 
 func TestWriteNarrativeError(t *testing.T) {
-	if err := WriteNarrative(narrErrWriter{}, Narrate(iis(), "wa1.shared.lab", narrServers)); err == nil {
+	if err := Write(narrErrWriter{}, Narrate(tracetest.IIS(), "wa1.shared.lab", tracetest.Servers)); err == nil {
 		t.Error("write error not reported")
 	}
 }
@@ -604,23 +397,23 @@ func TestWriteNarrativeError(t *testing.T) {
 // narrDecode turns fuzz bytes into events directly, 6 bytes each, so that
 // the fuzzer explores odd sequences (a response before its request, an end
 // twice, time going backwards) rather than JSON syntax.
-func narrDecode(data []byte) []Event {
+func narrDecode(data []byte) []trace.Event {
 	procs := []string{"w3wp.exe", "LLAWP.exe", "httpd", "httpd", "smreghost", ""}
-	ops := []string{OpConnect, OpAccept, OpSend, OpReceive, OpDisconnect, OpReset, OpHandshake, OpRequest, OpResponse, OpServerState, "Bogus"}
-	phases := []string{PhaseBootstrap, PhaseHCO, PhaseRequests, PhaseManagement, PhaseAdmin, ""}
+	ops := []string{trace.OpConnect, trace.OpAccept, trace.OpSend, trace.OpReceive, trace.OpDisconnect, trace.OpReset, trace.OpHandshake, trace.OpRequest, trace.OpResponse, trace.OpServerState, "Bogus"}
+	phases := []string{trace.PhaseBootstrap, trace.PhaseHCO, trace.PhaseRequests, trace.PhaseManagement, trace.PhaseAdmin, ""}
 	// What an event says besides its op (which the fuzzer picks apart):
 	// its note and fields, as producers record them, and odd ones.
-	says := []Event{{}, fxFailed("connect: connection refused"), fxRequest("GetHostConfig hco.smps1"),
-		fxResponse("GetHostConfig hco.smps1", "SUCCESS (HCO hco.smps1, 1 servers)"), fxRequest("GetAgentConfig aco.wa1"),
-		fxResponse("GetAgentConfig aco.wa1", "FAILURE - x"), fxRequest("SetAgentInfo wa1"), fxRequest("IsProtected GET /"),
-		fxResponse("IsProtected GET /", "YES"), fxRequest("DoManagement GET_AGENT_COMMANDS"), fxRequest("RegisterHost trust_wa1"),
-		fxResponse("RegisterHost trust_wa1", "SUCCESS"), fxRefused(3154, "no"), fxPeer(OpDisconnect), fxPeer(OpReset),
-		{Note: " "}, {Note: ":"}, fxFailed(""), fxRequest(""), fxResponse("", ""),
-		fxState("smps1.shared.lab:44443", StateActive, StateFailed, "x", ""), fxState("smps1.shared.lab:44443", "", StateDisabled, "", "x"),
-		{Op: OpServerState, State: &ServerState{}}}
+	says := []trace.Event{{}, tracetest.Failed("connect: connection refused"), tracetest.Request("GetHostConfig hco.smps1"),
+		tracetest.Response("GetHostConfig hco.smps1", "SUCCESS (HCO hco.smps1, 1 servers)"), tracetest.Request("GetAgentConfig aco.wa1"),
+		tracetest.Response("GetAgentConfig aco.wa1", "FAILURE - x"), tracetest.Request("SetAgentInfo wa1"), tracetest.Request("IsProtected GET /"),
+		tracetest.Response("IsProtected GET /", "YES"), tracetest.Request("DoManagement GET_AGENT_COMMANDS"), tracetest.Request("RegisterHost trust_wa1"),
+		tracetest.Response("RegisterHost trust_wa1", "SUCCESS"), tracetest.Refused(3154, "no"), tracetest.PeerClose(trace.OpDisconnect), tracetest.PeerClose(trace.OpReset),
+		{Note: " "}, {Note: ":"}, tracetest.Failed(""), tracetest.Request(""), tracetest.Response("", ""),
+		tracetest.State("smps1.shared.lab:44443", trace.StateActive, trace.StateFailed, "x", ""), tracetest.State("smps1.shared.lab:44443", "", trace.StateDisabled, "", "x"),
+		{Op: trace.OpServerState, State: &trace.ServerState{}}}
 	hosts := []string{"wa1.shared.lab", "smps1.shared.lab", "smps2.shared.lab", "", "WA1.shared.lab"}
-	t := narrStart
-	var evs []Event
+	t := tracetest.Start
+	var evs []trace.Event
 	for len(data) >= 6 {
 		b := data[:6]
 		data = data[6:]
@@ -645,36 +438,36 @@ func narrDecode(data []byte) []Event {
 func FuzzNarrate(f *testing.F) {
 	// Seeds stay small (a few KB): the fuzzer minimises every new input,
 	// and on a whole lab's trace that takes it minutes per input.
-	l := newNarrLab()
-	l.fail("w3wp.exe", 4242, "smps3.shared.lab", PhaseBootstrap, "connect: connection refused")
-	l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
-	pool := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
-	setPhase(PhaseRequests, pool...)
-	l.send(pool[0], "IsProtected GET /")
-	l.send(pool[1], "IsProtected GET /")
-	l.open("w3wp.exe", 4242, 50137, "smps1.shared.lab", PhaseRequests)
-	l.reset(pool[0])
-	var agent []Event
-	for _, e := range l.evs {
+	l := tracetest.NewLab()
+	l.Fail("w3wp.exe", 4242, "smps3.shared.lab", trace.PhaseBootstrap, "connect: connection refused")
+	l.Bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+	pool := l.HCOConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+	tracetest.SetPhase(trace.PhaseRequests, pool...)
+	l.Send(pool[0], "IsProtected GET /")
+	l.Send(pool[1], "IsProtected GET /")
+	l.Open("w3wp.exe", 4242, 50137, "smps1.shared.lab", trace.PhaseRequests)
+	l.Reset(pool[0])
+	var agent []trace.Event
+	for _, e := range l.Events {
 		if e.Proc != "smps" {
 			agent = append(agent, e)
 		}
 	}
 	var b bytes.Buffer
-	if err := WriteEvents(&b, agent); err != nil {
+	if err := trace.WriteEvents(&b, agent); err != nil {
 		f.Fatal(err)
 	}
 	f.Add(b.Bytes())
 	f.Add([]byte(`{"t":"2017-04-18T23:23:35Z","proc":"w3wp.exe","pid":1,"op":"TCP Reset","conn":"1-1","local_host":"wa1.shared.lab","remote_host":"smps1.shared.lab"}` + "\n"))
 	f.Add([]byte{0, 1, 7, 2, 8, 1, 0, 1, 8, 3, 8, 1, 200, 1, 4, 0, 8, 1})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		evs, _ := ReadEvents("fuzz", bytes.NewReader(data))
+		evs, _ := trace.ReadEvents("fuzz", bytes.NewReader(data))
 		evs = append(evs, narrDecode(data)...)
 		for _, q := range []struct {
 			host    string
 			servers []string
 		}{
-			{"wa1.shared.lab", narrServers},
+			{"wa1.shared.lab", tracetest.Servers},
 			{"", nil},
 		} {
 			steps := Narrate(evs, q.host, q.servers)
@@ -687,7 +480,7 @@ func FuzzNarrate(f *testing.F) {
 					t.Fatalf("bad step %d: %+v", i+1, s)
 				}
 			}
-			if err := WriteNarrative(io.Discard, steps); err != nil {
+			if err := Write(io.Discard, steps); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -698,34 +491,34 @@ func FuzzNarrate(f *testing.F) {
 // in, and closes only when its process stops: that close is the end of the
 // run, not part of the start-up step.
 func TestNarrateUnusedHCOSocketClosesAtEnd(t *testing.T) {
-	l := newNarrLab()
-	l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
-	w := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
-	setPhase(PhaseRequests, w[0])
-	l.do(w[0], "IsProtected GET /", "NO")
-	l.wait(5 * time.Second)
-	l.close(w[1])
-	narrCheck(t, l.evs,
+	l := tracetest.NewLab()
+	l.Bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+	w := l.HCOConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+	tracetest.SetPhase(trace.PhaseRequests, w[0])
+	l.Do(w[0], "IsProtected GET /", "NO")
+	l.Wait(5 * time.Second)
+	l.Close(w[1])
+	narrCheck(t, l.Events,
 		"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 		"Step 2: w3wp.exe (pid 4242) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50135 and 50136, and downloads ACO aco.wa1 over the first (port 50135).",
 		"Step 3: w3wp.exe sends 1 IsProtected request to smps1.shared.lab:44443 over port 50135.",
-		"Step 4: at "+l.evs[len(l.evs)-1].T.Local().Format("15:04:05.000")+", w3wp.exe (pid 4242) closes its connection to smps1.shared.lab:44443 (port 50136).",
+		"Step 4: at "+l.Events[len(l.Events)-1].T.Local().Format("15:04:05.000")+", w3wp.exe (pid 4242) closes its connection to smps1.shared.lab:44443 (port 50136).",
 	)
 }
 
 // An Apache child that served no request still closes its HCO sockets only
 // when it stops: that is the end of the run, not part of its start-up.
 func TestNarrateIdleChildClosesAtEnd(t *testing.T) {
-	l := newNarrLab()
-	l.bootstrap("httpd", 3101, 50134, "smps2.shared.lab")
-	w := l.hcoConns("httpd", 3101, "smps1.shared.lab", true, 50135, 50136)
-	l.wait(5 * time.Second)
-	l.close(w[0])
-	l.close(w[1])
-	narrCheck(t, l.evs,
+	l := tracetest.NewLab()
+	l.Bootstrap("httpd", 3101, 50134, "smps2.shared.lab")
+	w := l.HCOConns("httpd", 3101, "smps1.shared.lab", true, 50135, 50136)
+	l.Wait(5 * time.Second)
+	l.Close(w[0])
+	l.Close(w[1])
+	narrCheck(t, l.Events,
 		"Step 1: httpd (pid 3101) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 		"Step 2: httpd (pid 3101) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50135 and 50136, and downloads ACO aco.wa1 over the first (port 50135).",
-		"Step 3: at "+l.evs[len(l.evs)-2].T.Local().Format("15:04:05.000")+", httpd (pid 3101) closes its 2 connections to smps1.shared.lab:44443 (ports 50135 and 50136).",
+		"Step 3: at "+l.Events[len(l.Events)-2].T.Local().Format("15:04:05.000")+", httpd (pid 3101) closes its 2 connections to smps1.shared.lab:44443 (ports 50135 and 50136).",
 	)
 }
 
@@ -734,17 +527,17 @@ func TestNarrateIdleChildClosesAtEnd(t *testing.T) {
 // has its requests told before the LLAWP's bootstrap: steps are numbered by
 // when they began, not by the kind of step.
 func TestNarrateStepsInTimeOrder(t *testing.T) {
-	l := newNarrLab()
-	l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
-	w := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
-	setPhase(PhaseRequests, w...)
-	l.do(w[0], "IsProtected GET /", "NO")
-	l.bootstrap("LLAWP.exe", 4250, 50137, "smps2.shared.lab")
-	ll := l.hcoConns("LLAWP.exe", 4250, "smps1.shared.lab", true, 50138, 50139)
-	l.do(w[0], "IsProtected GET /", "NO")
-	setPhase(PhaseManagement, ll...)
-	l.do(ll[0], "DoManagement GET_AGENT_COMMANDS", "SUCCESS (0 commands)")
-	narrCheck(t, l.evs,
+	l := tracetest.NewLab()
+	l.Bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+	w := l.HCOConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+	tracetest.SetPhase(trace.PhaseRequests, w...)
+	l.Do(w[0], "IsProtected GET /", "NO")
+	l.Bootstrap("LLAWP.exe", 4250, 50137, "smps2.shared.lab")
+	ll := l.HCOConns("LLAWP.exe", 4250, "smps1.shared.lab", true, 50138, 50139)
+	l.Do(w[0], "IsProtected GET /", "NO")
+	tracetest.SetPhase(trace.PhaseManagement, ll...)
+	l.Do(ll[0], "DoManagement GET_AGENT_COMMANDS", "SUCCESS (0 commands)")
+	narrCheck(t, l.Events,
 		"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 		"Step 2: w3wp.exe (pid 4242) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50135 and 50136, and downloads ACO aco.wa1 over the first (port 50135).",
 		"Step 3: w3wp.exe sends 2 IsProtected requests to smps1.shared.lab:44443 over port 50135.",
@@ -759,34 +552,34 @@ func TestNarrateStepsInTimeOrder(t *testing.T) {
 // takes the pool from and to, although the steps overlap in time; the last
 // step smaller, up to MaxSocketsPerPort; a step whose connect failed.
 func TestNarratePoolSteps(t *testing.T) {
-	l := newNarrLab()
-	l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
-	pool := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
-	setPhase(PhaseRequests, pool...)
+	l := tracetest.NewLab()
+	l.Bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+	pool := l.HCOConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+	tracetest.SetPhase(trace.PhaseRequests, pool...)
 	const isp = "IsProtected GET /protected/"
-	l.send(pool[0], isp)
-	l.send(pool[1], isp)
-	st := func(n, from, to int) PoolStep {
-		return PoolStep{N: n, From: from, To: to, NewSocketStep: 2, MaxSocketsPerPort: 7}
+	l.Send(pool[0], isp)
+	l.Send(pool[1], isp)
+	st := func(n, from, to int) trace.PoolStep {
+		return trace.PoolStep{N: n, From: from, To: to, NewSocketStep: 2, MaxSocketsPerPort: 7}
 	}
 	// Two steps taken together: their sockets connect in between each other.
-	a := l.grow("w3wp.exe", 4242, 50137, "smps1.shared.lab", st(1, 2, 4))
-	b := l.grow("w3wp.exe", 4242, 50139, "smps1.shared.lab", st(2, 4, 6))
-	c := l.grow("w3wp.exe", 4242, 50138, "smps1.shared.lab", st(1, 2, 4))
-	d := l.grow("w3wp.exe", 4242, 50140, "smps1.shared.lab", st(2, 4, 6))
-	for _, k := range []*narrTC{a, b, c, d} {
-		l.send(k, isp)
+	a := l.Grow("w3wp.exe", 4242, 50137, "smps1.shared.lab", st(1, 2, 4))
+	b := l.Grow("w3wp.exe", 4242, 50139, "smps1.shared.lab", st(2, 4, 6))
+	c := l.Grow("w3wp.exe", 4242, 50138, "smps1.shared.lab", st(1, 2, 4))
+	d := l.Grow("w3wp.exe", 4242, 50140, "smps1.shared.lab", st(2, 4, 6))
+	for _, k := range []*tracetest.Conn{a, b, c, d} {
+		l.Send(k, isp)
 	}
-	l.wait(time.Second)
-	e := l.grow("w3wp.exe", 4242, 50141, "smps1.shared.lab", st(3, 6, 7))
-	l.do(e, isp, "YES")
-	l.wait(time.Second)
-	l.step = &PoolStep{N: 4, From: 5, To: 7, NewSocketStep: 2, MaxSocketsPerPort: 7}
-	l.fail("w3wp.exe", 4242, "smps1.shared.lab", PhaseRequests, "connect: connection refused")
+	l.Wait(time.Second)
+	e := l.Grow("w3wp.exe", 4242, 50141, "smps1.shared.lab", st(3, 6, 7))
+	l.Do(e, isp, "YES")
+	l.Wait(time.Second)
+	l.Step = &trace.PoolStep{N: 4, From: 5, To: 7, NewSocketStep: 2, MaxSocketsPerPort: 7}
+	l.Fail("w3wp.exe", 4242, "smps1.shared.lab", trace.PhaseRequests, "connect: connection refused")
 	for _, k := range append(pool, a, b, c, d) {
-		l.answer(k, isp, "YES")
+		l.Answer(k, isp, "YES")
 	}
-	narrCheck(t, l.evs,
+	narrCheck(t, l.Events,
 		"Step 1: w3wp.exe (pid 4242) connects to smps2.shared.lab:44443 using tcp port 50134, downloads HCO hco.smps1 and resets the connection (Process Monitor has no operation for a reset, so it shows a TCP Disconnect).",
 		"Step 2: w3wp.exe (pid 4242) connects to smps1.shared.lab:44443 by creating 2 connections, ports 50135 and 50136, and downloads ACO aco.wa1 over the first (port 50135).",
 		"Step 3: w3wp.exe sends 7 IsProtected requests to smps1.shared.lab:44443 over ports 50135 and 50136; its pool grows in 4 steps, each told at its time.",
@@ -802,32 +595,32 @@ func TestNarratePoolSteps(t *testing.T) {
 func TestNarrateUseCase(t *testing.T) {
 	tests := []struct {
 		name  string
-		cache AgentCache
+		cache trace.AgentCache
 		loads int // IsProtected sent
 		want  string
 	}{
-		{"cache off", AgentCache{ACO: "aco.wa1"}, 11,
+		{"cache off", trace.AgentCache{ACO: "aco.wa1"}, 11,
 			"Step 3: w3wp.exe sends 11 IsProtected requests to smps1.shared.lab:44443 over port 50135. " +
 				"Use case (b): the agent cache is off (ACO aco.wa1: MaxResourceCacheSize 0), so every page load asks the Policy Server IsProtected: 11 IsProtected."},
-		{"cache on", AgentCache{ACO: "aco.wa1", Resources: 700, Sessions: 700}, 2,
+		{"cache on", trace.AgentCache{ACO: "aco.wa1", Resources: 700, Sessions: 700}, 2,
 			"Step 3: w3wp.exe sends 2 IsProtected requests to smps1.shared.lab:44443 over port 50135. " +
 				"Use case (a): the agent cache is on (ACO aco.wa1: MaxResourceCacheSize 700), so only the first load of a resource asks the Policy Server IsProtected, later loads are answered from the cache: 2 IsProtected in all."},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := newNarrLab()
-			l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
-			w := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
-			for i := range l.evs {
-				if e := &l.evs[i]; e.Role == "hla" && e.Op == OpResponse && e.Request == ReqGetAgentConfig {
+			l := tracetest.NewLab()
+			l.Bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+			w := l.HCOConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+			for i := range l.Events {
+				if e := &l.Events[i]; e.Role == "hla" && e.Op == trace.OpResponse && e.Request == trace.ReqGetAgentConfig {
 					e.AgentCache = &tt.cache
 				}
 			}
-			setPhase(PhaseRequests, w...)
+			tracetest.SetPhase(trace.PhaseRequests, w...)
 			for range tt.loads {
-				l.do(w[0], "IsProtected GET /", "NO")
+				l.Do(w[0], "IsProtected GET /", "NO")
 			}
-			steps := Narrate(l.evs, "wa1.shared.lab", narrServers)
+			steps := Narrate(l.Events, "wa1.shared.lab", tracetest.Servers)
 			if got := narrText(t, steps); !strings.Contains(got, tt.want+"\n") {
 				t.Errorf("narrative:\n%s\nwant the line:\n%s", got, tt.want)
 			}
@@ -839,23 +632,23 @@ func TestNarrateUseCase(t *testing.T) {
 // apart connect in any order; each is told at the time the pool took it,
 // in the order it took them.
 func TestNarratePoolStepsInTheOrderTaken(t *testing.T) {
-	l := newNarrLab()
-	l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
-	pool := l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
-	setPhase(PhaseRequests, pool...)
+	l := tracetest.NewLab()
+	l.Bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+	pool := l.HCOConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+	tracetest.SetPhase(trace.PhaseRequests, pool...)
 	const isp = "IsProtected GET /protected/"
-	l.send(pool[0], isp)
-	l.send(pool[1], isp)
-	taken := l.t.Add(time.Microsecond)
-	st := func(n, from int) PoolStep {
-		return PoolStep{N: n, At: taken.Add(time.Duration(n) * time.Microsecond), From: from, To: from + 2, NewSocketStep: 2, MaxSocketsPerPort: 20}
+	l.Send(pool[0], isp)
+	l.Send(pool[1], isp)
+	taken := l.T.Add(time.Microsecond)
+	st := func(n, from int) trace.PoolStep {
+		return trace.PoolStep{N: n, At: taken.Add(time.Duration(n) * time.Microsecond), From: from, To: from + 2, NewSocketStep: 2, MaxSocketsPerPort: 20}
 	}
 	// The second step's sockets connect first.
-	l.grow("w3wp.exe", 4242, 50139, "smps1.shared.lab", st(2, 4))
-	l.grow("w3wp.exe", 4242, 50140, "smps1.shared.lab", st(2, 4))
-	l.grow("w3wp.exe", 4242, 50137, "smps1.shared.lab", st(1, 2))
-	l.grow("w3wp.exe", 4242, 50138, "smps1.shared.lab", st(1, 2))
-	steps := Narrate(l.evs, "wa1.shared.lab", narrServers)
+	l.Grow("w3wp.exe", 4242, 50139, "smps1.shared.lab", st(2, 4))
+	l.Grow("w3wp.exe", 4242, 50140, "smps1.shared.lab", st(2, 4))
+	l.Grow("w3wp.exe", 4242, 50137, "smps1.shared.lab", st(1, 2))
+	l.Grow("w3wp.exe", 4242, 50138, "smps1.shared.lab", st(1, 2))
+	steps := Narrate(l.Events, "wa1.shared.lab", tracetest.Servers)
 	got := narrText(t, steps)
 	for _, want := range []string{
 		"Step 4: at 23:23:35.033, w3wp.exe's pool to smps1.shared.lab:44443 grows from 2 to 4 sockets by NewSocketStep (2) when both were busy: ports 50137 and 50138.\n",
@@ -874,18 +667,18 @@ func TestNarratePoolStepsInTheOrderTaken(t *testing.T) {
 // what its supervisor did, among the steps; the new worker's start-up
 // follows as its own steps. A process that was stopped is no step.
 func TestNarrateWorkerDeath(t *testing.T) {
-	l := newNarrLab()
-	l.bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
-	l.hcoConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
+	l := tracetest.NewLab()
+	l.Bootstrap("w3wp.exe", 4242, 50134, "smps2.shared.lab")
+	l.HCOConns("w3wp.exe", 4242, "smps1.shared.lab", true, 50135, 50136)
 	exit := func(pid int, death bool) {
-		l.evs = append(l.evs, Event{T: l.tick(), Proc: "w3wp.exe", PID: pid, Role: "hla", Op: OpProcessExit,
-			Process: &Process{Name: "w3wp.exe", PID: pid, Exit: &Exit{Code: -1, Signal: "SIGKILL", Death: death,
+		l.Events = append(l.Events, trace.Event{T: l.Tick(), Proc: "w3wp.exe", PID: pid, Role: "hla", Op: trace.OpProcessExit,
+			Process: &trace.Process{Name: "w3wp.exe", PID: pid, Exit: &trace.Exit{Code: -1, Signal: "SIGKILL", Death: death,
 				Action: "svchost.exe (pid 4200) starts a new w3wp.exe in 100ms, which bootstraps again"}}})
 	}
 	exit(4242, true)
-	l.bootstrap("w3wp.exe", 4300, 50140, "smps2.shared.lab")
+	l.Bootstrap("w3wp.exe", 4300, 50140, "smps2.shared.lab")
 	exit(4300, false)
-	steps := Narrate(l.evs, "wa1.shared.lab", []string{"smps1.shared.lab", "smps2.shared.lab"})
+	steps := Narrate(l.Events, "wa1.shared.lab", []string{"smps1.shared.lab", "smps2.shared.lab"})
 	var texts []string
 	for _, s := range steps {
 		texts = append(texts, s.Text)

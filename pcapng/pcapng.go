@@ -1,4 +1,4 @@
-package trace
+package pcapng
 
 import (
 	"bufio"
@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
-	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/agentlab/agentlab/trace"
 )
 
 // ErrNoPayload says that a connection's bytes are in no trace: neither the
@@ -44,7 +45,7 @@ var ErrNoPayload = errors.New("trace has no payload bytes: record with --trace-p
 // A failed connect has no packets: its trace records no source port. hosts
 // (which may be nil) names the addresses, as do the host names the events
 // carry.
-func WritePcapng(w io.Writer, evs []Event, hosts *Hosts) error {
+func Write(w io.Writer, evs []trace.Event, hosts *trace.Hosts) error {
 	halves, err := collectHalves(evs)
 	if err != nil {
 		return err
@@ -87,64 +88,35 @@ func WritePcapng(w io.Writer, evs []Event, hosts *Hosts) error {
 	return pw.err
 }
 
-// RunHostsFile is the name of the hosts file a run keeps in its out
-// folder, next to its trace.jsonl and its WebAgent.conf: the lab's names
-// for the addresses in the trace, and the only way its names resolve.
-const RunHostsFile = "hosts"
-
-// RunHostsNextTo is the RunHostsFile in file's folder, or "" when there is
-// none: commands given a run's file use the run's names without a flag.
-func RunHostsNextTo(file string) (string, error) {
-	p := filepath.Join(filepath.Dir(file), RunHostsFile)
-	if _, err := os.Stat(p); err == nil {
-		return p, nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("hosts file: %w", err)
-	}
-	return "", nil
-}
-
 // PcapngFromFile renders the trace file tracePath as the pcapng file out.
 // With hostsFile "" the hosts file next to the trace names the addresses
 // when there is one, else only the names in the events do.
-func PcapngFromFile(tracePath, hostsFile, out string) error {
-	evs, err := ReadFile(tracePath)
+func FromFile(tracePath, hostsFile, out string) error {
+	evs, err := trace.ReadFile(tracePath)
 	if err != nil {
 		return err
 	}
-	hosts, err := runHosts(tracePath, hostsFile)
+	hosts, err := trace.LoadRunHosts(tracePath, hostsFile)
 	if err != nil {
 		return err
 	}
-	if err := SavePcapng(out, evs, hosts); err != nil {
+	if err := Save(out, evs, hosts); err != nil {
 		return fmt.Errorf("%s: %w", tracePath, err)
 	}
 	return nil
 }
 
-// runHosts loads hostsFile, or with "" the run's hosts file next to the
-// trace at tracePath; nil when there is none.
-func runHosts(tracePath, hostsFile string) (*Hosts, error) {
-	if hostsFile == "" {
-		var err error
-		if hostsFile, err = RunHostsNextTo(tracePath); err != nil || hostsFile == "" {
-			return nil, err
-		}
-	}
-	return LoadHosts(hostsFile)
-}
-
 // SavePcapng writes the pcapng to path through a temporary file in the same
 // folder: a rendering that fails halfway leaves no file that Wireshark
 // would open as a truncated capture.
-func SavePcapng(path string, evs []Event, hosts *Hosts) error {
+func Save(path string, evs []trace.Event, hosts *trace.Hosts) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(f.Name())
 	bw := bufio.NewWriter(f)
-	if err := WritePcapng(bw, evs, hosts); err != nil {
+	if err := Write(bw, evs, hosts); err != nil {
 		f.Close()
 		return err
 	}
@@ -323,7 +295,7 @@ type half struct {
 	local, remote         netip.AddrPort
 	localStr, remoteStr   string
 	localHost, remoteHost string
-	evs                   []Event
+	evs                   []trace.Event
 	// ended is the time of the process's last event, on any connection:
 	// the earliest it can have ended, when it did not close this one.
 	ended time.Time
@@ -338,13 +310,15 @@ func (h *half) opened() time.Time { return h.evs[0].T }
 
 func isSocketOp(op string) bool {
 	switch op {
-	case OpConnect, OpAccept, OpSend, OpReceive, OpDisconnect, OpReset:
+	case trace.OpConnect, trace.OpAccept, trace.OpSend, trace.OpReceive, trace.OpDisconnect, trace.OpReset:
 		return true
 	}
 	return false
 }
 
-func isNoteOp(op string) bool { return op == OpHandshake || op == OpRequest || op == OpResponse }
+func isNoteOp(op string) bool {
+	return op == trace.OpHandshake || op == trace.OpRequest || op == trace.OpResponse
+}
 
 // maxEventLen bounds one send or receive: a trace that claims more is not
 // one a process of ours wrote, and the sums below must not overflow.
@@ -353,21 +327,9 @@ const maxEventLen = 1 << 30
 // pcapng timestamps are nanoseconds since 1970 in 64 bits.
 var minPcapTime, maxPcapTime = time.Unix(0, 0), time.Unix(0, 1<<63-1)
 
-func evWhere(e *Event) string {
+func evWhere(e *trace.Event) string {
 	return fmt.Sprintf("%s (pid %d) conn %q, %s at %s", e.Proc, e.PID, e.Conn, e.Op, e.T.Format(time.RFC3339Nano))
 }
-
-// endKey names one end of a connection in a merged trace. Connection ids
-// are unique per recorder, and a process has one; the proc and the local
-// address keep apart two recorders of one process (a test's in-process
-// server and client).
-type endKey struct {
-	pid        int
-	proc, conn string
-	local      string
-}
-
-func endOf(e *Event) endKey { return endKey{e.PID, e.Proc, e.Conn, e.Local} }
 
 // relSeq is the sequence number, relative to the end's initial one as
 // Wireshark shows it, of the byte at offset off of what the end sends:
@@ -375,8 +337,8 @@ func endOf(e *Event) endKey { return endKey{e.PID, e.Proc, e.Conn, e.Local} }
 // Process Monitor view both count so.
 func relSeq(off int) uint32 { return uint32(off) + 1 }
 
-func collectHalves(evs []Event) ([]*half, error) {
-	byKey := map[endKey]*half{}
+func collectHalves(evs []trace.Event) ([]*half, error) {
+	byKey := map[trace.End]*half{}
 	var out []*half
 	type proc struct {
 		pid  int
@@ -392,7 +354,7 @@ func collectHalves(evs []Event) ([]*half, error) {
 			continue
 		}
 		if e.Conn == "" {
-			if e.Op == OpConnect && e.Local == "" {
+			if e.Op == trace.OpConnect && e.Local == "" {
 				continue // a failed connect: no socket, no source port
 			}
 			if isNoteOp(e.Op) {
@@ -406,17 +368,17 @@ func collectHalves(evs []Event) ([]*half, error) {
 		if e.Len < 0 || e.Len > maxEventLen {
 			return nil, fmt.Errorf("%s: length %d", evWhere(e), e.Len)
 		}
-		if (e.Op == OpSend || e.Op == OpReceive) && e.Len == 0 {
+		if (e.Op == trace.OpSend || e.Op == trace.OpReceive) && e.Len == 0 {
 			return nil, fmt.Errorf("%s: length 0 (only sends and receives of bytes are recorded)", evWhere(e))
 		}
 		if e.Data != nil && len(e.Data) != e.Len {
 			return nil, fmt.Errorf("%s: length %d but %d bytes of data", evWhere(e), e.Len, len(e.Data))
 		}
-		k := endOf(e)
+		k := trace.EndOf(e)
 		h := byKey[k]
 		if h == nil {
-			if e.Op != OpConnect && e.Op != OpAccept {
-				return nil, fmt.Errorf("%s: the connection's first event, want %s or %s", evWhere(e), OpConnect, OpAccept)
+			if e.Op != trace.OpConnect && e.Op != trace.OpAccept {
+				return nil, fmt.Errorf("%s: the connection's first event, want %s or %s", evWhere(e), trace.OpConnect, trace.OpAccept)
 			}
 			local, err := parseEndpoint(e.Local)
 			if err != nil {
@@ -434,13 +396,13 @@ func collectHalves(evs []Event) ([]*half, error) {
 				// not be told apart in the packets.
 				return nil, fmt.Errorf("%s: local and remote address are both %s", evWhere(e), e.Local)
 			}
-			h = &half{proc: e.Proc, pid: e.PID, conn: e.Conn, client: e.Op == OpConnect,
+			h = &half{proc: e.Proc, pid: e.PID, conn: e.Conn, client: e.Op == trace.OpConnect,
 				local: local, remote: remote, localStr: e.Local, remoteStr: e.Remote,
 				localHost: e.LocalHost, remoteHost: e.RemoteHost}
 			byKey[k] = h
 			out = append(out, h)
 		} else {
-			if e.Op == OpConnect || e.Op == OpAccept {
+			if e.Op == trace.OpConnect || e.Op == trace.OpAccept {
 				return nil, fmt.Errorf("%s: the connection was already opened at %s", evWhere(e), h.opened().Format(time.RFC3339Nano))
 			}
 			if e.Local != h.localStr || e.Remote != h.remoteStr {
@@ -587,7 +549,7 @@ func noteNear(h *half, i int) string {
 			continue
 		}
 		if e := h.evs[j]; isNoteOp(e.Op) && e.Len == h.evs[i].Len {
-			if e.Op != OpHandshake {
+			if e.Op != trace.OpHandshake {
 				// Sealed on the wire: naming it here would give away
 				// what only the key log should (wireshark/README.md).
 				return e.Op + " (encrypted: the key log and wireshark/agentlab_tli.lua decode it)"
@@ -600,7 +562,7 @@ func noteNear(h *half, i int) string {
 
 func buildStream(from, to *half, src, dst netip.AddrPort) (*stream, error) {
 	st := &stream{from: from, to: to, src: src, dst: dst}
-	sends, recvs := events(from, OpSend), events(to, OpReceive)
+	sends, recvs := events(from, trace.OpSend), events(to, trace.OpReceive)
 	sTotal, rTotal, avail := 0, 0, 0
 	for _, i := range sends {
 		sTotal += from.evs[i].Len
@@ -714,11 +676,11 @@ func (st *stream) addSeg(s seg) {
 
 // closing is how one half ended, from its own events.
 type closing struct {
-	own       *Event // its own TCP Disconnect or TCP Reset
-	afterRst  bool   // it had already seen the peer's RST: its close sent nothing
-	readAt    int    // bytes it had read when it closed (or at all)
-	peerFin   *Event // it saw the peer's FIN (EOF)
-	peerReset *Event // it saw the peer's RST
+	own       *trace.Event // its own TCP Disconnect or TCP Reset
+	afterRst  bool         // it had already seen the peer's RST: its close sent nothing
+	readAt    int          // bytes it had read when it closed (or at all)
+	peerFin   *trace.Event // it saw the peer's FIN (EOF)
+	peerReset *trace.Event // it saw the peer's RST
 }
 
 func closingOf(h *half) closing {
@@ -730,17 +692,17 @@ func closingOf(h *half) closing {
 	for i := range h.evs {
 		e := &h.evs[i]
 		switch {
-		case e.Op == OpReceive:
+		case e.Op == trace.OpReceive:
 			read += e.Len
-		case e.Op == OpDisconnect && e.Peer:
+		case e.Op == trace.OpDisconnect && e.Peer:
 			if c.peerFin == nil {
 				c.peerFin = e
 			}
-		case e.Op == OpReset && e.Peer:
+		case e.Op == trace.OpReset && e.Peer:
 			if c.peerReset == nil {
 				c.peerReset = e
 			}
-		case e.Op == OpDisconnect || e.Op == OpReset:
+		case e.Op == trace.OpDisconnect || e.Op == trace.OpReset:
 			if c.own == nil {
 				c.own, c.afterRst, c.readAt = e, c.peerReset != nil, read
 			}
@@ -752,7 +714,7 @@ func closingOf(h *half) closing {
 	return c
 }
 
-func earlier(t time.Time, e *Event) time.Time {
+func earlier(t time.Time, e *trace.Event) time.Time {
 	if e != nil && e.T.Before(t) {
 		return e.T
 	}
@@ -795,7 +757,7 @@ func closes(st, back *stream, who, to func(*half, netip.AddrPort) string) (fin, 
 			src, len(back.data)-max(x.readAt, late.off), dst)}
 	}
 	switch {
-	case x.own != nil && x.own.Op == OpReset:
+	case x.own != nil && x.own.Op == trace.OpReset:
 		return nil, &ctl{earlier(x.own.T, y.peerReset), fmt.Sprintf("%s TCP Reset (RST) %s", src, dst)}
 	case x.own != nil:
 		if late != nil && y.peerFin == nil && !late.t.After(x.own.T) {
@@ -808,13 +770,13 @@ func closes(st, back *stream, who, to func(*half, netip.AddrPort) string) (fin, 
 		case late != nil:
 			rst = lateRst(fin)
 		case y.peerReset != nil:
-			rst = &ctl{y.peerReset.T, fmt.Sprintf("%s's system: RST (not in its trace) %s as %s", src, dst, NoteResetByPeer)}
+			rst = &ctl{y.peerReset.T, fmt.Sprintf("%s's system: RST (not in its trace) %s as %s", src, dst, trace.NoteResetByPeer)}
 		}
 		return fin, rst
 	}
 	// The sender recorded no close of its own (not traced, or killed): the
 	// receiver saw what the system sent as it closed the socket.
-	resetByPeer := x.peerReset != nil || y.own != nil && y.own.Op == OpReset
+	resetByPeer := x.peerReset != nil || y.own != nil && y.own.Op == trace.OpReset
 	if st.from != nil && y.peerFin == nil && y.peerReset == nil && !resetByPeer {
 		// Nobody saw it, but a process that ends closes its sockets, and
 		// its trace shows it ended: after its last event. (After an RST
@@ -830,13 +792,13 @@ func closes(st, back *stream, who, to func(*half, netip.AddrPort) string) (fin, 
 		return fin, rst
 	}
 	if y.peerFin != nil {
-		fin = &ctl{y.peerFin.T, fmt.Sprintf("%s: FIN (not in its trace) %s as %s", src, dst, NoteClosedByPeer)}
+		fin = &ctl{y.peerFin.T, fmt.Sprintf("%s: FIN (not in its trace) %s as %s", src, dst, trace.NoteClosedByPeer)}
 		if late != nil {
 			return fin, lateRst(fin)
 		}
 	}
 	if y.peerReset != nil {
-		rst = &ctl{y.peerReset.T, fmt.Sprintf("%s: RST (not in its trace) %s as %s", src, dst, NoteResetByPeer)}
+		rst = &ctl{y.peerReset.T, fmt.Sprintf("%s: RST (not in its trace) %s as %s", src, dst, trace.NoteResetByPeer)}
 	}
 	return fin, rst
 }
@@ -1097,11 +1059,11 @@ func checksum(b []byte, partial uint32) uint16 {
 // namer gives addresses their lab names: the hosts map first, then the
 // names the recording processes gave them.
 type namer struct {
-	hosts *Hosts
+	hosts *trace.Hosts
 	byIP  map[netip.Addr]string
 }
 
-func newNamer(hosts *Hosts, halves []*half) *namer {
+func newNamer(hosts *trace.Hosts, halves []*half) *namer {
 	names := map[netip.Addr]map[string]bool{}
 	add := func(a netip.AddrPort, n string) {
 		if n == "" || strings.ContainsRune(n, 0) {
@@ -1134,13 +1096,13 @@ func (nm *namer) endpoint(a netip.AddrPort, hint string) string {
 	if name == "" {
 		return a.String()
 	}
-	return Endpoint(name, a.String())
+	return trace.Endpoint(name, a.String())
 }
 
 // records are the name resolution block's entries: the hosts map's
 // addresses (an IP:port entry names one socket, which the block cannot
 // say), then the addresses named only by the events.
-func (nm *namer) records(hosts *Hosts) []nameRecord {
+func (nm *namer) records(hosts *trace.Hosts) []nameRecord {
 	var recs []nameRecord
 	seen := map[netip.Addr]bool{}
 	for _, e := range hosts.Entries() {

@@ -1,4 +1,4 @@
-package trace
+package report
 
 import (
 	"fmt"
@@ -7,6 +7,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/agentlab/agentlab/narrative"
+	"github.com/agentlab/agentlab/procmon"
+	"github.com/agentlab/agentlab/trace"
 )
 
 // Limits of the sequence diagram. A run with thousands of page loads would
@@ -23,7 +27,7 @@ const (
 	diagMaxRows = 1500
 	// diagGap is the pause between two rows that earns a "later" row: the
 	// same second that tells steps apart in the narrative.
-	diagGap = narrGroupWindow
+	diagGap = narrative.GroupWindow
 	// diagHeadEvery repeats the lane names down a long diagram.
 	diagHeadEvery = 30
 )
@@ -59,24 +63,24 @@ const (
 
 // DiagramKind is the kind of arrow an event is drawn as, or "" for events
 // the diagram leaves to the table (sends, receives, the server's accepts).
-func DiagramKind(e Event) string {
+func DiagramKind(e trace.Event) string {
 	switch e.Op {
-	case OpConnect:
+	case trace.OpConnect:
 		if e.Conn == "" {
 			return KindConnectFailed
 		}
 		return KindConnect
-	case OpHandshake:
+	case trace.OpHandshake:
 		return KindHandshake
-	case OpRequest:
+	case trace.OpRequest:
 		return KindRequest
-	case OpResponse:
+	case trace.OpResponse:
 		return KindResponse
-	case OpReset:
+	case trace.OpReset:
 		return KindReset
-	case OpDisconnect:
+	case trace.OpDisconnect:
 		return KindDisconnect
-	case OpServerState:
+	case trace.OpServerState:
 		return KindState
 	}
 	return ""
@@ -85,13 +89,13 @@ func DiagramKind(e Event) string {
 // diagFromServer tells an arrow's direction: what the server sent (its
 // hello, a refusal, a response) or did (closed, reset) points back at the
 // process.
-func diagFromServer(e Event) bool {
+func diagFromServer(e trace.Event) bool {
 	switch e.Op {
-	case OpResponse:
+	case trace.OpResponse:
 		return true
-	case OpHandshake:
-		return e.Handshake == HandshakeServerHello || e.Handshake == HandshakeError
-	case OpReset, OpDisconnect:
+	case trace.OpHandshake:
+		return e.Handshake == trace.HandshakeServerHello || e.Handshake == trace.HandshakeError
+	case trace.OpReset, trace.OpDisconnect:
 		return e.Peer
 	}
 	return false
@@ -163,7 +167,7 @@ func (r diagRow) DataPhase() string {
 
 func phaseClass(p string) string {
 	switch p {
-	case PhaseBootstrap, PhaseHCO, PhaseRequests, PhaseManagement, PhaseAdmin:
+	case trace.PhaseBootstrap, trace.PhaseHCO, trace.PhaseRequests, trace.PhaseManagement, trace.PhaseAdmin:
 		return "p-" + p
 	}
 	return "p-other"
@@ -195,7 +199,7 @@ func (r diagRow) LabelY() int { return r.Y - 5 }
 
 // markSteps puts each step's number on the first row the step tells, so
 // that a reader goes from a sentence to its arrows and back.
-func (d *diagram) markSteps(steps []Step) {
+func (d *diagram) markSteps(steps []narrative.Step) {
 	for _, st := range steps {
 		for i := range d.Rows {
 			r := &d.Rows[i]
@@ -237,17 +241,17 @@ func (d *diagram) Center() int { return d.Width / 2 }
 // processes on host (keep narrows them further, nil keeps all) with the
 // servers, as Narrate selects them. One lane per process, then one per
 // server; one row per drawn event, time going down.
-func layoutDiagram(evs []Event, host string, servers []string, keep Filter) *diagram {
-	var sel []Event
+func layoutDiagram(evs []trace.Event, host string, servers []string, keep procmon.Select) *diagram {
+	var sel []trace.Event
 	for _, e := range evs {
 		if DiagramKind(e) == "" || keep != nil && !keep(e) {
 			continue
 		}
-		if narrMatch(e.LocalHost, host) && narrMatchAny(e.RemoteHost, servers) {
+		if narrative.Selected(&e, host, servers) {
 			sel = append(sel, e)
 		}
 	}
-	slices.SortStableFunc(sel, func(a, b Event) int { return a.T.Compare(b.T) })
+	slices.SortStableFunc(sel, func(a, b trace.Event) int { return a.T.Compare(b.T) })
 
 	d := &diagram{}
 	procIdx := map[string]int{}
@@ -319,7 +323,7 @@ func layoutDiagram(evs []Event, host string, servers []string, keep Filter) *dia
 			continue
 		}
 		row := &diagRow{Kind: kind, Phase: e.Phase, t: e.T, Proc: e.Proc, PID: e.PID, Conn: e.Conn,
-			Port: narrPort(e.Local), lane: pi, Title: diagTitle(e)}
+			Port: narrative.Port(e.Local), lane: pi, Title: diagTitle(e)}
 		if e.Local == "" {
 			row.Port = ""
 		}
@@ -344,7 +348,7 @@ func layoutDiagram(evs []Event, host string, servers []string, keep Filter) *dia
 			}
 			m.Requests++
 			m.last = e.T
-			k := narrKind(&e)
+			k := narrative.Call(&e)
 			if m.kinds[k] == 0 {
 				m.order = append(m.order, k)
 			}
@@ -364,7 +368,7 @@ func layoutDiagram(evs []Event, host string, servers []string, keep Filter) *dia
 			}
 			// The call's name and its answer: the request's arguments are
 			// on its own arrow, a row or a few above.
-			row.Label = narrKind(&e) + ": " + e.Answer()
+			row.Label = narrative.Call(&e) + ": " + e.Answer()
 		case KindConnect:
 			row.Label = e.Op
 		case KindConnectFailed:
@@ -412,8 +416,8 @@ func layoutDiagram(evs []Event, host string, servers []string, keep Filter) *dia
 		if m.Requests == 1 {
 			noun = "request"
 		}
-		m.Label = fmt.Sprintf("… and %d more %s (%s) from %s to %s", m.Requests, noun, narrList(parts),
-			m.t.Local().Format(narrTimeLayout), m.last.Local().Format(narrTimeLayout))
+		m.Label = fmt.Sprintf("… and %d more %s (%s) from %s to %s", m.Requests, noun, narrative.List(parts),
+			m.t.Local().Format(narrative.TimeLayout), m.last.Local().Format(narrative.TimeLayout))
 		if m.Responses != m.Requests {
 			m.Label += fmt.Sprintf(", %d answered", m.Responses)
 		}
@@ -478,7 +482,7 @@ func layoutDiagram(evs []Event, host string, servers []string, keep Filter) *dia
 			prev = r.last
 		}
 		r.Y = y
-		r.Time = r.t.Local().Format(narrTimeLayout)
+		r.Time = r.t.Local().Format(narrative.TimeLayout)
 		r.From, r.To = lx(r.From), lx(r.To)
 		p := procs[r.lane]
 		if p.AliveFrom < 0 {
@@ -496,7 +500,7 @@ func layoutDiagram(evs []Event, host string, servers []string, keep Filter) *dia
 	for _, s := range srvs {
 		d.Lanes = append(d.Lanes, *s)
 	}
-	for _, p := range []string{PhaseBootstrap, PhaseHCO, PhaseRequests, PhaseManagement, PhaseAdmin} {
+	for _, p := range []string{trace.PhaseBootstrap, trace.PhaseHCO, trace.PhaseRequests, trace.PhaseManagement, trace.PhaseAdmin} {
 		if phases[p] {
 			d.Phases = append(d.Phases, p)
 			delete(phases, p)
@@ -521,8 +525,8 @@ func layoutDiagram(evs []Event, host string, servers []string, keep Filter) *dia
 		}
 		d.Notes = append(d.Notes, fmt.Sprintf("Each connection draws its first %d requests of a phase and their responses; "+
 			"%s, on %s, %s summed up in %s (“… and K more”).",
-			diagPerConn, narrCount(reqs, "more request", "more requests"), narrCount(len(conns), "connection", "connections"),
-			verb, narrCount(len(moreRows), "row", "rows")))
+			diagPerConn, narrative.Count(reqs, "more request", "more requests"), narrative.Count(len(conns), "connection", "connections"),
+			verb, narrative.Count(len(moreRows), "row", "rows")))
 	}
 	if len(skippedProcs) > 0 {
 		var who []string
@@ -535,27 +539,27 @@ func layoutDiagram(evs []Event, host string, servers []string, keep Filter) *dia
 			who = append(who[:5], fmt.Sprintf("%d others", len(who)-5))
 		}
 		d.Notes = append(d.Notes, fmt.Sprintf("Only the first %d processes have a lane: %s, %s, are not drawn (%d events; they are in the steps and in trace.jsonl).",
-			diagMaxProcs, narrCount(len(skippedProcs), "more process", "more processes"), narrList(who), n))
+			diagMaxProcs, narrative.Count(len(skippedProcs), "more process", "more processes"), narrative.List(who), n))
 	}
 	if !stoppedAt.IsZero() {
 		d.Notes = append(d.Notes, fmt.Sprintf("The diagram stops after %d rows, at %s: %d later events are not drawn.",
-			diagMaxRows, stoppedAt.Local().Format(narrTimeLayout), leftOut))
+			diagMaxRows, stoppedAt.Local().Format(narrative.TimeLayout), leftOut))
 	}
 	return d
 }
 
 // count is a lane's connections, and its failed connects if any.
 func (l *diagLane) count() string {
-	s := narrCount(l.conns, "connection", "connections")
+	s := narrative.Count(l.conns, "connection", "connections")
 	if l.fails > 0 {
-		s += ", " + narrCount(l.fails, "failed", "failed")
+		s += ", " + narrative.Count(l.fails, "failed", "failed")
 	}
 	return s
 }
 
 // diagServer names a server's lane: its host name, or its address when
 // the lab's hosts map had no name for it.
-func diagServer(e Event) string {
+func diagServer(e trace.Event) string {
 	if e.RemoteHost != "" {
 		return e.RemoteHost
 	}
@@ -580,9 +584,9 @@ func diagOrder(servers []string, s string) int {
 // diagTitle is an event as trace.jsonl records it (a reset is TCP Reset,
 // and handshake messages and requests are events too), in the table's
 // order, with its note.
-func diagTitle(e Event) string {
-	path := Endpoint(e.LocalHost, e.Local) + " -> " + Endpoint(e.RemoteHost, e.Remote)
-	s := strings.Join([]string{e.T.Local().Format(timeOfDayLayout), e.Proc, strconv.Itoa(e.PID), e.Op, path,
+func diagTitle(e trace.Event) string {
+	path := trace.Endpoint(e.LocalHost, e.Local) + " -> " + trace.Endpoint(e.RemoteHost, e.Remote)
+	s := strings.Join([]string{e.T.Local().Format(procmon.TimeOfDayLayout), e.Proc, strconv.Itoa(e.PID), e.Op, path,
 		"Length: " + strconv.Itoa(e.Len)}, "  ")
 	if e.Note != "" {
 		s += "  " + e.Note

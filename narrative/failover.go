@@ -1,8 +1,10 @@
-package trace
+package narrative
 
 import (
 	"strings"
 	"time"
+
+	"github.com/agentlab/agentlab/trace"
 )
 
 // narrStateWindow: Server State events of one process this close together
@@ -21,7 +23,7 @@ func (n *narrator) failovers(p *narrProc) []Step {
 	phase := ""
 	flush := func() {
 		if len(clauses) > 0 {
-			text := "at " + span.first.Local().Format(narrTimeLayout) + ", " + n.name(p) + " " + strings.Join(clauses, "; ") + "."
+			text := "at " + span.first.Local().Format(TimeLayout) + ", " + n.name(p) + " " + strings.Join(clauses, "; ") + "."
 			steps = append(steps, n.step(p, phase, text, nil, span))
 		}
 		clauses, span, phase = nil, narrSpan{}, ""
@@ -38,19 +40,19 @@ func (n *narrator) failovers(p *narrProc) []Step {
 		}
 		var clause string
 		switch {
-		case st.From == "" && Down(st.To):
+		case st.From == "" && trace.Down(st.To):
 			clause = "finds " + host + " down at start (" + st.Err + "): it is " + st.To + " and retried by the health poll"
 		case st.From == "":
 			continue
-		case Down(st.To) && !Down(st.From):
+		case trace.Down(st.To) && !trace.Down(st.From):
 			clause = "marks " + host + " unavailable (" + st.Why + ")"
-		case Down(st.From) && st.To == StateActive:
+		case trace.Down(st.From) && st.To == trace.StateActive:
 			clause = "sees " + host + " back (" + st.Why + "): new sockets go to it"
-		case Down(st.From):
+		case trace.Down(st.From):
 			clause = "sees " + host + " back (" + st.Why + "), standing by as " + st.To
-		case st.To == StateActive:
+		case st.To == trace.StateActive:
 			clause = "next requests go to " + host
-		case st.To == StateInactive:
+		case st.To == trace.StateInactive:
 			clause = "puts " + host + " on standby"
 		default:
 			clause = host + " goes from " + st.From + " to " + st.To + " (" + st.Why + ")"

@@ -1,4 +1,4 @@
-package trace
+package pcapng
 
 import (
 	"encoding/binary"

@@ -1,4 +1,8 @@
-package trace
+// Package report writes report.html: a run's settings and summary, then
+// for each side (one run; agentlab compare has three) a sequence diagram of
+// the agents' connections (diagram.go), the steps (narrative) and the
+// Process Monitor view (procmon), in one self-contained page.
+package report
 
 import (
 	"bufio"
@@ -7,12 +11,16 @@ import (
 	"html/template"
 	"io"
 	"strings"
+
+	"github.com/agentlab/agentlab/narrative"
+	"github.com/agentlab/agentlab/procmon"
+	"github.com/agentlab/agentlab/trace"
 )
 
-// Report is what report.html shows: a run's settings and summary, then for
+// Page is what report.html shows: a run's settings and summary, then for
 // each side (one run; agentlab compare has three) a sequence diagram, the
 // steps and the Process Monitor view, all rendered from the side's events.
-type Report struct {
+type Page struct {
 	Title string
 	// Lines are the settings and the summary, one sentence each.
 	Lines []string
@@ -27,19 +35,19 @@ type Side struct {
 	Label string
 	// Lines say what this run was and how it went.
 	Lines  []string
-	Events []Event // merged, in time order
+	Events []trace.Event // merged, in time order
 	// Host is the web server host and Servers the Policy Server hosts: the
 	// steps and the diagram tell the processes on Host talking to Servers.
 	Host    string
 	Servers []string
 	// Agents keeps the events of the processes the steps and the diagram
 	// tell (the lab leaves out the registration tool); nil keeps all.
-	Agents Filter
+	Agents procmon.Select
 	// Table keeps the events of the Process Monitor view; nil keeps the
 	// socket operations between Host and Servers, as the seed filters.
-	Table Filter
+	Table procmon.Select
 	// Procmon is the view's filter on its rows, after Table.
-	Procmon ProcmonFilter
+	Procmon procmon.Filter
 	// TableWhat says which rows Table and Procmon keep, as a title's
 	// parenthesis.
 	TableWhat string
@@ -55,7 +63,7 @@ var reportTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 
 type reportView struct {
 	Title   string
-	Header  []string // the Process Monitor view's columns
+	Header  []string // the trace.Process Monitor view's columns
 	Lines   []string
 	Figures string
 	Sides   []sideView
@@ -91,8 +99,8 @@ type tableView struct {
 // WriteReport writes r as one self-contained HTML page: inline CSS and
 // SVG, no script, nothing fetched when it is viewed, so that a run's
 // folder can be mailed or opened years later.
-func WriteReport(w io.Writer, r Report) error {
-	v := reportView{Title: r.Title, Header: tableHeader, Lines: r.Lines, Figures: r.Figures}
+func Write(w io.Writer, r Page) error {
+	v := reportView{Title: r.Title, Header: procmon.Header, Lines: r.Lines, Figures: r.Figures}
 	seen := map[string]bool{}
 	for i, s := range r.Sides {
 		sv := newSideView(i, s)
@@ -114,13 +122,13 @@ func WriteReport(w io.Writer, r Report) error {
 
 func newSideView(i int, s Side) sideView {
 	sv := sideView{ID: fmt.Sprintf("s%d", i), Label: s.Label, Lines: s.Lines, TableWhat: s.TableWhat, Events: len(s.Events)}
-	var agents []Event
+	var agents []trace.Event
 	for _, e := range s.Events {
 		if s.Agents == nil || s.Agents(e) {
 			agents = append(agents, e)
 		}
 	}
-	steps := Narrate(agents, s.Host, s.Servers)
+	steps := narrative.Narrate(agents, s.Host, s.Servers)
 	sv.Diagram = layoutDiagram(s.Events, s.Host, s.Servers, s.Agents)
 	sv.Diagram.ID = sv.ID
 	sv.Diagram.markSteps(steps)
@@ -132,21 +140,21 @@ func newSideView(i int, s Side) sideView {
 	}
 	for _, st := range steps {
 		sv.Steps = append(sv.Steps, stepView{N: st.N, Text: st.Text, Phase: st.Phase, PhaseClass: phaseClass(st.Phase),
-			First: st.First.Local().Format(narrTimeLayout), Last: st.Last.Local().Format(narrTimeLayout), Drawn: drawn[st.N]})
+			First: st.First.Local().Format(narrative.TimeLayout), Last: st.Last.Local().Format(narrative.TimeLayout), Drawn: drawn[st.N]})
 	}
 
 	keep := s.Table
 	if keep == nil {
-		keep = SocketOps
+		keep = procmon.SocketOps
 		if s.Host != "" {
-			keep = All(SocketOps, Between(s.Host, s.Servers...))
+			keep = procmon.All(procmon.SocketOps, procmon.Between(s.Host, s.Servers...))
 		}
 	}
 	if sv.TableWhat == "" && s.Table == nil && s.Host != "" {
 		sv.TableWhat = fmt.Sprintf("filtered as the seed filters: %s to %s", s.Host, strings.Join(s.Servers, " or "))
 	}
-	for _, r := range procmonRows(s.Events, keep, s.Procmon) {
-		sv.Rows = append(sv.Rows, tableView{Cells: r.cells, Class: "op-" + strings.ToLower(strings.TrimPrefix(r.op, "TCP "))})
+	for _, r := range procmon.Rows(s.Events, keep, s.Procmon) {
+		sv.Rows = append(sv.Rows, tableView{Cells: r.Cells, Class: "op-" + strings.ToLower(strings.TrimPrefix(r.Op, "TCP "))})
 	}
 	return sv
 }
@@ -154,15 +162,15 @@ func newSideView(i int, s Side) sideView {
 // PhaseNote is what a phase is, for the legend.
 func (v reportView) PhaseNote(p string) string {
 	switch p {
-	case PhaseBootstrap:
+	case trace.PhaseBootstrap:
 		return "SmHost.conf's server: handshake, HCO, reset"
-	case PhaseHCO:
+	case trace.PhaseHCO:
 		return "the servers the HCO lists: the pool's first sockets, the ACO"
-	case PhaseRequests:
+	case trace.PhaseRequests:
 		return "page loads: IsProtected, Login, Authorize"
-	case PhaseManagement:
+	case trace.PhaseManagement:
 		return "the LLAWP's DoManagement polls"
-	case PhaseAdmin:
+	case trace.PhaseAdmin:
 		return "registration (smreghost)"
 	case "":
 		return "no phase recorded"

@@ -1,4 +1,4 @@
-package trace
+package chart
 
 import (
 	"fmt"
@@ -10,11 +10,13 @@ import (
 	"time"
 
 	"github.com/guptarohit/asciigraph"
+
+	"github.com/agentlab/agentlab/trace"
 )
 
 // ServerLoad is how many agent requests each Policy Server answered, per
 // second: what shows a failover and a fail-back at a glance.
-type ServerLoad struct {
+type Load struct {
 	// Start is the second of the first answer counted.
 	Start time.Time
 	// Servers are the Policy Servers' host names, in the order asked for.
@@ -28,11 +30,11 @@ type ServerLoad struct {
 // from each of servers in the requests phase (IsProtected, Login,
 // Authorize: the traffic of the page loads, not bootstrap, HCO or
 // management), per second.
-func CountServerLoad(evs []Event, host string, servers []string) ServerLoad {
-	load := ServerLoad{Servers: slices.Clone(servers), PerSecond: make([][]int, len(servers))}
-	var answered []Event
+func CountLoad(evs []trace.Event, host string, servers []string) Load {
+	load := Load{Servers: slices.Clone(servers), PerSecond: make([][]int, len(servers))}
+	var answered []trace.Event
 	for _, e := range evs {
-		if e.Op == OpResponse && e.Phase == PhaseRequests && strings.EqualFold(e.LocalHost, host) &&
+		if e.Op == trace.OpResponse && e.Phase == trace.PhaseRequests && strings.EqualFold(e.LocalHost, host) &&
 			slices.ContainsFunc(servers, func(s string) bool { return strings.EqualFold(s, e.RemoteHost) }) {
 			answered = append(answered, e)
 		}
@@ -70,7 +72,7 @@ func CountServerLoad(evs []Event, host string, servers []string) ServerLoad {
 }
 
 // Seconds is how many seconds the load spans.
-func (l ServerLoad) Seconds() int {
+func (l Load) Seconds() int {
 	if len(l.PerSecond) == 0 {
 		return 0
 	}
@@ -94,7 +96,7 @@ var chartMarks = []string{"*", "o", "+", "x", "#", "@"}
 // WriteServerChart draws the load as a line per server, then the figures
 // per second under it, which the chart only approximates when the run is
 // longer than the terminal is wide.
-func WriteServerChart(w io.Writer, l ServerLoad) error {
+func Write(w io.Writer, l Load) error {
 	if l.Seconds() == 0 {
 		_, err := fmt.Fprintln(w, "No request reached a Policy Server: nothing to chart.")
 		return err

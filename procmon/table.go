@@ -1,4 +1,9 @@
-package trace
+// Package procmon renders recorded events as Process Monitor's view: its
+// network and process rows (Time of Day, Process Name, PID, Operation,
+// Path, Result, Detail), and its Filter dialog (conditions that include
+// and exclude rows), for agentlab run's text report, report.html and
+// agentlab procmon.
+package procmon
 
 import (
 	"fmt"
@@ -6,30 +11,33 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/agentlab/agentlab/trace"
 )
 
-// Filter keeps the events a reader wants to see.
-type Filter func(Event) bool
+// Select keeps the events a view shows (the rows come from them, then
+// go through the view's Filter).
+type Select func(trace.Event) bool
 
 // SocketOps keeps the operations Process Monitor shows as Network
 // Activity (TCP ...).
-func SocketOps(e Event) bool { return strings.HasPrefix(e.Op, "TCP ") }
+func SocketOps(e trace.Event) bool { return strings.HasPrefix(e.Op, "TCP ") }
 
 // ProcessOps keeps Process Monitor's Process and Thread Activity that a
 // trace has: Process Create and Process Exit.
-func ProcessOps(e Event) bool {
-	return (e.Op == OpProcessCreate || e.Op == OpProcessExit) && e.Process != nil
+func ProcessOps(e trace.Event) bool {
+	return (e.Op == trace.OpProcessCreate || e.Op == trace.OpProcessExit) && e.Process != nil
 }
 
 // ProcmonOps keeps every operation the view can show: network and process
 // activity.
-func ProcmonOps(e Event) bool { return SocketOps(e) || ProcessOps(e) }
+func Ops(e trace.Event) bool { return SocketOps(e) || ProcessOps(e) }
 
 // Between keeps events on connections from host to any of servers, seen
 // from host's side: the seed's filter `ip.src_host == wa1.shared.lab &&
 // ip.dst_host == smps1.shared.lab || ip.dst_host == smps2.shared.lab`.
-func Between(host string, servers ...string) Filter {
-	return func(e Event) bool {
+func Between(host string, servers ...string) Select {
+	return func(e trace.Event) bool {
 		if !strings.EqualFold(e.LocalHost, host) {
 			return false
 		}
@@ -43,8 +51,8 @@ func Between(host string, servers ...string) Filter {
 }
 
 // All keeps events that pass every filter.
-func All(fs ...Filter) Filter {
-	return func(e Event) bool {
+func All(fs ...Select) Select {
+	return func(e trace.Event) bool {
 		for _, f := range fs {
 			if !f(e) {
 				return false
@@ -66,22 +74,22 @@ const (
 	ColDetail      = "Detail"
 )
 
-// tableHeader and tableRow are the Process Monitor view's columns, shared
-// by the text table and report.html so that both show the same rows.
-var tableHeader = []string{ColTimeOfDay, ColProcessName, ColPID, ColOperation, ColPath, ColResult, ColDetail}
+// Header and tableRow are the Process Monitor view's columns, shared by
+// the text table and report.html (Rows) so that both show the same rows.
+var Header = []string{ColTimeOfDay, ColProcessName, ColPID, ColOperation, ColPath, ColResult, ColDetail}
 
 // ProcmonOperations are Process Monitor's network operations. A trace
 // records TCP Reset for a connection the socket closed with an RST;
 // Process Monitor has no such operation and shows it as TCP Disconnect.
 // TCP Reconnect (a SYN sent again), TCP Retransmit and UDP are not seen
 // from a socket's system calls: no trace has them, a filter may name them.
-var ProcmonOperations = []string{"TCP Connect", "TCP Accept", "TCP Send", "TCP Receive", "TCP Disconnect",
+var Operations = []string{"TCP Connect", "TCP Accept", "TCP Send", "TCP Receive", "TCP Disconnect",
 	"TCP Reconnect", "TCP Retransmit", "UDP Send", "UDP Receive"}
 
 // procmonOp is the Operation column of a socket event.
-func procmonOp(e *Event) string {
-	if e.Op == OpReset {
-		return OpDisconnect
+func procmonOp(e *trace.Event) string {
+	if e.Op == trace.OpReset {
+		return trace.OpDisconnect
 	}
 	return e.Op
 }
@@ -92,8 +100,8 @@ const ResultSuccess = "SUCCESS"
 // procmonResult is the Result column: SUCCESS, or for a connect that
 // failed, the Windows status the error maps to, named as Process Monitor
 // names statuses (STATUS_CONNECTION_REFUSED is shown CONNECTION REFUSED).
-func procmonResult(e *Event) string {
-	if e.Op != OpConnect || e.Conn != "" {
+func procmonResult(e *trace.Event) string {
+	if e.Op != trace.OpConnect || e.Conn != "" {
 		return ResultSuccess
 	}
 	switch e.Errno {
@@ -117,11 +125,11 @@ func procmonResult(e *Event) string {
 	return "UNSUCCESSFUL"
 }
 
-// timeOfDayLayout is Process Monitor's Time of Day: seconds to 100 ns. It
+// TimeOfDayLayout is Process Monitor's Time of Day: seconds to 100 ns. It
 // follows the system's clock format, 12 or 24 hours; the view keeps the
 // 24-hour clock of WA.log, the steps and Wireshark's time of day, so that
 // one time reads the same in each.
-const timeOfDayLayout = "15:04:05.0000000"
+const TimeOfDayLayout = "15:04:05.0000000"
 
 // seqPos is where one end of a connection is in each direction: the bytes
 // it has sent and read so far.
@@ -131,11 +139,11 @@ type seqPos struct{ sent, read int }
 // operation, with the fields a trace can fill truthfully. Left out: connid
 // and a send's startime and endtime, which are Windows' own counters, and
 // on a trace with no TCP_INFO (not recorded on Linux) a connect's options.
-func procmonDetail(e *Event, pos seqPos) string {
+func procmonDetail(e *trace.Event, pos seqPos) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Length: %d", e.Len)
 	switch e.Op {
-	case OpConnect, OpAccept:
+	case trace.OpConnect, trace.OpAccept:
 		if e.Conn == "" {
 			break // no socket: no options, no sequence number
 		}
@@ -147,11 +155,11 @@ func procmonDetail(e *Event, pos seqPos) string {
 			fmt.Fprintf(&b, ", rcvwinscale: %d, sndwinscale: %d", t.RcvWindowScale, t.SndWindowScale)
 		}
 		fmt.Fprintf(&b, ", seqnum: %d", 0) // the SYN's
-	case OpSend:
+	case trace.OpSend:
 		fmt.Fprintf(&b, ", seqnum: %d", relSeq(pos.sent))
-	case OpReceive:
+	case trace.OpReceive:
 		fmt.Fprintf(&b, ", seqnum: %d", relSeq(pos.read))
-	case OpDisconnect, OpReset:
+	case trace.OpDisconnect, trace.OpReset:
 		// The FIN or RST of the end that closed: ours after the bytes
 		// we sent, the peer's after the bytes we read.
 		if e.Peer {
@@ -161,15 +169,21 @@ func procmonDetail(e *Event, pos seqPos) string {
 		}
 	}
 	switch {
-	case e.Op == OpReset && e.Peer:
+	case e.Op == trace.OpReset && e.Peer:
 		b.WriteString(", reset: RST received")
-	case e.Op == OpReset:
+	case e.Op == trace.OpReset:
 		b.WriteString(", reset: RST sent")
-	case e.Op == OpDisconnect && e.Peer:
+	case e.Op == trace.OpDisconnect && e.Peer:
 		b.WriteString(", closed by peer: FIN received")
 	}
 	return b.String()
 }
+
+// relSeq is the sequence number, relative to the end's initial one as
+// Wireshark shows it, of the byte at offset off of what an end sends: its
+// SYN takes number 0. trace.pcapng's packets count so too (pcapng's test
+// TestProcmonSeqnumIsPcapng holds the two together).
+func relSeq(off int) uint32 { return uint32(off) + 1 }
 
 func b2i(v bool) int {
 	if v {
@@ -178,12 +192,12 @@ func b2i(v bool) int {
 	return 0
 }
 
-func tableRow(e *Event, pos seqPos) []string {
+func tableRow(e *trace.Event, pos seqPos) []string {
 	if ProcessOps(*e) {
 		return processRow(e)
 	}
-	path := Endpoint(e.LocalHost, e.Local) + " -> " + Endpoint(e.RemoteHost, e.Remote)
-	return []string{e.T.Local().Format(timeOfDayLayout), e.Proc, strconv.Itoa(e.PID), procmonOp(e), path,
+	path := trace.Endpoint(e.LocalHost, e.Local) + " -> " + trace.Endpoint(e.RemoteHost, e.Remote)
+	return []string{e.T.Local().Format(TimeOfDayLayout), e.Proc, strconv.Itoa(e.PID), procmonOp(e), path,
 		procmonResult(e), procmonDetail(e, pos)}
 }
 
@@ -192,17 +206,17 @@ func tableRow(e *Event, pos seqPos) []string {
 // its Detail the child's PID and command line; a Process Exit is the
 // exiting process's row, its Detail the exit status and the process's
 // times and peak working set.
-func processRow(e *Event) []string {
+func processRow(e *trace.Event) []string {
 	p := e.Process
 	path, detail := "", ""
 	switch e.Op {
-	case OpProcessCreate:
+	case trace.OpProcessCreate:
 		path = p.Image
 		detail = fmt.Sprintf("PID: %d, Command line: %s", p.PID, p.CommandLine)
-	case OpProcessExit:
+	case trace.OpProcessExit:
 		x := p.Exit
 		if x == nil {
-			x = &Exit{Code: -1}
+			x = &trace.Exit{Code: -1}
 		}
 		detail = fmt.Sprintf("Exit Status: %d", x.Code)
 		if x.Signal != "" {
@@ -213,7 +227,7 @@ func processRow(e *Event) []string {
 			detail += ", Peak Working Set: " + thousands(x.PeakRSS)
 		}
 	}
-	return []string{e.T.Local().Format(timeOfDayLayout), e.Proc, strconv.Itoa(e.PID), e.Op, path, ResultSuccess, detail}
+	return []string{e.T.Local().Format(TimeOfDayLayout), e.Proc, strconv.Itoa(e.PID), e.Op, path, ResultSuccess, detail}
 }
 
 // thousands writes n with a comma every three digits, as Process Monitor
@@ -226,27 +240,27 @@ func thousands(n int64) string {
 	return s
 }
 
-// procmonRow is one row of the view, and the trace operation it shows
-// (report.html marks resets by it).
-type procmonRow struct {
-	cells []string
-	op    string
+// Row is one row of the view: its cells in Header's order, and the trace
+// operation it shows (report.html marks resets by it).
+type Row struct {
+	Cells []string
+	Op    string
 }
 
-// procmonRows renders the socket events of evs that keep selects (nil:
+// Rows renders the socket events of evs that keep selects (nil:
 // all) and f lets through. The sequence numbers are counted over every
 // event of evs, whatever is shown.
-func procmonRows(evs []Event, keep Filter, f ProcmonFilter) []procmonRow {
-	ends := map[endKey]*seqPos{}
-	var rows []procmonRow
+func Rows(evs []trace.Event, keep Select, f Filter) []Row {
+	ends := map[trace.End]*seqPos{}
+	var rows []Row
 	for i := range evs {
 		e := &evs[i]
-		if !ProcmonOps(*e) {
+		if !Ops(*e) {
 			continue
 		}
 		var pos seqPos
 		if e.Conn != "" {
-			k := endOf(e)
+			k := trace.EndOf(e)
 			p := ends[k]
 			if p == nil {
 				p = &seqPos{}
@@ -254,9 +268,9 @@ func procmonRows(evs []Event, keep Filter, f ProcmonFilter) []procmonRow {
 			}
 			pos = *p
 			switch e.Op {
-			case OpSend:
+			case trace.OpSend:
 				p.sent += e.Len
-			case OpReceive:
+			case trace.OpReceive:
 				p.read += e.Len
 			}
 		}
@@ -265,7 +279,7 @@ func procmonRows(evs []Event, keep Filter, f ProcmonFilter) []procmonRow {
 		}
 		cells := tableRow(e, pos)
 		if f.Keep(cells) {
-			rows = append(rows, procmonRow{cells: cells, op: e.Op})
+			rows = append(rows, Row{Cells: cells, Op: e.Op})
 		}
 	}
 	return rows
@@ -276,15 +290,15 @@ func procmonRows(evs []Event, keep Filter, f ProcmonFilter) []procmonRow {
 // Result and Detail. keep selects the events (nil: every socket
 // operation), f is the view's filter; limit > 0 prints that many rows at
 // most. It returns how many rows the view has.
-func WriteTable(w io.Writer, evs []Event, keep Filter, f ProcmonFilter, limit int) (int, error) {
-	rows := procmonRows(evs, keep, f)
+func WriteTable(w io.Writer, evs []trace.Event, keep Select, f Filter, limit int) (int, error) {
+	rows := Rows(evs, keep, f)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, strings.Join(tableHeader, "\t"))
+	fmt.Fprintln(tw, strings.Join(Header, "\t"))
 	for i, r := range rows {
 		if limit > 0 && i == limit {
 			break
 		}
-		fmt.Fprintln(tw, strings.Join(r.cells, "\t"))
+		fmt.Fprintln(tw, strings.Join(r.Cells, "\t"))
 	}
 	return len(rows), tw.Flush()
 }
@@ -293,12 +307,12 @@ func WriteTable(w io.Writer, evs []Event, keep Filter, f ProcmonFilter, limit in
 // every process's socket operations through f. Addresses the events do
 // not name are named by hostsFile, or with "" by the run's hosts file
 // next to the trace when there is one.
-func WriteTableFile(w io.Writer, tracePath, hostsFile string, f ProcmonFilter) error {
-	evs, err := ReadFile(tracePath)
+func WriteTableFile(w io.Writer, tracePath, hostsFile string, f Filter) error {
+	evs, err := trace.ReadFile(tracePath)
 	if err != nil {
 		return err
 	}
-	hosts, err := runHosts(tracePath, hostsFile)
+	hosts, err := trace.LoadRunHosts(tracePath, hostsFile)
 	if err != nil {
 		return err
 	}

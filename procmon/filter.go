@@ -1,10 +1,12 @@
-package trace
+package procmon
 
 import (
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/agentlab/agentlab/trace"
 )
 
 // Relations of Process Monitor's Filter dialog that compare text. Like
@@ -24,7 +26,7 @@ var relations = []string{RelIsNot, RelIs, RelBeginsWith, RelEndsWith, RelContain
 // ProcmonCondition is one line of Process Monitor's Filter dialog without
 // its action: a column, a relation and a value, as in "Process Name is
 // w3wp.exe". It reads itself from that text (ParseProcmonCondition).
-type ProcmonCondition struct {
+type Condition struct {
 	Column   string // one of the view's columns, spelled as the header spells it
 	Relation string // one of the Rel constants
 	Value    string
@@ -35,21 +37,21 @@ type ProcmonCondition struct {
 // a relation (is, is not, begins with, ends with, contains, excludes),
 // then the value, the rest of the text. Column and relation ignore case,
 // as the value does when it is compared.
-func ParseProcmonCondition(s string) (ProcmonCondition, error) {
+func ParseCondition(s string) (Condition, error) {
 	text := strings.TrimSpace(s)
 	if text == "" {
-		return ProcmonCondition{}, fmt.Errorf(`empty filter: want "COLUMN RELATION VALUE", e.g. "Process Name is w3wp.exe"`)
+		return Condition{}, fmt.Errorf(`empty filter: want "COLUMN RELATION VALUE", e.g. "Process Name is w3wp.exe"`)
 	}
-	var c ProcmonCondition
+	var c Condition
 	rest, ok := "", false
-	for _, col := range tableHeader {
+	for _, col := range Header {
 		if rest, ok = cutWord(text, col); ok {
 			c.Column = col
 			break
 		}
 	}
 	if !ok {
-		return c, fmt.Errorf("%q: want a column first, one of %s", text, strings.Join(tableHeader, ", "))
+		return c, fmt.Errorf("%q: want a column first, one of %s", text, strings.Join(Header, ", "))
 	}
 	for _, rel := range relations {
 		if rest, ok = cutWord(rest, rel); ok {
@@ -67,16 +69,16 @@ func ParseProcmonCondition(s string) (ProcmonCondition, error) {
 	if c.Relation == RelIs || c.Relation == RelIsNot {
 		switch c.Column {
 		case ColOperation:
-			i := slices.IndexFunc(ProcmonOperations, func(op string) bool { return strings.EqualFold(op, c.Value) })
+			i := slices.IndexFunc(Operations, func(op string) bool { return strings.EqualFold(op, c.Value) })
 			if i < 0 {
 				hint := ""
-				if strings.EqualFold(c.Value, OpReset) {
+				if strings.EqualFold(c.Value, trace.OpReset) {
 					hint = ` (a connection closed by a reset is a TCP Disconnect whose Detail says "reset": try "Detail contains reset")`
 				}
 				return c, fmt.Errorf("%q: Process Monitor has no operation %q%s; its network operations are %s",
-					text, c.Value, hint, strings.Join(ProcmonOperations, ", "))
+					text, c.Value, hint, strings.Join(Operations, ", "))
 			}
-			c.Value = ProcmonOperations[i]
+			c.Value = Operations[i]
 		case ColPID:
 			if _, err := strconv.ParseUint(c.Value, 10, 31); err != nil {
 				return c, fmt.Errorf("%q: a PID is a number, not %q", text, c.Value)
@@ -100,8 +102,8 @@ func cutWord(s, word string) (string, bool) {
 }
 
 // UnmarshalText reads a condition from a flag (kong) or a file.
-func (c *ProcmonCondition) UnmarshalText(b []byte) error {
-	v, err := ParseProcmonCondition(string(b))
+func (c *Condition) UnmarshalText(b []byte) error {
+	v, err := ParseCondition(string(b))
 	if err != nil {
 		return err
 	}
@@ -110,12 +112,12 @@ func (c *ProcmonCondition) UnmarshalText(b []byte) error {
 }
 
 // String is the condition as ParseProcmonCondition reads it.
-func (c ProcmonCondition) String() string { return c.Column + " " + c.Relation + " " + c.Value }
+func (c Condition) String() string { return c.Column + " " + c.Relation + " " + c.Value }
 
 // Match tells whether a row of the view (cells in the header's order)
 // meets the condition.
-func (c ProcmonCondition) Match(cells []string) bool {
-	i := slices.Index(tableHeader, c.Column)
+func (c Condition) Match(cells []string) bool {
+	i := slices.Index(Header, c.Column)
 	if i < 0 || i >= len(cells) {
 		return false
 	}
@@ -144,13 +146,13 @@ func (c ProcmonCondition) Match(cells []string) bool {
 // columns AND-ed (Process Name is w3wp.exe, Process Name is LLAWP.exe,
 // Operation is TCP Connect: the connects of either process). With no
 // Include condition every row not excluded is shown.
-type ProcmonFilter struct {
-	Include []ProcmonCondition
-	Exclude []ProcmonCondition
+type Filter struct {
+	Include []Condition
+	Exclude []Condition
 }
 
 // Keep tells whether the view shows a row (cells in the header's order).
-func (f ProcmonFilter) Keep(cells []string) bool {
+func (f Filter) Keep(cells []string) bool {
 	for _, c := range f.Exclude {
 		if c.Match(cells) {
 			return false
@@ -169,11 +171,11 @@ func (f ProcmonFilter) Keep(cells []string) bool {
 }
 
 // IsZero tells a filter that keeps every row.
-func (f ProcmonFilter) IsZero() bool { return len(f.Include) == 0 && len(f.Exclude) == 0 }
+func (f Filter) IsZero() bool { return len(f.Include) == 0 && len(f.Exclude) == 0 }
 
 // String lists the conditions with their actions, as a title says them:
 // "include Process Name is w3wp.exe; exclude Operation is TCP Send".
-func (f ProcmonFilter) String() string {
+func (f Filter) String() string {
 	var parts []string
 	for _, c := range f.Include {
 		parts = append(parts, "include "+c.String())

@@ -1,4 +1,4 @@
-package trace
+package pcapng
 
 import (
 	"bytes"
@@ -17,13 +17,17 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/agentlab/agentlab/procmon"
+	"github.com/agentlab/agentlab/trace"
+	"github.com/agentlab/agentlab/trace/tracetest"
 )
 
 // pcapLab builds the events of one or more connections as the processes at
 // their two ends would record them, at times given in milliseconds.
 type pcapLab struct {
 	t0  time.Time
-	evs []Event
+	evs []trace.Event
 }
 
 // pcapEnd is one end of a connection: the process and its view of the
@@ -45,7 +49,7 @@ func (l *pcapLab) at(ms float64) time.Time {
 }
 
 func (l *pcapLab) add(e pcapEnd, ms float64, op string, data []byte, note string) {
-	ev := Event{T: l.at(ms), Proc: e.proc, PID: e.pid, Op: op, Conn: e.conn, Local: e.local, Remote: e.remote,
+	ev := trace.Event{T: l.at(ms), Proc: e.proc, PID: e.pid, Op: op, Conn: e.conn, Local: e.local, Remote: e.remote,
 		LocalHost: e.localHost, RemoteHost: e.remoteHost, Len: len(data), Note: note}
 	if !e.noData && data != nil {
 		ev.Data = data
@@ -53,47 +57,45 @@ func (l *pcapLab) add(e pcapEnd, ms float64, op string, data []byte, note string
 	l.evs = append(l.evs, ev)
 }
 
-func (l *pcapLab) connect(e pcapEnd, ms float64) { l.add(e, ms, OpConnect, nil, "") }
-func (l *pcapLab) accept(e pcapEnd, ms float64)  { l.add(e, ms, OpAccept, nil, "") }
+func (l *pcapLab) connect(e pcapEnd, ms float64) { l.add(e, ms, trace.OpConnect, nil, "") }
+func (l *pcapLab) accept(e pcapEnd, ms float64)  { l.add(e, ms, trace.OpAccept, nil, "") }
 func (l *pcapLab) send(e pcapEnd, ms float64, s string) {
-	l.add(e, ms, OpSend, []byte(s), "")
+	l.add(e, ms, trace.OpSend, []byte(s), "")
 }
 func (l *pcapLab) recv(e pcapEnd, ms float64, s string) {
-	l.add(e, ms, OpReceive, []byte(s), "")
+	l.add(e, ms, trace.OpReceive, []byte(s), "")
 }
 func (l *pcapLab) note(e pcapEnd, ms float64, op string, n int, note string) {
 	l.add(e, ms, op, nil, note)
 	l.evs[len(l.evs)-1].Len = n
 }
-func (l *pcapLab) close(e pcapEnd, ms float64)   { l.add(e, ms, OpDisconnect, nil, "") }
-func (l *pcapLab) reset(e pcapEnd, ms float64)   { l.add(e, ms, OpReset, nil, "") }
-func (l *pcapLab) peerFin(e pcapEnd, ms float64) { l.peer(e, ms, OpDisconnect) }
-func (l *pcapLab) peerRst(e pcapEnd, ms float64) { l.peer(e, ms, OpReset) }
+func (l *pcapLab) close(e pcapEnd, ms float64)   { l.add(e, ms, trace.OpDisconnect, nil, "") }
+func (l *pcapLab) reset(e pcapEnd, ms float64)   { l.add(e, ms, trace.OpReset, nil, "") }
+func (l *pcapLab) peerFin(e pcapEnd, ms float64) { l.peer(e, ms, trace.OpDisconnect) }
+func (l *pcapLab) peerRst(e pcapEnd, ms float64) { l.peer(e, ms, trace.OpReset) }
 
 // peer is the peer's close, as this end saw it.
 func (l *pcapLab) peer(e pcapEnd, ms float64, op string) {
-	p := fxPeer(op)
+	p := tracetest.PeerClose(op)
 	l.add(e, ms, op, nil, p.Note)
 	l.evs[len(l.evs)-1].Peer = p.Peer
 }
 
 // events are in time order, as Merge leaves them.
-func (l *pcapLab) events() []Event {
+func (l *pcapLab) events() []trace.Event {
 	evs := slices.Clone(l.evs)
-	slices.SortStableFunc(evs, func(a, b Event) int { return a.T.Compare(b.T) })
+	slices.SortStableFunc(evs, func(a, b trace.Event) int { return a.T.Compare(b.T) })
 	return evs
 }
 
 // pcapEnds are the two ends of connection n of w3wp.exe (pid 100) to smps
-// (pid 200) on smps1.shared.lab, from client port port.
+// (pid 200) on smps1.shared.lab, from client port port (tracetest.Ends).
 func pcapEnds(n, port int) (c, s pcapEnd) {
-	c = pcapEnd{proc: "w3wp.exe", pid: 100, conn: fmt.Sprintf("100-%d", n),
-		local: fmt.Sprintf("127.0.0.11:%d", port), remote: "127.0.0.21:44443",
-		localHost: "wa1.shared.lab", remoteHost: "smps1.shared.lab"}
-	s = pcapEnd{proc: "smps", pid: 200, conn: fmt.Sprintf("200-%d", n),
-		local: "127.0.0.21:44443", remote: fmt.Sprintf("127.0.0.11:%d", port),
-		localHost: "smps1.shared.lab", remoteHost: "wa1.shared.lab"}
-	return c, s
+	end := func(e trace.Event) pcapEnd {
+		return pcapEnd{proc: e.Proc, pid: e.PID, conn: e.Conn, local: e.Local, remote: e.Remote, localHost: e.LocalHost, remoteHost: e.RemoteHost}
+	}
+	ce, se := tracetest.Ends(n, port)
+	return end(ce), end(se)
 }
 
 // exchange is the usual start: connect, one request and its answer.
@@ -106,9 +108,9 @@ func (l *pcapLab) exchange(c, s pcapEnd) {
 	l.recv(c, 2.1, "world!")
 }
 
-func seedPcapHosts(t testing.TB) *Hosts {
+func seedPcapHosts(t testing.TB) *trace.Hosts {
 	t.Helper()
-	h, err := NewHosts(map[string][]string{
+	h, err := trace.NewHosts(map[string][]string{
 		"127.0.0.11": {"wa1.shared.lab"}, "127.0.0.21": {"smps1.shared.lab"}, "127.0.0.22": {"smps2.shared.lab"},
 	})
 	if err != nil {
@@ -119,10 +121,10 @@ func seedPcapHosts(t testing.TB) *Hosts {
 
 // renderFlows writes the pcapng and reads it back, checking every block,
 // checksum and sequence number on the way.
-func renderFlows(t *testing.T, evs []Event, hosts *Hosts) (*pcapFile, []*flow) {
+func renderFlows(t *testing.T, evs []trace.Event, hosts *trace.Hosts) (*pcapFile, []*flow) {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := WritePcapng(&buf, evs, hosts); err != nil {
+	if err := Write(&buf, evs, hosts); err != nil {
 		t.Fatalf("WritePcapng: %v", err)
 	}
 	f, err := readPcapng(buf.Bytes())
@@ -155,8 +157,8 @@ func TestWritePcapng(t *testing.T) {
 			build: func(l *pcapLab) {
 				c, s := pcapEnds(1, 50000)
 				l.exchange(c, s)
-				l.note(c, 1.01, OpHandshake, 5, "ClientHello trusted host trust_wa1")
-				l.note(s, 1.9, OpResponse, 6, "IsProtected GET /: YES")
+				l.note(c, 1.01, trace.OpHandshake, 5, "ClientHello trusted host trust_wa1")
+				l.note(s, 1.9, trace.OpResponse, 6, "IsProtected GET /: YES")
 				l.close(c, 3)
 				l.peerFin(s, 3.1)
 				l.close(s, 3.2)
@@ -395,7 +397,7 @@ func TestWritePcapng(t *testing.T) {
 			build: func(l *pcapLab) {
 				c, s := pcapEnds(1, 50000)
 				l.exchange(c, s)
-				l.note(c, 1.01, OpHandshake, 5, "ClientHello trusted host "+strings.Repeat("é", 40000))
+				l.note(c, 1.01, trace.OpHandshake, 5, "ClientHello trusted host "+strings.Repeat("é", 40000))
 				l.reset(c, 3)
 			},
 			want:     [][]string{{"c>s S", "s>c SA", "c>s A", "c>s PA 5", "s>c PA 6", "c>s RA"}},
@@ -425,7 +427,7 @@ func TestWritePcapng(t *testing.T) {
 		{
 			name: "a failed connect has no packets",
 			build: func(l *pcapLab) {
-				l.evs = append(l.evs, Event{T: l.at(0), Proc: "w3wp.exe", PID: 100, Op: OpConnect,
+				l.evs = append(l.evs, trace.Event{T: l.at(0), Proc: "w3wp.exe", PID: 100, Op: trace.OpConnect,
 					Remote: "127.0.0.22:44443", RemoteHost: "smps2.shared.lab", Note: "failed: connection refused", Error: "connection refused"})
 			},
 		},
@@ -510,21 +512,21 @@ func TestWritePcapngErrors(t *testing.T) {
 			c := c
 			c.noData = true
 			l.exchange(c, s)
-			l.add(s, 2.05, OpReceive, nil, "")
+			l.add(s, 2.05, trace.OpReceive, nil, "")
 			l.evs[len(l.evs)-1].Len = 3
 		}, "8 bytes, 5 of them recorded", ErrNoPayload},
 		{"bytes that no event kept", func(l *pcapLab) {
 			l.connect(c, 0)
 			l.accept(s, 0.1)
 			l.send(c, 1, "hello")
-			l.add(c, 1.1, OpSend, nil, "")
+			l.add(c, 1.1, trace.OpSend, nil, "")
 			l.evs[len(l.evs)-1].Len = 3
 			l.recv(s, 1.2, "hello")
-			l.add(s, 1.3, OpReceive, nil, "")
+			l.add(s, 1.3, trace.OpReceive, nil, "")
 			l.evs[len(l.evs)-1].Len = 3
 		}, "byte 5 of 8 is in no event's data", ErrNoPayload},
 		{"a send with no connection id", func(l *pcapLab) {
-			l.evs = append(l.evs, Event{T: l.at(1), Proc: "w3wp.exe", PID: 100, Op: OpSend, Len: 1})
+			l.evs = append(l.evs, trace.Event{T: l.at(1), Proc: "w3wp.exe", PID: 100, Op: trace.OpSend, Len: 1})
 		}, `w3wp.exe (pid 100) conn "", TCP Send at 2026-11-25T22:08:46.001Z: a socket event with no connection id`, nil},
 		{"a connection that starts with a send", func(l *pcapLab) {
 			l.send(c, 1, "x")
@@ -589,7 +591,7 @@ func TestWritePcapngErrors(t *testing.T) {
 			l := newPcapLab()
 			tc.build(l)
 			// In the order built: some cases are about the order.
-			err := WritePcapng(io.Discard, l.evs, nil)
+			err := Write(io.Discard, l.evs, nil)
 			if err == nil {
 				t.Fatalf("no error, want %q", tc.want)
 			}
@@ -604,7 +606,7 @@ func TestWritePcapngErrors(t *testing.T) {
 }
 
 func TestPcapngBlocks(t *testing.T) {
-	hosts, err := NewHosts(map[string][]string{
+	hosts, err := trace.NewHosts(map[string][]string{
 		"127.0.0.11":       {"wa1.shared.lab", "wa1"},
 		"127.0.0.21":       {"smps1.shared.lab"},
 		"127.0.0.1:44001":  {"smps9.shared.lab"}, // one socket: no place in the block
@@ -628,7 +630,7 @@ func TestPcapngBlocks(t *testing.T) {
 
 	tests := []struct {
 		name  string
-		hosts *Hosts
+		hosts *trace.Hosts
 		want  map[string][]string
 	}{
 		{"with the run's hosts", hosts, map[string][]string{
@@ -688,19 +690,19 @@ func pcapLoopbackIPs(t *testing.T, n int) []string {
 // closes; with tshark on the machine, that Wireshark reads it cleanly.
 func TestPcapngFromRecordedSockets(t *testing.T) {
 	ips := pcapLoopbackIPs(t, 2)
-	hosts, err := NewHosts(map[string][]string{ips[0]: {"wa1.shared.lab"}, ips[1]: {"smps1.shared.lab"}})
+	hosts, err := trace.NewHosts(map[string][]string{ips[0]: {"wa1.shared.lab"}, ips[1]: {"smps1.shared.lab"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var cbuf, sbuf syncBuffer
-	crec := NewRecorder(&cbuf, Options{Proc: "w3wp.exe", Host: "wa1.shared.lab", Hosts: hosts, Payload: true})
-	srec := NewRecorder(&sbuf, Options{Proc: "smps", Host: "smps1.shared.lab", Hosts: hosts, Payload: true})
+	crec := trace.NewRecorder(&cbuf, trace.Options{Proc: "w3wp.exe", Host: "wa1.shared.lab", Hosts: hosts, Payload: true})
+	srec := trace.NewRecorder(&sbuf, trace.Options{Proc: "smps", Host: "smps1.shared.lab", Hosts: hosts, Payload: true})
 	ln, err := net.Listen("tcp", net.JoinHostPort(ips[1], "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	tl := srec.Listen(ln, "")
-	dialer, err := LocalDialer(ips[0])
+	dialer, err := trace.LocalDialer(ips[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -730,7 +732,7 @@ func TestPcapngFromRecordedSockets(t *testing.T) {
 			}
 		}()
 	}
-	ask := func(c *Conn, msg string) {
+	ask := func(c *trace.Conn, msg string) {
 		t.Helper()
 		if _, err := c.Write([]byte(msg)); err != nil {
 			t.Fatal(err)
@@ -744,16 +746,16 @@ func TestPcapngFromRecordedSockets(t *testing.T) {
 	msgs := []string{"ClientHello trust_wa1", "GetHostConfig hco.smps1"}
 	want := []struct {
 		last  []string // the closing packets
-		close func(c *Conn)
+		close func(c *trace.Conn)
 		serve int
 	}{
-		{[]string{"c>s FA", "s>c FA", "c>s A"}, func(c *Conn) {
+		{[]string{"c>s FA", "s>c FA", "c>s A"}, func(c *trace.Conn) {
 			c.Close()
 		}, 0},
-		{[]string{"c>s RA"}, func(c *Conn) {
+		{[]string{"c>s RA"}, func(c *trace.Conn) {
 			c.Reset()
 		}, 0},
-		{[]string{"s>c FA", "c>s FA", "s>c A"}, func(c *Conn) {
+		{[]string{"s>c FA", "c>s FA", "s>c A"}, func(c *trace.Conn) {
 			// The server closes after the second answer: wait for its FIN.
 			if _, err := c.Read(make([]byte, 1)); err != io.EOF {
 				t.Errorf("read after the server's close: %v, want EOF", err)
@@ -763,7 +765,7 @@ func TestPcapngFromRecordedSockets(t *testing.T) {
 	}
 	for _, w := range want {
 		go serve(w.serve)
-		c, err := crec.Dial(ctx, dialer, ln.Addr().String(), PhaseBootstrap)
+		c, err := crec.Dial(ctx, dialer, ln.Addr().String(), trace.PhaseBootstrap)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -774,12 +776,19 @@ func TestPcapngFromRecordedSockets(t *testing.T) {
 		wg.Wait()
 	}
 	ln.Close()
-	evs := append(parseEvents(t, cbuf.Bytes()), parseEvents(t, sbuf.Bytes())...)
-	slices.SortStableFunc(evs, func(a, b Event) int { return a.T.Compare(b.T) })
+	read := func(b []byte) []trace.Event {
+		evs, err := trace.ReadEvents("trace", bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return evs
+	}
+	evs := append(read(cbuf.Bytes()), read(sbuf.Bytes())...)
+	slices.SortStableFunc(evs, func(a, b trace.Event) int { return a.T.Compare(b.T) })
 
 	dir := t.TempDir()
 	path := filepath.Join(dir, "trace.pcapng")
-	if err := SavePcapng(path, evs, hosts); err != nil {
+	if err := Save(path, evs, hosts); err != nil {
 		t.Fatal(err)
 	}
 	data, err := os.ReadFile(path)
@@ -891,7 +900,7 @@ func TestPcapngFromFile(t *testing.T) {
 	}
 	run := t.TempDir()
 	var tr bytes.Buffer
-	if err := WriteEvents(&tr, evs); err != nil {
+	if err := trace.WriteEvents(&tr, evs); err != nil {
 		t.Fatal(err)
 	}
 	tracePath := filepath.Join(run, "trace.jsonl")
@@ -902,7 +911,7 @@ func TestPcapngFromFile(t *testing.T) {
 		}
 	}
 	write(tracePath, tr.String())
-	write(filepath.Join(run, RunHostsFile), "127.0.0.11 wa1.shared.lab\n127.0.0.21 smps1.shared.lab\n")
+	write(filepath.Join(run, trace.RunHostsFile), "127.0.0.11 wa1.shared.lab\n127.0.0.21 smps1.shared.lab\n")
 	other := filepath.Join(t.TempDir(), "hosts")
 	write(other, "127.0.0.11 web.other.lab\n")
 	badHosts := filepath.Join(t.TempDir(), "hosts")
@@ -928,7 +937,7 @@ func TestPcapngFromFile(t *testing.T) {
 				write(tc.trace, tr.String())
 			}
 			out := filepath.Join(t.TempDir(), "out.pcapng")
-			err := PcapngFromFile(tc.trace, tc.hosts, out)
+			err := FromFile(tc.trace, tc.hosts, out)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("error %v, want one naming %q", err, tc.err)
@@ -973,7 +982,7 @@ func FuzzWritePcapng(f *testing.F) {
 		l := newPcapLab()
 		build(l)
 		var b bytes.Buffer
-		if err := WriteEvents(&b, l.events()); err != nil {
+		if err := trace.WriteEvents(&b, l.events()); err != nil {
 			f.Fatal(err)
 		}
 		f.Add(b.Bytes())
@@ -994,12 +1003,12 @@ func FuzzWritePcapng(f *testing.F) {
 	}
 	hosts := seedPcapHosts(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		evs, err := ReadEvents("fuzz", bytes.NewReader(data))
+		evs, err := trace.ReadEvents("fuzz", bytes.NewReader(data))
 		if err != nil {
 			return
 		}
 		var buf bytes.Buffer
-		if err := WritePcapng(&buf, evs, hosts); err != nil {
+		if err := Write(&buf, evs, hosts); err != nil {
 			return
 		}
 		pf, err := readPcapng(buf.Bytes())
@@ -1010,4 +1019,76 @@ func FuzzWritePcapng(f *testing.F) {
 			t.Fatalf("bad packets: %v", err)
 		}
 	})
+}
+
+// TestProcmonSeqnumIsPcapng: the seqnum of a send, a receive and a close
+// is the relative sequence number of its packet in the run's pcapng, as
+// Wireshark shows it, so that a row and its packet can be matched.
+func TestProcmonSeqnumIsPcapng(t *testing.T) {
+	l := newPcapLab()
+	c, s := pcapEnds(1, 50134)
+	l.exchange(c, s)
+	l.send(c, 3, "GetHostConfig")
+	l.recv(s, 3.1, "GetHostConfig")
+	l.send(s, 4, "HCO hco.smps1, 1 server")
+	l.recv(c, 4.1, "HCO hco.smps1, 1 server")
+	l.reset(c, 5)
+	l.peerRst(s, 5.1)
+	evs := l.events()
+
+	f, _ := renderFlows(t, evs, seedPcapHosts(t))
+	isn := map[netip.AddrPort]uint32{}
+	type pkt struct {
+		from  netip.AddrPort
+		seq   uint32
+		flags uint8
+		n     int
+	}
+	var pkts []pkt
+	for _, p := range f.pkts {
+		seg, err := decodeTCP(p.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seg.flags&flagSYN != 0 {
+			isn[seg.src] = seg.seq
+		}
+		pkts = append(pkts, pkt{seg.src, seg.seq - isn[seg.src], seg.flags, len(seg.payload)})
+	}
+	for _, r := range procmon.Rows(evs, nil, procmon.Filter{}) {
+		var n int
+		var seq uint32
+		detail := r.Cells[6]
+		if _, err := fmt.Sscanf(detail[strings.Index(detail, "Length:"):], "Length: %d", &n); err != nil {
+			t.Fatal(err)
+		}
+		i := strings.Index(detail, "seqnum: ")
+		fmt.Sscanf(detail[i:], "seqnum: %d", &seq)
+		// The packet's sender: this end for what it sends and its own
+		// close, the peer for what it reads and a close it only saw.
+		local, remote := c.local, c.remote
+		if r.Cells[1] == "smps" {
+			local, remote = s.local, s.remote
+		}
+		from := netip.MustParseAddrPort(local)
+		if r.Cells[3] == "TCP Receive" || strings.Contains(detail, "received") {
+			from = netip.MustParseAddrPort(remote)
+		}
+		var want uint8
+		switch {
+		case r.Cells[3] == "TCP Send" || r.Cells[3] == "TCP Receive":
+			want = flagPSH
+		case strings.Contains(detail, "reset"):
+			want = flagRST
+		default:
+			continue // connect and accept: the SYNs, 0 by definition
+		}
+		found := false
+		for _, p := range pkts {
+			found = found || p.from == from && p.flags&want != 0 && p.seq == seq && (want != flagPSH || p.n == n)
+		}
+		if !found {
+			t.Errorf("%s %s %q: no packet from %s with relative seq %d", r.Cells[1], r.Cells[3], detail, from, seq)
+		}
+	}
 }

@@ -239,9 +239,24 @@ func (d *diagram) Center() int { return d.Width / 2 }
 
 // layoutDiagram lays out the sequence diagram of evs: the events of the
 // processes on host (keep narrows them further, nil keeps all) with the
-// servers, as Narrate selects them. One lane per process, then one per
-// server; one row per drawn event, time going down.
+// servers, as the narrative selects them. One lane per process, then one
+// per server; one row per drawn event, time going down.
 func layoutDiagram(evs []trace.Event, host string, servers []string, keep procmon.Select) *diagram {
+	b := newDiagBuilder()
+	for _, e := range diagEvents(evs, host, servers, keep) {
+		b.add(e)
+	}
+	b.labelMore()
+	d := &diagram{}
+	lx := b.placeLanes(d, servers)
+	b.placeRows(d, lx)
+	d.Phases = legendPhases(d.Rows)
+	d.Notes = b.notes()
+	return d
+}
+
+// diagEvents are the events the diagram draws, in time order.
+func diagEvents(evs []trace.Event, host string, servers []string, keep procmon.Select) []trace.Event {
 	var sel []trace.Event
 	for _, e := range evs {
 		if DiagramKind(e) == "" || keep != nil && !keep(e) {
@@ -252,162 +267,216 @@ func layoutDiagram(evs []trace.Event, host string, servers []string, keep procmo
 		}
 	}
 	slices.SortStableFunc(sel, func(a, b trace.Event) int { return a.T.Compare(b.T) })
+	return sel
+}
 
-	d := &diagram{}
-	procIdx := map[string]int{}
-	srvIdx := map[string]int{}
-	var procs, srvs []*diagLane
-	type skipped struct {
-		who    string
-		events int
-	}
-	var skippedProcs []*skipped
-	skippedBy := map[string]*skipped{}
-
+// diagBuilder collects the lanes and rows of a diagram, one event at a
+// time (add), before they are placed.
+type diagBuilder struct {
+	procIdx, srvIdx map[string]int
+	procs, srvs     []*diagLane
+	// skipped are the processes past diagMaxProcs, with their events.
+	skipped   []*diagSkipped
+	skippedBy map[string]*diagSkipped
 	// One request in flight per socket: a response answers the oldest
 	// request still waiting, and is drawn if that request was.
-	type waiting struct {
-		drawn bool
-		more  *diagRow
+	pending  map[string][]diagWaiting
+	drawnPer map[string]int      // requests drawn per connection and phase
+	moreOf   map[string]*diagRow // the "more" row of a connection and phase
+	more     []*diagRow
+	rows     []*diagRow
+	// stoppedAt is when the rows ran out (diagMaxRows), and leftOut how
+	// many events came after.
+	stoppedAt time.Time
+	leftOut   int
+}
+
+type diagSkipped struct {
+	who    string
+	events int
+}
+
+type diagWaiting struct {
+	drawn bool
+	more  *diagRow
+}
+
+func newDiagBuilder() *diagBuilder {
+	return &diagBuilder{procIdx: map[string]int{}, srvIdx: map[string]int{}, skippedBy: map[string]*diagSkipped{},
+		pending: map[string][]diagWaiting{}, drawnPer: map[string]int{}, moreOf: map[string]*diagRow{}}
+}
+
+// add draws e: its process's and server's lanes, counted, and its row,
+// unless the process has no lane or the rows ran out.
+func (b *diagBuilder) add(e trace.Event) {
+	pi, ok := b.procLane(e)
+	if !ok {
+		return
 	}
-	pending := map[string][]waiting{}
-	drawnPer := map[string]int{}
-	moreOf := map[string]*diagRow{}
-	var moreRows []*diagRow
-	var rows []*diagRow
-	stoppedAt, leftOut := time.Time{}, 0
-
-	for _, e := range sel {
-		pk := e.Proc + "\x00" + strconv.Itoa(e.PID)
-		pi, ok := procIdx[pk]
-		if !ok {
-			if s := skippedBy[pk]; s != nil {
-				s.events++
-				continue
-			}
-			if len(procs) == diagMaxProcs {
-				s := &skipped{who: fmt.Sprintf("%s (%d)", e.Proc, e.PID), events: 1}
-				skippedBy[pk] = s
-				skippedProcs = append(skippedProcs, s)
-				continue
-			}
-			pi = len(procs)
-			procIdx[pk] = pi
-			procs = append(procs, &diagLane{Label: fmt.Sprintf("%s (%d)", e.Proc, e.PID), key: pk, AliveFrom: -1})
+	si := b.serverLane(e, pi)
+	if !b.stoppedAt.IsZero() || len(b.rows) == diagMaxRows {
+		if b.stoppedAt.IsZero() {
+			b.stoppedAt = e.T
 		}
-		sk := diagServer(e)
-		si, ok := srvIdx[sk]
-		if !ok {
-			si = len(srvs)
-			srvIdx[sk] = si
-			srvs = append(srvs, &diagLane{Label: sk, key: sk, Server: true, AliveFrom: -1})
-		}
-		kind := DiagramKind(e)
-		switch kind {
-		case KindConnect:
-			procs[pi].conns++
-			srvs[si].conns++
-		case KindConnectFailed:
-			procs[pi].fails++
-			srvs[si].fails++
-		}
-		if _, port, err := net.SplitHostPort(e.Remote); err == nil && !slices.Contains(srvs[si].ports, port) {
-			srvs[si].ports = append(srvs[si].ports, port)
-		}
-
-		if !stoppedAt.IsZero() || len(rows) == diagMaxRows {
-			if stoppedAt.IsZero() {
-				stoppedAt = e.T
-			}
-			leftOut++
-			continue
-		}
-		row := &diagRow{Kind: kind, Phase: e.Phase, t: e.T, Proc: e.Proc, PID: e.PID, Conn: e.Conn,
-			Port: narrative.Port(e.Local), lane: pi, Title: diagTitle(e)}
-		if e.Local == "" {
-			row.Port = ""
-		}
-		switch kind {
-		case KindRequest:
-			ck := e.Conn + "\x00" + e.Phase
-			if drawnPer[ck] < diagPerConn {
-				drawnPer[ck]++
-				pending[e.Conn] = append(pending[e.Conn], waiting{drawn: true})
-				row.Label = e.Note
-				break
-			}
-			m := moreOf[ck]
-			if m == nil {
-				m = &diagRow{Kind: KindMore, Phase: e.Phase, t: e.T, Proc: e.Proc, PID: e.PID, Conn: e.Conn,
-					Port: row.Port, lane: pi, kinds: map[string]int{}}
-				moreOf[ck] = m
-				moreRows = append(moreRows, m)
-				row = m
-			} else {
-				row = nil
-			}
-			m.Requests++
-			m.last = e.T
-			k := narrative.Call(&e)
-			if m.kinds[k] == 0 {
-				m.order = append(m.order, k)
-			}
-			m.kinds[k]++
-			pending[e.Conn] = append(pending[e.Conn], waiting{more: m})
-		case KindResponse:
-			q := pending[e.Conn]
-			if len(q) > 0 {
-				w := q[0]
-				pending[e.Conn] = q[1:]
-				if !w.drawn && w.more != nil {
-					w.more.Responses++
-					w.more.last = e.T
-					row = nil
-					break
-				}
-			}
-			// The call's name and its answer: the request's arguments are
-			// on its own arrow, a row or a few above.
-			row.Label = narrative.Call(&e) + ": " + e.Answer()
-		case KindConnect:
-			row.Label = e.Op
-		case KindConnectFailed:
-			row.Label = e.Op + " " + e.Note
-		case KindState:
-			// The lane says which server; the change is the news.
-			row.Label = e.Note
-			if st := e.State; st != nil {
-				row.Label = st.To
-				if st.From != "" {
-					row.Label = st.From + " → " + st.To
-				}
-				row.Label += ": " + st.Why
-			}
-			// The reason can be a whole error chain: the arrow's title
-			// (hover) keeps it all, the label what fits a lane or two.
-			if r := []rune(row.Label); len(r) > 64 {
-				row.Label = string(r[:63]) + "…"
-			}
-		case KindReset, KindDisconnect:
-			row.Label = e.Op
-			if e.Note != "" {
-				row.Label += " (" + e.Note + ")"
-			}
-		default:
-			row.Label = e.Note
-		}
-		if row == nil {
-			continue
-		}
-		if diagFromServer(e) {
-			row.From, row.To = -1-si, pi // resolved to x below
-		} else {
-			row.From, row.To = pi, -1-si
-		}
-		rows = append(rows, row)
+		b.leftOut++
+		return
 	}
+	row := b.row(e, pi)
+	if row == nil {
+		return
+	}
+	if diagFromServer(e) {
+		row.From, row.To = -1-si, pi // resolved to x by placeRows
+	} else {
+		row.From, row.To = pi, -1-si
+	}
+	b.rows = append(b.rows, row)
+}
 
-	for _, m := range moreRows {
+// procLane is the lane of e's process, new if need be; false past
+// diagMaxProcs, where the process's events are only counted.
+func (b *diagBuilder) procLane(e trace.Event) (int, bool) {
+	pk := e.Proc + "\x00" + strconv.Itoa(e.PID)
+	if pi, ok := b.procIdx[pk]; ok {
+		return pi, true
+	}
+	if s := b.skippedBy[pk]; s != nil {
+		s.events++
+		return 0, false
+	}
+	if len(b.procs) == diagMaxProcs {
+		s := &diagSkipped{who: fmt.Sprintf("%s (%d)", e.Proc, e.PID), events: 1}
+		b.skippedBy[pk] = s
+		b.skipped = append(b.skipped, s)
+		return 0, false
+	}
+	pi := len(b.procs)
+	b.procIdx[pk] = pi
+	b.procs = append(b.procs, &diagLane{Label: fmt.Sprintf("%s (%d)", e.Proc, e.PID), key: pk, AliveFrom: -1})
+	return pi, true
+}
+
+// serverLane is the lane of e's server, new if need be; it counts e's
+// connect or failed connect on it and on process lane pi, and the
+// server's ports.
+func (b *diagBuilder) serverLane(e trace.Event, pi int) int {
+	sk := diagServer(e)
+	si, ok := b.srvIdx[sk]
+	if !ok {
+		si = len(b.srvs)
+		b.srvIdx[sk] = si
+		b.srvs = append(b.srvs, &diagLane{Label: sk, key: sk, Server: true, AliveFrom: -1})
+	}
+	switch DiagramKind(e) {
+	case KindConnect:
+		b.procs[pi].conns++
+		b.srvs[si].conns++
+	case KindConnectFailed:
+		b.procs[pi].fails++
+		b.srvs[si].fails++
+	}
+	if _, port, err := net.SplitHostPort(e.Remote); err == nil && !slices.Contains(b.srvs[si].ports, port) {
+		b.srvs[si].ports = append(b.srvs[si].ports, port)
+	}
+	return si
+}
+
+// row is e's row on process lane pi, labelled; nil when e is drawn in
+// another row (a request past diagPerConn, its response).
+func (b *diagBuilder) row(e trace.Event, pi int) *diagRow {
+	kind := DiagramKind(e)
+	row := &diagRow{Kind: kind, Phase: e.Phase, t: e.T, Proc: e.Proc, PID: e.PID, Conn: e.Conn,
+		Port: narrative.Port(e.Local), lane: pi, Title: diagTitle(e)}
+	if e.Local == "" {
+		row.Port = ""
+	}
+	switch kind {
+	case KindRequest:
+		return b.request(e, row)
+	case KindResponse:
+		q := b.pending[e.Conn]
+		if len(q) > 0 {
+			w := q[0]
+			b.pending[e.Conn] = q[1:]
+			if !w.drawn && w.more != nil {
+				w.more.Responses++
+				w.more.last = e.T
+				return nil
+			}
+		}
+		// The call's name and its answer: the request's arguments are
+		// on its own arrow, a row or a few above.
+		row.Label = narrative.Call(&e) + ": " + e.Answer()
+	case KindConnect:
+		row.Label = e.Op
+	case KindConnectFailed:
+		row.Label = e.Op + " " + e.Note
+	case KindState:
+		row.Label = stateLabel(e)
+	case KindReset, KindDisconnect:
+		row.Label = e.Op
+		if e.Note != "" {
+			row.Label += " (" + e.Note + ")"
+		}
+	default:
+		row.Label = e.Note
+	}
+	return row
+}
+
+// request is a request's row: its own up to diagPerConn per connection
+// and phase, then one "more" row that counts the rest (nil for those
+// after its first).
+func (b *diagBuilder) request(e trace.Event, row *diagRow) *diagRow {
+	ck := e.Conn + "\x00" + e.Phase
+	if b.drawnPer[ck] < diagPerConn {
+		b.drawnPer[ck]++
+		b.pending[e.Conn] = append(b.pending[e.Conn], diagWaiting{drawn: true})
+		row.Label = e.Note
+		return row
+	}
+	m := b.moreOf[ck]
+	if m == nil {
+		m = &diagRow{Kind: KindMore, Phase: e.Phase, t: e.T, Proc: e.Proc, PID: e.PID, Conn: e.Conn,
+			Port: row.Port, lane: row.lane, kinds: map[string]int{}}
+		b.moreOf[ck] = m
+		b.more = append(b.more, m)
+		row = m
+	} else {
+		row = nil
+	}
+	m.Requests++
+	m.last = e.T
+	k := narrative.Call(&e)
+	if m.kinds[k] == 0 {
+		m.order = append(m.order, k)
+	}
+	m.kinds[k]++
+	b.pending[e.Conn] = append(b.pending[e.Conn], diagWaiting{more: m})
+	return row
+}
+
+// stateLabel is a pool's change of mind: the lane says which server; the
+// change is the news. The reason can be a whole error chain: the arrow's
+// title (hover) keeps it all, the label what fits a lane or two.
+func stateLabel(e trace.Event) string {
+	label := e.Note
+	if st := e.State; st != nil {
+		label = st.To
+		if st.From != "" {
+			label = st.From + " → " + st.To
+		}
+		label += ": " + st.Why
+	}
+	if r := []rune(label); len(r) > 64 {
+		label = string(r[:63]) + "…"
+	}
+	return label
+}
+
+// labelMore says what each "more" row stands for.
+func (b *diagBuilder) labelMore() {
+	for _, m := range b.more {
 		parts := make([]string, len(m.order))
 		for i, k := range m.order {
 			parts[i] = fmt.Sprintf("%d %s", m.kinds[k], k)
@@ -423,15 +492,21 @@ func layoutDiagram(evs []trace.Event, host string, servers []string, keep procmo
 		}
 		m.Title = fmt.Sprintf("%s: %d requests and %d responses on connection %s are not drawn", m.Label, m.Requests, m.Responses, m.Conn)
 	}
+}
 
-	// Servers in the order the caller named them, then any other.
+// placeLanes puts the process lanes, then the server lanes in the order
+// the caller named the servers (then any other), across d, and returns
+// the x of a lane as rows name it (a process's index, or -1-index for a
+// server).
+func (b *diagBuilder) placeLanes(d *diagram, servers []string) func(int) int {
+	srvs := slices.Clone(b.srvs)
 	slices.SortStableFunc(srvs, func(a, b *diagLane) int {
 		ia, ib := diagOrder(servers, a.key), diagOrder(servers, b.key)
 		return ia - ib
 	})
 	srvX := map[int]int{}
 	x := diagTimeW + diagMargin - 20
-	for i, p := range procs {
+	for i, p := range b.procs {
 		if i > 0 {
 			x += diagProcGap
 		}
@@ -445,7 +520,7 @@ func layoutDiagram(evs []trace.Event, host string, servers []string, keep procmo
 			x += diagSrvGap
 		}
 		s.X = x
-		srvX[srvIdx[s.key]] = x
+		srvX[b.srvIdx[s.key]] = x
 		ports := "port " + strings.Join(s.ports, ", ")
 		if len(s.ports) > 1 {
 			ports = "ports " + strings.Join(s.ports, ", ")
@@ -456,19 +531,27 @@ func layoutDiagram(evs []trace.Event, host string, servers []string, keep procmo
 		}
 	}
 	d.Width = x + diagMargin
-	lx := func(v int) int {
+	for _, p := range b.procs {
+		d.Lanes = append(d.Lanes, *p)
+	}
+	for _, s := range srvs {
+		d.Lanes = append(d.Lanes, *s)
+	}
+	return func(v int) int {
 		if v < 0 {
 			return srvX[-1-v]
 		}
-		return procs[v].X
+		return b.procs[v].X
 	}
+}
 
-	// Rows, with a "later" row where time jumps and the lane names again
-	// every so often.
+// placeRows puts the rows down d, with a "later" row where time jumps and
+// the lane names again every so often, and marks where each process's
+// lifeline is solid.
+func (b *diagBuilder) placeRows(d *diagram, lx func(int) int) {
 	y := diagHeadH + diagRowH
 	var prev time.Time
-	phases := map[string]bool{}
-	for i, r := range rows {
+	for i, r := range b.rows {
 		if i > 0 && i%diagHeadEvery == 0 {
 			d.Rows = append(d.Rows, diagRow{Kind: "lanes", Y: y})
 			y += diagRowH
@@ -484,38 +567,48 @@ func layoutDiagram(evs []trace.Event, host string, servers []string, keep procmo
 		r.Y = y
 		r.Time = r.t.Local().Format(narrative.TimeLayout)
 		r.From, r.To = lx(r.From), lx(r.To)
-		p := procs[r.lane]
+		p := &d.Lanes[r.lane]
 		if p.AliveFrom < 0 {
 			p.AliveFrom = y
 		}
 		p.AliveTo = y
-		phases[r.Phase] = true
 		d.Rows = append(d.Rows, *r)
 		y += diagRowH
 	}
 	d.Height = y
-	for _, p := range procs {
-		d.Lanes = append(d.Lanes, *p)
+}
+
+// legendPhases are the phases rows draw: the known ones in their order,
+// then any other in the order drawn.
+func legendPhases(rows []diagRow) []string {
+	phases := map[string]bool{}
+	for _, r := range rows {
+		if r.Kind != "gap" && r.Kind != "lanes" {
+			phases[r.Phase] = true
+		}
 	}
-	for _, s := range srvs {
-		d.Lanes = append(d.Lanes, *s)
-	}
+	var out []string
 	for _, p := range []string{trace.PhaseBootstrap, trace.PhaseHCO, trace.PhaseRequests, trace.PhaseManagement, trace.PhaseAdmin} {
 		if phases[p] {
-			d.Phases = append(d.Phases, p)
+			out = append(out, p)
 			delete(phases, p)
 		}
 	}
-	for _, r := range d.Rows {
+	for _, r := range rows {
 		if phases[r.Phase] && r.Kind != "gap" && r.Kind != "lanes" {
-			d.Phases = append(d.Phases, r.Phase)
+			out = append(out, r.Phase)
 			delete(phases, r.Phase)
 		}
 	}
+	return out
+}
 
-	if len(moreRows) > 0 {
+// notes say what the diagram left out, and why.
+func (b *diagBuilder) notes() []string {
+	var notes []string
+	if len(b.more) > 0 {
 		reqs, conns := 0, map[string]bool{}
-		for _, m := range moreRows {
+		for _, m := range b.more {
 			reqs += m.Requests
 			conns[m.Conn] = true
 		}
@@ -523,29 +616,29 @@ func layoutDiagram(evs []trace.Event, host string, servers []string, keep procmo
 		if reqs == 1 {
 			verb = "is"
 		}
-		d.Notes = append(d.Notes, fmt.Sprintf("Each connection draws its first %d requests of a phase and their responses; "+
+		notes = append(notes, fmt.Sprintf("Each connection draws its first %d requests of a phase and their responses; "+
 			"%s, on %s, %s summed up in %s (“… and K more”).",
 			diagPerConn, narrative.Count(reqs, "more request", "more requests"), narrative.Count(len(conns), "connection", "connections"),
-			verb, narrative.Count(len(moreRows), "row", "rows")))
+			verb, narrative.Count(len(b.more), "row", "rows")))
 	}
-	if len(skippedProcs) > 0 {
+	if len(b.skipped) > 0 {
 		var who []string
 		n := 0
-		for _, s := range skippedProcs {
+		for _, s := range b.skipped {
 			who = append(who, s.who)
 			n += s.events
 		}
 		if len(who) > 6 {
 			who = append(who[:5], fmt.Sprintf("%d others", len(who)-5))
 		}
-		d.Notes = append(d.Notes, fmt.Sprintf("Only the first %d processes have a lane: %s, %s, are not drawn (%d events; they are in the steps and in trace.jsonl).",
-			diagMaxProcs, narrative.Count(len(skippedProcs), "more process", "more processes"), narrative.List(who), n))
+		notes = append(notes, fmt.Sprintf("Only the first %d processes have a lane: %s, %s, are not drawn (%d events; they are in the steps and in trace.jsonl).",
+			diagMaxProcs, narrative.Count(len(b.skipped), "more process", "more processes"), narrative.List(who), n))
 	}
-	if !stoppedAt.IsZero() {
-		d.Notes = append(d.Notes, fmt.Sprintf("The diagram stops after %d rows, at %s: %d later events are not drawn.",
-			diagMaxRows, stoppedAt.Local().Format(narrative.TimeLayout), leftOut))
+	if !b.stoppedAt.IsZero() {
+		notes = append(notes, fmt.Sprintf("The diagram stops after %d rows, at %s: %d later events are not drawn.",
+			diagMaxRows, b.stoppedAt.Local().Format(narrative.TimeLayout), b.leftOut))
 	}
-	return d
+	return notes
 }
 
 // count is a lane's connections, and its failed connects if any.

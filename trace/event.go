@@ -1,6 +1,8 @@
 // Package trace records what real sockets do, one JSON line per event, and
-// later merges and renders those records. Nothing in a trace is invented: a
-// table, a narrative or a pcapng is derived from these events only.
+// merges the records of a run's processes; it is what every process links.
+// Nothing in a trace is invented: the renderers (procmon, narrative,
+// report, pcapng, chart) derive their outputs from these events only, and
+// read the events' fields, never their notes.
 package trace
 
 import "time"

@@ -16,11 +16,7 @@ import (
 // With hostsFile "" the hosts file next to the trace names the addresses
 // when there is one, else only the names in the events do.
 func FromFile(tracePath, hostsFile, out string) error {
-	evs, err := trace.ReadFile(tracePath)
-	if err != nil {
-		return err
-	}
-	hosts, err := trace.LoadRunHosts(tracePath, hostsFile)
+	evs, hosts, err := trace.ReadRunFile(tracePath, hostsFile)
 	if err != nil {
 		return err
 	}

@@ -308,11 +308,7 @@ func WriteTable(w io.Writer, evs []trace.Event, keep Select, f Filter, limit int
 // not name are named by hostsFile, or with "" by the run's hosts file
 // next to the trace when there is one.
 func WriteTableFile(w io.Writer, tracePath, hostsFile string, f Filter) error {
-	evs, err := trace.ReadFile(tracePath)
-	if err != nil {
-		return err
-	}
-	hosts, err := trace.LoadRunHosts(tracePath, hostsFile)
+	evs, hosts, err := trace.ReadRunFile(tracePath, hostsFile)
 	if err != nil {
 		return err
 	}

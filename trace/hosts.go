@@ -251,10 +251,9 @@ func RunHostsNextTo(file string) (string, error) {
 	return "", nil
 }
 
-// LoadRunHosts loads hostsFile, or with "" the run's hosts file next to
-// the trace at tracePath (RunHostsNextTo); nil when there is none. The
-// commands that render a run's trace file name its addresses so.
-func LoadRunHosts(tracePath, hostsFile string) (*Hosts, error) {
+// loadRunHosts loads hostsFile, or with "" the run's hosts file next to
+// the trace at tracePath (RunHostsNextTo); nil when there is none.
+func loadRunHosts(tracePath, hostsFile string) (*Hosts, error) {
 	if hostsFile == "" {
 		var err error
 		if hostsFile, err = RunHostsNextTo(tracePath); err != nil || hostsFile == "" {
@@ -262,4 +261,21 @@ func LoadRunHosts(tracePath, hostsFile string) (*Hosts, error) {
 		}
 	}
 	return LoadHosts(hostsFile)
+}
+
+// ReadRunFile reads the trace file tracePath and the hosts that name its
+// addresses: hostsFile, or with "" the run's hosts file next to the trace
+// when there is one (else nil: only the names in the events name them).
+// The commands that render a run's trace file (agentlab pcap, agentlab
+// procmon) read it so.
+func ReadRunFile(tracePath, hostsFile string) ([]Event, *Hosts, error) {
+	evs, err := ReadFile(tracePath)
+	if err != nil {
+		return nil, nil, err
+	}
+	hosts, err := loadRunHosts(tracePath, hostsFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	return evs, hosts, nil
 }

@@ -38,9 +38,9 @@ FUZZ_TARGETS := \
 	./fault:FuzzParseControl \
 	./lab:FuzzParseFaults \
 	./trace:FuzzParseHosts \
-	./trace:FuzzNarrate \
-	./trace:FuzzWritePcapng \
-	./trace:FuzzParseProcmonCondition
+	./narrative:FuzzNarrate \
+	./pcapng:FuzzWritePcapng \
+	./procmon:FuzzParseCondition
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -698,10 +698,10 @@ func waitTrace(t *testing.T, dir string, pid int, bootstrapIP string, timeout ti
 		evs, _ := trace.ReadFile(path)
 		boot := slices.IndexFunc(evs, func(e trace.Event) bool {
 			return e.Op == trace.OpRequest && e.Phase == trace.PhaseBootstrap &&
-				strings.HasPrefix(e.Note, "GetHostConfig hco.smps1") && strings.HasPrefix(e.Remote, bootstrapIP+":")
+				e.Request == trace.ReqGetHostConfig && e.Subject == "hco.smps1" && strings.HasPrefix(e.Remote, bootstrapIP+":")
 		})
 		if boot >= 0 && slices.ContainsFunc(evs[boot:], func(e trace.Event) bool {
-			return e.Op == trace.OpResponse && strings.HasPrefix(e.Note, "DoManagement")
+			return e.Op == trace.OpResponse && e.Request == trace.ReqDoManagement
 		}) {
 			return
 		}

@@ -169,7 +169,7 @@ func (a apacheTrace) hcoConnects(pid int, hcoIP string) int {
 
 func (a apacheTrace) isProtected(pid int) int {
 	return a.count(pid, func(e trace.Event) bool {
-		return e.Op == trace.OpRequest && strings.HasPrefix(e.Note, "IsProtected")
+		return e.Op == trace.OpRequest && e.Request == trace.ReqIsProtected
 	})
 }
 
@@ -289,7 +289,7 @@ func TestApacheThreeChildren(t *testing.T) {
 	a := waitTraceFor(t, out, "the LLAWP's bootstrap and a DoManagement", time.Minute, func(a apacheTrace) bool {
 		ll := a.llawps()
 		return len(ll) == 1 && a.bootResets(ll[0], boot) == 1 && a.count(ll[0], func(e trace.Event) bool {
-			return e.Op == trace.OpResponse && strings.HasPrefix(e.Note, "DoManagement")
+			return e.Op == trace.OpResponse && e.Request == trace.ReqDoManagement
 		}) > 0
 	})
 	kids := a.children()
@@ -317,7 +317,7 @@ func TestApacheThreeChildren(t *testing.T) {
 		t.Errorf("IsProtected from children %v (%d in all), want at least 2 children and 60 requests", serving, total)
 	}
 	for _, e := range a.evs {
-		if e.Op == trace.OpRequest && strings.HasPrefix(e.Note, "DoManagement") && e.Proc != procname.ApacheLLAWP {
+		if e.Op == trace.OpRequest && e.Request == trace.ReqDoManagement && e.Proc != procname.ApacheLLAWP {
 			t.Errorf("DoManagement from %s (pid %d): only the LLAWP polls", e.Proc, e.PID)
 		}
 	}
@@ -631,7 +631,7 @@ func TestApacheACOFromLLAWP(t *testing.T) {
 	}
 	a := readTrace(t, out)
 	getACO := func(e trace.Event) bool {
-		return e.Op == trace.OpRequest && strings.HasPrefix(e.Note, "GetAgentConfig")
+		return e.Op == trace.OpRequest && e.Request == trace.ReqGetAgentConfig
 	}
 	kids, ll := a.children(), a.llawps()
 	if len(kids) != 2 || len(ll) != 1 {

@@ -25,9 +25,11 @@ func conns(evs []trace.Event) map[string][]trace.Event {
 	return m
 }
 
-func hasOp(evs []trace.Event, op, noteContains string) bool {
+// hasRequest tells whether evs have a request of call, naming subject
+// ("" for any).
+func hasRequest(evs []trace.Event, call, subject string) bool {
 	for _, e := range evs {
-		if e.Op == op && strings.Contains(e.Note, noteContains) {
+		if e.Op == trace.OpRequest && e.Request == call && (subject == "" || e.Subject == subject) {
 			return true
 		}
 	}
@@ -79,7 +81,7 @@ func checkRound(t *testing.T, who string, cs [][]trace.Event, ips map[string]str
 	if !clear {
 		t.Errorf("%s: no send on the bootstrap connection carries trust_wa1 in clear", who)
 	}
-	if !hasOp(boot, trace.OpRequest, "GetHostConfig hco.smps1") {
+	if !hasRequest(boot, trace.ReqGetHostConfig, "hco.smps1") {
 		t.Errorf("%s: bootstrap connection has no GetHostConfig hco.smps1", who)
 	}
 	if last := boot[len(boot)-1]; last.Op != trace.OpReset {
@@ -90,7 +92,7 @@ func checkRound(t *testing.T, who string, cs [][]trace.Event, ips map[string]str
 			t.Errorf("%s: HCO connection %d goes to %s in phase %q, want smps1.shared.lab in phase hco", who, i+1, c[0].RemoteHost, c[0].Phase)
 		}
 	}
-	if !hasOp(cs[1], trace.OpRequest, "GetAgentConfig aco.wa1") || hasOp(cs[2], trace.OpRequest, "GetAgentConfig") {
+	if !hasRequest(cs[1], trace.ReqGetAgentConfig, "aco.wa1") || hasRequest(cs[2], trace.ReqGetAgentConfig, "") {
 		t.Errorf("%s: the ACO is not fetched over the first HCO connection", who)
 	}
 	for _, c := range cs[3:] {
@@ -155,10 +157,10 @@ func TestSeedLabRun(t *testing.T) {
 	// The seed's order: both start-up rounds, then the first page load.
 	// w3wp.exe waits for its LLAWP (AgentWaitTime) before it serves.
 	llawpACO := slices.IndexFunc(evs, func(e trace.Event) bool {
-		return e.Proc == "LLAWP.exe" && e.Op == trace.OpResponse && strings.HasPrefix(e.Note, "GetAgentConfig")
+		return e.Proc == "LLAWP.exe" && e.Op == trace.OpResponse && e.Request == trace.ReqGetAgentConfig
 	})
 	firstPage := slices.IndexFunc(evs, func(e trace.Event) bool {
-		return e.Proc == "w3wp.exe" && e.Op == trace.OpRequest && strings.HasPrefix(e.Note, "IsProtected")
+		return e.Proc == "w3wp.exe" && e.Op == trace.OpRequest && e.Request == trace.ReqIsProtected
 	})
 	if llawpACO < 0 || firstPage < 0 || firstPage < llawpACO {
 		t.Errorf("w3wp.exe's first IsProtected (event %d) comes before LLAWP.exe has its ACO (event %d)", firstPage, llawpACO)
@@ -230,12 +232,12 @@ func TestSeedLabRun(t *testing.T) {
 		if e.Op != trace.OpRequest || e.Role != "hla" && e.Role != "llawp" {
 			continue
 		}
-		name, _, _ := strings.Cut(e.Note, " ")
+		name := e.Request
 		if counts[e.Proc] == nil {
 			counts[e.Proc] = map[string]int{}
 		}
 		counts[e.Proc][name]++
-		if e.Proc == "LLAWP.exe" && name == "DoManagement" {
+		if e.Proc == "LLAWP.exe" && name == trace.ReqDoManagement {
 			polls = append(polls, e.T)
 		}
 	}

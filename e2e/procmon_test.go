@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentlab/agentlab/procmon"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -81,7 +82,7 @@ func TestProcmonView(t *testing.T) {
 	count := func(f func(e trace.Event) bool) int {
 		n := 0
 		for _, e := range evs {
-			if trace.ProcmonOps(e) && f(e) {
+			if procmon.Ops(e) && f(e) {
 				n++
 			}
 		}

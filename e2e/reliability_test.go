@@ -86,7 +86,7 @@ func (r failoverRun) backOnPrimary(t0 time.Time) (state, answer time.Time) {
 		if e.Proc != "w3wp.exe" || e.RemoteHost != "smps1.shared.lab" || e.T.Before(t0) {
 			continue
 		}
-		if state.IsZero() && e.Op == trace.OpServerState && strings.Contains(e.Note, "-> Active") {
+		if state.IsZero() && e.Op == trace.OpServerState && e.State != nil && e.State.From != "" && e.State.To == trace.StateActive {
 			state = e.T
 		}
 		if answer.IsZero() && !state.IsZero() && e.Op == trace.OpResponse && e.Phase == trace.PhaseRequests {

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentlab/agentlab/procmon"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -196,7 +197,7 @@ func TestReportHTML(t *testing.T) {
 	}
 	socket, resets := 0, 0
 	for _, e := range evs {
-		if trace.SocketOps(e) && e.LocalHost == "wa1.shared.lab" && strings.HasPrefix(e.RemoteHost, "smps") {
+		if procmon.SocketOps(e) && e.LocalHost == "wa1.shared.lab" && strings.HasPrefix(e.RemoteHost, "smps") {
 			socket++
 			if e.Op == trace.OpReset {
 				resets++

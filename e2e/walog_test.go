@@ -95,11 +95,11 @@ func checkWALog(t *testing.T, out string) {
 	}
 }
 
-// countRequests counts one process's requests of a kind in the trace.
-func countRequests(evs []trace.Event, proc, kind string) int {
+// countRequests counts one process's requests of a call in the trace.
+func countRequests(evs []trace.Event, proc, call string) int {
 	n := 0
 	for _, e := range evs {
-		if e.Proc == proc && e.Op == trace.OpRequest && strings.HasPrefix(e.Note, kind+" ") {
+		if e.Proc == proc && e.Op == trace.OpRequest && e.Request == call {
 			n++
 		}
 	}
@@ -124,7 +124,7 @@ func TestSeedLabAgentCache(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		asked[cache] = countRequests(evs, "w3wp.exe", "IsProtected")
+		asked[cache] = countRequests(evs, "w3wp.exe", trace.ReqIsProtected)
 		var sum struct {
 			Settings struct {
 				AgentCache string `json:"agent_cache"`
@@ -178,7 +178,7 @@ func checkGrowth(t *testing.T, out, stdout string) {
 			continue
 		}
 		steps[e.PoolStep.N] = *e.PoolStep
-		if !strings.HasPrefix(e.Note, "failed") {
+		if e.Conn != "" { // a connect that failed opened no connection
 			opened[e.PoolStep.N]++
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/agentlab/agentlab/report"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -156,11 +157,11 @@ func ComputeFigures(evs []trace.Event, sum Summary) Figures {
 				open[srv]--
 			}
 		case trace.OpHandshake:
-			if e.Note == "ClientConfirm" {
+			if e.Handshake == trace.HandshakeClientConfirm {
 				f.Handshakes++
 			}
 		case trace.OpRequest:
-			if strings.HasPrefix(e.Note, "GetAgentConfig") {
+			if e.Request == trace.ReqGetAgentConfig {
 				f.ACODownloads++
 			}
 		}
@@ -282,7 +283,7 @@ type CompareRun struct {
 	Out   string `json:"out"`
 	Error string `json:"error,omitempty"`
 	// side is the run as report.html shows it, events and all.
-	side trace.Side
+	side report.Side
 }
 
 // compareSpecs are the three process models, in the order they run and

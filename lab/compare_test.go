@@ -22,12 +22,24 @@ type evb struct {
 	evs []trace.Event
 }
 
-func (b *evb) add(proc string, pid int, role, op, conn, server, phase, note string) *evb {
-	b.evs = append(b.evs, trace.Event{
+func (b *evb) add(proc string, pid int, role, op, conn, server, phase, note string, says ...func(*trace.Event)) *evb {
+	e := trace.Event{
 		T: b.t0.Add(time.Duration(len(b.evs)) * time.Millisecond), Proc: proc, PID: pid, Role: role, Op: op,
 		Conn: conn, LocalHost: "wa1.shared.lab", RemoteHost: server, Phase: phase, Note: note,
-	})
+	}
+	for _, f := range says {
+		f(&e)
+	}
+	b.evs = append(b.evs, e)
 	return b
+}
+
+// The typed fields the producers fill beside the note: a handshake's
+// message, a request's call, a response's result.
+func hs(msg string) func(*trace.Event)   { return func(e *trace.Event) { e.Handshake = msg } }
+func call(req string) func(*trace.Event) { return func(e *trace.Event) { e.Request = req } }
+func result(req, res string) func(*trace.Event) {
+	return func(e *trace.Event) { e.Request, e.Result = req, res }
 }
 
 func newEvb() *evb { return &evb{t0: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
@@ -43,17 +55,17 @@ const (
 func (b *evb) startup(proc string, pid int, role string) *evb {
 	c := func(n int) string { return fmt.Sprintf("%d-%d", pid, n) }
 	b.add(proc, pid, role, trace.OpConnect, c(1), ps2, trace.PhaseBootstrap, "")
-	b.add(proc, pid, role, trace.OpHandshake, c(1), ps2, trace.PhaseBootstrap, "ClientHello trusted host trust_wa1")
-	b.add(proc, pid, role, trace.OpHandshake, c(1), ps2, trace.PhaseBootstrap, "ServerHello from smps2.shared.lab")
-	b.add(proc, pid, role, trace.OpHandshake, c(1), ps2, trace.PhaseBootstrap, "ClientConfirm")
-	b.add(proc, pid, role, trace.OpRequest, c(1), ps2, trace.PhaseBootstrap, "GetHostConfig hco.smps1")
-	b.add(proc, pid, role, trace.OpResponse, c(1), ps2, trace.PhaseBootstrap, "GetHostConfig hco.smps1: SUCCESS")
+	b.add(proc, pid, role, trace.OpHandshake, c(1), ps2, trace.PhaseBootstrap, "ClientHello trusted host trust_wa1", hs(trace.HandshakeClientHello))
+	b.add(proc, pid, role, trace.OpHandshake, c(1), ps2, trace.PhaseBootstrap, "ServerHello from smps2.shared.lab", hs(trace.HandshakeServerHello))
+	b.add(proc, pid, role, trace.OpHandshake, c(1), ps2, trace.PhaseBootstrap, "ClientConfirm", hs(trace.HandshakeClientConfirm))
+	b.add(proc, pid, role, trace.OpRequest, c(1), ps2, trace.PhaseBootstrap, "GetHostConfig hco.smps1", call(trace.ReqGetHostConfig))
+	b.add(proc, pid, role, trace.OpResponse, c(1), ps2, trace.PhaseBootstrap, "GetHostConfig hco.smps1: SUCCESS", result(trace.ReqGetHostConfig, "SUCCESS"))
 	b.add(proc, pid, role, trace.OpReset, c(1), ps2, trace.PhaseBootstrap, "")
 	for n := 2; n <= 3; n++ {
 		b.add(proc, pid, role, trace.OpConnect, c(n), ps1, trace.PhaseHCO, "")
-		b.add(proc, pid, role, trace.OpHandshake, c(n), ps1, trace.PhaseHCO, "ClientConfirm")
+		b.add(proc, pid, role, trace.OpHandshake, c(n), ps1, trace.PhaseHCO, "ClientConfirm", hs(trace.HandshakeClientConfirm))
 	}
-	b.add(proc, pid, role, trace.OpRequest, c(2), ps1, trace.PhaseHCO, "GetAgentConfig aco.wa1")
+	b.add(proc, pid, role, trace.OpRequest, c(2), ps1, trace.PhaseHCO, "GetAgentConfig aco.wa1", call(trace.ReqGetAgentConfig))
 	return b
 }
 
@@ -71,12 +83,12 @@ func TestComputeFigures(t *testing.T) {
 	// Events that are not the agent's: the Policy Servers' own and
 	// smreghost's must not count.
 	iis.add("smps", 5, "policyserver", trace.OpAccept, "5-1", "wa1.shared.lab", "", "")
-	iis.add("smps", 5, "policyserver", trace.OpHandshake, "5-1", "wa1.shared.lab", "", "ClientConfirm")
+	iis.add("smps", 5, "policyserver", trace.OpHandshake, "5-1", "wa1.shared.lab", "", "ClientConfirm", hs(trace.HandshakeClientConfirm))
 	iis.add("smreghost", 6, "smreghost", trace.OpConnect, "6-1", ps2, trace.PhaseAdmin, "")
-	iis.add("smreghost", 6, "smreghost", trace.OpHandshake, "6-1", ps2, trace.PhaseAdmin, "ClientConfirm")
-	iis.add("LLAWP.exe", 101, "llawp", trace.OpRequest, "101-2", ps1, trace.PhaseManagement, "DoManagement GET_AGENT_COMMANDS")
-	iis.add("LLAWP.exe", 101, "llawp", trace.OpResponse, "101-2", ps1, trace.PhaseManagement, "DoManagement GET_AGENT_COMMANDS: SUCCESS")
-	iis.add("LLAWP.exe", 101, "llawp", trace.OpRequest, "101-2", ps1, trace.PhaseManagement, "DoManagement GET_AGENT_COMMANDS")
+	iis.add("smreghost", 6, "smreghost", trace.OpHandshake, "6-1", ps2, trace.PhaseAdmin, "ClientConfirm", hs(trace.HandshakeClientConfirm))
+	iis.add("LLAWP.exe", 101, "llawp", trace.OpRequest, "101-2", ps1, trace.PhaseManagement, "DoManagement GET_AGENT_COMMANDS", call(trace.ReqDoManagement))
+	iis.add("LLAWP.exe", 101, "llawp", trace.OpResponse, "101-2", ps1, trace.PhaseManagement, "DoManagement GET_AGENT_COMMANDS: SUCCESS", result(trace.ReqDoManagement, "SUCCESS"))
+	iis.add("LLAWP.exe", 101, "llawp", trace.OpRequest, "101-2", ps1, trace.PhaseManagement, "DoManagement GET_AGENT_COMMANDS", call(trace.ReqDoManagement))
 
 	apache := newEvb()
 	apache.add("httpd", 200, "httpd-parent", trace.OpConnect, "200-1", ps1, "", "") // not an agent process
@@ -94,7 +106,7 @@ func TestComputeFigures(t *testing.T) {
 	peak.add("w3wp.exe", 1, "hla", trace.OpDisconnect, "1-1", ps1, trace.PhaseRequests, "")
 	peak.add("w3wp.exe", 1, "hla", trace.OpReset, "1-1", ps1, trace.PhaseRequests, "")
 	peak.add("w3wp.exe", 1, "hla", trace.OpConnect, "1-3", ps1, trace.PhaseRequests, "")
-	peak.add("w3wp.exe", 1, "hla", trace.OpConnect, "", ps2, trace.PhaseRequests, "failed: connection refused")
+	peak.add("w3wp.exe", 1, "hla", trace.OpConnect, "", ps2, trace.PhaseRequests, "failed: connection refused", func(e *trace.Event) { e.Error = "connection refused" })
 	peak.add("w3wp.exe", 1, "hla", trace.OpConnect, "1-4", ps2, trace.PhaseRequests, "")
 	peak.add("w3wp.exe", 1, "hla", trace.OpReset, "1-4", ps2, trace.PhaseRequests, "")
 	peak.add("w3wp.exe", 1, "hla", trace.OpConnect, "1-5", ps2, trace.PhaseRequests, "")
@@ -227,8 +239,8 @@ func TestPollsAgree(t *testing.T) {
 	r := &Run{Lab: l, Opts: Options{Out: out, Poll: time.Second}}
 	b := newEvb().startup("LLAWP.exe", 101, "llawp")
 	poll := func() {
-		b.add("LLAWP.exe", 101, "llawp", trace.OpRequest, "101-2", ps1, trace.PhaseManagement, "DoManagement GET_AGENT_COMMANDS")
-		b.add("LLAWP.exe", 101, "llawp", trace.OpResponse, "101-2", ps1, trace.PhaseManagement, "DoManagement GET_AGENT_COMMANDS: SUCCESS (0 commands)")
+		b.add("LLAWP.exe", 101, "llawp", trace.OpRequest, "101-2", ps1, trace.PhaseManagement, "DoManagement GET_AGENT_COMMANDS", call(trace.ReqDoManagement))
+		b.add("LLAWP.exe", 101, "llawp", trace.OpResponse, "101-2", ps1, trace.PhaseManagement, "DoManagement GET_AGENT_COMMANDS: SUCCESS (0 commands)", result(trace.ReqDoManagement, "SUCCESS"))
 	}
 	write := func() {
 		t.Helper()
@@ -252,7 +264,7 @@ func TestPollsAgree(t *testing.T) {
 	for range 4 {
 		poll()
 	}
-	b.add("LLAWP.exe", 101, "llawp", trace.OpRequest, "101-2", ps1, trace.PhaseManagement, "DoManagement GET_AGENT_COMMANDS")
+	b.add("LLAWP.exe", 101, "llawp", trace.OpRequest, "101-2", ps1, trace.PhaseManagement, "DoManagement GET_AGENT_COMMANDS", call(trace.ReqDoManagement))
 	b.add("LLAWP.exe", 101, "llawp", trace.OpDisconnect, "101-2", ps1, trace.PhaseManagement, "")
 	write()
 	evs, err := r.finish(nil)

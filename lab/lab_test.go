@@ -220,7 +220,7 @@ func TestPollsSoFarByPhase(t *testing.T) {
 		}
 		rec.Emit(trace.Event{Op: trace.OpConnect})
 		for range polls {
-			rec.Emit(trace.Event{Op: trace.OpResponse, Phase: phase, Note: "DoManagement: 0 commands"})
+			rec.Emit(trace.Event{Op: trace.OpResponse, Phase: phase, Note: "DoManagement GET_AGENT_COMMANDS: SUCCESS (0 commands)", Request: trace.ReqDoManagement, Subject: "GET_AGENT_COMMANDS", Result: "SUCCESS", Body: "0 commands"})
 		}
 		rec.Close()
 	}

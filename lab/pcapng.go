@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/agentlab/agentlab/pcapng"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -22,7 +23,7 @@ func (r *Run) writePcapng(path string, evs []trace.Event) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	if err := trace.SavePcapng(path, evs, hosts); err != nil {
+	if err := pcapng.Save(path, evs, hosts); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil

@@ -8,7 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentlab/agentlab/procmon"
 	"github.com/agentlab/agentlab/procname"
+	"github.com/agentlab/agentlab/report"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -19,13 +21,13 @@ const ReportFile = "report.html"
 // tableView is the Process Monitor view's events and how the title names
 // them: the seed's filter, or every process with all, then the run's
 // Process Monitor filter (Options.Procmon) on the rows.
-func (r *Run) tableView(all bool) (trace.Filter, string) {
+func (r *Run) tableView(all bool) (procmon.Select, string) {
 	l := r.Lab
 	servers := l.ServerHosts()
-	keep, what := trace.All(trace.SocketOps, trace.Between(l.WebServer.Host, servers...)),
+	keep, what := procmon.All(procmon.SocketOps, procmon.Between(l.WebServer.Host, servers...)),
 		fmt.Sprintf("filtered as the seed filters: %s to %s", l.WebServer.Host, strings.Join(servers, " or "))
 	if all {
-		keep, what = trace.ProcmonOps, "every process"
+		keep, what = procmon.Ops, "every process"
 	}
 	if f := r.Opts.Procmon; !f.IsZero() {
 		what += "; then " + f.String()
@@ -36,21 +38,21 @@ func (r *Run) tableView(all bool) (trace.Filter, string) {
 // reportSide is the run as report.html shows it, read with the filters of
 // the text report: the steps and the diagram tell the agent processes
 // (the registration happens before the web server exists).
-func (r *Run) reportSide(label string, evs []trace.Event, lines []string) trace.Side {
+func (r *Run) reportSide(label string, evs []trace.Event, lines []string) report.Side {
 	keep, what := r.tableView(r.Opts.All)
 	// With --all, the table shows the registration too; the steps and the
 	// diagram tell the agents only (isAgent) either way.
-	return trace.Side{Label: label, Lines: lines, Events: r.tableEvents(evs, r.Opts.All), Host: r.Lab.WebServer.Host, Servers: r.Lab.ServerHosts(),
+	return report.Side{Label: label, Lines: lines, Events: r.tableEvents(evs, r.Opts.All), Host: r.Lab.WebServer.Host, Servers: r.Lab.ServerHosts(),
 		Agents: isAgent, Table: keep, Procmon: r.Opts.Procmon, TableWhat: what}
 }
 
 // writeReport writes the run's report.html.
 func (r *Run) writeReport(evs []trace.Event) error {
 	sum := r.summary
-	rep := trace.Report{
+	rep := report.Page{
 		Title: fmt.Sprintf("agentlab run: lab %s, %s", sum.Lab, RunName(sum.Settings)),
 		Lines: append(r.settingsLines(), r.outcomeLines()...),
-		Sides: []trace.Side{r.reportSide(RunName(sum.Settings), evs, nil)},
+		Sides: []report.Side{r.reportSide(RunName(sum.Settings), evs, nil)},
 	}
 	return writeReportFile(r.path(ReportFile), rep)
 }
@@ -64,9 +66,9 @@ func (r *Run) ReportPath() string {
 	return p
 }
 
-func writeReportFile(path string, rep trace.Report) error {
+func writeReportFile(path string, rep report.Page) error {
 	var b bytes.Buffer
-	if err := trace.WriteReport(&b, rep); err != nil {
+	if err := report.Write(&b, rep); err != nil {
 		return err
 	}
 	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
@@ -140,7 +142,7 @@ func WriteCompareReport(l *Lab, o CompareOptions, runs []CompareRun) (string, er
 	if o.MaxRequestsPerChild > 0 {
 		recycle = fmt.Sprintf("Apache children recycled every %d requests", o.MaxRequestsPerChild)
 	}
-	rep := trace.Report{
+	rep := report.Page{
 		Title: fmt.Sprintf("agentlab compare: lab %s", l.Name),
 		Lines: []string{
 			fmt.Sprintf("The same lab and workload as %s, one run after another: Apache with %d children, %s.",

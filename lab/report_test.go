@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentlab/agentlab/procmon"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -185,8 +186,8 @@ func TestLLAWPStatusFile(t *testing.T) {
 func TestReportProcmonFilter(t *testing.T) {
 	evs := newEvb().startup("w3wp.exe", 100, "hla").startup("LLAWP.exe", 101, "llawp").
 		add("smreghost", 99, "smreghost", trace.OpConnect, "99-1", ps2, trace.PhaseAdmin, "").evs
-	cond := func(s string) trace.ProcmonCondition {
-		c, err := trace.ParseProcmonCondition(s)
+	cond := func(s string) procmon.Condition {
+		c, err := procmon.ParseCondition(s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -195,16 +196,16 @@ func TestReportProcmonFilter(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		all   bool
-		f     trace.ProcmonFilter
+		f     procmon.Filter
 		title string
 		procs []string // the Process Name of each row
 	}{
-		{"the seed's view", false, trace.ProcmonFilter{}, "filtered as the seed filters: wa1.shared.lab to smps1.shared.lab or smps2.shared.lab",
+		{"the seed's view", false, procmon.Filter{}, "filtered as the seed filters: wa1.shared.lab to smps1.shared.lab or smps2.shared.lab",
 			[]string{"w3wp.exe", "w3wp.exe", "w3wp.exe", "w3wp.exe", "LLAWP.exe", "LLAWP.exe", "LLAWP.exe", "LLAWP.exe", "smreghost"}},
-		{"LLAWP.exe's connects", false, trace.ProcmonFilter{Include: []trace.ProcmonCondition{cond("Process Name is LLAWP.exe"), cond("Operation is TCP Connect")}},
+		{"LLAWP.exe's connects", false, procmon.Filter{Include: []procmon.Condition{cond("Process Name is LLAWP.exe"), cond("Operation is TCP Connect")}},
 			"filtered as the seed filters: wa1.shared.lab to smps1.shared.lab or smps2.shared.lab; then include Process Name is LLAWP.exe; include Operation is TCP Connect",
 			[]string{"LLAWP.exe", "LLAWP.exe", "LLAWP.exe"}},
-		{"every process but the agents' resets", true, trace.ProcmonFilter{Exclude: []trace.ProcmonCondition{cond("Detail contains reset")}},
+		{"every process but the agents' resets", true, procmon.Filter{Exclude: []procmon.Condition{cond("Detail contains reset")}},
 			"every process; then exclude Detail contains reset",
 			[]string{"w3wp.exe", "w3wp.exe", "w3wp.exe", "LLAWP.exe", "LLAWP.exe", "LLAWP.exe", "smreghost"}},
 	} {

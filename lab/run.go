@@ -14,8 +14,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentlab/agentlab/chart"
 	"github.com/agentlab/agentlab/conf"
+	"github.com/agentlab/agentlab/narrative"
 	"github.com/agentlab/agentlab/notice"
+	"github.com/agentlab/agentlab/procmon"
 	"github.com/agentlab/agentlab/procname"
 	"github.com/agentlab/agentlab/trace"
 )
@@ -57,7 +60,7 @@ type Options struct {
 	// Procmon is the Process Monitor view's filter (agentlab run
 	// --include, --exclude), applied to the rows the view would show
 	// without it: the seed's filter, or every process with All.
-	Procmon trace.ProcmonFilter
+	Procmon procmon.Filter
 	// KeyLog, when set, is the file every Policy Server appends its
 	// sessions' keys to (smps --keylog), for Wireshark to decrypt the
 	// run's capture. It reveals every request: off unless asked for.
@@ -994,7 +997,7 @@ func (r *Run) Report(w io.Writer, evs []trace.Event, all bool) {
 			limit = DefaultTableRows
 		}
 		fmt.Fprintf(w, "\nProcess Monitor view (%s):\n\n", what)
-		if n, _ := trace.WriteTable(w, r.tableEvents(evs, all), keep, r.Opts.Procmon, limit); limit > 0 && n > limit {
+		if n, _ := procmon.WriteTable(w, r.tableEvents(evs, all), keep, r.Opts.Procmon, limit); limit > 0 && n > limit {
 			fmt.Fprintf(w, "… and %d more rows (%d in all): every row is in %s and trace.jsonl; --rows -1 prints them all here.\n",
 				n-limit, n, ReportFile)
 		}
@@ -1005,7 +1008,7 @@ func (r *Run) Report(w io.Writer, evs []trace.Event, all bool) {
 			}
 		}
 		fmt.Fprintf(w, "\nWhat happened, step by step:\n\n")
-		trace.WriteNarrative(w, trace.Narrate(agents, l.WebServer.Host, servers))
+		narrative.Write(w, narrative.Narrate(agents, l.WebServer.Host, servers))
 		r.writeLLAWPStatus(w)
 		fmt.Fprintf(w, "\nThe lab polled management every %s (the vendor's default is 30s).\n", sum.PollInterval)
 		files := "trace.jsonl, each process's log, WA.log, SmHost.conf, WebAgent.conf, summary.json"
@@ -1029,9 +1032,9 @@ func (r *Run) Report(w io.Writer, evs []trace.Event, all bool) {
 	}
 	// The chart is for runs long enough to show a change: a few seconds.
 	if servers := l.ServerHosts(); len(servers) > 1 || len(sum.Faults) > 0 {
-		if load := trace.CountServerLoad(evs, l.WebServer.Host, servers); load.Seconds() >= 3 {
+		if load := chart.CountLoad(evs, l.WebServer.Host, servers); load.Seconds() >= 3 {
 			fmt.Fprintf(w, "\nRequests answered per second, by Policy Server (from the trace):\n\n")
-			trace.WriteServerChart(w, load)
+			chart.Write(w, load)
 		}
 	}
 	q := sum.Requests

@@ -352,12 +352,12 @@ func TestRun(t *testing.T) {
 			if firstConn == "" {
 				firstConn = e.Conn
 			}
-		case e.Op == trace.OpRequest && e.Note == "GetAgentConfig aco.wa1":
+		case e.Op == trace.OpRequest && e.Request == trace.ReqGetAgentConfig && e.Subject == "aco.wa1":
 			acos++
 			if e.Conn != firstConn {
 				t.Errorf("ACO over %s, want the first pool socket %s", e.Conn, firstConn)
 			}
-		case e.Op == trace.OpRequest && e.Note == "DoManagement "+GetAgentCommands:
+		case e.Op == trace.OpRequest && e.Request == trace.ReqDoManagement && e.Subject == GetAgentCommands:
 			polls++
 			if e.Conn != firstConn {
 				t.Errorf("DoManagement over %s, want the first pool socket %s", e.Conn, firstConn)

@@ -214,7 +214,7 @@ func TestLoginOnAStoppedServerGoesElsewhere(t *testing.T) {
 	}
 	// Nothing of the Login went over the dead socket.
 	for _, e := range tb.events(t) {
-		if e.Op == trace.OpRequest && strings.HasPrefix(e.Note, "Login") && e.RemoteHost != "smps2.shared.lab" {
+		if e.Op == trace.OpRequest && e.Request == trace.ReqLogin && e.RemoteHost != "smps2.shared.lab" {
 			t.Errorf("Login sent to %s: %+v", e.RemoteHost, e)
 		}
 	}

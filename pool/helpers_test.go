@@ -542,13 +542,31 @@ func connEvents(evs []trace.Event, conn string, ops ...string) []trace.Event {
 	return out
 }
 
-// stateNotes returns the notes of the trace's Server State events.
+// stateNotes returns the notes of the trace's Server State events. An
+// event whose State field says something else than its note shows as the
+// two side by side, which no test expects: the field is what renderers
+// read, the note what people read.
 func stateNotes(evs []trace.Event) []string {
 	var out []string
 	for _, e := range evs {
-		if e.Op == trace.OpServerState {
-			out = append(out, e.Note)
+		if e.Op != trace.OpServerState {
+			continue
 		}
+		var told string
+		if st := e.State; st != nil {
+			told = fmt.Sprintf("%s %s -> %s: %s", st.Server, st.From, st.To, st.Why)
+			if st.From == "" {
+				told = fmt.Sprintf("%s %s: %s", st.Server, st.To, st.Why)
+			}
+			if down := strings.HasPrefix(st.Why, "down at start: "); down != (st.Err != "") || down && st.Why != "down at start: "+st.Err {
+				told += " [err " + st.Err + "]"
+			}
+		}
+		if told != e.Note {
+			out = append(out, fmt.Sprintf("note %q, state field %q", e.Note, told))
+			continue
+		}
+		out = append(out, e.Note)
 	}
 	return out
 }

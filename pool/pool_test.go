@@ -32,7 +32,7 @@ func TestStartOpensMinSocketsAndFetchesACOOverTheFirst(t *testing.T) {
 	}
 	var hellos int
 	for _, e := range ps.trace.events(t) {
-		if e.Op == trace.OpHandshake && e.Note == "ClientHello trusted host "+trustedHost {
+		if e.Op == trace.OpHandshake && e.Handshake == trace.HandshakeClientHello && e.Note == "ClientHello trusted host "+trustedHost {
 			hellos++
 		}
 	}
@@ -447,7 +447,7 @@ func TestSocketErrorClosesOlderSockets(t *testing.T) {
 // shows too, as "reset by peer").
 func ourReset(evs []trace.Event, conn string) bool {
 	for _, e := range connEvents(evs, conn, trace.OpReset) {
-		if e.Note == "" {
+		if !e.Peer {
 			return true
 		}
 	}
@@ -673,7 +673,7 @@ func TestServerDownAtStart(t *testing.T) {
 	}
 	var failedConnect bool
 	for _, e := range tb.events(t) {
-		failedConnect = failedConnect || e.Op == trace.OpConnect && e.RemoteHost == "smps1.shared.lab" && strings.HasPrefix(e.Note, "failed: ")
+		failedConnect = failedConnect || e.Op == trace.OpConnect && e.RemoteHost == "smps1.shared.lab" && e.Conn == "" && e.Error != ""
 	}
 	if !failedConnect {
 		t.Error("the trace does not show the attempt to reach smps1")
@@ -800,7 +800,7 @@ func TestCloseWithRequestsInFlight(t *testing.T) {
 	var fins, resets int
 	for _, e := range tb.events(t) {
 		switch {
-		case e.Op == trace.OpDisconnect && e.Note == "":
+		case e.Op == trace.OpDisconnect && !e.Peer:
 			fins++
 		case e.Op == trace.OpReset:
 			resets++

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agentlab/agentlab/conf"
+	"github.com/agentlab/agentlab/trace"
 )
 
 // State is a Policy Server's state as the agent sees it, with the vendor's
@@ -29,17 +30,17 @@ const (
 	Failed
 )
 
-// String gives the vendor's name of the state.
+// String gives the vendor's name of the state, as trace events name it.
 func (s State) String() string {
 	switch s {
 	case Active:
-		return "Active"
+		return trace.StateActive
 	case Inactive:
-		return "Inactive"
+		return trace.StateInactive
 	case Disabled:
-		return "Disabled"
+		return trace.StateDisabled
 	case Failed:
-		return "Failed"
+		return trace.StateFailed
 	}
 	return "State(" + strconv.Itoa(int(s)) + ")"
 }

@@ -67,7 +67,7 @@ func (p *Pool) settle() {
 				to = now(i)
 			}
 			if to != s.shown {
-				p.tell(s, s.shown, to, ch.why)
+				p.tell(s, s.shown, to, ch.why, "")
 				s.shown = to
 			}
 		}
@@ -76,13 +76,14 @@ func (p *Pool) settle() {
 		to := now(i)
 		switch {
 		case s.shown == stateUntold:
-			why := "up at start; " + choice
+			why, down := "up at start; "+choice, ""
 			if !to.up() {
-				why = "down at start: " + lastErr[i]
+				down = lastErr[i]
+				why = "down at start: " + down
 			}
-			p.tell(s, s.shown, to, why)
+			p.tell(s, s.shown, to, why, down)
 		case s.shown != to:
-			p.tell(s, s.shown, to, choice)
+			p.tell(s, s.shown, to, choice, "")
 		}
 		s.shown = to
 	}
@@ -94,11 +95,15 @@ func (p *Pool) settle() {
 // hosts map resolves it; remote_host = the lab name), and its note reads
 // "smps1.shared.lab:44443 Active -> Failed: no answer within
 // RequestTimeout 60s" (or "smps1.shared.lab:44443 Disabled: down at
-// start: ..." for the state a server starts in).
-func (p *Pool) tell(s *server, from, to State, why string) {
+// start: ..." for the state a server starts in). The event's State says
+// the same as data; down is the error that has a server down at start.
+func (p *Pool) tell(s *server, from, to State, why, down string) {
+	change := &trace.ServerState{Server: s.addr, To: to.String(), Why: why, Err: down}
 	note := fmt.Sprintf("%s %s -> %s: %s", s.addr, from, to, why)
 	if from == stateUntold {
 		note = fmt.Sprintf("%s %s: %s", s.addr, to, why)
+	} else {
+		change.From = from.String()
 	}
 	ev := s.log.Info()
 	if !to.up() {
@@ -127,5 +132,5 @@ func (p *Pool) tell(s *server, from, to State, why string) {
 	if _, err := netip.ParseAddr(s.ps.Host); name == "" && err != nil {
 		name = s.ps.Host // never an IP as a host name
 	}
-	rec.Emit(trace.Event{Op: trace.OpServerState, LocalHost: rec.Options().Host, Remote: remote, RemoteHost: name, Phase: phase, Note: note})
+	rec.Emit(trace.Event{Op: trace.OpServerState, LocalHost: rec.Options().Host, Remote: remote, RemoteHost: name, Phase: phase, Note: note, State: change})
 }

@@ -117,7 +117,7 @@ func (c *Client) do(ctx context.Context, req *tlipb.Request) (resp *tlipb.Respon
 		return nil, true, fmt.Errorf("%s: %s: %w", c.peer(), Describe(req), err)
 	}
 	if s.conn.Tracing() {
-		s.conn.Note(trace.OpRequest, len(frame), Describe(req))
+		s.conn.NoteEvent(requestEvent(req, len(frame)))
 	}
 	if _, err := s.conn.Write(frame); err != nil {
 		return nil, true, c.wrapErr(ctx, "sending "+Describe(req), err)
@@ -201,7 +201,7 @@ func (sc *ServerConn) ReadRequest(req *tlipb.Request) error {
 		return fmt.Errorf("from %s: unreadable request: %w", s.peer, err)
 	}
 	if s.conn.Tracing() {
-		s.conn.Note(trace.OpRequest, n, Describe(req))
+		s.conn.NoteEvent(requestEvent(req, n))
 	}
 	return nil
 }
@@ -231,39 +231,73 @@ func (sc *ServerConn) WriteResponse(req *tlipb.Request, resp *tlipb.Response) er
 
 // Describe names a request the way a learner reads it in a trace:
 // "GetHostConfig hco.smps1", "IsProtected GET /protected/".
+func Describe(req *tlipb.Request) string {
+	call, subject := describe(req)
+	switch call {
+	case "":
+		return "empty request"
+	case trace.ReqLogout:
+		return call // it names nothing
+	}
+	return call + " " + subject
+}
+
+// describe is a request's call (a trace.Req constant, "" for no body) and
+// what it names after the call, the two fields of its trace events.
 //
 // Getters throughout: a body set to a nil message (possible when a caller
 // builds one by hand) must not panic the trace.
-func Describe(req *tlipb.Request) string {
+func describe(req *tlipb.Request) (call, subject string) {
 	switch b := req.GetBody().(type) {
 	case *tlipb.Request_GetHostConfig:
-		return "GetHostConfig " + b.GetHostConfig.GetName()
+		return trace.ReqGetHostConfig, b.GetHostConfig.GetName()
 	case *tlipb.Request_GetAgentConfig:
-		return "GetAgentConfig " + b.GetAgentConfig.GetName()
+		return trace.ReqGetAgentConfig, b.GetAgentConfig.GetName()
 	case *tlipb.Request_SetAgentInfo:
-		return "SetAgentInfo " + b.SetAgentInfo.GetAgentName()
+		return trace.ReqSetAgentInfo, b.SetAgentInfo.GetAgentName()
 	case *tlipb.Request_IsProtected:
-		return "IsProtected " + b.IsProtected.GetAction() + " " + b.IsProtected.GetResource()
+		return trace.ReqIsProtected, b.IsProtected.GetAction() + " " + b.IsProtected.GetResource()
 	case *tlipb.Request_Login:
-		return "Login " + b.Login.GetUser() + " realm " + b.Login.GetRealm()
+		return trace.ReqLogin, b.Login.GetUser() + " realm " + b.Login.GetRealm()
 	case *tlipb.Request_Authorize:
-		return "Authorize " + b.Authorize.GetAction() + " " + b.Authorize.GetResource()
+		return trace.ReqAuthorize, b.Authorize.GetAction() + " " + b.Authorize.GetResource()
 	case *tlipb.Request_Logout:
-		return "Logout"
+		return trace.ReqLogout, ""
 	case *tlipb.Request_DoManagement:
-		return "DoManagement " + b.DoManagement.GetCommand()
+		return trace.ReqDoManagement, b.DoManagement.GetCommand()
 	case *tlipb.Request_RegisterHost:
-		return "RegisterHost " + b.RegisterHost.GetTrustedHost()
+		return trace.ReqRegisterHost, b.RegisterHost.GetTrustedHost()
 	case *tlipb.Request_QueueManagement:
-		return "QueueManagement " + b.QueueManagement.GetCommand().GetName()
+		return trace.ReqQueueManagement, b.QueueManagement.GetCommand().GetName()
 	}
-	return "empty request"
+	return "", ""
+}
+
+// requestEvent is the trace's Request event for req, n bytes on the wire.
+func requestEvent(req *tlipb.Request, n int) trace.Event {
+	call, subject := describe(req)
+	return trace.Event{Op: trace.OpRequest, Len: n, Note: Describe(req), Request: call, Subject: subject}
 }
 
 // responseEvent is the trace's Response event for resp, n bytes on the
-// wire: an ACO's cache sizes go in a field of their own, for the renderers.
+// wire: the request it answers, the result and what the response carries
+// each in a field, and an ACO's cache sizes, for the renderers; the note
+// says it all to a person (DescribeResponse).
 func responseEvent(req *tlipb.Request, resp *tlipb.Response, n int) trace.Event {
-	e := trace.Event{Op: trace.OpResponse, Len: n, Note: DescribeResponse(req, resp)}
+	e := trace.Event{Op: trace.OpResponse, Len: n, Result: resp.GetResult().String()}
+	e.Request, e.Subject = describe(req)
+	switch b := resp.GetBody().(type) {
+	case *tlipb.Response_HostConfig:
+		e.Body = fmt.Sprintf("HCO %s, %d servers", b.HostConfig.GetName(), len(b.HostConfig.GetPolicyServers()))
+	case *tlipb.Response_AgentConfig:
+		e.Body = "ACO " + b.AgentConfig.GetName()
+	case *tlipb.Response_DoManagement:
+		e.Body = fmt.Sprintf("%d commands", len(b.DoManagement.GetCommands()))
+	}
+	if resp.GetResult() != tlipb.Result_SUCCESS && resp.GetResult() != tlipb.Result_YES {
+		e.Message = resp.GetMessage()
+	}
+	e.Note = Describe(req) + ": " + e.Answer()
 	if aco := resp.GetAgentConfig(); aco != nil {
 		e.AgentCache = &trace.AgentCache{ACO: aco.GetName(), Resources: int(aco.GetMaxResourceCacheSize()), Sessions: int(aco.GetMaxSessionCacheSize())}
 	}
@@ -271,19 +305,7 @@ func responseEvent(req *tlipb.Request, resp *tlipb.Response, n int) trace.Event 
 }
 
 // DescribeResponse names a response for the trace: the request it answers
-// and its result.
+// and its result, "<request>: <RESULT>[ (details)][ - message]".
 func DescribeResponse(req *tlipb.Request, resp *tlipb.Response) string {
-	s := Describe(req) + ": " + resp.GetResult().String()
-	switch b := resp.GetBody().(type) {
-	case *tlipb.Response_HostConfig:
-		s += fmt.Sprintf(" (HCO %s, %d servers)", b.HostConfig.GetName(), len(b.HostConfig.GetPolicyServers()))
-	case *tlipb.Response_AgentConfig:
-		s += " (ACO " + b.AgentConfig.GetName() + ")"
-	case *tlipb.Response_DoManagement:
-		s += fmt.Sprintf(" (%d commands)", len(b.DoManagement.GetCommands()))
-	}
-	if resp.GetMessage() != "" && resp.GetResult() != tlipb.Result_SUCCESS && resp.GetResult() != tlipb.Result_YES {
-		s += " - " + resp.Message
-	}
-	return s
+	return responseEvent(req, resp, 0).Note
 }

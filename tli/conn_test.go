@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -404,6 +406,43 @@ func TestDescribe(t *testing.T) {
 		if got := DescribeResponse(hco, tc.resp); got != tc.want {
 			t.Errorf("DescribeResponse = %q, want %q", got, tc.want)
 		}
+	}
+}
+
+// TestTraceEventFields: a request's and a response's trace events say as
+// fields what their notes say as text, for renderers that must not parse
+// notes.
+func TestTraceEventFields(t *testing.T) {
+	hco := &tlipb.Request{Body: &tlipb.Request_GetHostConfig{GetHostConfig: &tlipb.GetHostConfigRequest{Name: "hco"}}}
+	isp := &tlipb.Request{Body: &tlipb.Request_IsProtected{IsProtected: &tlipb.IsProtectedRequest{Action: "GET", Resource: "/p/"}}}
+	mgmt := &tlipb.Request{Body: &tlipb.Request_DoManagement{DoManagement: &tlipb.DoManagementRequest{Command: "GET_AGENT_COMMANDS"}}}
+	tests := []struct {
+		name string
+		got  trace.Event
+		want trace.Event
+	}{
+		{"request", requestEvent(hco, 9), trace.Event{Op: trace.OpRequest, Len: 9, Note: "GetHostConfig hco", Request: trace.ReqGetHostConfig, Subject: "hco"}},
+		{"logout", requestEvent(&tlipb.Request{Body: &tlipb.Request_Logout{Logout: &tlipb.LogoutRequest{}}}, 1),
+			trace.Event{Op: trace.OpRequest, Len: 1, Note: "Logout", Request: trace.ReqLogout}},
+		{"empty", requestEvent(&tlipb.Request{}, 1), trace.Event{Op: trace.OpRequest, Len: 1, Note: "empty request"}},
+		{"hco", responseEvent(hco, &tlipb.Response{Result: tlipb.Result_SUCCESS, Body: &tlipb.Response_HostConfig{HostConfig: &tlipb.HostConfig{Name: "hco", PolicyServers: make([]*tlipb.PolicyServerAddr, 2)}}}, 7),
+			trace.Event{Op: trace.OpResponse, Len: 7, Note: "GetHostConfig hco: SUCCESS (HCO hco, 2 servers)", Request: trace.ReqGetHostConfig, Subject: "hco", Result: "SUCCESS", Body: "HCO hco, 2 servers"}},
+		{"no with a message", responseEvent(isp, &tlipb.Response{Result: tlipb.Result_NO, Message: "not protected"}, 3),
+			trace.Event{Op: trace.OpResponse, Len: 3, Note: "IsProtected GET /p/: NO - not protected", Request: trace.ReqIsProtected, Subject: "GET /p/", Result: "NO", Message: "not protected"}},
+		{"yes hides its message", responseEvent(isp, &tlipb.Response{Result: tlipb.Result_YES, Message: "not shown"}, 3),
+			trace.Event{Op: trace.OpResponse, Len: 3, Note: "IsProtected GET /p/: YES", Request: trace.ReqIsProtected, Subject: "GET /p/", Result: "YES"}},
+		{"polls", responseEvent(mgmt, &tlipb.Response{Body: &tlipb.Response_DoManagement{DoManagement: &tlipb.DoManagementResponse{}}}, 4),
+			trace.Event{Op: trace.OpResponse, Len: 4, Note: "DoManagement GET_AGENT_COMMANDS: SUCCESS (0 commands)", Request: trace.ReqDoManagement, Subject: "GET_AGENT_COMMANDS", Result: "SUCCESS", Body: "0 commands"}},
+		{"refusal", refusalEvent(12, CodeSecretIncorrect, CodeText(CodeSecretIncorrect)),
+			trace.Event{Op: trace.OpHandshake, Len: 12, Note: fmt.Sprintf("refused: %d %s", CodeSecretIncorrect, CodeText(CodeSecretIncorrect)),
+				Handshake: trace.HandshakeError, Code: CodeSecretIncorrect, Message: CodeText(CodeSecretIncorrect)}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if !reflect.DeepEqual(tc.got, tc.want) {
+				t.Errorf("event\n%+v\nwant\n%+v", tc.got, tc.want)
+			}
+		})
 	}
 }
 

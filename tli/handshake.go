@@ -267,7 +267,7 @@ func ClientHandshake(ctx context.Context, tc *trace.Conn, cfg ClientConfig) (*Cl
 		}
 		return fail(fmt.Errorf("sending client hello: %w", err))
 	}
-	tc.Note(trace.OpHandshake, HeaderSize+len(hb), "ClientHello trusted host "+cfg.TrustedHost)
+	tc.NoteEvent(handshakeEvent(trace.HandshakeClientHello, HeaderSize+len(hb), "ClientHello trusted host "+cfg.TrustedHost))
 
 	typ, payload, err := ReadFrame(s.br, nil)
 	if err != nil {
@@ -301,7 +301,7 @@ func ClientHandshake(ctx context.Context, tc *trace.Conn, cfg ClientConfig) (*Cl
 		}
 		ikm = cfg.Secret
 	}
-	tc.Note(trace.OpHandshake, HeaderSize+len(payload), "ServerHello from "+sh.ServerName)
+	tc.NoteEvent(handshakeEvent(trace.HandshakeServerHello, HeaderSize+len(payload), "ServerHello from "+sh.ServerName))
 	if s.keys, err = deriveKeys(ikm, hello.ClientNonce, sh.ServerNonce); err != nil {
 		return fail(err)
 	}
@@ -313,8 +313,23 @@ func ClientHandshake(ctx context.Context, tc *trace.Conn, cfg ClientConfig) (*Cl
 	if _, err := tc.Write(frame); err != nil {
 		return fail(fmt.Errorf("sending client confirm: %w", err))
 	}
-	tc.Note(trace.OpHandshake, len(frame), "ClientConfirm")
+	tc.NoteEvent(handshakeEvent(trace.HandshakeClientConfirm, len(frame), "ClientConfirm"))
 	return &Client{s: s, ServerName: sh.ServerName}, nil
+}
+
+// handshakeEvent is the trace's Handshake event for one message of the
+// handshake (a trace.Handshake constant), n bytes on the wire; note says
+// it to a person.
+func handshakeEvent(msg string, n int, note string) trace.Event {
+	return trace.Event{Op: trace.OpHandshake, Len: n, Handshake: msg, Note: note}
+}
+
+// refusalEvent is the Handshake event of a HandshakeError frame, sent or
+// received: the vendor's code and its text.
+func refusalEvent(n, code int, message string) trace.Event {
+	e := handshakeEvent(trace.HandshakeError, n, fmt.Sprintf("refused: %d %s", code, message))
+	e.Code, e.Message = code, message
+	return e
 }
 
 func handshakeRefused(peer string, payload []byte, tc *trace.Conn) error {
@@ -322,7 +337,7 @@ func handshakeRefused(peer string, payload []byte, tc *trace.Conn) error {
 	if err := proto.Unmarshal(payload, he); err != nil {
 		return fmt.Errorf("handshake with %s: unreadable handshake error: %w", peer, err)
 	}
-	tc.Note(trace.OpHandshake, HeaderSize+len(payload), fmt.Sprintf("refused: %d %s", he.Code, he.Message))
+	tc.NoteEvent(refusalEvent(HeaderSize+len(payload), int(he.Code), he.Message))
 	return &HandshakeError{Code: int(he.Code), Message: he.Message, Peer: peer}
 }
 
@@ -370,7 +385,7 @@ func ServerHandshake(ctx context.Context, tc *trace.Conn, cfg ServerConfig) (*Se
 		b, _ := proto.Marshal(he)
 		tc.SetWriteDeadline(time.Now().Add(time.Second))
 		WriteFrame(tc, FrameHandshakeError, b)
-		tc.Note(trace.OpHandshake, HeaderSize+len(b), fmt.Sprintf("refused: %d %s", code, he.Message))
+		tc.NoteEvent(refusalEvent(HeaderSize+len(b), code, he.Message))
 		return nil, &HandshakeError{Code: code, Message: he.Message, Detail: detail, Peer: s.peer, Err: err}
 	}
 
@@ -399,7 +414,7 @@ func ServerHandshake(ctx context.Context, tc *trace.Conn, cfg ServerConfig) (*Se
 	case len(hello.TrustedHost) > MaxTrustedHostLen:
 		return refuse(CodeNoClientHello, fmt.Sprintf("trusted host name of %d bytes, at most %d", len(hello.TrustedHost), MaxTrustedHostLen), nil)
 	}
-	tc.Note(trace.OpHandshake, HeaderSize+len(payload), "ClientHello trusted host "+hello.TrustedHost)
+	tc.NoteEvent(handshakeEvent(trace.HandshakeClientHello, HeaderSize+len(payload), "ClientHello trusted host "+hello.TrustedHost))
 	if cfg.Reject != nil {
 		if code, detail := cfg.Reject(hello.TrustedHost); code != 0 {
 			return refuse(code, detail, nil)
@@ -466,7 +481,7 @@ func ServerHandshake(ctx context.Context, tc *trace.Conn, cfg ServerConfig) (*Se
 	if err := WriteFrame(tc, FrameServerHello, sb); err != nil {
 		return nil, &HandshakeError{Code: CodeServerHelloFailed, Message: CodeText(CodeServerHelloFailed), Peer: s.peer, Err: err}
 	}
-	tc.Note(trace.OpHandshake, HeaderSize+len(sb), "ServerHello")
+	tc.NoteEvent(handshakeEvent(trace.HandshakeServerHello, HeaderSize+len(sb), "ServerHello"))
 
 	typ, payload, err = ReadFrame(s.br, nil)
 	if err != nil {
@@ -483,7 +498,7 @@ func ServerHandshake(ctx context.Context, tc *trace.Conn, cfg ServerConfig) (*Se
 	if err := proto.Unmarshal(plain, cc); err != nil || !hmac.Equal(cc.Proof, confirmProof(ikm, hello.ClientNonce, sh.ServerNonce)) {
 		return refuse(CodeBadEncryption, "client confirm proof mismatch", err)
 	}
-	tc.Note(trace.OpHandshake, HeaderSize+len(payload), "ClientConfirm: session established")
+	tc.NoteEvent(handshakeEvent(trace.HandshakeClientConfirm, HeaderSize+len(payload), "ClientConfirm: session established"))
 	return &ServerConn{s: s, TrustedHost: hello.TrustedHost, Admin: hello.Mode == tlipb.Mode_MODE_ADMIN}, nil
 }
 

@@ -77,6 +77,9 @@ func TestHandshakeAndRequests(t *testing.T) {
 	for _, e := range tb.events(t) {
 		if e.Op == trace.OpHandshake || e.Op == trace.OpRequest || e.Op == trace.OpResponse {
 			notes = append(notes, e.Op+": "+e.Note)
+			if e.Op == trace.OpHandshake && !strings.HasPrefix(e.Note, e.Handshake) {
+				t.Errorf("handshake event %q names message %q", e.Note, e.Handshake)
+			}
 			if e.Phase != trace.PhaseRequests {
 				t.Errorf("%s in phase %q", e.Op, e.Phase)
 			}
@@ -94,7 +97,7 @@ func TestHandshakeAndRequests(t *testing.T) {
 	}
 	var sawConfirm bool
 	for _, e := range ts.trace.events(t) {
-		sawConfirm = sawConfirm || e.Note == "ClientConfirm: session established"
+		sawConfirm = sawConfirm || e.Note == "ClientConfirm: session established" && e.Handshake == trace.HandshakeClientConfirm
 	}
 	if !sawConfirm {
 		t.Error("the server's trace does not show the session established")
@@ -313,7 +316,8 @@ func TestHandshakeRefusals(t *testing.T) {
 			// The server's own trace shows the refusal.
 			var noted bool
 			for _, e := range ts.trace.events(t) {
-				noted = noted || (e.Op == trace.OpHandshake && strings.HasPrefix(e.Note, fmt.Sprintf("refused: %d ", tc.code)))
+				noted = noted || (e.Op == trace.OpHandshake && strings.HasPrefix(e.Note, fmt.Sprintf("refused: %d ", tc.code)) &&
+					e.Handshake == trace.HandshakeError && e.Code == tc.code && e.Message == CodeText(tc.code))
 			}
 			if !noted {
 				t.Error("the server's trace has no refusal note")

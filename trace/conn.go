@@ -101,7 +101,7 @@ func (r *Recorder) DialStep(ctx context.Context, d *net.Dialer, addr, phase stri
 				}
 			}
 			r.Emit(Event{Op: OpConnect, Remote: resolved, RemoteHost: remoteHost, LocalHost: r.opts.Host, Phase: phase,
-				Note: "failed: " + errText(err), Errno: errnoOf(err), PoolStep: step})
+				Note: "failed: " + errText(err), Error: connectError(err), Errno: errnoOf(err), PoolStep: step})
 		}
 		return nil, err
 	}
@@ -175,9 +175,9 @@ func (c *Conn) payload(p []byte) []byte {
 func (c *Conn) peerClosed(err error) {
 	switch {
 	case errors.Is(err, io.EOF):
-		c.peerOnce.Do(func() { c.emit(OpDisconnect, 0, NoteClosedByPeer, nil) })
+		c.peerOnce.Do(func() { c.NoteEvent(Event{Op: OpDisconnect, Note: NoteClosedByPeer, Peer: true}) })
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
-		c.peerOnce.Do(func() { c.emit(OpReset, 0, NoteResetByPeer, nil) })
+		c.peerOnce.Do(func() { c.NoteEvent(Event{Op: OpReset, Note: NoteResetByPeer, Peer: true}) })
 	}
 }
 
@@ -244,6 +244,17 @@ func errnoOf(err error) string {
 		return errnoName(en)
 	}
 	return ""
+}
+
+// connectError is Event.Error of a failed connect: errText without the
+// system call's name, "connection refused" where errText says "connect:
+// connection refused".
+func connectError(err error) string {
+	var sc *os.SyscallError
+	if errors.As(err, &sc) && sc.Syscall == "connect" && sc.Err != nil {
+		return sc.Err.Error()
+	}
+	return errText(err)
 }
 
 func errText(err error) string {

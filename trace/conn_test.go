@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -77,6 +78,11 @@ func ops(evs []Event) []string {
 		op := e.Op
 		if e.Note != "" {
 			op += " (" + e.Note + ")"
+		}
+		// The flag and the note say the same, one to a program, the
+		// other to a person: a mismatch shows in the op.
+		if e.Peer != (e.Note == NoteClosedByPeer || e.Note == NoteResetByPeer) {
+			op += fmt.Sprintf(" [by_peer %v]", e.Peer)
 		}
 		s = append(s, op)
 	}
@@ -299,7 +305,7 @@ func TestConnWriteAfterPeerReset(t *testing.T) {
 	}
 	var resets int
 	for _, e := range sw.events(t) {
-		if e.Op == OpReset && e.Note == "reset by peer" {
+		if e.Op == OpReset && e.Peer {
 			resets++
 		}
 	}
@@ -359,8 +365,8 @@ func TestDialFailed(t *testing.T) {
 				t.Fatalf("events %q, want one", ops(evs))
 			}
 			e := evs[0]
-			if e.Op != OpConnect || !strings.HasPrefix(e.Note, "failed: ") || !strings.Contains(e.Note, "refused") || e.Errno != "ECONNREFUSED" {
-				t.Errorf("event %s %q, errno %q", e.Op, e.Note, e.Errno)
+			if e.Op != OpConnect || e.Note != "failed: connect: connection refused" || e.Error != "connection refused" || e.Errno != "ECONNREFUSED" {
+				t.Errorf("event %s %q, error %q, errno %q", e.Op, e.Note, e.Error, e.Errno)
 			}
 			if e.Remote != addr || e.RemoteHost != tc.wantHost || e.LocalHost != "wa1.shared.lab" || e.Phase != PhaseBootstrap {
 				t.Errorf("event %+v", e)
@@ -384,7 +390,7 @@ func TestDialFailed(t *testing.T) {
 	if _, err := NewRecorder(w, Options{}).Dial(ctx, nil, "127.0.0.1:"+port, ""); err == nil {
 		t.Fatal("dial with a cancelled context succeeded")
 	}
-	if e := w.events(t); len(e) != 1 || !strings.HasPrefix(e[0].Note, "failed: ") || e[0].Errno != "ECANCELED" {
+	if e := w.events(t); len(e) != 1 || e[0].Note != "failed: operation was canceled" || e[0].Error != "operation was canceled" || e[0].Errno != "ECANCELED" {
 		t.Errorf("events %+v", e)
 	}
 

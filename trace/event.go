@@ -1,6 +1,8 @@
 // Package trace records what real sockets do, one JSON line per event, and
-// later merges and renders those records. Nothing in a trace is invented: a
-// table, a narrative or a pcapng is derived from these events only.
+// merges the records of a run's processes; it is what every process links.
+// Nothing in a trace is invented: the renderers (procmon, narrative,
+// report, pcapng, chart) derive their outputs from these events only, and
+// read the events' fields, never their notes.
 package trace
 
 import "time"
@@ -32,16 +34,44 @@ const (
 )
 
 // Notes of a TCP Disconnect or TCP Reset that the peer made: this process
-// only saw it (EOF, ECONNRESET). Without one of these notes the event is
-// this process's own close. A pcapng tells the two apart by them.
+// only saw it (EOF, ECONNRESET). Event.Peer says so to a program; the
+// note says it to a person.
 const (
 	NoteClosedByPeer = "closed by peer"
 	NoteResetByPeer  = "reset by peer"
 )
 
-// ByPeer tells a TCP Disconnect or TCP Reset that the peer made (this
-// process saw EOF or ECONNRESET) from one this process made.
-func (e *Event) ByPeer() bool { return e.Note == NoteClosedByPeer || e.Note == NoteResetByPeer }
+// Requests, as Event.Request names them: TLI's calls (proto/tli.proto).
+const (
+	ReqGetHostConfig   = "GetHostConfig"
+	ReqGetAgentConfig  = "GetAgentConfig"
+	ReqSetAgentInfo    = "SetAgentInfo"
+	ReqIsProtected     = "IsProtected"
+	ReqLogin           = "Login"
+	ReqAuthorize       = "Authorize"
+	ReqLogout          = "Logout"
+	ReqDoManagement    = "DoManagement"
+	ReqRegisterHost    = "RegisterHost"
+	ReqQueueManagement = "QueueManagement"
+)
+
+// Handshake messages, as Event.Handshake names them (DESIGN.md, "Wire
+// protocol"): HandshakeError is the server's refusal, with Event.Code.
+const (
+	HandshakeClientHello   = "ClientHello"
+	HandshakeServerHello   = "ServerHello"
+	HandshakeClientConfirm = "ClientConfirm"
+	HandshakeError         = "HandshakeError"
+)
+
+// States of a Policy Server in an agent's pool, as ServerState names them
+// (pool.State's names, the vendor's).
+const (
+	StateActive   = "Active"
+	StateInactive = "Inactive"
+	StateDisabled = "Disabled"
+	StateFailed   = "Failed"
+)
 
 // Phases of an agent's life, used to colour and group events.
 const (
@@ -89,6 +119,72 @@ type Event struct {
 	// AgentCache is set on the Response that carries an agent
 	// configuration object: what it says about the agent's caches.
 	AgentCache *AgentCache `json:"agent_cache,omitempty"`
+
+	// The fields below say as data what Note says to a person, so that no
+	// reader takes a note apart: Note stays the same text.
+
+	// Request is the call of a Request or Response event (a Req
+	// constant, or "" for a request with no body), and Subject what the
+	// request names after it: a request's note is "<Request> <Subject>"
+	// ("GetHostConfig hco.smps1", "IsProtected GET /protected/").
+	Request string `json:"request,omitempty"`
+	Subject string `json:"subject,omitempty"`
+	// Result is a Response's Agent API result (YES, NO, CHALLENGE,
+	// SUCCESS, FAILURE, ...); Body what the response carries, as its note
+	// says it in parentheses ("HCO hco.smps1, 2 servers", "ACO aco1",
+	// "0 commands"); Message the server's message when the result is
+	// neither SUCCESS nor YES. Answer puts them together as the note does.
+	Result string `json:"result,omitempty"`
+	Body   string `json:"body,omitempty"`
+	// Message is also a refused handshake's error text.
+	Message string `json:"message,omitempty"`
+	// Handshake names the message of a Handshake event (a Handshake
+	// constant): both ends record it, one sending, the other receiving.
+	Handshake string `json:"handshake,omitempty"`
+	// Code is the vendor's error code (3152-3157) of a HandshakeError.
+	Code int `json:"code,omitempty"`
+	// Error is why a TCP Connect failed (no conn), as a person says it:
+	// the system's error without the system call's name ("connection
+	// refused", "i/o timeout"). The note reads "failed: " and the whole
+	// error text.
+	Error string `json:"error,omitempty"`
+	// Peer marks a TCP Disconnect or TCP Reset that the peer made: this
+	// process saw EOF or ECONNRESET (the note is NoteClosedByPeer or
+	// NoteResetByPeer). Without it the close is this process's own.
+	Peer bool `json:"by_peer,omitempty"`
+	// State is the change a Server State event tells.
+	State *ServerState `json:"state,omitempty"`
+}
+
+// ServerState is an agent's pool changing its view of one Policy Server:
+// the note reads "<Server> <From> -> <To>: <Why>", or "<Server> <To>:
+// <Why>" for the state a server starts in (From is then "").
+type ServerState struct {
+	// Server is the server's address as the HCO names it (host:port).
+	Server string `json:"server"`
+	From   string `json:"from,omitempty"`
+	To     string `json:"to"`
+	Why    string `json:"why,omitempty"`
+	// Err is, for a server that is down when the pool starts, the error
+	// that has it down (Why says "down at start: " and Err).
+	Err string `json:"err,omitempty"`
+}
+
+// Down tells a state in which the server does not answer: Failed or
+// Disabled.
+func Down(state string) bool { return state == StateFailed || state == StateDisabled }
+
+// Answer is a Response as its note says it after the request: "<Result>[
+// (<Body>)][ - <Message>]".
+func (e *Event) Answer() string {
+	s := e.Result
+	if e.Body != "" {
+		s += " (" + e.Body + ")"
+	}
+	if e.Message != "" {
+		s += " - " + e.Message
+	}
+	return s
 }
 
 // TCPInfo is what the handshake agreed on, as the system reported it

@@ -3,11 +3,14 @@ package trace
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"unicode"
@@ -229,4 +232,50 @@ func (h *Hosts) Name(addr string) string {
 		host = a.Unmap().String()
 	}
 	return h.byIP[host]
+}
+
+// RunHostsFile is the name of the hosts file a run keeps in its out
+// folder, next to its trace.jsonl and its WebAgent.conf: the lab's names
+// for the addresses in the trace, and the only way its names resolve.
+const RunHostsFile = "hosts"
+
+// RunHostsNextTo is the RunHostsFile in file's folder, or "" when there is
+// none: commands given a run's file use the run's names without a flag.
+func RunHostsNextTo(file string) (string, error) {
+	p := filepath.Join(filepath.Dir(file), RunHostsFile)
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("hosts file: %w", err)
+	}
+	return "", nil
+}
+
+// loadRunHosts loads hostsFile, or with "" the run's hosts file next to
+// the trace at tracePath (RunHostsNextTo); nil when there is none.
+func loadRunHosts(tracePath, hostsFile string) (*Hosts, error) {
+	if hostsFile == "" {
+		var err error
+		if hostsFile, err = RunHostsNextTo(tracePath); err != nil || hostsFile == "" {
+			return nil, err
+		}
+	}
+	return LoadHosts(hostsFile)
+}
+
+// ReadRunFile reads the trace file tracePath and the hosts that name its
+// addresses: hostsFile, or with "" the run's hosts file next to the trace
+// when there is one (else nil: only the names in the events name them).
+// The commands that render a run's trace file (agentlab pcap, agentlab
+// procmon) read it so.
+func ReadRunFile(tracePath, hostsFile string) ([]Event, *Hosts, error) {
+	evs, err := ReadFile(tracePath)
+	if err != nil {
+		return nil, nil, err
+	}
+	hosts, err := loadRunHosts(tracePath, hostsFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	return evs, hosts, nil
 }

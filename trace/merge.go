@@ -137,3 +137,17 @@ func Endpoint(host, addr string) string {
 	}
 	return host
 }
+
+// End names one end of a connection in a merged trace, which holds both
+// ends of a connection between two recorded processes. Connection ids are
+// unique per recorder, and a process has one; the proc and the local
+// address keep apart two recorders of one process (a test's in-process
+// server and client).
+type End struct {
+	PID        int
+	Proc, Conn string
+	Local      string
+}
+
+// EndOf is the end of a connection that e happened on.
+func EndOf(e *Event) End { return End{e.PID, e.Proc, e.Conn, e.Local} }

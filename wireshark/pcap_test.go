@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// A capture made here rather than with trace.WritePcapng: these tests
+// A capture made here rather than with pcapng.Write: these tests
 // choose where TCP segments start and end (a frame cut in 7-byte pieces,
 // two frames in one segment), which a rendering of real sends cannot.
 

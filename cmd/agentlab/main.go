@@ -15,6 +15,8 @@ import (
 	"github.com/agentlab/agentlab/cmdline"
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/lab"
+	"github.com/agentlab/agentlab/pcapng"
+	"github.com/agentlab/agentlab/procmon"
 	"github.com/agentlab/agentlab/startup"
 	"github.com/agentlab/agentlab/trace"
 )
@@ -101,12 +103,12 @@ type runCmd struct {
 // condition that does not parse is a usage error (ProcmonCondition's
 // UnmarshalText).
 type procmonFilterFlags struct {
-	Include []trace.ProcmonCondition `placeholder:"'COLUMN RELATION VALUE'" sep:"none" help:"Process Monitor view: show the rows that match, e.g. 'Process Name is w3wp.exe', 'Operation is TCP Connect', 'Path contains smps2'. Columns: Time of Day, Process Name, PID, Operation, Path, Result, Detail; relations: is, is not, begins with, ends with, contains, excludes. Repeatable: on one column OR-ed, on different columns AND-ed, as Process Monitor does."`
-	Exclude []trace.ProcmonCondition `placeholder:"'COLUMN RELATION VALUE'" sep:"none" help:"Process Monitor view: hide the rows that match, whatever --include says. Repeatable."`
+	Include []procmon.Condition `placeholder:"'COLUMN RELATION VALUE'" sep:"none" help:"Process Monitor view: show the rows that match, e.g. 'Process Name is w3wp.exe', 'Operation is TCP Connect', 'Path contains smps2'. Columns: Time of Day, Process Name, PID, Operation, Path, Result, Detail; relations: is, is not, begins with, ends with, contains, excludes. Repeatable: on one column OR-ed, on different columns AND-ed, as Process Monitor does."`
+	Exclude []procmon.Condition `placeholder:"'COLUMN RELATION VALUE'" sep:"none" help:"Process Monitor view: hide the rows that match, whatever --include says. Repeatable."`
 }
 
-func (f procmonFilterFlags) filter() trace.ProcmonFilter {
-	return trace.ProcmonFilter{Include: f.Include, Exclude: f.Exclude}
+func (f procmonFilterFlags) filter() procmon.Filter {
+	return procmon.Filter{Include: f.Include, Exclude: f.Exclude}
 }
 
 // Validate makes a bad value a usage error (exit 2), found before anything
@@ -245,7 +247,7 @@ type pcapCmd struct {
 	Hosts string `placeholder:"HOSTSFILE" help:"The lab's hosts file, to name the addresses (default: the run's hosts file next to the trace, when there is one)." type:"existingfile"`
 }
 
-func (c *pcapCmd) Run() error { return trace.PcapngFromFile(c.Trace, c.Hosts, c.Out) }
+func (c *pcapCmd) Run() error { return pcapng.FromFile(c.Trace, c.Hosts, c.Out) }
 
 type procmonCmd struct {
 	Trace string `arg:"" help:"A run's merged trace (out/trace.jsonl)." type:"existingfile"`
@@ -254,7 +256,7 @@ type procmonCmd struct {
 }
 
 func (c *procmonCmd) Run() error {
-	return trace.WriteTableFile(os.Stdout, c.Trace, c.Hosts, c.filter())
+	return procmon.WriteTableFile(os.Stdout, c.Trace, c.Hosts, c.filter())
 }
 
 // binDir is where the lab's binaries are: the flag's folder, or this

@@ -197,19 +197,12 @@ func TestSeedLabRun(t *testing.T) {
 	// Who started whom, as Process Monitor's Process Create rows tell it,
 	// and every process that was created has its Process Exit.
 	created := map[string]string{}
-	running := map[int]string{}
 	for _, e := range evs {
-		switch e.Op {
-		case trace.OpProcessCreate:
+		if e.Op == trace.OpProcessCreate {
 			created[e.Process.Name] = e.Proc
-			running[e.Process.PID] = e.Process.Name
-		case trace.OpProcessExit:
-			delete(running, e.PID)
 		}
 	}
-	if len(running) != 0 {
-		t.Errorf("processes with a Process Create and no Process Exit (pid: name): %v", running)
-	}
+	checkEveryProcessExits(t, evs)
 	if created["w3wp.exe"] != "svchost.exe" || created["LLAWP.exe"] != "w3wp.exe" || created["svchost.exe"] != "agentlab" {
 		t.Errorf("Process Create rows: %v (child: parent), want svchost.exe (WAS) started by agentlab, w3wp.exe by WAS, LLAWP.exe by w3wp.exe", created)
 	}
@@ -345,4 +338,26 @@ func TestSeedLabSocketGrowth(t *testing.T) {
 		t.Logf("w3wp.exe opened %d sockets to smps1 for 24 concurrent browsers", n)
 	}
 	checkGrowth(t, out, r.stdout)
+}
+
+// checkEveryProcessExits: a run's trace has a Process Exit for every
+// Process Create, as Process Monitor has for a process that ended, and
+// returns the exits by pid.
+func checkEveryProcessExits(t *testing.T, evs []trace.Event) map[int]*trace.Exit {
+	t.Helper()
+	running := map[int]string{}
+	exits := map[int]*trace.Exit{}
+	for _, e := range evs {
+		switch e.Op {
+		case trace.OpProcessCreate:
+			running[e.Process.PID] = e.Process.Name
+		case trace.OpProcessExit:
+			delete(running, e.PID)
+			exits[e.PID] = e.Process.Exit
+		}
+	}
+	if len(running) != 0 {
+		t.Errorf("processes with a Process Create and no Process Exit (pid: name): %v", running)
+	}
+	return exits
 }

@@ -132,6 +132,18 @@ func TestIISWorkerKilledDuringHold(t *testing.T) {
 	}) {
 		t.Errorf("trace.jsonl has no Process Exit of w3wp.exe (pid %d) by SIGKILL", old)
 	}
+	// The old worker's LLAWP.exe left on its own; WAS, its subreaper,
+	// recorded that.
+	exits := checkEveryProcessExits(t, evs)
+	oldLLAWP := 0
+	for _, e := range evs {
+		if e.Op == trace.OpProcessCreate && e.Process.ParentPID == old {
+			oldLLAWP = e.Process.PID
+		}
+	}
+	if x := exits[oldLLAWP]; oldLLAWP == 0 || x == nil || x.Death || !strings.Contains(x.Action, fmt.Sprintf("its owner w3wp.exe (pid %d) is gone", old)) {
+		t.Errorf("the LLAWP.exe (pid %d) of the killed w3wp.exe: exit %+v, want one recorded, not a death, naming its owner", oldLLAWP, x)
+	}
 	for _, pid := range []int{old, nu} {
 		cs := agentConns(evs)["w3wp.exe"][pid]
 		if len(cs) == 0 {

@@ -181,6 +181,7 @@ func runParent(ctx context.Context, cfg ParentConfig) error {
 		stopped := make(chan struct{})
 		g.Add(func() error {
 			defer close(stopped)
+			defer p.orphans.Wait()
 			return p.run(ctx)
 		}, func(error) {
 			cancel()
@@ -231,6 +232,9 @@ type parent struct {
 	// application pool (IIS model): the 503 responder starts then.
 	poolStopped chan struct{}
 
+	// orphans are the LLAWP.exe processes of dead w3wp.exe being reaped.
+	orphans sync.WaitGroup
+
 	mu       sync.Mutex
 	llawp    *ipc.Owner
 	reattach string
@@ -251,6 +255,9 @@ type child struct {
 	// recycling: the child said it served MaxRequests and drains (run's
 	// goroutine only).
 	recycling bool
+	// llawp is the LLAWP.exe a w3wp.exe said it started (run's goroutine
+	// only): WAS reaps it if the w3wp.exe dies first.
+	llawp *trace.Process
 }
 
 // childEvent is a line from a child's notice pipe (a notice.Notice: its
@@ -353,6 +360,11 @@ func (p *parent) run(ctx context.Context) error {
 					}
 				case n.Kind == notice.Recycling:
 					c.recycling = true
+				case n.Kind == notice.Started && p.cfg.model == ModelIIS && n.Process != nil && n.Process.Name == procname.IISLLAWP:
+					if c.llawp != nil {
+						p.notify(n) // a new LLAWP.exe after a death: news
+					}
+					c.llawp = n.Process
 				default:
 					// A worker's own news (its LLAWP died, or started
 					// again) goes on to whoever started the web server.
@@ -394,6 +406,9 @@ func (p *parent) run(ctx context.Context) error {
 					restarts.after(c.slot, waits[c.slot].Next())
 				}
 				continue
+			}
+			if c.llawp != nil {
+				p.reapOrphan(ctx, *c.llawp, proc)
 			}
 			if p.cfg.model == ModelIIS {
 				if p.rapidFail(c, proc) {

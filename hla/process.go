@@ -349,9 +349,9 @@ func (s *supervisor) aco(context.Context) (conf.ACO, error) {
 func (s *supervisor) run(ctx context.Context, w worker, linked chan<- struct{}) {
 	s.worker = w
 	b := s.cfg.LLAWP.backoff()
-	for again := false; ctx.Err() == nil; again = true {
+	for ctx.Err() == nil {
 		started := time.Now()
-		o, err := s.once(ctx, again, linked)
+		o, err := s.once(ctx, linked)
 		if ctx.Err() != nil {
 			s.exited(o, false, "stopped with its worker")
 			return
@@ -385,9 +385,8 @@ func (s *supervisor) exited(o *ipc.Owner, death bool, action string) {
 
 // once runs one LLAWP from launch to exit (or to ctx's end, when it stops
 // it), and returns it, stopped, with why it ended; nil when the launch
-// failed. again says it replaces one that died. It closes linked once
-// this LLAWP is through its HCO phase.
-func (s *supervisor) once(ctx context.Context, again bool, linked chan<- struct{}) (*ipc.Owner, error) {
+// failed. It closes linked once this LLAWP is through its HCO phase.
+func (s *supervisor) once(ctx context.Context, linked chan<- struct{}) (*ipc.Owner, error) {
 	o, err := ipc.Launch(ctx, ipc.LaunchConfig{
 		Path: s.cfg.LLAWP.Path, Name: s.cfg.LLAWP.name(), Args: s.cfg.LLAWP.Args, Env: s.cfg.LLAWP.Env,
 		Stderr: s.cfg.LLAWP.Stderr, Logger: s.log,
@@ -399,7 +398,9 @@ func (s *supervisor) once(ctx context.Context, again bool, linked chan<- struct{
 	s.log.Info().Int("llawp_pid", o.PID()).Msg("LLAWP started")
 	proc := llawpProcess(o, s.cfg.LLAWP.name(), s.cfg.ProcName)
 	s.cfg.Recorder.ProcessCreate(proc)
-	if again && s.cfg.Notify != nil {
+	// Every launch goes to WAS: it reaps this LLAWP if the worker dies
+	// first, and passes a replacement on to the lab.
+	if s.cfg.Notify != nil {
 		s.cfg.Notify(notice.Notice{Prog: notice.ProgHLA, Kind: notice.Started, Process: &proc})
 	}
 	return o, s.serve(ctx, o, linked)

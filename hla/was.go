@@ -7,7 +7,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/agentlab/agentlab/trace"
 )
@@ -45,7 +48,39 @@ func RunWAS(ctx context.Context, cfg ParentConfig) error {
 	// An application pool runs one w3wp.exe (maxProcesses=1, no web
 	// garden), whatever --workers says: that flag counts httpd children.
 	cfg.Workers = 1
+	// The LLAWP.exe of a w3wp.exe that dies outlives it for a moment:
+	// as the tree's subreaper, WAS becomes its parent then, and sees and
+	// records its end (reapOrphan) where nobody else could.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		cfg.Log.Warn().Err(err).Msg("Cannot become the child subreaper: the LLAWP.exe of a dead w3wp.exe will exit unrecorded")
+	}
 	return runParent(ctx, cfg)
+}
+
+// reapOrphan waits for the LLAWP.exe of a w3wp.exe that died, now WAS's
+// child (RunWAS made WAS the subreaper), and records its Process Exit
+// with its real status. The LLAWP leaves on its own once it sees its
+// owner gone; if WAS stops first, it is told to stop.
+func (p *parent) reapOrphan(ctx context.Context, llawp, owner trace.Process) {
+	orphan, err := os.FindProcess(llawp.PID)
+	if err != nil {
+		return
+	}
+	p.orphans.Add(1)
+	go func() {
+		defer p.orphans.Done()
+		stop := context.AfterFunc(ctx, func() { orphan.Signal(syscall.SIGTERM) })
+		defer stop()
+		ps, err := orphan.Wait()
+		if err != nil {
+			// Not WAS's child: gone already, or no subreaper.
+			p.log.Debug().Err(err).Int("llawp_pid", llawp.PID).Msg("LLAWP of a dead worker not reaped")
+			return
+		}
+		llawp.Exit = trace.ExitOf(ps)
+		llawp.Exit.Action = fmt.Sprintf("left on its own: its owner %s (pid %d) is gone", owner.Name, owner.PID)
+		p.cfg.Recorder.ProcessExit(llawp)
+	}()
 }
 
 // rapidFail counts a w3wp.exe death against rapid-fail protection. It

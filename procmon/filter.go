@@ -75,7 +75,7 @@ func ParseCondition(s string) (Condition, error) {
 				if strings.EqualFold(c.Value, trace.OpReset) {
 					hint = ` (a connection closed by a reset is a TCP Disconnect whose Detail says "reset": try "Detail contains reset")`
 				}
-				return c, fmt.Errorf("%q: Process Monitor has no operation %q%s; its network operations are %s",
+				return c, fmt.Errorf("%q: Process Monitor has no operation %q%s; its network and process operations are %s",
 					text, c.Value, hint, strings.Join(Operations, ", "))
 			}
 			c.Value = Operations[i]

@@ -78,13 +78,15 @@ const (
 // the text table and report.html (Rows) so that both show the same rows.
 var Header = []string{ColTimeOfDay, ColProcessName, ColPID, ColOperation, ColPath, ColResult, ColDetail}
 
-// ProcmonOperations are Process Monitor's network operations. A trace
-// records TCP Reset for a connection the socket closed with an RST;
+// Operations are Process Monitor's network and process operations. A
+// trace records TCP Reset for a connection the socket closed with an RST;
 // Process Monitor has no such operation and shows it as TCP Disconnect.
 // TCP Reconnect (a SYN sent again), TCP Retransmit and UDP are not seen
-// from a socket's system calls: no trace has them, a filter may name them.
+// from a socket's system calls, nor threads and image loads from a
+// supervisor's exec and wait: no trace has them, a filter may name them.
 var Operations = []string{"TCP Connect", "TCP Accept", "TCP Send", "TCP Receive", "TCP Disconnect",
-	"TCP Reconnect", "TCP Retransmit", "UDP Send", "UDP Receive"}
+	"TCP Reconnect", "TCP Retransmit", "UDP Send", "UDP Receive",
+	trace.OpProcessCreate, "Process Start", trace.OpProcessExit, "Thread Create", "Thread Exit", "Load Image"}
 
 // procmonOp is the Operation column of a socket event.
 func procmonOp(e *trace.Event) string {

@@ -133,7 +133,9 @@ func TestParseProcmonCondition(t *testing.T) {
 		{in: "Process Name is", err: `"Process Name is": no value after "Process Name is"`},
 		{in: "Process Name is not   ", err: `no value after "Process Name is not"`},
 		{in: "Operation is TCP Reset", err: `Process Monitor has no operation "TCP Reset" (a connection closed by a reset is a TCP Disconnect whose Detail says "reset"`},
-		{in: "Operation is not Handshake", err: `no operation "Handshake"; its network operations are TCP Connect, TCP Accept`},
+		{in: "Operation is not Handshake", err: `no operation "Handshake"; its network and process operations are TCP Connect, TCP Accept`},
+		{in: "Operation is process create", want: Condition{ColOperation, RelIs, "Process Create"}},
+		{in: "Operation is not Process Exit", want: Condition{ColOperation, RelIsNot, "Process Exit"}},
 		{in: "PID is w3wp.exe", err: `a PID is a number, not "w3wp.exe"`},
 		{in: "PID is -1", err: "a PID is a number"},
 	} {

@@ -1039,14 +1039,10 @@ func (n *narrator) poolSteps(p *narrProc, phase string) []Step {
 				at = sort.Search(len(n.evs), func(i int) bool { return n.evs[i].T.After(g.step.At) })
 			}
 			if open, busy := n.busyAt(p, g.server, at); busy {
-				switch open {
-				case 1:
-					text += " when its only socket was busy"
-				case 2:
-					text += " when both were busy"
-				default:
-					text += fmt.Sprintf(" when all %d were busy", open)
-				}
+				// The pool counts the sockets of its last step that have
+				// not connected yet (st.From); the trace shows only those
+				// that had.
+				text += busyPhrase(open, st.From-open)
 			}
 			text += ": " + narrPorts(g.conns)
 		}
@@ -1153,14 +1149,7 @@ func (n *narrator) growth(p *narrProc, server string, grown []*narrConn, more bo
 		}
 		s += " (" + narrPorts(b) + ")"
 		if open, busy := n.busy(p, server, b); busy {
-			switch open {
-			case 1:
-				s += " when its only socket was busy"
-			case 2:
-				s += " when both were busy"
-			default:
-				s += fmt.Sprintf(" when all %d were busy", open)
-			}
+			s += busyPhrase(open, 0)
 			// Named once, on the first step it explains: later steps
 			// follow the same rule, and a refill after a reset does not.
 			if !named {
@@ -1349,4 +1338,27 @@ func (p *narrProc) trafficBetween(server string, from, to int) bool {
 	idx := p.traffic[server]
 	i := sort.SearchInts(idx, from+1)
 	return i < len(idx) && idx[i] < to
+}
+
+// busyPhrase says why a pool opened sockets: every one of its open
+// sockets had a request waiting, and connecting more were still on their
+// way (those the pool counts but the trace has not yet seen connect).
+func busyPhrase(open, connecting int) string {
+	open1, open2, openN := "its only socket was", "both were", "all %d were"
+	if connecting > 0 {
+		open1, open2, openN = "its only open socket was", "both open sockets were", "all %d open sockets were"
+	}
+	var s string
+	switch open {
+	case 1:
+		s = " when " + open1 + " busy"
+	case 2:
+		s = " when " + open2 + " busy"
+	default:
+		s = " when " + fmt.Sprintf(openN, open) + " busy"
+	}
+	if connecting > 0 {
+		s += fmt.Sprintf(" and %s still connecting", Count(connecting, "more was", "more were"))
+	}
+	return s
 }

@@ -652,7 +652,7 @@ func TestNarratePoolStepsInTheOrderTaken(t *testing.T) {
 	got := narrText(t, steps)
 	for _, want := range []string{
 		"Step 4: at 23:23:35.033, w3wp.exe's pool to smps1.shared.lab:44443 grows from 2 to 4 sockets by NewSocketStep (2) when both were busy: ports 50137 and 50138.\n",
-		"Step 5: at 23:23:35.033, w3wp.exe's pool to smps1.shared.lab:44443 grows from 4 to 6 sockets by NewSocketStep (2) when both were busy: ports 50139 and 50140.\n",
+		"Step 5: at 23:23:35.033, w3wp.exe's pool to smps1.shared.lab:44443 grows from 4 to 6 sockets by NewSocketStep (2) when both open sockets were busy and 2 more were still connecting: ports 50139 and 50140.\n",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("narrative:\n%s\nwant the line:\n%s", got, want)

@@ -117,7 +117,7 @@ func newSeedLab(t *testing.T) *seedLab {
 		t.Fatal(err)
 	}
 	// What smreghost would have done, with a secret SmHost.conf can hold.
-	if _, err := l.store.RegisterHost("trust_wa1", "hco.smps1", true, []byte(testSecret)); err != nil {
+	if _, err := l.store.RegisterHost(t.Context(), "trust_wa1", "hco.smps1", true, []byte(testSecret)); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []struct {

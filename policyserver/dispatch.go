@@ -1,6 +1,7 @@
 package policyserver
 
 import (
+	"context"
 	"errors"
 
 	"github.com/rs/zerolog"
@@ -12,13 +13,13 @@ import (
 // Agent sessions may ask everything but administration; administrator
 // sessions (smreghost, agentlab mgmt) may ask only administration, and each
 // of their requests carries the admin's credentials.
-func (s *Server) dispatch(sc *tli.ServerConn, req *tlipb.Request, log zerolog.Logger) *tlipb.Response {
+func (s *Server) dispatch(ctx context.Context, sc *tli.ServerConn, req *tlipb.Request, log zerolog.Logger) *tlipb.Response {
 	switch b := req.Body.(type) {
 	case *tlipb.Request_RegisterHost:
 		if !sc.Admin {
 			return failure("RegisterHost needs an administrator session")
 		}
-		return s.registerHost(b.RegisterHost, log)
+		return s.registerHost(ctx, b.RegisterHost, log)
 	case *tlipb.Request_QueueManagement:
 		if !sc.Admin {
 			return failure("QueueManagement needs an administrator session")
@@ -111,12 +112,12 @@ func (s *Server) dispatch(sc *tli.ServerConn, req *tlipb.Request, log zerolog.Lo
 	return failure("unknown request")
 }
 
-func (s *Server) registerHost(r *tlipb.RegisterHostRequest, log zerolog.Logger) *tlipb.Response {
+func (s *Server) registerHost(ctx context.Context, r *tlipb.RegisterHostRequest, log zerolog.Logger) *tlipb.Response {
 	if err := s.cfg.Store.CheckAdmin(r.AdminUser, r.AdminPassword); err != nil {
 		log.Warn().Str("admin", r.AdminUser).Msg("Registration refused: bad administrator credentials")
 		return failure("bad administrator credentials")
 	}
-	th, err := s.cfg.Store.RegisterHost(r.TrustedHost, r.HostConfigObject, r.Overwrite, r.SharedSecret)
+	th, err := s.cfg.Store.RegisterHost(ctx, r.TrustedHost, r.HostConfigObject, r.Overwrite, r.SharedSecret)
 	if err != nil {
 		log.Warn().Err(err).Msgf("Registration of trusted host '%s' refused", r.TrustedHost)
 		return failure(err.Error())

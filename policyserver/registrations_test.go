@@ -2,6 +2,7 @@ package policyserver
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/agentlab/agentlab/atomicfile"
 )
 
 func TestCheckAdmin(t *testing.T) {
@@ -49,7 +52,7 @@ func TestRegisterHost(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			th, err := s.RegisterHost("trust_wa2", "hco.smps1", false, nil)
+			th, err := s.RegisterHost(t.Context(), "trust_wa2", "hco.smps1", false, nil)
 			if err != nil || len(th.Secret) != SharedSecretLen || th.HCO != "hco.smps1" {
 				t.Fatalf("register: %+v, %v", th, err)
 			}
@@ -58,27 +61,27 @@ func TestRegisterHost(t *testing.T) {
 				t.Errorf("lookup: %+v, %v", got, ok)
 			}
 			// A second registration needs -o.
-			if _, err := s.RegisterHost("trust_wa2", "hco.smps1", false, []byte("x")); !errors.Is(err, ErrHostExists) || !strings.Contains(err.Error(), "use -o to overwrite") {
+			if _, err := s.RegisterHost(t.Context(), "trust_wa2", "hco.smps1", false, []byte("x")); !errors.Is(err, ErrHostExists) || !strings.Contains(err.Error(), "use -o to overwrite") {
 				t.Errorf("re-register without overwrite: %v", err)
 			}
 			if got, _ := s.TrustedHost("trust_wa2"); !bytes.Equal(got.Secret, th.Secret) {
 				t.Error("a refused registration changed the secret")
 			}
 			// So does one over a host of the store itself.
-			if _, err := s.RegisterHost("trust_wa1", "hco.smps1", false, nil); !errors.Is(err, ErrHostExists) {
+			if _, err := s.RegisterHost(t.Context(), "trust_wa1", "hco.smps1", false, nil); !errors.Is(err, ErrHostExists) {
 				t.Errorf("register over a store host: %v", err)
 			}
-			th2, err := s.RegisterHost("trust_wa1", "hco.smps1", true, []byte("given secret"))
+			th2, err := s.RegisterHost(t.Context(), "trust_wa1", "hco.smps1", true, []byte("given secret"))
 			if err != nil || string(th2.Secret) != "given secret" {
 				t.Fatalf("overwrite: %+v, %v", th2, err)
 			}
 			if got, _ := s.TrustedHost("trust_wa1"); string(got.Secret) != "given secret" {
 				t.Errorf("overwritten store host: %+v", got)
 			}
-			if _, err := s.RegisterHost("trust_wa3", "hco.nope", false, nil); !errors.Is(err, ErrUnknownHCO) {
+			if _, err := s.RegisterHost(t.Context(), "trust_wa3", "hco.nope", false, nil); !errors.Is(err, ErrUnknownHCO) {
 				t.Errorf("unknown HCO: %v", err)
 			}
-			if _, err := s.RegisterHost("trust wa3", "hco.smps1", false, nil); !errors.Is(err, ErrBadHostName) {
+			if _, err := s.RegisterHost(t.Context(), "trust wa3", "hco.smps1", false, nil); !errors.Is(err, ErrBadHostName) {
 				t.Errorf("bad name: %v", err)
 			}
 			// The caller owns what it got.
@@ -99,7 +102,7 @@ func TestRegistrationsShared(t *testing.T) {
 		}
 	}
 	// Registered through smps2, known to smps1 at once.
-	th, err := smps2.RegisterHost("trust_wa1", "hco.smps1", false, nil)
+	th, err := smps2.RegisterHost(t.Context(), "trust_wa1", "hco.smps1", false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,11 +111,11 @@ func TestRegistrationsShared(t *testing.T) {
 		t.Fatalf("smps1 does not see smps2's registration: %+v, %v", got, ok)
 	}
 	// smps1 refuses a second registration it has not looked up yet either.
-	if _, err := smps1.RegisterHost("trust_wa1", "hco.smps1", false, nil); !errors.Is(err, ErrHostExists) {
+	if _, err := smps1.RegisterHost(t.Context(), "trust_wa1", "hco.smps1", false, nil); !errors.Is(err, ErrHostExists) {
 		t.Errorf("smps1 re-register: %v", err)
 	}
 	// An overwrite through smps1 reaches smps2.
-	th2, err := smps1.RegisterHost("trust_wa1", "hco.both", true, nil)
+	th2, err := smps1.RegisterHost(t.Context(), "trust_wa1", "hco.both", true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,8 +134,13 @@ func TestRegistrationsShared(t *testing.T) {
 	if !strings.HasPrefix(string(data), "# agentlab trusted-host registrations") || !strings.Contains(string(data), "hco: hco.both") {
 		t.Errorf("file:\n%s", data)
 	}
-	if _, err := os.Stat(path + ".lock"); !os.IsNotExist(err) {
-		t.Errorf("lock file left behind: %v", err)
+	// The lock file stays (removing it is what made two holders possible),
+	// but no one holds it.
+	unlock, err := lockFile(t.Context(), path+".lock")
+	if err != nil {
+		t.Errorf("the lock is still held after the registrations: %v", err)
+	} else {
+		unlock()
 	}
 	// Removing the file forgets the registrations (a lab reset).
 	os.Remove(path)
@@ -157,7 +165,7 @@ func TestRegistrationsConcurrent(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if _, err := s.RegisterHost(fmt.Sprintf("host_%d_%d", i, j), "hco.smps1", false, nil); err != nil {
+				if _, err := s.RegisterHost(t.Context(), fmt.Sprintf("host_%d_%d", i, j), "hco.smps1", false, nil); err != nil {
 					t.Error(err)
 				}
 			}()
@@ -184,7 +192,7 @@ func TestRegistrationsBadFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "registrations.yaml")
 	os.WriteFile(path, []byte("trusted_hosts:\n  - name: h\n    secrett: 00\n"), 0o600)
 	s := seedStore(t)
-	if err := s.UseRegistrations(path); err == nil || !strings.Contains(err.Error(), path+":3: unknown field \"secrett\"") {
+	if err := s.UseRegistrations(path); err == nil || !strings.Contains(err.Error(), path+":3:5: unknown field \"secrett\"") {
 		t.Errorf("err = %v", err)
 	}
 	os.WriteFile(path, []byte("trusted_hosts:\n  - name: h\n    secret: 0011\n    hco: hco.smps1\n"), 0o600)
@@ -192,27 +200,43 @@ func TestRegistrationsBadFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A broken edit keeps the hosts already known; registering reports it.
-	time.Sleep(10 * time.Millisecond)
-	os.WriteFile(path, []byte("trusted_hosts: [\n"), 0o600)
+	// Written as a new file (a rename), so the change shows by the file's
+	// identity whatever the clock's resolution.
+	if err := atomicfile.WriteFile(path, []byte("trusted_hosts: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if _, ok := s.TrustedHost("h"); !ok {
 		t.Error("a broken file made the server forget its hosts")
 	}
-	if _, err := s.RegisterHost("h2", "hco.smps1", false, nil); err == nil {
+	if _, err := s.RegisterHost(t.Context(), "h2", "hco.smps1", false, nil); err == nil {
 		t.Error("registering over a broken file succeeded")
 	}
 }
 
-func TestLockFileStale(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "x.lock")
-	os.WriteFile(path, []byte("1 crashed\n"), 0o600)
-	old := time.Now().Add(-time.Hour)
-	os.Chtimes(path, old, old)
-	unlock, err := lockFile(path)
-	if err != nil {
+// TestLockFile: a lock file left by a server that died does not block (the
+// kernel released its lock); a lock another holder has makes the wait end
+// with an error naming the file when the context ends; a released lock can
+// be taken again.
+func TestLockFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "registrations.yaml.lock")
+	if err := os.WriteFile(path, []byte("left by a crashed server\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	unlock()
-	if _, err := os.Stat(path); !os.IsNotExist(err) {
-		t.Error("unlock left the file")
+	unlock, err := lockFile(t.Context(), path)
+	if err != nil {
+		t.Fatalf("a lock file nobody holds blocks: %v", err)
 	}
+	// Another holder: flock(2) locks belong to an open file, so a second
+	// open of the same file in this process contends like another process.
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := lockFile(ctx, path); err == nil || !strings.Contains(err.Error(), path) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("second holder: %v, want a deadline error naming %s", err, path)
+	}
+	unlock()
+	again, err := lockFile(t.Context(), path)
+	if err != nil {
+		t.Fatalf("after unlock: %v", err)
+	}
+	again()
 }

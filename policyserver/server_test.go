@@ -129,7 +129,7 @@ func runLiveServer(t *testing.T, tune func(*Config)) *liveServer {
 	if err != nil {
 		t.Fatalf("SeedStore: %v", err)
 	}
-	th, err := st.RegisterHost(liveTrustedHost, "hco.smps1", false, nil)
+	th, err := st.RegisterHost(t.Context(), liveTrustedHost, "hco.smps1", false, nil)
 	if err != nil {
 		t.Fatalf("RegisterHost: %v", err)
 	}

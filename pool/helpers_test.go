@@ -233,7 +233,7 @@ func (l *lab) serveReal(ep endpoint, ln net.Listener) *realPS {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.RegisterHost(trustedHost, "hco.smps1", true, secret); err != nil {
+	if _, err := st.RegisterHost(t.Context(), trustedHost, "hco.smps1", true, secret); err != nil {
 		t.Fatal(err)
 	}
 	tb := &buf{}

@@ -37,7 +37,7 @@ func Start(tb testing.TB, trustedHost string, secret []byte) *Server {
 	}
 	s := &Server{Store: st}
 	if trustedHost != "" {
-		th, err := st.RegisterHost(trustedHost, "hco.smps1", true, secret)
+		th, err := st.RegisterHost(tb.Context(), trustedHost, "hco.smps1", true, secret)
 		if err != nil {
 			tb.Fatalf("RegisterHost: %v", err)
 		}

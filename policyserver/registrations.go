@@ -43,10 +43,7 @@ const SharedSecretLen = 32
 // Waiting longer than lockWait for the registrations lock means something
 // is wrong: a write holds it for milliseconds. A server that dies holding
 // it does not block the others: the kernel releases a dead process's lock.
-const (
-	lockWait  = 10 * time.Second
-	lockRetry = 5 * time.Millisecond
-)
+const lockWait = 10 * time.Second
 
 type regHost struct {
 	TrustedHost
@@ -283,16 +280,46 @@ func writeRegistrations(path string, hosts map[string]regHost) (os.FileInfo, err
 // lock the removed file while a newcomer locks a new one, two holders at
 // once. The kernel releases the lock when its process dies, so a crashed
 // server never leaves a lock to break.
+//
+// The wait blocks in the kernel rather than polling: the kernel hands the
+// lock to a waiter when it is released, where pollers would lose it, again
+// and again, to whoever asks at the right moment (24 contending processes
+// starved some of them past lockWait). Since that call cannot be
+// cancelled, it runs on a goroutine that, when the wait was given up,
+// releases the lock as soon as it gets it.
 func lockFile(ctx context.Context, path string) (unlock func(), err error) {
 	ctx, cancel := context.WithTimeout(ctx, lockWait)
 	defer cancel()
 	fl := flock.New(path, flock.SetPermissions(0o600))
-	locked, err := fl.TryLockContext(ctx, lockRetry)
-	if err != nil && ctx.Err() == nil {
-		return nil, fmt.Errorf("registrations lock %s: %w", path, err)
-	}
-	if !locked {
+	got := make(chan error, 1)
+	gaveUp := make(chan struct{})
+	go func() {
+		err := fl.Lock()
+		select {
+		case got <- err:
+		case <-gaveUp:
+			if err == nil {
+				fl.Unlock()
+			}
+		}
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			return nil, fmt.Errorf("registrations lock %s: %w", path, err)
+		}
+		return func() { fl.Unlock() }, nil
+	case <-ctx.Done():
+		close(gaveUp)
+		// The goroutine may have sent just before: then the lock is ours
+		// to release.
+		select {
+		case err := <-got:
+			if err == nil {
+				fl.Unlock()
+			}
+		default:
+		}
 		return nil, fmt.Errorf("registrations lock %s: another Policy Server has held it for more than %s, or the wait was cancelled: %w", path, lockWait, context.Cause(ctx))
 	}
-	return func() { fl.Unlock() }, nil
 }

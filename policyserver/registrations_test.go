@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -190,12 +192,12 @@ func TestRegistrationsConcurrent(t *testing.T) {
 
 func TestRegistrationsBadFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "registrations.yaml")
-	os.WriteFile(path, []byte("trusted_hosts:\n  - name: h\n    secrett: 00\n"), 0o600)
+	os.WriteFile(path, []byte("trusted_hosts:\n  - name: h\n    secrett: ab\n"), 0o600)
 	s := seedStore(t)
 	if err := s.UseRegistrations(path); err == nil || !strings.Contains(err.Error(), path+":3:5: unknown field \"secrett\"") {
 		t.Errorf("err = %v", err)
 	}
-	os.WriteFile(path, []byte("trusted_hosts:\n  - name: h\n    secret: 0011\n    hco: hco.smps1\n"), 0o600)
+	os.WriteFile(path, []byte("trusted_hosts:\n  - name: h\n    secret: \"0011\"\n    hco: hco.smps1\n"), 0o600)
 	if err := s.UseRegistrations(path); err != nil {
 		t.Fatal(err)
 	}
@@ -239,4 +241,103 @@ func TestLockFile(t *testing.T) {
 		t.Fatalf("after unlock: %v", err)
 	}
 	again()
+}
+
+// regChildEnv makes the test binary a registering Policy Server process for
+// TestRegistrationsManyProcesses: "path first count".
+const regChildEnv = "AGENTLAB_TEST_REGISTRATIONS_CHILD"
+
+// TestRegistrationsManyProcesses: many Policy Server processes sharing one
+// registrations file register at the same moment, each several hosts; the
+// file ends with every host and the secret its process gave. The processes
+// are this test binary run again, released together by closing their
+// standard input, so that they contend for the lock from the first write.
+func TestRegistrationsManyProcesses(t *testing.T) {
+	if spec := os.Getenv(regChildEnv); spec != "" {
+		registerAsChild(t, spec)
+		return
+	}
+	const procs, each = 24, 8
+	path := filepath.Join(t.TempDir(), "registrations.yaml")
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	type child struct {
+		cmd   *exec.Cmd
+		go_   io.WriteCloser
+		out   bytes.Buffer
+		first int
+	}
+	children := make([]*child, procs)
+	for i := range children {
+		c := &child{first: i * each}
+		c.cmd = exec.CommandContext(ctx, os.Args[0], "-test.run=^TestRegistrationsManyProcesses$", "-test.count=1")
+		c.cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %d", regChildEnv, path, c.first, each))
+		c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.out
+		var err error
+		if c.go_, err = c.cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		children[i] = c
+	}
+	start := time.Now()
+	for _, c := range children {
+		c.go_.Close() // go
+	}
+	for _, c := range children {
+		if err := c.cmd.Wait(); err != nil {
+			t.Errorf("registering process %d: %v\n%s", c.first/each, err, c.out.String())
+		}
+	}
+	elapsed := time.Since(start)
+	s := seedStore(t)
+	if err := s.UseRegistrations(path); err != nil {
+		t.Fatal(err)
+	}
+	lost := 0
+	for n := range procs * each {
+		name := childHost(n)
+		th, ok := s.TrustedHost(name)
+		if !ok {
+			lost++
+			continue
+		}
+		if !bytes.Equal(th.Secret, childSecret(name)) {
+			t.Errorf("%s has the secret %x, not its process's", name, th.Secret)
+		}
+	}
+	if lost > 0 {
+		t.Errorf("%d of %d registrations lost", lost, procs*each)
+	}
+	if got := len(s.reg.snap.Load().hosts); got != procs*each {
+		t.Errorf("the file has %d hosts, want %d", got, procs*each)
+	}
+	t.Logf("%d processes registered %d hosts each (%d writes under the lock) in %s", procs, each, procs*each, elapsed)
+}
+
+func childHost(n int) string { return fmt.Sprintf("host_%03d", n) }
+
+func childSecret(name string) []byte { return []byte("secret of " + name) }
+
+// registerAsChild is one process of TestRegistrationsManyProcesses: it
+// waits for its standard input to close, then registers its hosts.
+func registerAsChild(t *testing.T, spec string) {
+	var path string
+	var first, count int
+	if _, err := fmt.Sscan(spec, &path, &first, &count); err != nil {
+		t.Fatalf("%s=%q: %v", regChildEnv, spec, err)
+	}
+	s := seedStore(t)
+	if err := s.UseRegistrations(path); err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, os.Stdin) // until the parent says go
+	for n := first; n < first+count; n++ {
+		name := childHost(n)
+		if _, err := s.RegisterHost(t.Context(), name, "hco.smps1", false, childSecret(name)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

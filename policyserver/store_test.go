@@ -302,7 +302,7 @@ func TestParseStorePositions(t *testing.T) {
 		{"responses not a mapping", `    responses:` + "\n" + `      SM_USER: "%user"`, `    responses: [SM_USER]`, `store.yaml:37:16: responses must be a mapping of header name to value`},
 		{"a response not a string", `SM_USER: "%user"`, `SM_USER: [a]`, `store.yaml:38:7: the value of header "SM_USER" must be a string`},
 		{"wrong type: the key named", "    actions: [GET]", "    actions: {GET: 1}", `store.yaml:32:14: actions: mapping was used where sequence is expected`},
-		{"a string that is not one: at its item (the library gives no place)", "    resource: \"*\"", "    resource: [a]", `store.yaml:29:5: want a string, got a sequence: [a]`},
+		{"a string that is not one", "    resource: \"*\"", "    resource: [a]", `store.yaml:31:15: resource: want a string, got a list`},
 		{"missing section: the file", "session_key: a064d02230cd2dca09825f352f2205ab9de86a4f9985cc717d0402c761baf1c6\n", "", "store.yaml: session_key is missing"},
 	}
 	for _, c := range cases {
@@ -324,11 +324,16 @@ func TestParseStorePositions(t *testing.T) {
 	}
 }
 
-// TestParseStoreKeepsText: a scalar is read into a string as written, so
-// an unquoted hex secret of digits keeps its leading zeros (the YAML
-// library alone would read 0011 as the octal number 9).
-func TestParseStoreKeepsText(t *testing.T) {
+// TestParseStoreAmbiguousNumber: an unquoted hex secret of digits is
+// refused rather than read as a number (the YAML library reads 0011 as
+// the octal 9); quoted, it is kept as written.
+func TestParseStoreAmbiguousNumber(t *testing.T) {
 	text := strings.Replace(base, `secret: "{PLAIN}secret"`, `secret: 00112233`, 1)
+	_, err := ParseStore("store.yaml", []byte(text))
+	if err == nil || !strings.HasPrefix(err.Error(), "store.yaml:7:13: 00112233: write it in quotes") {
+		t.Errorf("unquoted: %v", err)
+	}
+	text = strings.Replace(base, `secret: "{PLAIN}secret"`, `secret: "00112233"`, 1)
 	s, err := ParseStore("store.yaml", []byte(text))
 	if err != nil {
 		t.Fatal(err)

@@ -193,8 +193,11 @@ func Parse(file string, data []byte) (f *File, err error) {
 	if err != nil {
 		return nil, Wrap(file, err)
 	}
-	f = &File{Name: file, AST: a, dec: yaml.NewDecoder(bytes.NewReader(data),
-		yaml.DisallowUnknownField(), yaml.CustomUnmarshaler[string](asWritten))}
+	// The decoder reads nothing itself: it decodes nodes of a, and learns
+	// each anchor as it decodes it, before any alias (YAML defines an
+	// anchor before its aliases, and Decode goes in file order), so the
+	// file is parsed once.
+	f = &File{Name: file, AST: a, dec: yaml.NewDecoder(bytes.NewReader(nil), yaml.DisallowUnknownField())}
 	for _, doc := range a.Docs {
 		body := doc.Body
 		if body == nil || body.Type() == ast.CommentType {
@@ -208,7 +211,7 @@ func Parse(file string, data []byte) (f *File, err error) {
 			}
 			return nil, e
 		}
-		if err := f.checkAliases(body, nil); err != nil {
+		if err := f.check(body, nil); err != nil {
 			return nil, err
 		}
 		f.Body = body
@@ -216,61 +219,52 @@ func Parse(file string, data []byte) (f *File, err error) {
 	return f, nil
 }
 
-// checkAliases refuses an alias inside the anchor it names (a: &x {b: *x}):
-// the value would contain itself, and the library loops on it for ever.
-func (f *File) checkAliases(n ast.Node, open []string) error {
+// check refuses what the library would read wrongly without a word:
+//   - an alias inside the anchor it names (a: &x {b: *x}): the value would
+//     contain itself, and the library loops on it for ever;
+//   - a number written otherwise than the library writes it back (0011,
+//     0x1F, 1_000, +5): decoded into a string it changes (0011 is the
+//     octal 9, so "9"), and a hex secret or a name made of digits must not
+//     change silently. Quoted, it is text as written.
+func (f *File) check(n ast.Node, open []string) error {
 	switch t := n.(type) {
+	case *ast.IntegerNode:
+		if text, canon := t.GetToken().Value, fmt.Sprint(t.Value); text != canon {
+			return f.Errorf(t, "%s: write it in quotes if it is text (a secret, a name), or as %s if it is a number", text, canon)
+		}
 	case *ast.AnchorNode:
-		return f.checkAliases(t.Value, append(open, t.Name.GetToken().Value))
+		return f.check(t.Value, append(open, t.Name.GetToken().Value))
 	case *ast.AliasNode:
 		if name := t.Value.GetToken().Value; slices.Contains(open, name) {
 			return f.Errorf(t, "alias *%s is inside the anchor &%s it names: its value would contain itself", name, name)
 		}
 	case *ast.TagNode:
-		return f.checkAliases(t.Value, open)
+		return f.check(t.Value, open)
 	case *ast.MappingNode:
 		for _, v := range t.Values {
-			if err := f.checkAliases(v, open); err != nil {
+			if err := f.check(v, open); err != nil {
 				return err
 			}
 		}
 	case *ast.MappingValueNode:
-		if err := f.checkAliases(t.Key, open); err != nil {
+		if err := f.check(t.Key, open); err != nil {
 			return err
 		}
-		return f.checkAliases(t.Value, open)
+		return f.check(t.Value, open)
 	case *ast.SequenceNode:
 		for _, v := range t.Values {
-			if err := f.checkAliases(v, open); err != nil {
+			if err := f.check(v, open); err != nil {
 				return err
 			}
 		}
 	}
-	return nil
-}
-
-// asWritten decodes a scalar into a string as it is written. The library
-// would read an unquoted 0011 as the octal number 9 and give "9", and 1.50
-// as "1.5": a hex secret or a name of digits must not change that way.
-// It is given the node's text, not the node, so a problem here has no
-// place; File.Decode places it at the node it was decoding.
-func asWritten(s *string, text []byte) error {
-	a, err := parser.ParseBytes(text, 0)
-	if err != nil || len(a.Docs) != 1 {
-		return fmt.Errorf("want a string, got %s", bytes.TrimSpace(text))
-	}
-	v, ok := Scalar(a.Docs[0].Body)
-	if !ok {
-		return fmt.Errorf("want a string, got a %s: %s", Deref(a.Docs[0].Body).Type().YAMLName(), bytes.TrimSpace(text))
-	}
-	*s = v
 	return nil
 }
 
 // Decode decodes n, a node of f (f.Body for the whole document), into v,
 // strictly: a key v has no field for is an error. Anchors and aliases
-// resolve across the whole file, so parts of it may be decoded one by one
-// (to report a problem in each, where the library stops at its first).
+// resolve across the file when its parts are decoded in file order, one by
+// one (to report a problem in each, where the library stops at its first).
 func (f *File) Decode(n ast.Node, v any) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -313,8 +307,10 @@ func (f *File) DecodeEach(v any) error {
 			errs = append(errs, f.Errorf(e.Key, "unknown field %q", key)) // the library's words
 			continue
 		}
-		items := Items(e.Value)
-		if fv.Kind() != reflect.Slice || items == nil {
+		// Item by item when the value is a list as written: an anchor on
+		// the list itself must be decoded with it, to be known to aliases.
+		seq, isSeq := e.Value.(*ast.SequenceNode)
+		if fv.Kind() != reflect.Slice || !isSeq {
 			target := fv.Addr().Interface()
 			if fv.Kind() == reflect.Pointer {
 				// The library leaves a nil pointer nil when given its
@@ -330,6 +326,7 @@ func (f *File) DecodeEach(v any) error {
 			}
 			continue
 		}
+		items := seq.Values // as written: an item's anchor is decoded with it
 		list := reflect.MakeSlice(fv.Type(), len(items), len(items))
 		for i, it := range items {
 			if err := f.Decode(it, list.Index(i).Addr().Interface()); err != nil {

@@ -507,17 +507,6 @@ func get(t testing.TB, ch <-chan result, what string) result {
 	}
 }
 
-// waitFor polls cond: the pool and the servers change state on their own
-// goroutines.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(wait); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("waited %s for %s", wait, what)
-		}
-	}
-}
-
 func sockNums(ss ServerStats) []int {
 	var out []int
 	for _, k := range ss.Sockets {

@@ -3,6 +3,7 @@ package policyserver
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -29,7 +30,14 @@ func (s *Server) dispatch(ctx context.Context, sc *tli.ServerConn, req *tlipb.Re
 	if sc.Admin {
 		return failure(tli.Describe(req) + " needs a trusted host session")
 	}
-	st := s.cfg.Store
+	return Answer(s.cfg.Store, req, s.cfg.Now(), log)
+}
+
+// Answer is the Policy Server's answer to an agent's request (all but
+// administration), from st at time now; log gets what the server logs.
+// Server answers its trusted host sessions with it, and tests that stand
+// in for a server answer with it too, so that they answer as it does.
+func Answer(st *Store, req *tlipb.Request, now time.Time, log zerolog.Logger) *tlipb.Response {
 	switch b := req.Body.(type) {
 	case *tlipb.Request_GetHostConfig:
 		hco, ok := st.HCO(b.GetHostConfig.Name)
@@ -63,7 +71,7 @@ func (s *Server) dispatch(ctx context.Context, sc *tli.ServerConn, req *tlipb.Re
 		}}}
 	case *tlipb.Request_Login:
 		r := b.Login
-		sess, err := st.Login(r.AgentName, r.Realm, r.User, r.Password, s.cfg.Now())
+		sess, err := st.Login(r.AgentName, r.Realm, r.User, r.Password, now)
 		if err != nil {
 			// The reason goes to the server log only: telling a client
 			// whether the user exists would help an attacker.
@@ -76,7 +84,7 @@ func (s *Server) dispatch(ctx context.Context, sc *tli.ServerConn, req *tlipb.Re
 		}}}
 	case *tlipb.Request_Authorize:
 		r := b.Authorize
-		d, err := st.Authorize(r.AgentName, r.SessionToken, r.Resource, r.Action, s.cfg.Now())
+		d, err := st.Authorize(r.AgentName, r.SessionToken, r.Resource, r.Action, now)
 		// A request no session could pass is refused: a challenge would
 		// send the user to a login that cannot fix it, again and again.
 		if errors.Is(err, ErrBadResource) || errors.Is(err, ErrUnknownAgent) {

@@ -375,7 +375,7 @@ func Deref(n ast.Node) ast.Node {
 // nils when m is no mapping or has no such key.
 func Lookup(m ast.Node, key string) (k, v ast.Node) {
 	mn, ok := Deref(m).(ast.MapNode)
-	if !ok || m == nil {
+	if !ok {
 		return nil, nil
 	}
 	for it := mn.MapRange(); it.Next(); {
@@ -386,14 +386,14 @@ func Lookup(m ast.Node, key string) (k, v ast.Node) {
 	return nil, nil
 }
 
-// Entries are the key/value pairs of mapping m in file order; nil when m
-// is no mapping.
+// Entries are the key/value pairs of mapping m in file order: empty, not
+// nil, for an empty mapping ({}); nil when m is no mapping.
 func Entries(m ast.Node) []*ast.MappingValueNode {
 	mn, ok := Deref(m).(ast.MapNode)
-	if !ok || m == nil {
+	if !ok {
 		return nil
 	}
-	var out []*ast.MappingValueNode
+	out := []*ast.MappingValueNode{}
 	for it := mn.MapRange(); it.Next(); {
 		out = append(out, it.KeyValue())
 	}

@@ -185,3 +185,27 @@ func TestPos(t *testing.T) {
 		t.Errorf("nil at %d:%d", l, c)
 	}
 }
+
+func TestEntries(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want int // -1: not a mapping
+	}{
+		{"m: {a: 1, b: 2}\n", 2},
+		{"m:\n  a: 1\n", 1},
+		{"m: {}\n", 0},
+		{"m: [a]\n", -1},
+		{"m: x\n", -1},
+		{"m:\n", -1},
+	} {
+		f, err := Parse("f.yaml", []byte(c.in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, m := Lookup(f.Body, "m")
+		got := Entries(m)
+		if (got == nil) != (c.want < 0) || (c.want >= 0 && len(got) != c.want) {
+			t.Errorf("%q: %d entries (nil %v), want %d", c.in, len(got), got == nil, c.want)
+		}
+	}
+}

@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/agentlab/agentlab/atomicfile"
 )
 
 // Error is a problem with a configuration file, placed at its line so that
@@ -405,29 +406,14 @@ func (f *File) WriteFile(path string, perm fs.FileMode) error {
 	return writeAtomic(path, f.Bytes(), perm)
 }
 
-func writeAtomic(path string, data []byte, perm fs.FileMode) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return &Error{File: path, Msg: "cannot write the file: " + err.Error(), Err: err}
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-			err = &Error{File: path, Msg: "cannot write the file: " + err.Error(), Err: err}
+func writeAtomic(path string, data []byte, perm fs.FileMode) error {
+	if err := atomicfile.WriteFile(path, data, perm); err != nil {
+		// Error names the file already: keep only the cause in Msg.
+		cause := err
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+			cause = pe.Err
 		}
-	}()
-	if _, err = tmp.Write(data); err != nil {
-		return err
+		return &Error{File: path, Msg: "cannot write the file: " + cause.Error(), Err: err}
 	}
-	if err = tmp.Chmod(perm); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return nil
 }

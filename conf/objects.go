@@ -7,7 +7,9 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/goccy/go-yaml/ast"
+
+	"github.com/agentlab/agentlab/yamlfile"
 )
 
 // The vendor's well-known Policy Server ports. Since r6 one server process
@@ -84,15 +86,16 @@ func (p PolicyServer) Addr() string {
 // MarshalYAML writes the vendor's string form.
 func (p PolicyServer) MarshalYAML() (any, error) { return p.String(), nil }
 
-// UnmarshalYAML reads the vendor's string form.
-func (p *PolicyServer) UnmarshalYAML(n *yaml.Node) error {
-	var s string
-	if err := n.Decode(&s); err != nil {
-		return fmt.Errorf("line %d: policy server: %w", n.Line, err)
+// UnmarshalYAML reads the vendor's string form; a problem is placed at the
+// entry's line and column.
+func (p *PolicyServer) UnmarshalYAML(n ast.Node) error {
+	s, ok := yamlfile.Scalar(n)
+	if !ok {
+		return yamlfile.Errorf(n, "policy server: want \"host,accounting,authentication,authorization\" or a host name")
 	}
 	ps, err := ParsePolicyServer(s)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+		return yamlfile.Errorf(n, "%v", err)
 	}
 	*p = ps
 	return nil
@@ -106,14 +109,18 @@ func (s Seconds) D() time.Duration { return time.Duration(s) }
 
 func (s Seconds) MarshalYAML() (any, error) { return int64(time.Duration(s) / time.Second), nil }
 
-func (s *Seconds) UnmarshalYAML(n *yaml.Node) error {
-	// Decoded as text: yaml.v3 would truncate 1.5 into an int64 silently.
-	v, err := strconv.ParseInt(n.Value, 10, 64)
-	if n.Kind != yaml.ScalarNode || err != nil {
-		return fmt.Errorf("line %d: want a whole number of seconds, got %q", n.Line, n.Value)
+func (s *Seconds) UnmarshalYAML(n ast.Node) error {
+	// Read from the text: decoding into an int64 would truncate 1.5 silently.
+	text, ok := yamlfile.Scalar(n)
+	if !ok {
+		return yamlfile.Errorf(n, "want a whole number of seconds, got a %s", n.Type().YAMLName())
+	}
+	v, err := strconv.ParseInt(text, 10, 64)
+	if err != nil {
+		return yamlfile.Errorf(n, "want a whole number of seconds, got %q", text)
 	}
 	if v < 0 {
-		return fmt.Errorf("line %d: seconds must not be negative, got %d", n.Line, v)
+		return yamlfile.Errorf(n, "seconds must not be negative, got %d", v)
 	}
 	*s = Seconds(time.Duration(v) * time.Second)
 	return nil
@@ -144,11 +151,13 @@ func DefaultHCO() HCO {
 	}
 }
 
-// UnmarshalYAML starts from the defaults so that a store lists only what it changes.
-func (h *HCO) UnmarshalYAML(n *yaml.Node) error {
+// UnmarshalYAML starts from the defaults so that a store lists only what it
+// changes. It decodes through the caller's decoder (unmarshal), so the
+// caller's strictness (unknown keys are errors) holds inside an HCO too.
+func (h *HCO) UnmarshalYAML(unmarshal func(any) error) error {
 	type plain HCO
 	v := plain(DefaultHCO())
-	if err := n.Decode(&v); err != nil {
+	if err := unmarshal(&v); err != nil {
 		return err
 	}
 	*h = HCO(v)
@@ -233,11 +242,12 @@ func DefaultACO() ACO {
 	}
 }
 
-// UnmarshalYAML starts from the defaults so that a store lists only what it changes.
-func (a *ACO) UnmarshalYAML(n *yaml.Node) error {
+// UnmarshalYAML starts from the defaults, through the caller's decoder, as
+// HCO's does.
+func (a *ACO) UnmarshalYAML(unmarshal func(any) error) error {
 	type plain ACO
 	v := plain(DefaultACO())
-	if err := n.Decode(&v); err != nil {
+	if err := unmarshal(&v); err != nil {
 		return err
 	}
 	*a = ACO(v)

@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/goccy/go-yaml"
+
+	"github.com/agentlab/agentlab/yamlfile"
 )
 
 func TestParsePolicyServer(t *testing.T) {
@@ -75,7 +77,7 @@ func TestPolicyServerYAML(t *testing.T) {
 	var v struct {
 		PS []PolicyServer `yaml:"ps"`
 	}
-	if err := yaml.Unmarshal([]byte("ps:\n  - smps1.shared.lab\n  - h,0,0,44443\n"), &v); err != nil {
+	if err := yamlfile.Decode("t.yaml", []byte("ps:\n  - smps1.shared.lab\n  - h,0,0,44443\n"), &v); err != nil {
 		t.Fatal(err)
 	}
 	want := []PolicyServer{{"smps1.shared.lab", 44441, 44442, 44443}, {"h", 0, 0, 44443}}
@@ -86,15 +88,15 @@ func TestPolicyServerYAML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := string(out); got != "ps:\n    - smps1.shared.lab,44441,44442,44443\n    - h,0,0,44443\n" {
+	if got := string(out); got != "ps:\n- smps1.shared.lab,44441,44442,44443\n- h,0,0,44443\n" {
 		t.Errorf("marshal = %q", got)
 	}
-	err = yaml.Unmarshal([]byte("ps:\n  - h,1,2\n"), &v)
-	if err == nil || !strings.Contains(err.Error(), "line 2: policy server \"h,1,2\"") {
+	err = yamlfile.Decode("t.yaml", []byte("ps:\n  - h,1,2\n"), &v)
+	if err == nil || !strings.Contains(err.Error(), "t.yaml:2:5: policy server \"h,1,2\"") {
 		t.Errorf("bad server: %v", err)
 	}
-	err = yaml.Unmarshal([]byte("ps:\n  - [a]\n"), &v)
-	if err == nil || !strings.Contains(err.Error(), "line 2: policy server") {
+	err = yamlfile.Decode("t.yaml", []byte("ps:\n  - [a]\n"), &v)
+	if err == nil || !strings.Contains(err.Error(), "t.yaml:2:5: policy server") {
 		t.Errorf("not a string: %v", err)
 	}
 }
@@ -103,7 +105,7 @@ func TestSecondsYAML(t *testing.T) {
 	var v struct {
 		S Seconds `yaml:"s"`
 	}
-	if err := yaml.Unmarshal([]byte("s: 90\n"), &v); err != nil || v.S.D() != 90*time.Second {
+	if err := yamlfile.Decode("t.yaml", []byte("s: 90\n"), &v); err != nil || v.S.D() != 90*time.Second {
 		t.Errorf("s: 90 = %v, %v", v.S.D(), err)
 	}
 	out, err := yaml.Marshal(v)
@@ -111,7 +113,7 @@ func TestSecondsYAML(t *testing.T) {
 		t.Errorf("marshal = %q, %v", out, err)
 	}
 	for _, in := range []string{"s: -1\n", "s: 10s\n", "s: [1]\n"} {
-		if err := yaml.Unmarshal([]byte(in), &v); err == nil || !strings.Contains(err.Error(), "line 1:") {
+		if err := yamlfile.Decode("t.yaml", []byte(in), &v); err == nil || !strings.Contains(err.Error(), "t.yaml:1:4:") {
 			t.Errorf("%q: %v", in, err)
 		}
 	}
@@ -119,7 +121,7 @@ func TestSecondsYAML(t *testing.T) {
 
 func TestHCODefaults(t *testing.T) {
 	var h HCO
-	if err := yaml.Unmarshal([]byte("name: hco.smps1\npolicy_servers: [smps1.shared.lab]\n"), &h); err != nil {
+	if err := yamlfile.Decode("t.yaml", []byte("name: hco.smps1\npolicy_servers: [smps1.shared.lab]\n"), &h); err != nil {
 		t.Fatal(err)
 	}
 	want := DefaultHCO()
@@ -136,7 +138,7 @@ func TestHCODefaults(t *testing.T) {
 		t.Errorf("Validate: %v", err)
 	}
 	// Values given override the defaults; the rest stay.
-	if err := yaml.Unmarshal([]byte("name: x\nenable_failover: false\nmax_sockets_per_port: 5\nclusters: [[a], [b, c]]\n"), &h); err != nil {
+	if err := yamlfile.Decode("t.yaml", []byte("name: x\nenable_failover: false\nmax_sockets_per_port: 5\nclusters: [[a], [b, c]]\n"), &h); err != nil {
 		t.Fatal(err)
 	}
 	if h.EnableFailover || h.MaxSocketsPerPort != 5 || h.MinSocketsPerPort != 2 || len(h.Clusters) != 2 || len(h.Clusters[1]) != 2 {
@@ -180,7 +182,7 @@ func TestHCOValidate(t *testing.T) {
 
 func TestACODefaults(t *testing.T) {
 	var a ACO
-	if err := yaml.Unmarshal([]byte("name: aco.wa1\nmax_resource_cache_size: 0\nextra:\n  BadURLChars: '//,./'\n"), &a); err != nil {
+	if err := yamlfile.Decode("t.yaml", []byte("name: aco.wa1\nmax_resource_cache_size: 0\nextra:\n  BadURLChars: '//,./'\n"), &a); err != nil {
 		t.Fatal(err)
 	}
 	want := DefaultACO()
@@ -226,8 +228,34 @@ func TestACOValidate(t *testing.T) {
 
 func TestSecondsYAMLInHCO(t *testing.T) {
 	var h HCO
-	err := yaml.Unmarshal([]byte("name: x\nrequest_timeout: -5\n"), &h)
-	if err == nil || !strings.Contains(err.Error(), "line 2: seconds must not be negative, got -5") {
+	err := yamlfile.Decode("t.yaml", []byte("name: x\nrequest_timeout: -5\n"), &h)
+	if err == nil || !strings.Contains(err.Error(), "t.yaml:2:18: seconds must not be negative, got -5") {
 		t.Errorf("negative request_timeout: %v", err)
+	}
+}
+
+// TestObjectsYAMLErrors: the HCO and ACO decode through the caller's strict
+// decoder (an unknown key is an error inside them too), and every problem is
+// placed at its line and column.
+func TestObjectsYAMLErrors(t *testing.T) {
+	tests := []struct {
+		name, in string
+		into     func() any
+		want     string
+	}{
+		{"unknown HCO key", "name: x\nmin_socket_per_port: 3\n", func() any { return &HCO{} }, `t.yaml:2:1: unknown field "min_socket_per_port"`},
+		{"unknown ACO key", "name: x\npspollinterval: 3\n", func() any { return &ACO{} }, `t.yaml:2:1: unknown field "pspollinterval"`},
+		{"fractional seconds", "name: x\nrequest_timeout: 1.5\n", func() any { return &HCO{} }, `t.yaml:2:18: want a whole number of seconds, got "1.5"`},
+		{"seconds as a list", "name: x\nrequest_timeout: [1]\n", func() any { return &HCO{} }, `t.yaml:2:18: want a whole number of seconds, got a sequence`},
+		{"server as a mapping", "name: x\npolicy_servers:\n  - {host: a}\n", func() any { return &HCO{} }, `t.yaml:3:5: policy server: want`},
+		{"wrong type", "name: x\nmin_sockets_per_port: many\n", func() any { return &HCO{} }, `t.yaml:2:23: min_sockets_per_port: want a whole number, got "many"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := yamlfile.Decode("t.yaml", []byte(tt.in), tt.into())
+			if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+				t.Errorf("error %v, want one starting %q", err, tt.want)
+			}
+		})
 	}
 }

@@ -18,7 +18,7 @@ import (
 )
 
 func TestNewAgentChecksConfig(t *testing.T) {
-	ps := newFakePS(time.Now)
+	ps := newFakePS(t, time.Now)
 	good := Config{Client: ps, AgentName: "wa1", Next: NewSite()}
 	tests := []struct {
 		name   string
@@ -75,7 +75,7 @@ func TestResourceCache(t *testing.T) {
 				if i > 0 {
 					rg.clk.Advance(tt.advance)
 				}
-				w := rg.do(req{target: tt.target, cookie: "tok.user1"})
+				w := rg.do(req{target: tt.target, cookie: rg.ps.token(t, "user1")})
 				if w.Code != http.StatusOK {
 					t.Fatalf("load %d: status %d, body %s", i, w.Code, w.Body)
 				}
@@ -126,7 +126,7 @@ func TestSessionCache(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rg := newRig(t, cacheACO(0, tt.size))
-			cookie := "tok.user1"
+			cookie := rg.ps.token(t, "user1")
 			if tt.loginHere {
 				cookie = rg.login(t, "user1")
 			}
@@ -162,15 +162,15 @@ func TestSessionCacheLifetime(t *testing.T) {
 		wantCached bool
 	}{
 		{name: "within everything", life: 2 * time.Hour, idle: time.Hour, after: 30 * time.Minute, wantCached: true},
-		{name: "past an hour", life: 3 * time.Hour, idle: 0, after: time.Hour + time.Second, wantCached: false},
-		{name: "just before an hour", life: 3 * time.Hour, idle: 0, after: time.Hour - time.Second, wantCached: true},
+		{name: "past an hour", life: 3 * time.Hour, idle: 3 * time.Hour, after: time.Hour + time.Second, wantCached: false},
+		{name: "just before an hour", life: 3 * time.Hour, idle: 3 * time.Hour, after: time.Hour - time.Second, wantCached: true},
 		{name: "past the max timeout", life: 10 * time.Minute, idle: time.Hour, after: 10 * time.Minute, wantCached: false},
 		{name: "past the idle timeout", life: 2 * time.Hour, idle: 5 * time.Minute, after: 5 * time.Minute, wantCached: false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rg := newRig(t, cacheACO(0, 10))
-			rg.ps.life, rg.ps.idle = tt.life, tt.idle
+			rg.ps.setSessionTimes(t, tt.life, tt.idle)
 			cookie := rg.login(t, "user1")
 			before := rg.ps.count("Authorize")
 			rg.clk.Advance(tt.after)
@@ -385,7 +385,7 @@ func TestPolicyHeaderSpellings(t *testing.T) {
 			Headers: []*tlipb.Header{{Name: "X-Remote_User", Value: "user1"}, {Name: "X-Bad", Value: "a\r\nX-Injected: 1"}, {Name: "bad name", Value: "v"}},
 		}}}, nil
 	})
-	w := rg.do(req{target: "/protected/", cookie: "tok.user1", headers: map[string]string{"X-Remote-User": "admin", "x_remote_user": "admin"}})
+	w := rg.do(req{target: "/protected/", cookie: rg.ps.token(t, "user1"), headers: map[string]string{"X-Remote-User": "admin", "x_remote_user": "admin"}})
 	if w.Code != http.StatusOK {
 		t.Fatalf("status %d", w.Code)
 	}
@@ -583,7 +583,7 @@ func TestNoHang(t *testing.T) {
 		return nil, ctx.Err()
 	}
 	t.Run("request timeout", func(t *testing.T) {
-		ps := newFakePS(time.Now)
+		ps := newFakePS(t, time.Now)
 		ps.setHook(block)
 		a, err := NewAgent(Config{Client: ps, AgentName: "wa1", Next: NewSite(), RequestTimeout: time.Millisecond})
 		if err != nil {

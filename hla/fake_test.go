@@ -12,32 +12,75 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/agentlab/agentlab/conf"
+	"github.com/agentlab/agentlab/policyserver"
 	"github.com/agentlab/agentlab/proto/tlipb"
 )
 
-// fakePS answers like the seed store (realms /, /protected/ Basic, /forms/
-// Forms; user1 staff, user2 contractor denied /protected/admin/) and
-// records every request, so that tests can count what the agent sent.
+// fakePS is the Policy Server an agent under test talks to, in process:
+// it answers with the real server's answer (policyserver.Answer) from the
+// seed store, so that it cannot drift from what smps says, and records
+// every request, so that tests can count what the agent sent.
 type fakePS struct {
 	now func() time.Time
-	// hook, when set, answers instead of the seed emulation, unless it
-	// returns errUseSeed.
+	// hook, when set, answers instead of the store, unless it returns
+	// errUseSeed.
 	hook func(ctx context.Context, req *tlipb.Request) (*tlipb.Response, error)
-
-	// life and idle are what Login says about a session.
-	life, idle time.Duration
 
 	norecord bool // benchmarks: count, keep nothing
 	mu       sync.Mutex
+	st       *policyserver.Store
 	reqs     []*tlipb.Request
 	counts   map[string]int
-	revoked  map[string]bool
 	total    atomic.Int64
 }
 
-func newFakePS(now func() time.Time) *fakePS {
-	return &fakePS{now: now, life: 2 * time.Hour, idle: time.Hour, counts: map[string]int{}, revoked: map[string]bool{}}
+func newFakePS(t testing.TB, now func() time.Time) *fakePS {
+	t.Helper()
+	st, err := policyserver.SeedStore()
+	if err != nil {
+		t.Fatalf("SeedStore: %v", err)
+	}
+	return &fakePS{now: now, st: st, counts: map[string]int{}}
+}
+
+// setSessionTimes gives realm.protected, where the rig's logins go, other
+// session timeouts: a store of its own, the seed's otherwise.
+func (f *fakePS) setSessionTimes(t testing.TB, maxTimeout, idleTimeout time.Duration) {
+	t.Helper()
+	spec, err := policyserver.SeedSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range spec.Realms {
+		if spec.Realms[i].Name == "realm.protected" {
+			idle, life := conf.Seconds(idleTimeout), conf.Seconds(maxTimeout)
+			spec.Realms[i].IdleTimeout, spec.Realms[i].MaxTimeout = &idle, &life
+		}
+	}
+	st, err := policyserver.NewStore(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.st = st
+	f.mu.Unlock()
+}
+
+// token is a session of user opened elsewhere (another worker, another
+// agent of the farm): valid for the store, unknown to the agent's caches.
+func (f *fakePS) token(t testing.TB, user string) string {
+	t.Helper()
+	f.mu.Lock()
+	st := f.st
+	f.mu.Unlock()
+	sess, err := st.Login("wa1", "realm.protected", user, fakePasswords[user], f.now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sess.Token
 }
 
 const (
@@ -45,6 +88,7 @@ const (
 	dnUser2 = "uid=user2,ou=People,dc=shared,dc=lab"
 )
 
+// fakePasswords are the seed store's (labs/seed-store.yaml).
 var fakePasswords = map[string]string{"user1": "Passw0rd1", "user2": "Passw0rd2"}
 
 func kindOf(req *tlipb.Request) string {
@@ -94,7 +138,7 @@ func (f *fakePS) snapshot() map[string]int {
 	return m
 }
 
-// errUseSeed makes a hook fall back to the seed emulation.
+// errUseSeed makes a hook fall back to the store's answer.
 var errUseSeed = errors.New("answer like the seed")
 
 func (f *fakePS) setHook(h func(ctx context.Context, req *tlipb.Request) (*tlipb.Response, error)) {
@@ -103,51 +147,12 @@ func (f *fakePS) setHook(h func(ctx context.Context, req *tlipb.Request) (*tlipb
 	f.hook = h
 }
 
+// seed is the Policy Server's answer from the store.
 func (f *fakePS) seed(req *tlipb.Request) *tlipb.Response {
-	switch b := req.GetBody().(type) {
-	case *tlipb.Request_IsProtected:
-		switch res := b.IsProtected.GetResource(); {
-		case strings.HasPrefix(res, "/protected/"):
-			return &tlipb.Response{Result: tlipb.Result_YES, Body: &tlipb.Response_IsProtected{IsProtected: &tlipb.IsProtectedResponse{
-				Realm: "realm.protected", AuthScheme: "basic"}}}
-		case strings.HasPrefix(res, "/forms/"):
-			return &tlipb.Response{Result: tlipb.Result_YES, Body: &tlipb.Response_IsProtected{IsProtected: &tlipb.IsProtectedResponse{
-				Realm: "realm.forms", AuthScheme: "forms", LoginUrl: DefaultLoginURL}}}
-		}
-		return &tlipb.Response{Result: tlipb.Result_NO}
-	case *tlipb.Request_Login:
-		l := b.Login
-		pw, ok := fakePasswords[l.GetUser()]
-		if !ok || pw != l.GetPassword() {
-			return &tlipb.Response{Result: tlipb.Result_FAILURE, Message: "login failed"}
-		}
-		return &tlipb.Response{Result: tlipb.Result_SUCCESS, Body: &tlipb.Response_Login{Login: &tlipb.LoginResponse{
-			SessionToken: "tok." + l.GetUser(), UserDn: "uid=" + l.GetUser() + ",ou=People,dc=shared,dc=lab",
-			ExpiresUnix: f.now().Add(f.life).Unix(), IdleTimeoutSeconds: uint32(f.idle / time.Second),
-		}}}
-	case *tlipb.Request_Authorize:
-		az := b.Authorize
-		user, ok := strings.CutPrefix(az.GetSessionToken(), "tok.")
-		f.mu.Lock()
-		revoked := f.revoked[az.GetSessionToken()]
-		f.mu.Unlock()
-		if _, known := fakePasswords[user]; !ok || !known || revoked {
-			return &tlipb.Response{Result: tlipb.Result_CHALLENGE, Message: "invalid session token"}
-		}
-		if user == "user2" && strings.HasPrefix(az.GetResource(), "/protected/admin/") {
-			return &tlipb.Response{Result: tlipb.Result_NO, Message: "denied by policy policy.contractors.no-admin"}
-		}
-		return &tlipb.Response{Result: tlipb.Result_YES, Body: &tlipb.Response_Authorize{Authorize: &tlipb.AuthorizeResponse{
-			Headers: []*tlipb.Header{{Name: "SM_USER", Value: user}, {Name: "SM_USERDN", Value: "uid=" + user + ",ou=People,dc=shared,dc=lab"}},
-			Policy:  "policy.staff",
-		}}}
-	case *tlipb.Request_Logout:
-		f.mu.Lock()
-		f.revoked[b.Logout.GetSessionToken()] = true
-		f.mu.Unlock()
-		return &tlipb.Response{Result: tlipb.Result_SUCCESS}
-	}
-	return &tlipb.Response{Result: tlipb.Result_FAILURE, Message: "unknown request"}
+	f.mu.Lock()
+	st := f.st
+	f.mu.Unlock()
+	return policyserver.Answer(st, req, f.now(), zerolog.Nop())
 }
 
 // seen records what the application received.
@@ -191,7 +196,7 @@ func cacheACO(resources, sessions int) conf.ACO {
 func newRig(t testing.TB, aco conf.ACO) *rig {
 	t.Helper()
 	clk := newFakeClock()
-	rg := &rig{ps: newFakePS(clk.Now), clk: clk, app: &seen{}}
+	rg := &rig{ps: newFakePS(t, clk.Now), clk: clk, app: &seen{}}
 	a, err := NewAgent(Config{Client: rg.ps, AgentName: "wa1", ACO: aco, Next: rg.app, Now: clk.Now})
 	if err != nil {
 		t.Fatalf("NewAgent: %v", err)

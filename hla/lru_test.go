@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -116,42 +117,45 @@ func TestLRU(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
+		// In a synctest bubble the cache reads the bubble's clock
+		// (time.Now), and advancing is sleeping: virtual time, no wait.
 		t.Run(tt.name, func(t *testing.T) {
-			clk := newFakeClock()
-			c := newLRU[string, int](tt.max, clk.Now)
-			for i, op := range tt.ops {
-				switch op.op {
-				case "add":
-					c.Add(op.key, op.val, op.ttl)
-				case "get":
-					v, ok := c.Get(op.key)
-					if ok != op.want || (ok && v != op.val) {
-						t.Fatalf("op %d: Get(%q) = %d, %v; want %d, %v", i, op.key, v, ok, op.val, op.want)
+			synctest.Test(t, func(t *testing.T) {
+				c := newLRU[string, int](tt.max, nil)
+				for i, op := range tt.ops {
+					switch op.op {
+					case "add":
+						c.Add(op.key, op.val, op.ttl)
+					case "get":
+						v, ok := c.Get(op.key)
+						if ok != op.want || (ok && v != op.val) {
+							t.Fatalf("op %d: Get(%q) = %d, %v; want %d, %v", i, op.key, v, ok, op.val, op.want)
+						}
+					case "remove":
+						if got := c.Remove(op.key); got != op.want {
+							t.Fatalf("op %d: Remove(%q) = %v, want %v", i, op.key, got, op.want)
+						}
+					case "removeIf":
+						if got := c.RemoveFunc(func(_ string, v int) bool { return v == op.val }); got != op.n {
+							t.Fatalf("op %d: RemoveFunc(== %d) = %d, want %d", i, op.val, got, op.n)
+						}
+					case "purge":
+						if got := c.Purge(); got != op.n {
+							t.Fatalf("op %d: Purge() = %d, want %d", i, got, op.n)
+						}
+					case "advance":
+						time.Sleep(op.ttl)
+					default:
+						t.Fatalf("op %d: unknown op %q", i, op.op)
 					}
-				case "remove":
-					if got := c.Remove(op.key); got != op.want {
-						t.Fatalf("op %d: Remove(%q) = %v, want %v", i, op.key, got, op.want)
-					}
-				case "removeIf":
-					if got := c.RemoveFunc(func(_ string, v int) bool { return v == op.val }); got != op.n {
-						t.Fatalf("op %d: RemoveFunc(== %d) = %d, want %d", i, op.val, got, op.n)
-					}
-				case "purge":
-					if got := c.Purge(); got != op.n {
-						t.Fatalf("op %d: Purge() = %d, want %d", i, got, op.n)
-					}
-				case "advance":
-					clk.Advance(op.ttl)
-				default:
-					t.Fatalf("op %d: unknown op %q", i, op.op)
 				}
-			}
-			if got := lruKeys(c); !slices.Equal(got, tt.wantKeys) {
-				t.Errorf("keys = %q, want %q", got, tt.wantKeys)
-			}
-			if c.Len() != len(tt.wantKeys) {
-				t.Errorf("Len() = %d, want %d", c.Len(), len(tt.wantKeys))
-			}
+				if got := lruKeys(c); !slices.Equal(got, tt.wantKeys) {
+					t.Errorf("keys = %q, want %q", got, tt.wantKeys)
+				}
+				if c.Len() != len(tt.wantKeys) {
+					t.Errorf("Len() = %d, want %d", c.Len(), len(tt.wantKeys))
+				}
+			})
 		})
 	}
 }

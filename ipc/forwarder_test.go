@@ -11,18 +11,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/agentlab/agentlab/ipc"
+	"github.com/agentlab/agentlab/testsupport"
 )
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func TestForwarderBuffersWhileAwayThenStreams(t *testing.T) {
 	f := ipc.NewLogForwarder(3)
@@ -39,9 +29,9 @@ func TestForwarderBuffersWhileAwayThenStreams(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.Forward(ctx, llawp) }()
-	waitFor(t, "the queued records", func() bool { return len(llawp.got()) == 4 })
+	testsupport.WaitFor(t, 10*time.Second, "the queued records", func() bool { return len(llawp.got()) == 4 })
 	log.Warn().Msg("while connected")
-	waitFor(t, "the live record", func() bool { return len(llawp.got()) == 5 })
+	testsupport.WaitFor(t, 10*time.Second, "the live record", func() bool { return len(llawp.got()) == 5 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Forward after cancel: %v", err)
@@ -112,7 +102,7 @@ func TestForwarderKeepsUnsentRecords(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.Forward(ctx, llawp) }()
-	waitFor(t, "the kept records", func() bool { return len(llawp.got()) == 3 })
+	testsupport.WaitFor(t, 10*time.Second, "the kept records", func() bool { return len(llawp.got()) == 3 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -131,7 +121,7 @@ func TestForwarderOneAtATime(t *testing.T) {
 	llawp := newFake()
 	go func() { done <- f.Forward(ctx, llawp) }()
 	f.Add(ipc.LogRecord{Message: "x"})
-	waitFor(t, "the first Forward to run", func() bool { return len(llawp.got()) == 1 })
+	testsupport.WaitFor(t, 10*time.Second, "the first Forward to run", func() bool { return len(llawp.got()) == 1 })
 	if err := f.Forward(ctx, newFake()); err == nil {
 		t.Error("a second Forward ran beside the first")
 	}
@@ -148,7 +138,7 @@ func TestForwarderTakesNonJSON(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.Forward(ctx, llawp) }()
-	waitFor(t, "the record", func() bool { return len(llawp.got()) == 1 })
+	testsupport.WaitFor(t, 10*time.Second, "the record", func() bool { return len(llawp.got()) == 1 })
 	cancel()
 	<-done
 	if r := llawp.got()[0]; r.Message != "not json" || r.PID == 0 {

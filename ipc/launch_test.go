@@ -19,6 +19,7 @@ import (
 
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/proto/tlipb"
+	"github.com/agentlab/agentlab/testsupport"
 )
 
 type syncBuffer struct {
@@ -50,13 +51,7 @@ func gone(pid int) bool {
 
 func waitGone(t *testing.T, pid int, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !gone(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d still runs after %v", pid, within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testsupport.WaitFor(t, within, fmt.Sprintf("process %d to end", pid), func() bool { return gone(pid) })
 }
 
 func launchFake(t *testing.T, log zerolog.Logger) *ipc.Owner {

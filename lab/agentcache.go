@@ -1,12 +1,16 @@
 package lab
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
-	"gopkg.in/yaml.v3"
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/token"
+
+	"github.com/agentlab/agentlab/yamlfile"
 
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/labs"
@@ -57,17 +61,17 @@ func agentCacheStore(l *Lab) (data []byte, storeName string, err error) {
 			return nil, storeName, fmt.Errorf("web_server.agent_cache: %w", err)
 		}
 	}
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, storeName, fmt.Errorf("web_server.agent_cache: store %s: %w", storeName, err)
+	f, err := yamlfile.Parse(storeName, data)
+	if err != nil {
+		return nil, storeName, fmt.Errorf("web_server.agent_cache: %w", err)
 	}
-	item, err := findACO(&root, w.AgentConfigObject)
+	acos, idx, err := findACO(f, w.AgentConfigObject)
 	if err != nil {
 		return nil, storeName, fmt.Errorf("web_server.agent_cache: store %s: %w", storeName, err)
 	}
 	var aco conf.ACO
-	if err := item.Decode(&aco); err != nil {
-		return nil, storeName, fmt.Errorf("web_server.agent_cache: store %s: ACO %s: %w", storeName, w.AgentConfigObject, err)
+	if err := f.Decode(acos.Values[idx], &aco); err != nil {
+		return nil, storeName, fmt.Errorf("web_server.agent_cache: ACO %s: %w", w.AgentConfigObject, err)
 	}
 	already := aco.MaxResourceCacheSize == 0 && aco.MaxSessionCacheSize == 0
 	if w.AgentCache == AgentCacheOn {
@@ -94,39 +98,36 @@ func agentCacheStore(l *Lab) (data []byte, storeName string, err error) {
 			aco.ResourceCacheTimeout = conf.DefaultACO().ResourceCacheTimeout
 		}
 	}
-	var changed yaml.Node
-	if err := changed.Encode(aco); err != nil {
-		return nil, storeName, err
+	// Only the ACO's item changes: the rest of the store, its comments
+	// included, is printed as it was written.
+	changed, err := yaml.ValueToNode(aco)
+	if err != nil {
+		return nil, storeName, fmt.Errorf("web_server.agent_cache: ACO %s: %w", w.AgentConfigObject, err)
 	}
-	changed.HeadComment = fmt.Sprintf("agent_cache: %s (written by agentlab run from %s)", w.AgentCache, storeName)
-	*item = changed
-	var b bytes.Buffer
-	enc := yaml.NewEncoder(&b)
-	enc.SetIndent(2)
-	if err := enc.Encode(&root); err != nil {
-		return nil, storeName, err
+	if err := acos.Replace(idx, changed); err != nil {
+		return nil, storeName, fmt.Errorf("web_server.agent_cache: ACO %s: %w", w.AgentConfigObject, err)
 	}
-	return b.Bytes(), storeName, enc.Close()
+	if len(acos.ValueHeadComments) != len(acos.Values) {
+		acos.ValueHeadComments = make([]*ast.CommentGroupNode, len(acos.Values))
+	}
+	note := fmt.Sprintf("# agent_cache: %s (written by agentlab run from %s)", w.AgentCache, storeName)
+	acos.ValueHeadComments[idx] = ast.CommentGroup([]*token.Token{token.Comment(note[1:], note, &token.Position{})})
+	return []byte(strings.TrimRight(f.AST.String(), "\n") + "\n"), storeName, nil
 }
 
-// findACO finds the item of the store's ACO list named name.
-func findACO(root *yaml.Node, name string) (*yaml.Node, error) {
-	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("not a mapping")
+// findACO finds the store's list of ACOs and the index in it of the ACO
+// named name.
+func findACO(f *yamlfile.File, name string) (*ast.SequenceNode, int, error) {
+	_, list := yamlfile.Lookup(f.Body, storeACOsKey)
+	acos, ok := list.(*ast.SequenceNode)
+	if !ok {
+		return nil, 0, fmt.Errorf("no ACO %q in its %s", name, storeACOsKey)
 	}
-	top := root.Content[0]
-	for i := 0; i+1 < len(top.Content); i += 2 {
-		if top.Content[i].Value != storeACOsKey || top.Content[i+1].Kind != yaml.SequenceNode {
-			continue
-		}
-		for _, item := range top.Content[i+1].Content {
-			var named struct {
-				Name string `yaml:"name"`
-			}
-			if item.Decode(&named) == nil && named.Name == name {
-				return item, nil
-			}
+	for i, item := range acos.Values {
+		_, n := yamlfile.Lookup(item, "name")
+		if v, ok := yamlfile.Scalar(n); ok && v == name {
+			return acos, i, nil
 		}
 	}
-	return nil, fmt.Errorf("no ACO %q in its %s", name, storeACOsKey)
+	return nil, 0, fmt.Errorf("no ACO %q in its %s", name, storeACOsKey)
 }

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
+	"github.com/agentlab/agentlab/yamlfile"
 
 	"github.com/agentlab/agentlab/conf"
 )
@@ -14,16 +14,16 @@ import (
 // storeACO reads the ACO named name back from a store's bytes.
 func storeACO(t *testing.T, data []byte, name string) conf.ACO {
 	t.Helper()
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
+	f, err := yamlfile.Parse("written store", data)
+	if err != nil {
 		t.Fatalf("the written store does not parse: %v\n%s", err, data)
 	}
-	item, err := findACO(&root, name)
+	acos, i, err := findACO(f, name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var aco conf.ACO
-	if err := item.Decode(&aco); err != nil {
+	if err := f.Decode(acos.Values[i], &aco); err != nil {
 		t.Fatal(err)
 	}
 	return aco

@@ -10,7 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/goccy/go-yaml/ast"
+
+	"github.com/agentlab/agentlab/yamlfile"
 
 	"github.com/agentlab/agentlab/fault"
 	"github.com/agentlab/agentlab/trace"
@@ -51,61 +53,62 @@ type lineError struct {
 // UnmarshalYAML reads a fault item and keeps every problem with its line,
 // for Validate to report with the file's name: a lab file with three bad
 // faults gets three errors, not the first one.
-func (f *Fault) UnmarshalYAML(n *yaml.Node) error {
-	*f = Fault{Line: n.Line}
-	bad := func(line int, format string, a ...any) {
+func (f *Fault) UnmarshalYAML(n ast.Node) error {
+	line, _ := yamlfile.Pos(n)
+	*f = Fault{Line: line}
+	bad := func(n ast.Node, format string, a ...any) {
+		line, _ := yamlfile.Pos(n)
 		f.problems = append(f.problems, lineError{line, fmt.Sprintf(format, a...)})
 	}
-	if n.Kind != yaml.MappingNode {
-		bad(n.Line, "a fault is a mapping of at, after, server and action, such as {at: 5s, server: smps1, action: kill}")
+	entries := yamlfile.Entries(n)
+	if entries == nil {
+		bad(n, "a fault is a mapping of at, after, server and action, such as {at: 5s, server: smps1, action: kill}")
 		return nil
 	}
+	// A key given twice is refused by the YAML parser before this runs.
 	seen := map[string]bool{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if seen[k.Value] {
-			bad(k.Line, "%s is given twice", k.Value)
+	for _, e := range entries {
+		k := yamlfile.KeyText(e.Key)
+		seen[k] = true
+		v, ok := yamlfile.Scalar(e.Value)
+		if !ok {
+			bad(e.Value, "%s: want a single value, such as %s", k, map[string]string{
+				"at": "5s", "after": "hco", "server": "smps1", "action": "stall 10s"}[k])
 			continue
 		}
-		seen[k.Value] = true
-		if v.Kind != yaml.ScalarNode {
-			bad(v.Line, "%s: want a single value, such as %s", k.Value, map[string]string{
-				"at": "5s", "after": "hco", "server": "smps1", "action": "stall 10s"}[k.Value])
-			continue
-		}
-		switch k.Value {
+		switch k {
 		case "at":
-			d, err := time.ParseDuration(v.Value)
+			d, err := time.ParseDuration(v)
 			if err != nil || d < 0 {
-				bad(v.Line, "at %q: want a duration such as 5s (0s: at once)", v.Value)
+				bad(e.Value, "at %q: want a duration such as 5s (0s: at once)", v)
 			}
 			f.At = d
 		case "after":
-			if v.Value != AnchorWorkload && !slices.Contains(faultPhases, v.Value) {
-				bad(v.Line, "after %q: want %s (the workload's start) or a phase of the web server's agents: %s",
-					v.Value, AnchorWorkload, strings.Join(faultPhases, ", "))
+			if v != AnchorWorkload && !slices.Contains(faultPhases, v) {
+				bad(e.Value, "after %q: want %s (the workload's start) or a phase of the web server's agents: %s",
+					v, AnchorWorkload, strings.Join(faultPhases, ", "))
 			}
-			f.After = v.Value
+			f.After = v
 		case "server":
-			if v.Value == "" {
-				bad(v.Line, "server is empty: name one of the lab's policy servers")
+			if v == "" {
+				bad(e.Value, "server is empty: name one of the lab's policy servers")
 			}
-			f.Server = v.Value
+			f.Server = v
 		case "action":
-			a, err := fault.Parse(v.Value)
+			a, err := fault.Parse(v)
 			if err != nil {
-				bad(v.Line, "%v", err)
+				bad(e.Value, "%v", err)
 			}
 			f.Action = a
 		default:
-			bad(k.Line, "unknown key %q in a fault: want at, after, server and action", k.Value)
+			bad(e.Key, "unknown key %q in a fault: want at, after, server and action", k)
 		}
 	}
 	if !seen["server"] {
-		bad(n.Line, "the fault names no server")
+		bad(n, "the fault names no server")
 	}
 	if !seen["action"] {
-		bad(n.Line, "the fault has no action: want %s", fault.Usage())
+		bad(n, "the fault has no action: want %s", fault.Usage())
 	}
 	return nil
 }

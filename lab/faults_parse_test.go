@@ -83,7 +83,6 @@ func TestParseFaultsRejects(t *testing.T) {
 		{"bad after", "  - {after: lunch, server: smps1, action: kill}", []string{`1: fault 1: after "lunch": want workload`}},
 		{"admin is no agent phase", "  - {after: admin, server: smps1, action: kill}", []string{`1: fault 1: after "admin"`}},
 		{"unknown key", "  - {at: 1s, server: smps1, action: kill, when: now}", []string{`1: fault 1: unknown key "when"`}},
-		{"key twice", "  - at: 1s\n    at: 2s\n    server: smps1\n    action: kill", []string{"2: fault 1: at is given twice"}},
 		{"not a mapping", "  - kill smps1", []string{"1: fault 1: a fault is a mapping"}},
 		{"list value", "  - {server: [smps1, smps2], action: kill}", []string{"1: fault 1: server: want a single value"}},
 		{"several at once", "  - {server: smps1, action: kill}\n  - {server: smps1, action: explode}\n  - {at: x, server: nope, action: kill}",
@@ -110,10 +109,15 @@ func TestParseFaultsRejects(t *testing.T) {
 			}
 		})
 	}
-	// A faults: that is not a list is a YAML error naming the file and line.
+	// A faults: that is not a list is a YAML error naming the file, line
+	// and column; so is a key given twice, at the second.
 	_, err := Parse("labs/x.yaml", "", []byte(faultLab+"faults: kill\n"))
-	if err == nil || !strings.Contains(err.Error(), "labs/x.yaml") || !strings.Contains(err.Error(), fmt.Sprintf("line %d", faultLabLines)) {
+	if err == nil || !strings.HasPrefix(err.Error(), fmt.Sprintf("labs/x.yaml:%d:9: faults: string was used where sequence is expected", faultLabLines)) {
 		t.Errorf("faults: kill: %v", err)
+	}
+	_, err = Parse("labs/x.yaml", "", []byte(faultLab+"faults:\n  - at: 1s\n    at: 2s\n    server: smps1\n    action: kill\n"))
+	if err == nil || !strings.HasPrefix(err.Error(), fmt.Sprintf(`labs/x.yaml:%d:5: mapping key "at" already defined`, faultLabLines+2)) {
+		t.Errorf("key twice: %v", err)
 	}
 	// An ambiguous first label.
 	amb := strings.Replace(faultLab, "smps10.other.lab", "smps1.other.lab", -1)

@@ -4,7 +4,6 @@
 package lab
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,7 +15,9 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/goccy/go-yaml/ast"
+
+	"github.com/agentlab/agentlab/yamlfile"
 
 	"github.com/agentlab/agentlab/labs"
 	"github.com/agentlab/agentlab/trace"
@@ -97,14 +98,14 @@ func (c Credentials) Login() string {
 // Duration reads "5s", "30s", "1m".
 type Duration time.Duration
 
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	var s string
-	if err := n.Decode(&s); err != nil {
-		return fmt.Errorf("line %d: want a duration such as 5s: %w", n.Line, err)
+func (d *Duration) UnmarshalYAML(n ast.Node) error {
+	text, ok := yamlfile.Scalar(n)
+	if !ok {
+		return yamlfile.Errorf(n, "want a duration such as 5s, got a %s", n.Type().YAMLName())
 	}
-	v, err := time.ParseDuration(s)
+	v, err := time.ParseDuration(text)
 	if err != nil || v <= 0 {
-		return fmt.Errorf("line %d: %q is not a positive duration such as 5s", n.Line, s)
+		return yamlfile.Errorf(n, "%q is not a positive duration such as 5s", text)
 	}
 	*d = Duration(v)
 	return nil
@@ -146,10 +147,13 @@ func Load(path string) (*Lab, error) {
 // Parse reads a lab from YAML; file names it in errors.
 func Parse(file, dir string, data []byte) (*Lab, error) {
 	l := &Lab{}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(l); err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
+	// Errors are file:line:col: message, one per item of a list at most.
+	f, err := yamlfile.Parse(file, data)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.DecodeEach(l); err != nil {
+		return nil, err
 	}
 	l.Dir, l.File = dir, file
 	if err := l.Validate(); err != nil {

@@ -13,8 +13,7 @@ const DefaultLinger = 20 * time.Second
 // Linger asks the LLAWP to exit once it has had no registered worker for
 // its delay. It starts armed: an LLAWP that no worker ever joins leaves too.
 type Linger struct {
-	delay     time.Duration
-	afterFunc func(time.Duration, func()) func() bool
+	delay time.Duration
 
 	mu   sync.Mutex
 	gen  uint64 // bumped by every change, so a timer that fires late is ignored
@@ -25,15 +24,13 @@ type Linger struct {
 
 // NewLinger lingers for delay; 0 means DefaultLinger, a negative delay
 // never asks to exit.
+// Its tests run in a testing/synctest bubble, where the timer runs on the
+// bubble's virtual clock.
 func NewLinger(delay time.Duration) *Linger {
-	return newLinger(delay, func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop })
-}
-
-func newLinger(delay time.Duration, afterFunc func(time.Duration, func()) func() bool) *Linger {
 	if delay == 0 {
 		delay = DefaultLinger
 	}
-	l := &Linger{delay: delay, afterFunc: afterFunc, done: make(chan struct{})}
+	l := &Linger{delay: delay, done: make(chan struct{})}
 	l.SetWorkers(0)
 	return l
 }
@@ -58,7 +55,14 @@ func (l *Linger) SetWorkers(n int) {
 		return
 	}
 	gen := l.gen
-	l.stop = l.afterFunc(l.delay, func() { l.expire(gen) })
+	l.stop = time.AfterFunc(l.delay, func() { l.expire(gen) }).Stop
+}
+
+// armed says whether a timer is running, for tests.
+func (l *Linger) armed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stop != nil
 }
 
 func (l *Linger) expire(gen uint64) {

@@ -2,7 +2,6 @@ package llawp
 
 import (
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 )
@@ -12,16 +11,4 @@ func TestMain(m *testing.M) {
 	// stop (natefinch/lumberjack#56): a leak of the library, one per log
 	// file, not of this package.
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("gopkg.in/natefinch/lumberjack%2ev2.(*Logger).millRun"))
-}
-
-// waitFor polls cond; the bound only catches a hang, it measures nothing.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/proto/tlipb"
+	"github.com/agentlab/agentlab/testsupport"
 )
 
 // fakeServer answers DoManagement with one scripted reply per poll; after
@@ -88,7 +89,7 @@ func TestPollerRelaysInOrderAndRetries(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	waitFor(t, "every scripted poll", func() bool { return srv.polls() > len(srv.replies) })
+	testsupport.WaitFor(t, 10*time.Second, "every scripted poll", func() bool { return srv.polls() > len(srv.replies) })
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run: %v", err)
@@ -136,7 +137,7 @@ func TestPollerFirstPollAtOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	waitFor(t, "the first poll", func() bool { return srv.polls() == 1 })
+	testsupport.WaitFor(t, 10*time.Second, "the first poll", func() bool { return srv.polls() == 1 })
 	cancel()
 	<-done
 	if st := p.Stats(); st.Polls != 1 || st.Failed != 0 || st.LastError != "" {

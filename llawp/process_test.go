@@ -21,6 +21,7 @@ import (
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/policyserver"
 	"github.com/agentlab/agentlab/proto/tlipb"
+	"github.com/agentlab/agentlab/testsupport"
 	"github.com/agentlab/agentlab/tli"
 	"github.com/agentlab/agentlab/trace"
 )
@@ -117,7 +118,7 @@ func newSeedLab(t *testing.T) *seedLab {
 		t.Fatal(err)
 	}
 	// What smreghost would have done, with a secret SmHost.conf can hold.
-	if _, err := l.store.RegisterHost("trust_wa1", "hco.smps1", true, []byte(testSecret)); err != nil {
+	if _, err := l.store.RegisterHost(t.Context(), "trust_wa1", "hco.smps1", true, []byte(testSecret)); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []struct {
@@ -265,7 +266,7 @@ func TestRun(t *testing.T) {
 		}
 		return st
 	}
-	waitFor(t, "two DoManagement polls", func() bool { return status().Polls >= 2 })
+	testsupport.WaitFor(t, 10*time.Second, "two DoManagement polls", func() bool { return status().Polls >= 2 })
 	if st := status(); st.Phase != ipc.PhaseReady || st.AgentName != "wa1" || st.BootstrapServer != "smps2.shared.lab:"+strings.Split(lab.smps2, ":")[1] ||
 		len(st.HCOServers) != 1 || st.HCOServers[0] != "smps1.shared.lab:44443" || st.PollsFailed != 0 {
 		t.Errorf("Status %+v, want ready, agent wa1, bootstrapped from smps2, pooled on smps1, no failed poll", st)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/proto/tlipb"
+	"github.com/agentlab/agentlab/testsupport"
 )
 
 func TestRegistryFanOut(t *testing.T) {
@@ -79,7 +80,7 @@ func TestRegistrySlowWatcherDoesNotBlock(t *testing.T) {
 	// only the slow one (which never reads) can run out of room.
 	for range n {
 		r.Publish(ipc.ManagementEvent{Code: uint32(tlipb.ManagementCode_FLUSH_ALL)})
-		waitFor(t, "the fast watchers", func() bool {
+		testsupport.WaitFor(t, 10*time.Second, "the fast watchers", func() bool {
 			return r.queued(fast1) == 0 && r.queued(fast2) == 0
 		})
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/proto/tlipb"
+	"github.com/agentlab/agentlab/testsupport"
 )
 
 // serve runs svc behind the ipc adapters on an in-memory gRPC connection,
@@ -49,8 +50,8 @@ func serve(t *testing.T, svc ipc.LLAWP) ipc.LLAWP {
 func TestServiceOverGRPC(t *testing.T) {
 	dir := t.TempDir()
 	sink := NewSink(SinkOptions{Proc: "LLAWP.exe", Role: "llawp", PID: 4242})
-	var ft fakeTimers
-	linger := newLinger(0, ft.afterFunc)
+	linger := NewLinger(0)
+	defer linger.Close()
 	reg := NewRegistry(RegistryOptions{OnCount: linger.SetWorkers})
 	svc := NewService(ServiceConfig{Registry: reg, Records: sink, Log: sink.Logger(), PID: 4242})
 	srv := &fakeServer{replies: []reply{{cmds: []*tlipb.ManagementCommand{{Code: 194, Name: "FLUSH_ALL"}}}}}
@@ -77,7 +78,7 @@ func TestServiceOverGRPC(t *testing.T) {
 	fctx, fcancel := context.WithCancel(ctx)
 	fdone := make(chan error, 1)
 	go func() { fdone <- fwd.Forward(fctx, l) }()
-	if ft.armed() != 0 {
+	if linger.armed() {
 		t.Error("the linger is armed with a worker registered")
 	}
 	wctx, wcancel := context.WithCancel(ctx)
@@ -93,7 +94,7 @@ func TestServiceOverGRPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	svc.SetPhase(ipc.PhaseReady)
-	waitFor(t, "a watcher", func() bool { ws := reg.Workers(); return len(ws) == 1 && ws[0].Watchers == 1 })
+	testsupport.WaitFor(t, 10*time.Second, "a watcher", func() bool { ws := reg.Workers(); return len(ws) == 1 && ws[0].Watchers == 1 })
 	poller.Poll(ctx)
 	select {
 	case ev := <-events:
@@ -105,7 +106,7 @@ func TestServiceOverGRPC(t *testing.T) {
 	}
 
 	hlaLog.Warn().Str("server", "smps1.shared.lab:44443").Msg("w3wp.exe: policy server slow")
-	waitFor(t, "the worker's records", func() bool {
+	testsupport.WaitFor(t, 10*time.Second, "the worker's records", func() bool {
 		st, _ := l.Status(ctx)
 		return len(st.Workers) == 1 && st.Workers[0].LogRecords == 2
 	})
@@ -125,7 +126,7 @@ func TestServiceOverGRPC(t *testing.T) {
 	for range events {
 		// Unregister ends the watch stream cleanly.
 	}
-	if ft.armed() != 1 {
+	if !linger.armed() {
 		t.Error("the last Unregister did not arm the linger")
 	}
 	if err := l.Unregister(ctx, id); !errors.Is(err, ipc.ErrUnknownWorker) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/ipc"
+	"github.com/agentlab/agentlab/testsupport"
 )
 
 // vendorDate matches logging.VendorTime: "Tue Apr 18 2017 23:23:35".
@@ -216,17 +217,10 @@ func TestSinkWindowPasses(t *testing.T) {
 	}
 	l := s.Logger()
 	l.Info().Msg("written by the timer")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testsupport.WaitFor(t, 10*time.Second, "the record in WA.log after its 1 ms window", func() bool {
 		b, _ := os.ReadFile(filepath.Join(dir, "WA.log"))
-		if strings.Contains(string(b), "written by the timer") {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the record is not in WA.log 10 s after its 1 ms window: %q", b)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return strings.Contains(string(b), "written by the timer")
+	})
 }
 
 func TestSinkAppend(t *testing.T) {

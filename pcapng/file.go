@@ -1,11 +1,10 @@
 package pcapng
 
 import (
-	"bufio"
 	"fmt"
-	"os"
-	"path/filepath"
+	"io"
 
+	"github.com/agentlab/agentlab/atomicfile"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -26,30 +25,9 @@ func FromFile(tracePath, hostsFile, out string) error {
 	return nil
 }
 
-// Save writes the pcapng to path through a temporary file in the same
-// folder: a rendering that fails halfway leaves no file that Wireshark
-// would open as a truncated capture.
+// Save writes the pcapng to path in one step (atomicfile): a rendering
+// that fails halfway leaves no file that Wireshark would open as a
+// truncated capture.
 func Save(path string, evs []trace.Event, hosts *trace.Hosts) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	bw := bufio.NewWriter(f)
-	if err := Write(bw, evs, hosts); err != nil {
-		f.Close()
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return atomicfile.Write(path, 0o644, func(w io.Writer) error { return Write(w, evs, hosts) })
 }

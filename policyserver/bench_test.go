@@ -24,7 +24,7 @@ func benchServer(b *testing.B) (addr string, secret []byte) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	th, err := st.RegisterHost("trust_bench", "hco.smps1", true, nil)
+	th, err := st.RegisterHost(b.Context(), "trust_bench", "hco.smps1", true, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,7 +1,9 @@
 package policyserver
 
 import (
+	"context"
 	"errors"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -12,13 +14,13 @@ import (
 // Agent sessions may ask everything but administration; administrator
 // sessions (smreghost, agentlab mgmt) may ask only administration, and each
 // of their requests carries the admin's credentials.
-func (s *Server) dispatch(sc *tli.ServerConn, req *tlipb.Request, log zerolog.Logger) *tlipb.Response {
+func (s *Server) dispatch(ctx context.Context, sc *tli.ServerConn, req *tlipb.Request, log zerolog.Logger) *tlipb.Response {
 	switch b := req.Body.(type) {
 	case *tlipb.Request_RegisterHost:
 		if !sc.Admin {
 			return failure("RegisterHost needs an administrator session")
 		}
-		return s.registerHost(b.RegisterHost, log)
+		return s.registerHost(ctx, b.RegisterHost, log)
 	case *tlipb.Request_QueueManagement:
 		if !sc.Admin {
 			return failure("QueueManagement needs an administrator session")
@@ -28,7 +30,14 @@ func (s *Server) dispatch(sc *tli.ServerConn, req *tlipb.Request, log zerolog.Lo
 	if sc.Admin {
 		return failure(tli.Describe(req) + " needs a trusted host session")
 	}
-	st := s.cfg.Store
+	return Answer(s.cfg.Store, req, s.cfg.Now(), log)
+}
+
+// Answer is the Policy Server's answer to an agent's request (all but
+// administration), from st at time now; log gets what the server logs.
+// Server answers its trusted host sessions with it, and tests that stand
+// in for a server answer with it too, so that they answer as it does.
+func Answer(st *Store, req *tlipb.Request, now time.Time, log zerolog.Logger) *tlipb.Response {
 	switch b := req.Body.(type) {
 	case *tlipb.Request_GetHostConfig:
 		hco, ok := st.HCO(b.GetHostConfig.Name)
@@ -62,7 +71,7 @@ func (s *Server) dispatch(sc *tli.ServerConn, req *tlipb.Request, log zerolog.Lo
 		}}}
 	case *tlipb.Request_Login:
 		r := b.Login
-		sess, err := st.Login(r.AgentName, r.Realm, r.User, r.Password, s.cfg.Now())
+		sess, err := st.Login(r.AgentName, r.Realm, r.User, r.Password, now)
 		if err != nil {
 			// The reason goes to the server log only: telling a client
 			// whether the user exists would help an attacker.
@@ -75,7 +84,7 @@ func (s *Server) dispatch(sc *tli.ServerConn, req *tlipb.Request, log zerolog.Lo
 		}}}
 	case *tlipb.Request_Authorize:
 		r := b.Authorize
-		d, err := st.Authorize(r.AgentName, r.SessionToken, r.Resource, r.Action, s.cfg.Now())
+		d, err := st.Authorize(r.AgentName, r.SessionToken, r.Resource, r.Action, now)
 		// A request no session could pass is refused: a challenge would
 		// send the user to a login that cannot fix it, again and again.
 		if errors.Is(err, ErrBadResource) || errors.Is(err, ErrUnknownAgent) {
@@ -111,12 +120,12 @@ func (s *Server) dispatch(sc *tli.ServerConn, req *tlipb.Request, log zerolog.Lo
 	return failure("unknown request")
 }
 
-func (s *Server) registerHost(r *tlipb.RegisterHostRequest, log zerolog.Logger) *tlipb.Response {
+func (s *Server) registerHost(ctx context.Context, r *tlipb.RegisterHostRequest, log zerolog.Logger) *tlipb.Response {
 	if err := s.cfg.Store.CheckAdmin(r.AdminUser, r.AdminPassword); err != nil {
 		log.Warn().Str("admin", r.AdminUser).Msg("Registration refused: bad administrator credentials")
 		return failure("bad administrator credentials")
 	}
-	th, err := s.cfg.Store.RegisterHost(r.TrustedHost, r.HostConfigObject, r.Overwrite, r.SharedSecret)
+	th, err := s.cfg.Store.RegisterHost(ctx, r.TrustedHost, r.HostConfigObject, r.Overwrite, r.SharedSecret)
 	if err != nil {
 		log.Warn().Err(err).Msgf("Registration of trusted host '%s' refused", r.TrustedHost)
 		return failure(err.Error())

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/agentlab/agentlab/fault"
+	"github.com/agentlab/agentlab/testsupport"
 	"github.com/agentlab/agentlab/tli"
 	"github.com/agentlab/agentlab/trace"
 )
@@ -136,7 +137,7 @@ func TestFaultReset(t *testing.T) {
 	}
 	// A raw socket past the TCP handshake but not the TLI one is open too.
 	raw := ls.rawDial(t)
-	ls.waitFor(t, "3 open connections", func() bool { return ls.srv.Conns() == 3 })
+	testsupport.WaitFor(t, liveWait, "3 open connections", func() bool { return ls.srv.Conns() == 3 })
 
 	res := mustApply(t, ls, fault.Action{Kind: fault.Reset})
 	if res.Reset != 3 {
@@ -232,7 +233,7 @@ func TestFaultStallKeepsDeadlines(t *testing.T) {
 	// The server's answer (here the error frame for a hello of version 0)
 	// is held until its write deadline; then it gives up and closes.
 	waitClosed(t, c, "a handshake held by a stall")
-	ls.waitFor(t, "the held connection to close", func() bool { return ls.srv.Conns() == 0 })
+	testsupport.WaitFor(t, liveWait, "the held connection to close", func() bool { return ls.srv.Conns() == 0 })
 }
 
 func TestFaultRejectHandshakes(t *testing.T) {
@@ -492,7 +493,7 @@ func TestControlLimits(t *testing.T) {
 		// A slot comes back when the server has closed its end of a
 		// held connection: until then a new one is closed at once.
 		held[0].Close()
-		ls.waitFor(t, "a slot after a held connection closed", func() bool {
+		testsupport.WaitFor(t, liveWait, "a slot after a held connection closed", func() bool {
 			conn, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)

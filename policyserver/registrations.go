@@ -8,6 +8,7 @@ package policyserver
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -16,14 +17,16 @@ import (
 	"io/fs"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/goccy/go-yaml"
+	"github.com/gofrs/flock"
+
+	"github.com/agentlab/agentlab/atomicfile"
+	"github.com/agentlab/agentlab/yamlfile"
 )
 
 // TrustedHost is a host allowed to connect as an agent, with the shared
@@ -37,13 +40,10 @@ type TrustedHost struct {
 // SharedSecretLen is the size of a generated shared secret.
 const SharedSecretLen = 32
 
-// Lock file timing: waiting longer than lockWait means something is wrong;
-// a lock older than lockStale was left by a server that died while writing
-// (a write takes milliseconds).
-const (
-	lockWait  = 10 * time.Second
-	lockStale = 30 * time.Second
-)
+// Waiting longer than lockWait for the registrations lock means something
+// is wrong: a write holds it for milliseconds. A server that dies holding
+// it does not block the others: the kernel releases a dead process's lock.
+const lockWait = 10 * time.Second
 
 type regHost struct {
 	TrustedHost
@@ -158,11 +158,13 @@ func readRegistrations(path string) (*regSnapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registrations: %w", err)
 	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("registrations: %w", err)
+	}
 	var y yamlRegistrations
-	dec := yaml.NewDecoder(f)
-	dec.KnownFields(true)
-	if err := decodeRegistrations(dec, &y); err != nil {
-		return nil, yamlError(path, err)
+	if err := yamlfile.Decode(path, data, &y); err != nil {
+		return nil, err
 	}
 	for i, h := range y.TrustedHosts {
 		if err := checkName(h.Name); err != nil {
@@ -176,18 +178,6 @@ func readRegistrations(path string) (*regSnapshot, error) {
 	}
 	snap.fi = fi
 	return snap, nil
-}
-
-func decodeRegistrations(dec *yaml.Decoder, y *yamlRegistrations) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("the YAML parser failed: %v", r)
-		}
-	}()
-	if err := dec.Decode(y); err != nil && !errors.Is(err, io.EOF) {
-		return err
-	}
-	return nil
 }
 
 // CheckAdmin checks the administrator credentials registration needs. The
@@ -212,8 +202,9 @@ func (s *Store) CheckAdmin(user, pw string) error {
 // for an HCO, as smreghost asks. An empty secret gets a random one of
 // SharedSecretLen bytes. With a registrations file, the file is re-read
 // under a lock, changed and replaced atomically, so that two servers
-// registering at the same time keep both hosts.
-func (s *Store) RegisterHost(name, hco string, overwrite bool, secret []byte) (TrustedHost, error) {
+// registering at the same time keep both hosts. ctx bounds the wait for
+// the lock (as does lockWait).
+func (s *Store) RegisterHost(ctx context.Context, name, hco string, overwrite bool, secret []byte) (TrustedHost, error) {
 	if err := checkName(name); err != nil {
 		return TrustedHost{}, fmt.Errorf("%w: %v", ErrBadHostName, err)
 	}
@@ -233,7 +224,7 @@ func (s *Store) RegisterHost(name, hco string, overwrite bool, secret []byte) (T
 	snap := s.reg.snap.Load()
 	path := snap.path
 	if path != "" {
-		unlock, err := lockFile(path + ".lock")
+		unlock, err := lockFile(ctx, path+".lock")
 		if err != nil {
 			return TrustedHost{}, err
 		}
@@ -268,28 +259,12 @@ func writeRegistrations(path string, hosts map[string]regHost) (os.FileInfo, err
 		h := hosts[name]
 		y.TrustedHosts = append(y.TrustedHosts, yamlRegHost{Name: h.Name, Secret: hex.EncodeToString(h.Secret), HCO: h.HCO, Registered: h.registered})
 	}
-	body, err := yaml.Marshal(&y)
+	body, err := yaml.MarshalWithOptions(&y, yaml.Indent(2), yaml.IndentSequence(true))
 	if err != nil {
 		return nil, fmt.Errorf("registrations: %w", err)
 	}
-	// Write a temporary file next to the target and rename it over: readers
-	// see the old file or the new one, never half of one.
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return nil, fmt.Errorf("registrations: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
-	_, err = tmp.Write(append([]byte(registrationsHeader), body...))
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
+	// 0600: the file holds the shared secrets.
+	if err := atomicfile.WriteFile(path, append([]byte(registrationsHeader), body...), 0o600); err != nil {
 		return nil, fmt.Errorf("registrations: %w", err)
 	}
 	fi, err := os.Stat(path)
@@ -299,30 +274,52 @@ func writeRegistrations(path string, hosts map[string]regHost) (os.FileInfo, err
 	return fi, nil
 }
 
-// lockFile takes an exclusive lock by creating path with O_EXCL, which
-// works between processes on every platform (flock does not exist on
-// Windows). A lock left by a crashed server is broken after lockStale.
-func lockFile(path string) (unlock func(), err error) {
-	deadline := time.Now().Add(lockWait)
-	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-		if err == nil {
-			host, _ := os.Hostname()
-			fmt.Fprintf(f, "%d %s\n", os.Getpid(), host)
-			f.Close()
-			return func() { os.Remove(path) }, nil
+// lockFile takes an exclusive lock on path (flock(2) on Unix, LockFileEx on
+// Windows) between the Policy Servers that share the registrations file.
+// The lock file itself stays: removing it on unlock would let a waiter
+// lock the removed file while a newcomer locks a new one, two holders at
+// once. The kernel releases the lock when its process dies, so a crashed
+// server never leaves a lock to break.
+//
+// The wait blocks in the kernel rather than polling: the kernel hands the
+// lock to a waiter when it is released, where pollers would lose it, again
+// and again, to whoever asks at the right moment (24 contending processes
+// starved some of them past lockWait). Since that call cannot be
+// cancelled, it runs on a goroutine that, when the wait was given up,
+// releases the lock as soon as it gets it.
+func lockFile(ctx context.Context, path string) (unlock func(), err error) {
+	ctx, cancel := context.WithTimeout(ctx, lockWait)
+	defer cancel()
+	fl := flock.New(path, flock.SetPermissions(0o600))
+	got := make(chan error, 1)
+	gaveUp := make(chan struct{})
+	go func() {
+		err := fl.Lock()
+		select {
+		case got <- err:
+		case <-gaveUp:
+			if err == nil {
+				fl.Unlock()
+			}
 		}
-		if !errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("registrations lock: %w", err)
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			return nil, fmt.Errorf("registrations lock %s: %w", path, err)
 		}
-		if fi, err := os.Stat(path); err == nil && time.Since(fi.ModTime()) > lockStale {
-			os.Remove(path)
-			continue
+		return func() { fl.Unlock() }, nil
+	case <-ctx.Done():
+		close(gaveUp)
+		// The goroutine may have sent just before: then the lock is ours
+		// to release.
+		select {
+		case err := <-got:
+			if err == nil {
+				fl.Unlock()
+			}
+		default:
 		}
-		if time.Now().After(deadline) {
-			owner, _ := os.ReadFile(path)
-			return nil, fmt.Errorf("registrations lock %s is held (by pid and host %s) for more than %s; remove it if no Policy Server is writing", path, strconv.Quote(string(bytes.TrimSpace(owner))), lockWait)
-		}
-		time.Sleep(delay)
+		return nil, fmt.Errorf("registrations lock %s: another Policy Server has held it for more than %s, or the wait was cancelled: %w", path, lockWait, context.Cause(ctx))
 	}
 }

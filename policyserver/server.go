@@ -247,7 +247,7 @@ func (s *Server) handle(ctx context.Context, tc *trace.Conn) {
 			return
 		}
 		s.stats.Requests.Add(1)
-		resp := s.dispatch(sc, &req, log)
+		resp := s.dispatch(ctx, sc, &req, log)
 		if wdl := time.Now().Add(s.cfg.IdleTimeout); wdl.Sub(writeDL) >= slack {
 			tc.SetWriteDeadline(wdl)
 			writeDL = wdl

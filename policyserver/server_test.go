@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agentlab/agentlab/proto/tlipb"
+	"github.com/agentlab/agentlab/testsupport"
 	"github.com/agentlab/agentlab/tli"
 	"github.com/agentlab/agentlab/trace"
 )
@@ -129,7 +130,7 @@ func runLiveServer(t *testing.T, tune func(*Config)) *liveServer {
 	if err != nil {
 		t.Fatalf("SeedStore: %v", err)
 	}
-	th, err := st.RegisterHost(liveTrustedHost, "hco.smps1", false, nil)
+	th, err := st.RegisterHost(t.Context(), liveTrustedHost, "hco.smps1", false, nil)
 	if err != nil {
 		t.Fatalf("RegisterHost: %v", err)
 	}
@@ -211,22 +212,12 @@ func (ls *liveServer) rawDial(t testing.TB) net.Conn {
 	return c
 }
 
-// waitFor polls cond: the server's state changes on its own goroutines.
-func (ls *liveServer) waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(liveWait); !cond(); time.Sleep(2 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("waited %s for %s", liveWait, what)
-		}
-	}
-}
-
 // waitLog waits for an entry of peer ("" for any) whose message starts
 // with msg; the server may log after the client has seen the effect.
 func (ls *liveServer) waitLog(t testing.TB, peer, msg string) liveEntry {
 	t.Helper()
 	var got []liveEntry
-	ls.waitFor(t, fmt.Sprintf("log %q of peer %q", msg, peer), func() bool {
+	testsupport.WaitFor(t, liveWait, fmt.Sprintf("log %q of peer %q", msg, peer), func() bool {
 		got = ls.log.find(t, peer, msg)
 		return len(got) > 0
 	})
@@ -605,7 +596,7 @@ func TestConnectionLimit(t *testing.T) {
 	for _, c := range good[:10] {
 		c.Close()
 	}
-	ls.waitFor(t, "the server to see 10 agents leave", func() bool { return ls.srv.Conns() == limit-10 })
+	testsupport.WaitFor(t, liveWait, "the server to see 10 agents leave", func() bool { return ls.srv.Conns() == limit-10 })
 	for i := range 10 {
 		mustPing(t, ls.dial(t), fmt.Sprintf("new agent %d after 10 left", i))
 	}
@@ -653,13 +644,7 @@ func TestMaxLifetime(t *testing.T) {
 	ls := runLiveServer(t, func(c *Config) { c.MaxLifetime = 300 * time.Millisecond })
 	c := ls.dial(t)
 	// A busy connection is never idle, yet it ends at its lifetime.
-	var err error
-	for end := time.Now().Add(liveWait); err == nil; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("the connection was still open after %s", liveWait)
-		}
-		err = livePingErr(c)
-	}
+	testsupport.WaitFor(t, liveWait, "the connection to end", func() bool { return livePingErr(c) != nil })
 	e := ls.waitLog(t, c.Conn().LocalAddr().String(), "Closing connection: lifetime")
 	if e.str("message") != "Closing connection: lifetime of 300ms reached" {
 		t.Errorf("log: %v", e)
@@ -745,7 +730,7 @@ func TestShutdownClosesEveryConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	conns = append(conns, silent, half)
-	ls.waitFor(t, "6 connections", func() bool { return ls.srv.Conns() == len(conns) })
+	testsupport.WaitFor(t, liveWait, "6 connections", func() bool { return ls.srv.Conns() == len(conns) })
 
 	if err := ls.stop(); err != nil {
 		t.Fatalf("Serve after the cancel: %v, want nil", err)

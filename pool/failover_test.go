@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/proto/tlipb"
+	"github.com/agentlab/agentlab/testsupport"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -88,7 +89,7 @@ func TestPrimaryKilledUnderLoad(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "smps1 to answer some of the traffic", func() bool { return ps1.requests() >= 30 })
+	testsupport.WaitFor(t, wait, "smps1 to answer some of the traffic", func() bool { return ps1.requests() >= 30 })
 	if err := ps1.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +193,7 @@ func TestLoginOnAStoppedServerGoesElsewhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := p.servers[0]
-	waitFor(t, "the agent to see smps1's FIN on socket 1", func() bool {
+	testsupport.WaitFor(t, wait, "the agent to see smps1's FIN on socket 1", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return peerGone(s.socks[0].c.Conn().Conn) != nil
@@ -241,7 +242,7 @@ func TestDisabledAtStartRecoveredByHealthPoll(t *testing.T) {
 
 	ps1 := l.serveReal(down, nil)
 	// The trace tells a change a moment after Stats shows it.
-	waitFor(t, "the health poll to find smps1, and the trace to tell it", func() bool {
+	testsupport.WaitFor(t, wait, "the health poll to find smps1, and the trace to tell it", func() bool {
 		return p.Stats().Servers[0].State == Active && len(stateNotes(tb.events(t))) == 4
 	})
 	if got := states(p); !slices.Equal(got, []State{Active, Inactive}) {
@@ -298,7 +299,7 @@ func TestRecoveryMovesNewRequestsBack(t *testing.T) {
 	}
 
 	ps1b := l.serveReal(ps1.ep, nil)
-	waitFor(t, "the health poll to find smps1 back, and the trace to tell it", func() bool {
+	testsupport.WaitFor(t, wait, "the health poll to find smps1 back, and the trace to tell it", func() bool {
 		return p.Stats().Servers[0].State == Active && len(stateNotes(tb.events(t))) == 6
 	})
 	for range 4 {
@@ -426,7 +427,7 @@ func TestClustersFailOverBelowThreshold(t *testing.T) {
 	if err := ps2.stop(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "cluster 2 in use", func() bool { return slices.Equal(states(p), []State{Inactive, Failed, Active}) })
+	testsupport.WaitFor(t, wait, "cluster 2 in use", func() bool { return slices.Equal(states(p), []State{Inactive, Failed, Active}) })
 	before1 := ps1.requests()
 	do(5)
 	if ps3.requests() != 5 || ps1.requests() != before1 {
@@ -434,7 +435,7 @@ func TestClustersFailOverBelowThreshold(t *testing.T) {
 	}
 
 	ps2b := l.serveReal(ps2.ep, nil)
-	waitFor(t, "cluster 1 in use again", func() bool { return slices.Equal(states(p), []State{Active, Active, Inactive}) })
+	testsupport.WaitFor(t, wait, "cluster 1 in use again", func() bool { return slices.Equal(states(p), []State{Active, Active, Inactive}) })
 	do(4)
 	if n := ps1.requests() - before1 + ps2b.requests(); n != 4 || ps3.requests() != 5 {
 		t.Errorf("back above the threshold cluster 1 answered %d (want 4), smps3 %d (want still 5)", n, ps3.requests())

@@ -233,7 +233,7 @@ func (l *lab) serveReal(ep endpoint, ln net.Listener) *realPS {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.RegisterHost(trustedHost, "hco.smps1", true, secret); err != nil {
+	if _, err := st.RegisterHost(t.Context(), trustedHost, "hco.smps1", true, secret); err != nil {
 		t.Fatal(err)
 	}
 	tb := &buf{}
@@ -504,17 +504,6 @@ func get(t testing.TB, ch <-chan result, what string) result {
 	case <-time.After(2 * wait):
 		t.Fatalf("%s: no answer after %s", what, 2*wait)
 		return result{}
-	}
-}
-
-// waitFor polls cond: the pool and the servers change state on their own
-// goroutines.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(wait); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("waited %s for %s", wait, what)
-		}
 	}
 }
 

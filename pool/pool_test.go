@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/proto/tlipb"
+	"github.com/agentlab/agentlab/testsupport"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -141,7 +142,7 @@ func TestGrowth(t *testing.T) {
 				chs[i] = goDo(p, context.Background(), isProtected(fmt.Sprintf("/hold/%d", i)))
 			}
 			inFlight := tt.concurrent - tt.wantQueued
-			waitFor(t, fmt.Sprintf("%d requests held by the server, %d queued, no socket being opened", inFlight, tt.wantQueued), func() bool {
+			testsupport.WaitFor(t, wait, fmt.Sprintf("%d requests held by the server, %d queued, no socket being opened", inFlight, tt.wantQueued), func() bool {
 				st := p.Stats()
 				return f.held.Load() == int64(inFlight) && st.Queued == tt.wantQueued && st.Servers[0].Opening == 0
 			})
@@ -236,7 +237,7 @@ func TestQueueFull(t *testing.T) {
 	for i := range 23 {
 		chs = append(chs, goDo(p, context.Background(), isProtected(fmt.Sprintf("/hold/%d", i))))
 	}
-	waitFor(t, "20 requests held and 3 queued", func() bool { return f.held.Load() == 20 && p.Stats().Queued == 3 })
+	testsupport.WaitFor(t, wait, "20 requests held and 3 queued", func() bool { return f.held.Load() == 20 && p.Stats().Queued == 3 })
 
 	r := get(t, goDo(p, context.Background(), isProtected("/hold/one-too-many")), "the request beyond the queue")
 	if !errors.Is(r.err, ErrQueueFull) || !errors.Is(r.err, ErrNoConnection) || Result(r.err) != tlipb.Result_NOCONNECTION {
@@ -341,7 +342,7 @@ func TestRequestTimeoutWhileQueued(t *testing.T) {
 
 	f.mute.Store(true)
 	busy := goDo(p, context.Background(), isProtected("/hold/busy"))
-	waitFor(t, "the first request held", func() bool { return f.held.Load() == 1 })
+	testsupport.WaitFor(t, wait, "the first request held", func() bool { return f.held.Load() == 1 })
 	r := get(t, goDo(p, context.Background(), isProtected("/hold/queued")), "the queued request")
 	if !errors.Is(r.err, ErrTimeout) || !strings.Contains(r.err.Error(), "while waiting for a socket") {
 		t.Errorf("queued request: %v, want ErrTimeout while waiting for a socket", r.err)
@@ -368,7 +369,7 @@ func TestSocketErrorClosesOlderSockets(t *testing.T) {
 	for i := range 3 {
 		chs = append(chs, goDo(p, ctx, isProtected(fmt.Sprintf("/hold/%d", i))))
 	}
-	waitFor(t, "3 requests held and no socket being opened", func() bool {
+	testsupport.WaitFor(t, wait, "3 requests held and no socket being opened", func() bool {
 		return f.held.Load() == 3 && p.Stats().Servers[0].Opening == 0
 	})
 	f.release()
@@ -388,7 +389,7 @@ func TestSocketErrorClosesOlderSockets(t *testing.T) {
 	f.rearm()
 
 	held := goDo(p, ctx, isProtected("/hold/on-socket-1"))
-	waitFor(t, "a request held on socket 1", func() bool { return f.held.Load() == 1 })
+	testsupport.WaitFor(t, wait, "a request held on socket 1", func() bool { return f.held.Load() == 1 })
 	r := get(t, goDo(p, ctx, isProtected("/reset")), "the request whose socket is reset")
 	if !errors.Is(r.err, ErrNoConnection) || Result(r.err) != tlipb.Result_NOCONNECTION {
 		t.Fatalf("reset request: %v, want ErrNoConnection (no other server to retry on)", r.err)
@@ -424,14 +425,14 @@ func TestSocketErrorClosesOlderSockets(t *testing.T) {
 			t.Errorf("younger socket %d was closed: %+v", n, d)
 		}
 	}
-	waitFor(t, "the server to see 2 connections left", func() bool { return f.conns.Load() == 2 })
+	testsupport.WaitFor(t, wait, "the server to see 2 connections left", func() bool { return f.conns.Load() == 2 })
 
 	// No server is available: the failed one is retried with new sockets,
 	// and those from before the failure are closed.
 	if resp, err := p.Do(ctx, isProtected("/ok")); err != nil || resp.Result != tlipb.Result_YES {
 		t.Fatalf("after the failure: %v %v", resp, err)
 	}
-	waitFor(t, "no socket being opened", func() bool { return p.Stats().Servers[0].Opening == 0 })
+	testsupport.WaitFor(t, wait, "no socket being opened", func() bool { return p.Stats().Servers[0].Opening == 0 })
 	if st := p.Stats().Servers[0]; st.State != Active || !slices.Equal(sockNums(st), []int{5, 6}) {
 		t.Errorf("after the retry: %s with sockets %v, want Active with [5 6] (NewSocketStep new ones)", st.State, sockNums(st))
 	}
@@ -534,10 +535,10 @@ func TestUnsentLoginFailsOver(t *testing.T) {
 	p, _ := l.start(cfg)
 
 	busy := goDo(p, context.Background(), isProtected("/hold-reset"))
-	waitFor(t, "smps1's only socket busy", func() bool { return f.held.Load() == 1 })
+	testsupport.WaitFor(t, wait, "smps1's only socket busy", func() bool { return f.held.Load() == 1 })
 	login := goDo(p, context.Background(), &tlipb.Request{Body: &tlipb.Request_Login{Login: &tlipb.LoginRequest{
 		AgentName: "wa1", Realm: "realm.protected", User: "user1", Password: "Passw0rd1"}}})
-	waitFor(t, "the Login queued", func() bool { return p.Stats().Queued == 1 })
+	testsupport.WaitFor(t, wait, "the Login queued", func() bool { return p.Stats().Queued == 1 })
 	f.release()
 
 	r := get(t, login, "the Login")
@@ -570,10 +571,10 @@ func TestNewSocketRefused(t *testing.T) {
 	p, _ := l.start(cfg)
 
 	busy := goDo(p, context.Background(), isProtected("/hold"))
-	waitFor(t, "the only socket busy", func() bool { return f.held.Load() == 1 })
+	testsupport.WaitFor(t, wait, "the only socket busy", func() bool { return f.held.Load() == 1 })
 	f.refuse.Store(true)
 	queued := goDo(p, context.Background(), isProtected("/queued"))
-	waitFor(t, "the new socket refused", func() bool { return p.Stats().Servers[0].DialFailures == 1 })
+	testsupport.WaitFor(t, wait, "the new socket refused", func() bool { return p.Stats().Servers[0].DialFailures == 1 })
 	if st := p.Stats().Servers[0]; st.State != Active || st.Queued != 1 || !slices.Equal(sockNums(st), []int{1}) {
 		t.Errorf("after the refusal: %s, %d queued, sockets %v; want Active, 1 queued, [1]", st.State, st.Queued, sockNums(st))
 	}
@@ -771,7 +772,7 @@ func TestCloseWithRequestsInFlight(t *testing.T) {
 	for i := range 23 {
 		chs = append(chs, goDo(p, context.Background(), isProtected(fmt.Sprintf("/hold/%d", i))))
 	}
-	waitFor(t, "20 requests held and 3 queued", func() bool { return f.held.Load() == 20 && p.Stats().Queued == 3 })
+	testsupport.WaitFor(t, wait, "20 requests held and 3 queued", func() bool { return f.held.Load() == 20 && p.Stats().Queued == 3 })
 
 	closed := make(chan error, 1)
 	go func() { closed <- p.Close() }()
@@ -812,7 +813,7 @@ func TestCloseWithRequestsInFlight(t *testing.T) {
 	// The held requests block the server's reads: it sees the FINs once
 	// they are answered.
 	f.release()
-	waitFor(t, "the server to see every socket closed", func() bool { return f.conns.Load() == 0 })
+	testsupport.WaitFor(t, wait, "the server to see every socket closed", func() bool { return f.conns.Load() == 0 })
 }
 
 // A caller that gives up while queued leaves the queue; its place goes to
@@ -827,16 +828,16 @@ func TestCallerCancelsWhileQueued(t *testing.T) {
 	p, _ := l.start(cfg)
 
 	busy := goDo(p, context.Background(), isProtected("/hold/busy"))
-	waitFor(t, "the first request held", func() bool { return f.held.Load() == 1 })
+	testsupport.WaitFor(t, wait, "the first request held", func() bool { return f.held.Load() == 1 })
 	ctx, cancel := context.WithCancel(context.Background())
 	gaveUp := goDo(p, ctx, isProtected("/queued/1"))
 	next := goDo(p, context.Background(), isProtected("/queued/2"))
-	waitFor(t, "2 queued", func() bool { return p.Stats().Queued == 2 })
+	testsupport.WaitFor(t, wait, "2 queued", func() bool { return p.Stats().Queued == 2 })
 	cancel()
 	if r := get(t, gaveUp, "the canceled request"); !errors.Is(r.err, context.Canceled) || errors.Is(r.err, ErrTimeout) {
 		t.Errorf("canceled request: %v, want context.Canceled", r.err)
 	}
-	waitFor(t, "1 queued", func() bool { return p.Stats().Queued == 1 })
+	testsupport.WaitFor(t, wait, "1 queued", func() bool { return p.Stats().Queued == 1 })
 	f.release()
 	for _, ch := range []<-chan result{busy, next} {
 		if r := get(t, ch, "a request"); r.err != nil {
@@ -868,7 +869,7 @@ func TestCloseDuringCheckServers(t *testing.T) {
 	defer mute.Close()
 	checked := make(chan error, 1)
 	go func() { checked <- p.CheckServers(context.Background()) }()
-	waitFor(t, "the health check's handshake under way", func() bool { return p.Stats().Servers[1].Opening == 1 })
+	testsupport.WaitFor(t, wait, "the health check's handshake under way", func() bool { return p.Stats().Servers[1].Opening == 1 })
 
 	closed := make(chan error, 1)
 	go func() { closed <- p.Close() }()

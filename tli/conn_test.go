@@ -245,12 +245,13 @@ func TestServerGoneIsSeenByClient(t *testing.T) {
 }
 
 func TestErrDoesNotWaitForDo(t *testing.T) {
-	release := make(chan struct{})
+	received, release := make(chan struct{}), make(chan struct{})
 	c, _ := newSession(t, func(sc *ServerConn) {
 		var req tlipb.Request
 		if sc.ReadRequest(&req) != nil {
 			return
 		}
+		close(received) // Do holds the client until the answer
 		<-release
 		sc.WriteResponse(&req, &tlipb.Response{})
 	})
@@ -259,13 +260,18 @@ func TestErrDoesNotWaitForDo(t *testing.T) {
 		_, err := c.Do(context.Background(), isProtected("/"))
 		done <- err
 	}()
-	time.Sleep(50 * time.Millisecond) // let Do take the client
-	start := time.Now()
-	if err := c.Err(); err != nil {
-		t.Error(err)
-	}
-	if d := time.Since(start); d > 100*time.Millisecond {
-		t.Errorf("Err() waited %v for the exchange in flight", d)
+	<-received
+	// The exchange cannot end before release is closed, so an Err() that
+	// waited for it would not return; the bound only catches that hang.
+	errDone := make(chan error, 1)
+	go func() { errDone <- c.Err() }()
+	select {
+	case err := <-errDone:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("Err() waits for the exchange in flight")
 	}
 	close(release)
 	if err := <-done; err != nil {

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agentlab/agentlab/testsupport"
 )
 
 func listen(t *testing.T) net.Listener {
@@ -292,14 +294,10 @@ func TestConnWriteAfterPeerReset(t *testing.T) {
 	s := get(t, ch)
 	c.Reset()
 	// The RST may take a moment to arrive; writes then fail.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testsupport.WaitFor(t, 5*time.Second, "a write to fail after the reset", func() bool {
 		_, err = s.Write([]byte("late"))
-		if err != nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return err != nil
+	})
 	if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
 		t.Fatalf("write after the peer's reset: %v", err)
 	}

@@ -51,7 +51,7 @@ func StartOn(tb testing.TB, l net.Listener, name, trustedHost string, secret []b
 	}
 	s := &Server{Store: st}
 	if trustedHost != "" {
-		th, err := st.RegisterHost(trustedHost, "hco.smps1", true, secret)
+		th, err := st.RegisterHost(tb.Context(), trustedHost, "hco.smps1", true, secret)
 		if err != nil {
 			tb.Fatalf("RegisterHost: %v", err)
 		}

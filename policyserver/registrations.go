@@ -291,7 +291,9 @@ func lockFile(ctx context.Context, path string) (unlock func(), err error) {
 	ctx, cancel := context.WithTimeout(ctx, lockWait)
 	defer cancel()
 	fl := flock.New(path, flock.SetPermissions(0o600))
-	got := make(chan error, 1)
+	// Unbuffered: a lock taken after the wait gave up must go back, not
+	// sit in a buffer nobody reads (the next holder would wait forever).
+	got := make(chan error)
 	gaveUp := make(chan struct{})
 	go func() {
 		err := fl.Lock()
@@ -311,15 +313,6 @@ func lockFile(ctx context.Context, path string) (unlock func(), err error) {
 		return func() { fl.Unlock() }, nil
 	case <-ctx.Done():
 		close(gaveUp)
-		// The goroutine may have sent just before: then the lock is ours
-		// to release.
-		select {
-		case err := <-got:
-			if err == nil {
-				fl.Unlock()
-			}
-		default:
-		}
 		return nil, fmt.Errorf("registrations lock %s: another Policy Server has held it for more than %s, or the wait was cancelled: %w", path, lockWait, context.Cause(ctx))
 	}
 }

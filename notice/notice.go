@@ -46,6 +46,10 @@ const (
 	Listening Kind = "listening on"
 	// Control: a Policy Server takes fault commands on Addr (smps --control).
 	Control Kind = "control on"
+	// Metrics: a process serves Prometheus's /metrics on Addr (--metrics);
+	// Prog says whose (smps, hla, llawp) when a supervisor passes on
+	// another process's.
+	Metrics Kind = "metrics on"
 	// Serving: a web server answers HTTP at URL.
 	Serving Kind = "serving"
 	// Started: a supervisor started Process (a replacement after a death,
@@ -65,7 +69,7 @@ const (
 )
 
 // kinds in the order Parse tries them: none is a prefix of a later one.
-var kinds = []Kind{Listening, Control, Serving, Started, Exited, HCODone, Recycling}
+var kinds = []Kind{Listening, Control, Metrics, Serving, Started, Exited, HCODone, Recycling}
 
 // bare are the kinds with no payload.
 func bare(k Kind) bool { return k == HCODone || k == Recycling }
@@ -75,7 +79,8 @@ type Notice struct {
 	// Prog is the program that prints it: smps, hla.
 	Prog string
 	Kind Kind
-	// Addr is host:port for Listening and Control, a URL for Serving.
+	// Addr is host:port for Listening, Control and Metrics, a URL for
+	// Serving.
 	Addr string
 	// Process is set for Started and Exited.
 	Process *trace.Process

@@ -13,6 +13,7 @@ func TestRoundTrip(t *testing.T) {
 	for _, n := range []Notice{
 		{Prog: "smps", Kind: Listening, Addr: "127.0.0.21:44443"},
 		{Prog: "smps", Kind: Control, Addr: "127.0.0.21:9001"},
+		{Prog: "llawp", Kind: Metrics, Addr: "127.0.0.11:40123"},
 		{Prog: "hla", Kind: Serving, Addr: "http://127.0.0.11:8080"},
 		{Prog: "hla", Kind: Started, Process: &trace.Process{Name: "w3wp.exe", PID: 42, Role: "hla", Parent: "svchost.exe", ParentPID: 7}},
 		{Prog: "hla", Kind: Exited, Process: &trace.Process{Name: "w3wp.exe", PID: 42, Exit: exit}},
@@ -40,6 +41,7 @@ func TestLinesAsDocumented(t *testing.T) {
 	}{
 		{Notice{Prog: "smps", Kind: Listening, Addr: "127.0.0.21:44443"}, "smps: listening on 127.0.0.21:44443"},
 		{Notice{Prog: "smps", Kind: Control, Addr: "127.0.0.21:9001"}, "smps: control on 127.0.0.21:9001"},
+		{Notice{Prog: "smps", Kind: Metrics, Addr: "127.0.0.21:9464"}, "smps: metrics on 127.0.0.21:9464"},
 		{Notice{Prog: "hla", Kind: Serving, Addr: "http://127.0.0.11:8080"}, "hla: serving http://127.0.0.11:8080"},
 	} {
 		if got := c.n.String(); got != c.want {

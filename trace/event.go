@@ -154,6 +154,23 @@ type Event struct {
 	Peer bool `json:"by_peer,omitempty"`
 	// State is the change a Server State event tells.
 	State *ServerState `json:"state,omitempty"`
+
+	// The fields below tell a Policy Server under load (load.go).
+
+	// Limit is set on a Policy Server's events for a connection it would
+	// not take: its connection limit and the vendor's log message.
+	Limit *ConnLimit `json:"limit,omitempty"`
+	// Queue is the Policy Server's request queue and worker threads as a
+	// request joined the queue (its Request event) or was answered (its
+	// Response event).
+	Queue *QueueState `json:"queue,omitempty"`
+	// Timeout is set on an agent's close of a socket whose request got no
+	// answer within RequestTimeout.
+	Timeout *RequestTimeout `json:"timeout,omitempty"`
+	// Resend is set on an agent's Request that sends again, on another
+	// connection, a request that timed out: its try (1 for the first
+	// resend).
+	Resend int `json:"resend,omitempty"`
 }
 
 // ServerState is an agent's pool changing its view of one Policy Server:

@@ -29,5 +29,15 @@ func FromFile(tracePath, hostsFile, out string) error {
 // that fails halfway leaves no file that Wireshark would open as a
 // truncated capture.
 func Save(path string, evs []trace.Event, hosts *trace.Hosts) error {
-	return atomicfile.Write(path, 0o644, func(w io.Writer) error { return Write(w, evs, hosts) })
+	// A trace that cannot be rendered is the trace's error, not the
+	// file's: it is returned as Write said it.
+	var renderErr error
+	err := atomicfile.Write(path, 0o644, func(w io.Writer) error {
+		renderErr = Write(w, evs, hosts)
+		return renderErr
+	})
+	if renderErr != nil {
+		return renderErr
+	}
+	return err
 }

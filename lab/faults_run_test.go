@@ -154,14 +154,21 @@ func (fc *fakeControl) waitRequests(ctx context.Context, t *testing.T, n int) {
 // onTerm is what it does on SIGTERM; "" lets the signal end it.
 func fakeSmps(t *testing.T, control, onTerm string) string {
 	dir := t.TempDir()
-	ready := notice.Notice{Prog: notice.ProgSmps, Kind: notice.Control, Addr: control}.String() + "\n" +
-		notice.Notice{Prog: notice.ProgSmps, Kind: notice.Listening, Addr: "127.0.0.1:1"}.String()
-	script := fmt.Sprintf("#!/bin/sh\ncat <<'EOF'\n%s\nEOF\n", ready)
+	ready := []string{
+		notice.Notice{Prog: notice.ProgSmps, Kind: notice.Control, Addr: control}.String(),
+		notice.Notice{Prog: notice.ProgSmps, Kind: notice.Listening, Addr: "127.0.0.1:1"}.String(),
+	}
+	script := "#!/bin/sh\n"
+	if onTerm != "" {
+		// Set before it says it is ready: the lab may stop it at once.
+		script += fmt.Sprintf("trap 'kill $! 2>/dev/null; %s' TERM\n", onTerm)
+	}
+	script += fmt.Sprintf("printf '%%s\\n' '%s' '%s'\n", ready[0], ready[1])
 	if onTerm == "" {
 		script += "exec sleep 60\n"
 	} else {
 		// The sleep lets go of stdout, which the lab reads to its end.
-		script += fmt.Sprintf("trap 'kill $!; %s' TERM\nsleep 60 >/dev/null 2>&1 &\nwait\n", onTerm)
+		script += "sleep 60 >/dev/null 2>&1 &\nwait\n"
 	}
 	if err := os.WriteFile(filepath.Join(dir, "smps"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,6 +39,12 @@ type Lab struct {
 	Workload WorkloadSpec `yaml:"workload"`
 	// Faults are applied to the Policy Servers during the run (lab/faults_*.go).
 	Faults []Fault `yaml:"faults"`
+	// Metrics has every Policy Server and the web server serve
+	// Prometheus's /metrics (smps and hla --metrics on their lab
+	// address), which the lab scrapes once a second into the run's
+	// metrics.jsonl (lab/metrics.go). Off unless asked for: a lab that
+	// does not chart the servers' queues has no use for it.
+	Metrics bool `yaml:"metrics,omitempty"`
 
 	// Dir is the lab file's folder: a relative store path is read from there.
 	Dir string `yaml:"-"`
@@ -49,6 +56,25 @@ type Lab struct {
 type PolicyServer struct {
 	Host string `yaml:"host"`
 	Port int    `yaml:"port"`
+	// MaxConns is the server's connection limit (smps --max-conns; the
+	// console's MaxConnections): past it a connection is refused with
+	// the vendor's log line. 0 leaves smps's default.
+	MaxConns int `yaml:"max_conns,omitempty"`
+	// Threads is how many worker threads evaluate requests (smps
+	// --threads; the console's Maximum Threads). 0 leaves smps's default.
+	Threads int `yaml:"threads,omitempty"`
+}
+
+// args are the smps flags of the server's own settings.
+func (p PolicyServer) args() []string {
+	var out []string
+	if p.MaxConns > 0 {
+		out = append(out, "--max-conns", strconv.Itoa(p.MaxConns))
+	}
+	if p.Threads > 0 {
+		out = append(out, "--threads", strconv.Itoa(p.Threads))
+	}
+	return out
 }
 
 // Addr is host:port.
@@ -185,6 +211,9 @@ func (l *Lab) Validate() error {
 		}
 		if p.Port < 1 || p.Port > 65535 {
 			bad("policy server %s: port %d", p.Host, p.Port)
+		}
+		if p.MaxConns < 0 || p.Threads < 0 {
+			bad("policy server %s: max_conns and threads must not be negative", p.Host)
 		}
 	}
 	w := l.WebServer

@@ -182,6 +182,10 @@ type Run struct {
 	// store is the store file the Policy Servers load; "" for their
 	// embedded seed store.
 	store string
+	// scraper scrapes the processes' /metrics when the lab has metrics:
+	// on; stopScraper ends it and waits for its last write.
+	scraper     *scraper
+	stopScraper func()
 }
 
 // Death is a process that died during a run, as the lab learnt it.
@@ -241,11 +245,17 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 			err = errors.Join(cause, err)
 		}
 		err = errors.Join(err, r.stopFaults())
+		// The last scrape is of processes still up: stopping them
+		// would only fill the progress with refused scrapes.
+		err = errors.Join(err, r.endScraper())
 		r.stopAll()
 		r.rec.Close()
 		evs, err = r.finish(err)
 	}()
 	if err := r.writeStore(); err != nil {
+		return nil, err
+	}
+	if err := r.startScraper(ctx); err != nil {
 		return nil, err
 	}
 	if err := r.startPolicyServers(ctx); err != nil {
@@ -302,7 +312,7 @@ var errWebServerDown = errors.New("the web server is down")
 // a death is told at once.
 // onDeath says what the lab does about it (Exit.Action) and does it.
 func (r *Run) start(ctx context.Context, s ProcSpec, onDeath func(*trace.Process)) (*Proc, error) {
-	s.OnNotice = r.webServerNotice
+	s.OnNotice = func(n notice.Notice) { r.notice(s.Name, s.Ready.Prog, n) }
 	s.OnDeath = func(p *Proc) {
 		proc := r.process(p)
 		proc.Exit.Death = true
@@ -345,11 +355,21 @@ func (r *Run) recordStop(p *Proc, action string) {
 	r.rec.ProcessExit(proc)
 }
 
-// webServerNotice tells a learner, as it happens, of a death among the
-// web server's processes (a worker, an httpd child, an LLAWP) and of each
-// replacement.
-func (r *Run) webServerNotice(n notice.Notice) {
+// notice handles what a process the lab started prints besides its ready
+// line: a /metrics address to scrape (its own, or one it relays for a
+// process it runs, the LLAWP's, named then by the notice's prog); a
+// death among the web server's processes (a worker, an httpd child, an
+// LLAWP) and each replacement, told to a learner as it happens.
+func (r *Run) notice(name, prog string, n notice.Notice) {
 	switch n.Kind {
+	case notice.Metrics:
+		if r.scraper == nil {
+			return // the lab did not ask for metrics: nothing scrapes them
+		}
+		if n.Prog != prog {
+			name = n.Prog
+		}
+		r.scraper.Add(name, n.Addr)
 	case notice.Exited:
 		if n.Process.Exit.Death {
 			r.death(*n.Process)
@@ -439,6 +459,10 @@ func (r *Run) startPolicyServers(ctx context.Context) error {
 		}
 		if r.store != "" {
 			args = append(args, "--store", r.store)
+		}
+		args = append(args, ps.args()...)
+		if l.Metrics {
+			args = append(args, "--metrics", ip+":0")
 		}
 		args = r.faultServerArgs(ps, args)
 		r.progress("starting Policy Server %s on %s:%d, waiting until it listens", ps.Host, ip, ps.Port)
@@ -564,6 +588,9 @@ func (r *Run) webServerArgs(addr string) []string {
 	}
 	if w.HealthPoll > 0 {
 		args = append(args, "--health-poll", time.Duration(w.HealthPoll).String())
+	}
+	if l.Metrics {
+		args = append(args, "--metrics", l.Hosts[w.Host]+":0")
 	}
 	if w.Model == "apache" {
 		args = append(args, "--workers", strconv.Itoa(max(w.Workers, 1)))

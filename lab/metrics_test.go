@@ -1,0 +1,177 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agentlab/agentlab/metrics"
+)
+
+// fakeSmpsMetrics serves a Policy Server's metrics as smps would, through
+// metrics.Serve, with the queue at depth.
+func fakeSmpsMetrics(t *testing.T, ctx context.Context, depth float64) string {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	q := prometheus.NewGauge(prometheus.GaugeOpts{Name: metrics.SmpsQueueDepth, Help: "queued"})
+	q.Set(depth)
+	open := prometheus.NewGauge(prometheus.GaugeOpts{Name: metrics.SmpsConnectionsOpen, Help: "open"})
+	open.Set(7)
+	reqs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: metrics.SmpsRequests, Help: "requests"}, []string{metrics.LabelType, metrics.LabelResult})
+	reqs.WithLabelValues("IsProtected", "YES").Add(3)
+	lat := prometheus.NewHistogram(prometheus.HistogramOpts{Name: metrics.SmpsRequestSeconds, Help: "latency", Buckets: []float64{0.1, 1}})
+	lat.Observe(0.5)
+	reg.MustRegister(q, open, reqs, lat)
+	addr, err := metrics.Serve(ctx, "127.0.0.1:0", reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr.String()
+}
+
+type progressLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (p *progressLog) add(format string, a ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lines = append(p.lines, fmt.Sprintf(format, a...))
+}
+
+func (p *progressLog) count(sub string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, l := range p.lines {
+		if strings.Contains(l, sub) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestScraperOneGoesAway(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stays := fakeSmpsMetrics(t, ctx, 4)
+	goneCtx, goAway := context.WithCancel(ctx)
+	gone := fakeSmpsMetrics(t, goneCtx, 9)
+
+	path := filepath.Join(t.TempDir(), MetricsFile)
+	var log progressLog
+	s, err := newScraper(path, 50*time.Millisecond, log.add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Add("smps1.shared.lab", stays)
+	s.Add("smps2.shared.lab", gone)
+	s.Add("smps2.shared.lab", gone) // twice: scraped once
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(runCtx) }()
+
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	waitFor("a scrape of both", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.written >= 2*8
+	})
+	goAway()
+	waitFor("smps2's scrapes to fail 3 times", func() bool { return s.Failures()["smps2.shared.lab"] >= 3 })
+	s.mu.Lock()
+	before := s.written
+	s.mu.Unlock()
+	waitFor("smps1 scraped after smps2 went away", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.written > before
+	})
+	stop()
+	<-done
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	if n := log.count("metrics: smps2.shared.lab"); n != 1 {
+		t.Errorf("smps2's failures told %d times, want once: %q", n, log.lines)
+	}
+	if f := s.Failures()["smps1.shared.lab"]; f != 0 {
+		t.Errorf("smps1 failed %d scrapes", f)
+	}
+	samples, err := ReadMetrics(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	depth := map[string]float64{}
+	var buckets, requests int
+	for _, smp := range samples {
+		switch {
+		case smp.Name == metrics.SmpsQueueDepth:
+			depth[smp.Proc] = smp.Value
+		case smp.Name == metrics.SmpsRequestSeconds+"_bucket" && smp.Proc == "smps1.shared.lab":
+			buckets++
+		case smp.Name == metrics.SmpsRequests && smp.Labels[metrics.LabelType] == "IsProtected" && smp.Labels[metrics.LabelResult] == "YES" && smp.Value == 3:
+			requests++
+		}
+		if smp.T.IsZero() {
+			t.Fatalf("sample with no time: %+v", smp)
+		}
+	}
+	if depth["smps1.shared.lab"] != 4 || depth["smps2.shared.lab"] != 9 {
+		t.Errorf("queue depths %v, want smps1 4 and smps2 9", depth)
+	}
+	if buckets == 0 || buckets%3 != 0 || requests == 0 {
+		t.Errorf("%d histogram buckets (3 per scrape: 0.1, 1, +Inf), %d request counters", buckets, requests)
+	}
+}
+
+func TestParseMetrics(t *testing.T) {
+	cases := []struct {
+		name, in string
+		want     []string // name{labels}=value, in order
+		err      string
+	}{
+		{"gauge and counter", "# TYPE smps_queue_depth gauge\nsmps_queue_depth 3\n# TYPE smps_requests_total counter\nsmps_requests_total{result=\"YES\",type=\"Login\"} 2\n",
+			[]string{"smps_queue_depth{}=3", "smps_requests_total{result=YES,type=Login,}=2"}, ""},
+		{"histogram", "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3.5\nh_count 2\n",
+			[]string{"h_bucket{le=+Inf,}=2", "h_bucket{le=1,}=1", "h_count{}=2", "h_sum{}=3.5"}, ""},
+		{"untyped", "x 1\n", []string{"x{}=1"}, ""},
+		{"not the format", "x{ 1\n", nil, "parse /metrics"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := ParseMetrics(strings.NewReader(c.in))
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("err %v, want %q", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var s []string
+			for _, g := range got {
+				s = append(s, fmt.Sprintf("%s{%s}=%g", g.Name, labelKey(g.Labels), g.Value))
+			}
+			if strings.Join(s, " ") != strings.Join(c.want, " ") {
+				t.Errorf("got %q, want %q", s, c.want)
+			}
+		})
+	}
+}

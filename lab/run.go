@@ -1028,9 +1028,12 @@ func (r *Run) Report(w io.Writer, evs []trace.Event, all bool) {
 			fmt.Fprintf(w, "… and %d more rows (%d in all): every row is in %s and trace.jsonl; --rows -1 prints them all here.\n",
 				n-limit, n, ReportFile)
 		}
+		// The agents' events, and the Policy Servers' side of their
+		// conversations: the narrative tells a server's queue and
+		// refusals (narrative/load.go) from the servers' own records.
 		var agents []trace.Event
 		for _, e := range evs {
-			if e.Role == "hla" || e.Role == "llawp" {
+			if e.Role == "hla" || e.Role == "llawp" || e.Role == rolePolicyServer {
 				agents = append(agents, e)
 			}
 		}

@@ -18,6 +18,10 @@ import (
 	"github.com/agentlab/agentlab/trace"
 )
 
+// RolePolicyServer is the role smps records its trace with: the
+// servers' side of the story.
+const RolePolicyServer = "policyserver"
+
 // LoadWindow bounds a load step: timeouts, refusals and failures go on
 // for as long as the server is slow, and a step tells at most this much
 // of them, so that a learner sees them go on (or stop) in time.
@@ -41,7 +45,7 @@ func loadSteps(all []trace.Event, host string, servers []string) []Step {
 	seen := map[string]map[int]bool{}
 	for _, e := range all {
 		agent := Selected(&e, host, servers)
-		server := narrMatchAny(e.LocalHost, servers) && narrMatch(e.RemoteHost, host) && e.Role == "policyserver"
+		server := narrMatchAny(e.LocalHost, servers) && narrMatch(e.RemoteHost, host) && e.Role == RolePolicyServer
 		if !agent && !server {
 			continue
 		}
@@ -49,7 +53,7 @@ func loadSteps(all []trace.Event, host string, servers []string) []Step {
 			story = true
 		}
 		ld.evs = append(ld.evs, e)
-		if agent && e.Role != "policyserver" {
+		if agent && e.Role != RolePolicyServer {
 			if seen[e.Proc] == nil {
 				seen[e.Proc] = map[int]bool{}
 			}
@@ -65,7 +69,7 @@ func loadSteps(all []trace.Event, host string, servers []string) []Step {
 	slices.SortStableFunc(ld.evs, func(a, b trace.Event) int { return a.T.Compare(b.T) })
 	for i := range ld.evs {
 		e := &ld.evs[i]
-		if e.Op == trace.OpConnect && e.Conn != "" && e.Role != "policyserver" {
+		if e.Op == trace.OpConnect && e.Conn != "" && e.Role != RolePolicyServer {
 			ld.agentOf[e.Local] = ld.who(e)
 		}
 	}
@@ -160,7 +164,7 @@ func (ld *load) queues() []Step {
 	byHost := map[string]*server{}
 	for i := range ld.evs {
 		e := &ld.evs[i]
-		if e.Queue == nil || e.Role != "policyserver" {
+		if e.Queue == nil || e.Role != RolePolicyServer {
 			continue
 		}
 		s := byHost[e.LocalHost]
@@ -288,7 +292,7 @@ func (ld *load) connections() []Step {
 	by := map[string]*server{}
 	for i := range ld.evs {
 		e := &ld.evs[i]
-		if e.Role != "policyserver" {
+		if e.Role != RolePolicyServer {
 			continue
 		}
 		s := by[e.LocalHost]
@@ -341,7 +345,7 @@ func (ld *load) timeouts() []Step {
 	var idx []int
 	for i := range ld.evs {
 		e := &ld.evs[i]
-		if e.Role != "policyserver" && (e.Timeout != nil || e.Resend > 0 && e.Op == trace.OpRequest) {
+		if e.Role != RolePolicyServer && (e.Timeout != nil || e.Resend > 0 && e.Op == trace.OpRequest) {
 			idx = append(idx, i)
 		}
 	}
@@ -495,7 +499,7 @@ func (ld *load) failures() []Step {
 	var refused []int
 	for i := range ld.evs {
 		e := &ld.evs[i]
-		if e.Role == "policyserver" || e.Conn == "" {
+		if e.Role == RolePolicyServer || e.Conn == "" {
 			continue
 		}
 		key := e.Proc + " " + strconv.Itoa(e.PID) + " " + e.Conn

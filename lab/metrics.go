@@ -27,7 +27,9 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/agentlab/agentlab/chart"
 	"github.com/agentlab/agentlab/metrics"
+	"github.com/agentlab/agentlab/trace"
 )
 
 // MetricsFile is where a run's scraped samples go, in its folder.
@@ -376,4 +378,37 @@ func (r *Run) endScraper() error {
 	}
 	r.stopScraper()
 	return r.scraper.Close()
+}
+
+// metricsGauges are the Policy Servers' connections open and queue depth
+// per second from scraped samples (a server's samples carry its host as
+// Proc); nothing seen when no sample names them.
+func metricsGauges(samples []Sample, servers []string, start time.Time, seconds int) chart.Gauges {
+	g := chart.NewGauges(start, servers, seconds, "from "+MetricsFile)
+	for _, s := range samples {
+		i := slices.Index(servers, s.Proc)
+		if i < 0 {
+			continue
+		}
+		switch s.Name {
+		case metrics.SmpsConnectionsOpen:
+			g.Set(g.Open, i, s.T, int(s.Value))
+		case metrics.SmpsQueueDepth:
+			g.Set(g.Queue, i, s.T, int(s.Value))
+		}
+	}
+	return g
+}
+
+// serverGauges are what the report charts beside the requests answered:
+// the scraped metrics when the run has them, else the servers' trace.
+func (r *Run) serverGauges(evs []trace.Event, load chart.Load) chart.Gauges {
+	servers := r.Lab.ServerHosts()
+	if r.Lab.Metrics {
+		samples, err := ReadMetrics(r.path(MetricsFile))
+		if g := metricsGauges(samples, servers, load.Start, load.Seconds()); err == nil && g.Any() {
+			return g
+		}
+	}
+	return chart.GaugesFromTrace(evs, servers, load.Start, load.Seconds())
 }

@@ -175,3 +175,22 @@ func TestParseMetrics(t *testing.T) {
 		})
 	}
 }
+
+func TestMetricsGauges(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	samples := []Sample{
+		{T: t0.Add(200 * time.Millisecond), Proc: "smps1.shared.lab", Name: metrics.SmpsConnectionsOpen, Value: 12},
+		{T: t0.Add(200 * time.Millisecond), Proc: "smps1.shared.lab", Name: metrics.SmpsQueueDepth, Value: 0},
+		{T: t0.Add(1200 * time.Millisecond), Proc: "smps1.shared.lab", Name: metrics.SmpsConnectionsOpen, Value: 256},
+		{T: t0.Add(1200 * time.Millisecond), Proc: "smps1.shared.lab", Name: metrics.SmpsQueueDepth, Value: 64},
+		{T: t0.Add(1200 * time.Millisecond), Proc: "w3wp.exe", Name: metrics.SmpsQueueDepth, Value: 99}, // not a server
+		{T: t0.Add(1200 * time.Millisecond), Proc: "smps1.shared.lab", Name: metrics.SmpsThreadsBusy, Value: 2},
+	}
+	g := metricsGauges(samples, []string{"smps1.shared.lab"}, t0, 3)
+	if fmt.Sprint(g.Open, g.Queue) != "[[12 256 -1]] [[0 64 -1]]" || !g.Any() {
+		t.Errorf("open %v queue %v", g.Open, g.Queue)
+	}
+	if g := metricsGauges(nil, []string{"smps1.shared.lab"}, t0, 3); g.Any() {
+		t.Errorf("no samples, yet %v %v", g.Open, g.Queue)
+	}
+}

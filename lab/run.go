@@ -1067,6 +1067,14 @@ func (r *Run) Report(w io.Writer, evs []trace.Event, all bool) {
 			chart.Write(w, load)
 		}
 	}
+	// A Policy Server under load: its connections and queue beside what
+	// it answered, when the metrics or the trace tell them.
+	if load := chart.CountLoad(evs, l.WebServer.Host, l.ServerHosts()); load.Seconds() > 0 {
+		if g := r.serverGauges(evs, load); g.Any() {
+			fmt.Fprintln(w)
+			chart.WriteServers(w, load, g)
+		}
+	}
 	q := sum.Requests
 	fmt.Fprintf(w, "requests: %d sent, %d succeeded, %d failed", q.Sent, q.Succeeded, q.Failed)
 	if q.Skipped > 0 {

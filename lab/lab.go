@@ -45,6 +45,9 @@ type Lab struct {
 	// metrics.jsonl (lab/metrics.go). Off unless asked for: a lab that
 	// does not chart the servers' queues has no use for it.
 	Metrics bool `yaml:"metrics,omitempty"`
+	// Remedies are the lab's second part (lab/remedies.go): each is a run
+	// of the lab with one change, compared in a table.
+	Remedies []Remedy `yaml:"remedies,omitempty"`
 
 	// Dir is the lab file's folder: a relative store path is read from there.
 	Dir string `yaml:"-"`
@@ -261,7 +264,8 @@ func (l *Lab) Validate() error {
 	if len(errs) > 0 {
 		out = append(out, fmt.Errorf("%s: %s", l.File, strings.Join(errs, "; ")))
 	}
-	return errors.Join(append(out, l.validateFaults()...)...)
+	out = append(out, l.validateFaults()...)
+	return errors.Join(append(out, l.validateRemedies()...)...)
 }
 
 // bootstrapServer finds the lab server a bootstrap entry names ("host" or "host:port").

@@ -51,6 +51,9 @@ type Lab struct {
 
 	// Dir is the lab file's folder: a relative store path is read from there.
 	Dir string `yaml:"-"`
+	// Embedded: the lab is one of the binary's (labs/), and so is its
+	// relative store, which a run writes into its folder.
+	Embedded bool `yaml:"-"`
 	// File names the lab in errors.
 	File string `yaml:"-"`
 }
@@ -159,7 +162,11 @@ func Open(path string) (*Lab, error) {
 		if serr != nil {
 			return nil, fmt.Errorf("lab file %s: no such file, and %w", path, serr)
 		}
-		return Parse("labs/"+strings.TrimSuffix(path, ".yaml")+".yaml (embedded)", "", data)
+		l, err := Parse("labs/"+strings.TrimSuffix(path, ".yaml")+".yaml (embedded)", "", data)
+		if l != nil {
+			l.Embedded = true
+		}
+		return l, err
 	}
 	return Load(path)
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentlab/agentlab/chart"
 	"github.com/agentlab/agentlab/conf"
+	"github.com/agentlab/agentlab/labs"
 	"github.com/agentlab/agentlab/narrative"
 	"github.com/agentlab/agentlab/notice"
 	"github.com/agentlab/agentlab/procmon"
@@ -408,7 +409,19 @@ func deathLine(p trace.Process) string {
 // servers as it is: they name its file and line.
 func (r *Run) writeStore() error {
 	l, w := r.Lab, r.Lab.WebServer
-	if l.Store != "" {
+	switch {
+	case l.Store != "" && l.Embedded && !filepath.IsAbs(l.Store):
+		// An embedded lab's own store is embedded too: the servers load
+		// a copy in the run's folder.
+		data, err := labs.Store(l.Store)
+		if err != nil {
+			return fmt.Errorf("%s: store %s: %w", l.File, l.Store, err)
+		}
+		r.store = r.path(StoreFile)
+		if err := os.WriteFile(r.store, data, 0o644); err != nil {
+			return err
+		}
+	case l.Store != "":
 		r.store = l.Store
 		if !filepath.IsAbs(r.store) {
 			r.store = filepath.Join(l.Dir, r.store)

@@ -319,10 +319,10 @@ func binDir(flag string) (string, error) {
 type cli struct {
 	Run      runCmd      `cmd:"" help:"Run a lab: Policy Servers, registration, bootstrap, and the trace."`
 	Compare  compareCmd  `cmd:"" help:"Run a lab as IIS, Apache prefork and Apache worker, one after another, and compare what each cost."`
-	Remedies remediesCmd `cmd:"" help:"Run a lab, then once per remedy of its remedies: list, and tabulate failed page loads, peak connections and time to recover."`
 	Probe    probeCmd    `cmd:"" help:"Check an agent's configuration against live Policy Servers: bootstrap, handshakes, ACO."`
 	Pcap     pcapCmd     `cmd:"" help:"Render a run's trace as a pcapng file for Wireshark: its connections, bytes and closes, with host names and the process of each packet."`
 	Procmon  procmonCmd  `cmd:"" help:"Render a run's trace as Process Monitor's network view: every process's socket operations, through Process Monitor's filters (--include, --exclude)."`
+	Remedies remediesCmd `cmd:"" help:"Run a lab, then once per remedy of its remedies: list, and tabulate failed page loads, peak connections and time to recover."`
 	Conf     struct {
 		Check confCheckCmd `cmd:"" help:"Check a WebAgent.conf or SmHost.conf and print what the agent would use."`
 	} `cmd:"" help:"Vendor configuration files."`

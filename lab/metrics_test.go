@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentlab/agentlab/metrics"
+	"github.com/agentlab/agentlab/notice"
 )
 
 // fakeSmpsMetrics serves a Policy Server's metrics as smps would, through
@@ -193,4 +194,31 @@ func TestMetricsGauges(t *testing.T) {
 	if g := metricsGauges(nil, []string{"smps1.shared.lab"}, t0, 3); g.Any() {
 		t.Errorf("no samples, yet %v %v", g.Open, g.Queue)
 	}
+}
+
+// TestMetricsNotices: a process's "metrics on" notice adds it to the
+// scraper under the lab's name for it; one it relays for another (the
+// LLAWP's, through its owner) goes under the notice's prog; with no
+// scraper (metrics off) a notice is ignored.
+func TestMetricsNotices(t *testing.T) {
+	var log progressLog
+	s, err := newScraper(filepath.Join(t.TempDir(), MetricsFile), time.Second, log.add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r := &Run{scraper: s}
+	r.notice("smps1.shared.lab", notice.ProgSmps, notice.Notice{Prog: notice.ProgSmps, Kind: notice.Metrics, Addr: "127.0.0.21:41000"})
+	r.notice("httpd", notice.ProgHLA, notice.Notice{Prog: notice.ProgHLA, Kind: notice.Metrics, Addr: "127.0.0.11:41001"})
+	r.notice("httpd", notice.ProgHLA, notice.Notice{Prog: "llawp", Kind: notice.Metrics, Addr: "127.0.0.11:41002"})
+	var got []string
+	for _, tg := range s.targets {
+		got = append(got, tg.proc+"="+tg.addr)
+	}
+	want := "smps1.shared.lab=127.0.0.21:41000 httpd=127.0.0.11:41001 llawp=127.0.0.11:41002"
+	if strings.Join(got, " ") != want {
+		t.Errorf("targets %q, want %q", got, want)
+	}
+	off := &Run{}
+	off.notice("smps1.shared.lab", notice.ProgSmps, notice.Notice{Prog: notice.ProgSmps, Kind: notice.Metrics, Addr: "127.0.0.21:41000"})
 }

@@ -380,27 +380,35 @@ func (ld *load) timeouts() []Step {
 				resendPorts = append(resendPorts, p)
 			}
 		}
-		subject := "the agents"
+		// One process or several: "w3wp.exe gives up ...; it sends",
+		// "the agents give up ...; they send".
+		subject, giveUp, closes, sends, pronoun := "the agents", "give up", "close", "send", "they"
 		if len(procs) == 1 {
-			subject = procs[0]
+			subject, giveUp, closes, sends, pronoun = procs[0], "gives up", "closes", "sends", "it"
 		}
 		var clauses []string
 		if timeouts > 0 {
-			c := fmt.Sprintf("%s gives up on %s after RequestTimeout (%s) and closes their sockets", subject, narrKinds(calls), after)
+			sockets := "their sockets"
+			if timeouts == 1 {
+				sockets = "its socket"
+			}
+			c := fmt.Sprintf("%s %s on %s after RequestTimeout (%s) and %s %s", subject, giveUp, narrKinds(calls), after, closes, sockets)
 			if len(procs) > 1 {
 				c += " (" + perProc(procs, gaveUp) + ")"
 			}
 			clauses = append(clauses, c)
 		}
 		if resends > 0 {
-			c := fmt.Sprintf("sends %s again on other connections", Count(resends, "request", "requests"))
+			c := fmt.Sprintf("%s %s again on ", sends, Count(resends, "request", "requests"))
+			if len(resendPorts) == 1 {
+				c += "another connection (port " + resendPorts[0] + ")"
+			} else {
+				c += fmt.Sprintf("%d other connections", len(resendPorts))
+			}
 			if timeouts == 0 {
 				c = subject + " " + c
-			}
-			if len(resendPorts) == 1 {
-				c += " (port " + resendPorts[0] + ")"
 			} else {
-				c += fmt.Sprintf(" (%d connections)", len(resendPorts))
+				c = pronoun + " " + c
 			}
 			if len(procs) > 1 {
 				c += " (" + perProc(procs, resent) + ")"
@@ -408,7 +416,7 @@ func (ld *load) timeouts() []Step {
 			clauses = append(clauses, c)
 		}
 		e := &ld.evs[w[0]]
-		text := when(span) + ", " + strings.Join(clauses, "; it ")
+		text := when(span) + ", " + strings.Join(clauses, "; ")
 		steps = append(steps, Step{Proc: e.Proc, PID: e.PID, Phase: e.Phase, Text: text + ".", First: span.first, Last: span.last})
 	}
 	return steps

@@ -67,7 +67,7 @@ func TestNarrateLoad(t *testing.T) {
 		"Step 2: at 12:00:00.009, smps1.shared.lab's worker threads are all busy (2 of 2) and its request queue grows: depth 2, 4, 6, 6, 6, 6 second by second (peak 6 of its bound 64 at 12:00:02.514); requests wait up to 2.3s in the queue, and the user directory holds a worker 800ms per request (median); the queue is empty again at 12:00:05.029.",
 		"Step 3: at 12:00:00.009, the connections open to smps1.shared.lab climb: 1, 1, 1, 2 second by second, to a peak of 2 at 12:00:03.016.",
 		"Step 4: at 12:00:03.015, w3wp.exe (pid 10) closes its connection to smps1.shared.lab:44443 (port 5001), with IsProtected GET /protected/ unanswered.",
-		"Step 5: from 12:00:03.015 to 12:00:05.028, w3wp.exe gives up on 2 IsProtected requests after RequestTimeout (2s) and closes their sockets; it sends 1 request again on other connections (port 5002).",
+		"Step 5: from 12:00:03.015 to 12:00:05.028, w3wp.exe gives up on 2 IsProtected requests after RequestTimeout (2s) and closes their sockets; it sends 1 request again on another connection (port 5002).",
 		"Step 6: LLAWP.exe opened 1 socket (port 5003) to smps1.shared.lab:44443.",
 		`Step 7: at 12:00:03.225, smps1.shared.lab refuses LLAWP.exe's connection: Connection limit of 2 exceeded. Its log says "Connection request rejected. Connection limit of 2 exceeded." for each.`,
 		"Step 8: at 12:00:03.227, the connection of LLAWP.exe (pid 11) to smps1.shared.lab:44443 on port 5003 is closed by the server.",
@@ -152,5 +152,38 @@ func TestNarrateLoadRefusals(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("refusals:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestNarrateLoadTimeouts: timeouts and resends of several agent
+// processes are one step per LoadWindow, with each process's share.
+func TestNarrateLoadTimeouts(t *testing.T) {
+	l := tracetest.NewLab()
+	l.Jump("12:00:00")
+	port := 7000
+	for i := range 3 {
+		pid := 30 + i%2
+		c := l.Connect("httpd", pid, port, loadServer, trace.PhaseRequests)
+		port++
+		l.Send(c, "Authorize GET /protected/")
+		l.Wait(3 * time.Second)
+		l.Record(c, trace.Event{Op: trace.OpDisconnect, Timeout: &trace.RequestTimeout{After: 2 * time.Second, Request: trace.ReqAuthorize}}, 0)
+		r := l.Connect("httpd", pid, port, loadServer, trace.PhaseRequests)
+		port++
+		l.Record(r, trace.Event{Op: trace.OpRequest, Request: trace.ReqAuthorize, Subject: "GET /protected/", Note: "Authorize GET /protected/", Resend: 1}, 40)
+		l.Answer(r, "Authorize GET /protected/", "YES")
+	}
+	var got []string
+	for _, s := range Narrate(l.Events, "wa1.shared.lab", tracetest.Servers) {
+		if strings.Contains(s.Text, "RequestTimeout") || strings.Contains(s.Text, "no answer") {
+			got = append(got, s.Text)
+		}
+	}
+	want := []string{
+		"from 12:00:03.009 to 12:00:06.037, the agents give up on 2 Authorize requests after RequestTimeout (2s) and close their sockets (httpd (pid 30) 1, httpd (pid 31) 1); they send 2 requests again on 2 other connections (httpd (pid 30) 1, httpd (pid 31) 1).",
+		"at 12:00:09.049, httpd (pid 30) gives up on 1 Authorize request after RequestTimeout (2s) and closes its socket; it sends 1 request again on another connection (port 7005).",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -83,6 +83,8 @@ type scraper struct {
 	f       *os.File
 	written int
 	full    bool
+	// maxSamples is maxScrapeSamples (a test lowers it).
+	maxSamples int
 }
 
 // newScraper writes into path (created, or emptied).
@@ -99,6 +101,8 @@ func newScraper(path string, interval time.Duration, progress func(string, ...an
 		progress: progress,
 		f:        f,
 		w:        bufio.NewWriter(f),
+
+		maxSamples: maxScrapeSamples,
 	}, nil
 }
 
@@ -170,7 +174,7 @@ func (s *scraper) scrapeAll(ctx context.Context, now time.Time) {
 // write appends samples; the caller holds mu.
 func (s *scraper) write(now time.Time, proc string, samples []Sample) error {
 	for _, smp := range samples {
-		if s.written >= maxScrapeSamples {
+		if s.written >= s.maxSamples {
 			if !s.full {
 				s.full = true
 				s.progress("metrics: %d samples written, the scraper stops: %s is as long as it gets", s.written, MetricsFile)

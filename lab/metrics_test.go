@@ -222,3 +222,32 @@ func TestMetricsNotices(t *testing.T) {
 	off := &Run{}
 	off.notice("smps1.shared.lab", notice.ProgSmps, notice.Notice{Prog: notice.ProgSmps, Kind: notice.Metrics, Addr: "127.0.0.21:41000"})
 }
+
+// TestScraperBounded: past its cap the scraper writes nothing more and
+// says so once.
+func TestScraperBounded(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr := fakeSmpsMetrics(t, ctx, 1)
+	var log progressLog
+	path := filepath.Join(t.TempDir(), MetricsFile)
+	s, err := newScraper(path, time.Second, log.add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.maxSamples = 10
+	s.Add("smps1.shared.lab", addr)
+	for i := range 3 {
+		s.scrapeAll(ctx, time.Now().Add(time.Duration(i)*time.Second))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	samples, err := ReadMetrics(path)
+	if err != nil || len(samples) != 10 {
+		t.Errorf("%d samples (%v), want 10", len(samples), err)
+	}
+	if n := log.count("the scraper stops"); n != 1 {
+		t.Errorf("the cap told %d times: %q", n, log.lines)
+	}
+}

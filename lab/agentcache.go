@@ -52,7 +52,13 @@ const storeACOsKey = "acos"
 func agentCacheStore(l *Lab) (data []byte, storeName string, err error) {
 	w := l.WebServer
 	storeName, data = "labs/seed-store.yaml (embedded)", labs.SeedStore
-	if l.Store != "" {
+	switch {
+	case l.Store != "" && l.Embedded && !filepath.IsAbs(l.Store):
+		storeName = "labs/" + l.Store + " (embedded)"
+		if data, err = labs.Store(l.Store); err != nil {
+			return nil, storeName, fmt.Errorf("web_server.agent_cache: %w", err)
+		}
+	case l.Store != "":
 		storeName = l.Store
 		if !filepath.IsAbs(storeName) {
 			storeName = filepath.Join(l.Dir, storeName)

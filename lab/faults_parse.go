@@ -134,19 +134,23 @@ func (f Fault) When() string {
 
 // validateFaults gives one error per problem, each naming the lab file and
 // the line, as file:line: message.
-func (l *Lab) validateFaults() []error {
+func (l *Lab) validateFaults() []error { return l.checkFaults(l.Faults, "fault") }
+
+// checkFaults is validateFaults for a list of faults, what naming an item
+// in errors ("fault", a remedy's).
+func (l *Lab) checkFaults(faults []Fault, what string) []error {
 	var errs []error
-	for i := range l.Faults {
-		f := &l.Faults[i]
+	for i := range faults {
+		f := &faults[i]
 		for _, p := range f.problems {
-			errs = append(errs, fmt.Errorf("%s:%d: fault %d: %s", l.File, p.line, i+1, p.msg))
+			errs = append(errs, fmt.Errorf("%s:%d: %s %d: %s", l.File, p.line, what, i+1, p.msg))
 		}
 		if f.Server == "" {
 			continue
 		}
 		ps, err := l.faultServer(f.Server)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s:%d: fault %d: %v", l.File, f.Line, i+1, err))
+			errs = append(errs, fmt.Errorf("%s:%d: %s %d: %v", l.File, f.Line, what, i+1, err))
 			continue
 		}
 		f.Server, f.addr = l.serverName(ps), ps.Addr()

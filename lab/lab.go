@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,9 +39,21 @@ type Lab struct {
 	Workload WorkloadSpec `yaml:"workload"`
 	// Faults are applied to the Policy Servers during the run (lab/faults_*.go).
 	Faults []Fault `yaml:"faults"`
+	// Metrics has every Policy Server and the web server serve
+	// Prometheus's /metrics (smps and hla --metrics on their lab
+	// address), which the lab scrapes once a second into the run's
+	// metrics.jsonl (lab/metrics.go). Off unless asked for: a lab that
+	// does not chart the servers' queues has no use for it.
+	Metrics bool `yaml:"metrics,omitempty"`
+	// Remedies are the lab's second part (lab/remedies.go): each is a run
+	// of the lab with one change, compared in a table.
+	Remedies []Remedy `yaml:"remedies,omitempty"`
 
 	// Dir is the lab file's folder: a relative store path is read from there.
 	Dir string `yaml:"-"`
+	// Embedded: the lab is one of the binary's (labs/), and so is its
+	// relative store, which a run writes into its folder.
+	Embedded bool `yaml:"-"`
 	// File names the lab in errors.
 	File string `yaml:"-"`
 }
@@ -49,6 +62,25 @@ type Lab struct {
 type PolicyServer struct {
 	Host string `yaml:"host"`
 	Port int    `yaml:"port"`
+	// MaxConns is the server's connection limit (smps --max-conns; the
+	// console's MaxConnections): past it a connection is refused with
+	// the vendor's log line. 0 leaves smps's default.
+	MaxConns int `yaml:"max_conns,omitempty"`
+	// Threads is how many worker threads evaluate requests (smps
+	// --threads; the console's Maximum Threads). 0 leaves smps's default.
+	Threads int `yaml:"threads,omitempty"`
+}
+
+// args are the smps flags of the server's own settings.
+func (p PolicyServer) args() []string {
+	var out []string
+	if p.MaxConns > 0 {
+		out = append(out, "--max-conns", strconv.Itoa(p.MaxConns))
+	}
+	if p.Threads > 0 {
+		out = append(out, "--threads", strconv.Itoa(p.Threads))
+	}
+	return out
 }
 
 // Addr is host:port.
@@ -130,7 +162,11 @@ func Open(path string) (*Lab, error) {
 		if serr != nil {
 			return nil, fmt.Errorf("lab file %s: no such file, and %w", path, serr)
 		}
-		return Parse("labs/"+strings.TrimSuffix(path, ".yaml")+".yaml (embedded)", "", data)
+		l, err := Parse("labs/"+strings.TrimSuffix(path, ".yaml")+".yaml (embedded)", "", data)
+		if l != nil {
+			l.Embedded = true
+		}
+		return l, err
 	}
 	return Load(path)
 }
@@ -186,6 +222,9 @@ func (l *Lab) Validate() error {
 		if p.Port < 1 || p.Port > 65535 {
 			bad("policy server %s: port %d", p.Host, p.Port)
 		}
+		if p.MaxConns < 0 || p.Threads < 0 {
+			bad("policy server %s: max_conns and threads must not be negative", p.Host)
+		}
 	}
 	w := l.WebServer
 	if !known(w.Host) {
@@ -232,7 +271,8 @@ func (l *Lab) Validate() error {
 	if len(errs) > 0 {
 		out = append(out, fmt.Errorf("%s: %s", l.File, strings.Join(errs, "; ")))
 	}
-	return errors.Join(append(out, l.validateFaults()...)...)
+	out = append(out, l.validateFaults()...)
+	return errors.Join(append(out, l.validateRemedies()...)...)
 }
 
 // bootstrapServer finds the lab server a bootstrap entry names ("host" or "host:port").

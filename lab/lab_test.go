@@ -61,6 +61,10 @@ user: {name: u, password: p}
 		{"missing trusted host", "trusted_host: t, ", "", "trusted_host is missing"},
 		{"unknown key", "name: x", "name: x\nbogus: 1", "bogus"},
 		{"bad poll", "name: x", "name: x\npoll_interval: soon", "positive duration"},
+		{"negative max_conns", "port: 44443", "port: 44443, max_conns: -1", "max_conns and threads must not be negative"},
+		{"negative threads", "port: 44443", "port: 44443, threads: -2", "max_conns and threads must not be negative"},
+		{"max_conns not a number", "port: 44443", "port: 44443, max_conns: many", "max_conns"},
+		{"metrics not a bool", "name: x", "name: x\nmetrics: sometimes", "metrics"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

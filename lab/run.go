@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentlab/agentlab/chart"
 	"github.com/agentlab/agentlab/conf"
+	"github.com/agentlab/agentlab/labs"
 	"github.com/agentlab/agentlab/narrative"
 	"github.com/agentlab/agentlab/notice"
 	"github.com/agentlab/agentlab/procmon"
@@ -182,6 +183,10 @@ type Run struct {
 	// store is the store file the Policy Servers load; "" for their
 	// embedded seed store.
 	store string
+	// scraper scrapes the processes' /metrics when the lab has metrics:
+	// on; stopScraper ends it and waits for its last write.
+	scraper     *scraper
+	stopScraper func()
 }
 
 // Death is a process that died during a run, as the lab learnt it.
@@ -241,11 +246,17 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 			err = errors.Join(cause, err)
 		}
 		err = errors.Join(err, r.stopFaults())
+		// The last scrape is of processes still up: stopping them
+		// would only fill the progress with refused scrapes.
+		err = errors.Join(err, r.endScraper())
 		r.stopAll()
 		r.rec.Close()
 		evs, err = r.finish(err)
 	}()
 	if err := r.writeStore(); err != nil {
+		return nil, err
+	}
+	if err := r.startScraper(ctx); err != nil {
 		return nil, err
 	}
 	if err := r.startPolicyServers(ctx); err != nil {
@@ -302,7 +313,7 @@ var errWebServerDown = errors.New("the web server is down")
 // a death is told at once.
 // onDeath says what the lab does about it (Exit.Action) and does it.
 func (r *Run) start(ctx context.Context, s ProcSpec, onDeath func(*trace.Process)) (*Proc, error) {
-	s.OnNotice = r.webServerNotice
+	s.OnNotice = func(n notice.Notice) { r.notice(s.Name, s.Ready.Prog, n) }
 	s.OnDeath = func(p *Proc) {
 		proc := r.process(p)
 		proc.Exit.Death = true
@@ -345,11 +356,21 @@ func (r *Run) recordStop(p *Proc, action string) {
 	r.rec.ProcessExit(proc)
 }
 
-// webServerNotice tells a learner, as it happens, of a death among the
-// web server's processes (a worker, an httpd child, an LLAWP) and of each
-// replacement.
-func (r *Run) webServerNotice(n notice.Notice) {
+// notice handles what a process the lab started prints besides its ready
+// line: a /metrics address to scrape (its own, or one it relays for a
+// process it runs, the LLAWP's, named then by the notice's prog); a
+// death among the web server's processes (a worker, an httpd child, an
+// LLAWP) and each replacement, told to a learner as it happens.
+func (r *Run) notice(name, prog string, n notice.Notice) {
 	switch n.Kind {
+	case notice.Metrics:
+		if r.scraper == nil {
+			return // the lab did not ask for metrics: nothing scrapes them
+		}
+		if n.Prog != prog {
+			name = n.Prog
+		}
+		r.scraper.Add(name, n.Addr)
 	case notice.Exited:
 		if n.Process.Exit.Death {
 			r.death(*n.Process)
@@ -388,7 +409,19 @@ func deathLine(p trace.Process) string {
 // servers as it is: they name its file and line.
 func (r *Run) writeStore() error {
 	l, w := r.Lab, r.Lab.WebServer
-	if l.Store != "" {
+	switch {
+	case l.Store != "" && l.Embedded && !filepath.IsAbs(l.Store):
+		// An embedded lab's own store is embedded too: the servers load
+		// a copy in the run's folder.
+		data, err := labs.Store(l.Store)
+		if err != nil {
+			return fmt.Errorf("%s: store %s: %w", l.File, l.Store, err)
+		}
+		r.store = r.path(StoreFile)
+		if err := os.WriteFile(r.store, data, 0o644); err != nil {
+			return err
+		}
+	case l.Store != "":
 		r.store = l.Store
 		if !filepath.IsAbs(r.store) {
 			r.store = filepath.Join(l.Dir, r.store)
@@ -439,6 +472,10 @@ func (r *Run) startPolicyServers(ctx context.Context) error {
 		}
 		if r.store != "" {
 			args = append(args, "--store", r.store)
+		}
+		args = append(args, ps.args()...)
+		if l.Metrics {
+			args = append(args, "--metrics", ip+":0")
 		}
 		args = r.faultServerArgs(ps, args)
 		r.progress("starting Policy Server %s on %s:%d, waiting until it listens", ps.Host, ip, ps.Port)
@@ -564,6 +601,9 @@ func (r *Run) webServerArgs(addr string) []string {
 	}
 	if w.HealthPoll > 0 {
 		args = append(args, "--health-poll", time.Duration(w.HealthPoll).String())
+	}
+	if l.Metrics {
+		args = append(args, "--metrics", l.Hosts[w.Host]+":0")
 	}
 	if w.Model == "apache" {
 		args = append(args, "--workers", strconv.Itoa(max(w.Workers, 1)))
@@ -1001,9 +1041,12 @@ func (r *Run) Report(w io.Writer, evs []trace.Event, all bool) {
 			fmt.Fprintf(w, "… and %d more rows (%d in all): every row is in %s and trace.jsonl; --rows -1 prints them all here.\n",
 				n-limit, n, ReportFile)
 		}
+		// The agents' events, and the Policy Servers' side of their
+		// conversations: the narrative tells a server's queue and
+		// refusals (narrative/load.go) from the servers' own records.
 		var agents []trace.Event
 		for _, e := range evs {
-			if e.Role == "hla" || e.Role == "llawp" {
+			if e.Role == "hla" || e.Role == "llawp" || e.Role == rolePolicyServer {
 				agents = append(agents, e)
 			}
 		}
@@ -1035,6 +1078,14 @@ func (r *Run) Report(w io.Writer, evs []trace.Event, all bool) {
 		if load := chart.CountLoad(evs, l.WebServer.Host, servers); load.Seconds() >= 3 {
 			fmt.Fprintf(w, "\nRequests answered per second, by Policy Server (from the trace):\n\n")
 			chart.Write(w, load)
+		}
+	}
+	// A Policy Server under load: its connections and queue beside what
+	// it answered, when the metrics or the trace tell them.
+	if load := chart.CountLoad(evs, l.WebServer.Host, l.ServerHosts()); load.Seconds() > 0 {
+		if g := r.serverGauges(evs, load); g.Any() {
+			fmt.Fprintln(w)
+			chart.WriteServers(w, load, g)
 		}
 	}
 	q := sum.Requests

@@ -9,10 +9,25 @@ import (
 
 // scenarios are the lab files of this folder other than the seed, so that
 // `agentlab run failover` works with no file on disk. Their stores are the
-// embedded seed store, which holds the HCOs they name.
+// embedded seed store, which holds the HCOs they name, or one of stores.
 //
 //go:embed failover.yaml roundrobin.yaml cluster.yaml
 var scenarios embed.FS
+
+// stores are the stores of the embedded labs that name one of their own
+// (store: buildup-store.yaml), for the lab to write into a run's folder.
+//
+//go:embed buildup-store.yaml
+var stores embed.FS
+
+// Store is the embedded store file of that name.
+func Store(name string) ([]byte, error) {
+	data, err := stores.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("no embedded store %q", name)
+	}
+	return data, nil
+}
 
 // Scenario is the embedded lab file of that name (failover, roundrobin,
 // cluster; with or without .yaml).

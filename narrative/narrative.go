@@ -75,6 +75,9 @@ func Narrate(evs []trace.Event, host string, servers []string) []Step {
 		steps = append(steps, n.failovers(p)...)
 		steps = append(steps, n.died(p)...)
 	}
+	// A Policy Server under load (load.go): from the load fields only,
+	// with the servers' side of the conversations.
+	steps = append(steps, loadSteps(evs, host, servers)...)
 	slices.SortStableFunc(steps, narrByFirst)
 	for i := range steps {
 		steps[i].N = i + 1

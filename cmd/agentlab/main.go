@@ -241,6 +241,50 @@ func (c *compareCmd) Run(ctx context.Context) error {
 	return errors.Join(lab.CompareFailures(runs), repErr)
 }
 
+type remediesCmd struct {
+	Lab         string        `arg:"" help:"Lab file with a remedies: list (labs/buildup.yaml), or the name of an embedded one."`
+	Out         string        `help:"Folder for the runs: one subfolder each, the lab as it is first (0-none), then each remedy." default:"out/remedies" type:"path"`
+	Requests    int           `help:"Page loads each run sends (default: the lab's workload)."`
+	Concurrency int           `help:"Browsers sending them at once (default: the lab's workload)."`
+	Poll        time.Duration `help:"PSPollInterval of every run (default: the lab's)."`
+	JSON        bool          `name:"json" help:"Print the figures as JSON instead of the table."`
+	Bin         string        `help:"Folder with the smps, smreghost, hla, llawp and agentlab binaries (default: this program's folder)." type:"path"`
+}
+
+func (c *remediesCmd) Run(ctx context.Context) error {
+	l, err := lab.Open(c.Lab)
+	if err != nil {
+		return err
+	}
+	if len(l.Remedies) == 0 {
+		return fmt.Errorf("lab %s has no remedies: list", l.File)
+	}
+	if c.Bin, err = binDir(c.Bin); err != nil {
+		return err
+	}
+	runs := lab.Remedies(ctx, l, lab.CompareOptions{Out: c.Out, BinDir: c.Bin, Progress: os.Stderr,
+		Requests: c.Requests, Concurrency: c.Concurrency, Poll: c.Poll})
+	if c.JSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(runs); err != nil {
+			return err
+		}
+	} else {
+		fmt.Printf("\nagentlab remedies: lab %s, the build-up as it is, then each remedy in turn (each run's trace.jsonl and summary.json in %s):\n\n", l.Name, c.Out)
+		if err := lab.WriteRemedyTable(os.Stdout, runs, l.ServerHosts()); err != nil {
+			return err
+		}
+	}
+	var errs []error
+	for _, r := range runs {
+		if r.Error != "" {
+			errs = append(errs, fmt.Errorf("remedy %s (%s): %s", r.Remedy, r.Out, r.Error))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 type pcapCmd struct {
 	Trace string `arg:"" help:"A run's merged trace (out/trace.jsonl), recorded with payloads (the lab's runs are)." type:"existingfile"`
 	Out   string `short:"o" required:"" placeholder:"FILE.pcapng" help:"The pcapng file to write." type:"path"`
@@ -273,12 +317,13 @@ func binDir(flag string) (string, error) {
 }
 
 type cli struct {
-	Run     runCmd     `cmd:"" help:"Run a lab: Policy Servers, registration, bootstrap, and the trace."`
-	Compare compareCmd `cmd:"" help:"Run a lab as IIS, Apache prefork and Apache worker, one after another, and compare what each cost."`
-	Probe   probeCmd   `cmd:"" help:"Check an agent's configuration against live Policy Servers: bootstrap, handshakes, ACO."`
-	Pcap    pcapCmd    `cmd:"" help:"Render a run's trace as a pcapng file for Wireshark: its connections, bytes and closes, with host names and the process of each packet."`
-	Procmon procmonCmd `cmd:"" help:"Render a run's trace as Process Monitor's network view: every process's socket operations, through Process Monitor's filters (--include, --exclude)."`
-	Conf    struct {
+	Run      runCmd      `cmd:"" help:"Run a lab: Policy Servers, registration, bootstrap, and the trace."`
+	Compare  compareCmd  `cmd:"" help:"Run a lab as IIS, Apache prefork and Apache worker, one after another, and compare what each cost."`
+	Probe    probeCmd    `cmd:"" help:"Check an agent's configuration against live Policy Servers: bootstrap, handshakes, ACO."`
+	Pcap     pcapCmd     `cmd:"" help:"Render a run's trace as a pcapng file for Wireshark: its connections, bytes and closes, with host names and the process of each packet."`
+	Procmon  procmonCmd  `cmd:"" help:"Render a run's trace as Process Monitor's network view: every process's socket operations, through Process Monitor's filters (--include, --exclude)."`
+	Remedies remediesCmd `cmd:"" help:"Run a lab, then once per remedy of its remedies: list, and tabulate failed page loads, peak connections and time to recover."`
+	Conf     struct {
 		Check confCheckCmd `cmd:"" help:"Check a WebAgent.conf or SmHost.conf and print what the agent would use."`
 	} `cmd:"" help:"Vendor configuration files."`
 }

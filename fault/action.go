@@ -35,12 +35,25 @@ const (
 	Stall            Kind = "stall"
 	RejectHandshakes Kind = "reject-handshakes"
 	Resume           Kind = "resume"
+	// SlowDirectory sets the user directory's latency per lookup (the
+	// store's directory: section gives it otherwise); FastDirectory puts
+	// the store's back. Two verbs rather than "slow-directory 0s": a zero
+	// would read as a directory that answers at once, not as the store's.
+	SlowDirectory Kind = "slow-directory"
+	FastDirectory Kind = "fast-directory"
+	// FlushRequests drops every request waiting for a worker thread, each
+	// answered with an error, as smpolicysrv -flushrequests does.
+	FlushRequests Kind = "flushrequests"
 )
 
 // MaxStall caps a stall: a stall is for watching a timeout happen, and
 // far longer durations overflow the Unix-nanosecond deadline smps keeps
 // it in. A lab file asking for more fails when it is read, with its line.
 const MaxStall = 24 * time.Hour
+
+// MaxDirectoryLatency caps slow-directory: a lookup slower than this is
+// no directory a lab would wait on, and the worker thread waits it out.
+const MaxDirectoryLatency = time.Minute
 
 // The handshake error codes reject-handshakes may answer with: the
 // vendor's, from tli's "No client hello" to "Bad encryption".
@@ -60,6 +73,8 @@ type Action struct {
 	Queue bool          // stop-accepting: connects wait in the backlog instead of being refused
 	For   time.Duration // stall: how long replies are held
 	Code  int           // reject-handshakes: the error code; 0 is DefaultRejectCode
+	// Latency is slow-directory's latency per directory lookup.
+	Latency time.Duration
 }
 
 // verb is one action's grammar, for both spellings.
@@ -81,6 +96,9 @@ var verbs = []verb{
 	{Stall, "stall DURATION", "for", true},
 	{RejectHandshakes, "reject-handshakes [CODE]", "code", true},
 	{Resume, "resume", "", true},
+	{SlowDirectory, "slow-directory DURATION", "latency", true},
+	{FastDirectory, "fast-directory", "", true},
+	{FlushRequests, "flushrequests", "", true},
 }
 
 func lookup(k Kind) (verb, bool) {
@@ -196,6 +214,21 @@ func (v verb) parse(arg string, has bool, sp spelling) (Action, error) {
 			return Action{}, bad(p)
 		}
 		a.For = d
+	case SlowDirectory:
+		if !has {
+			if sp == querySpelling {
+				return Action{}, fmt.Errorf("%s needs %s=DURATION, such as %s=800ms", v.kind, v.param, v.param)
+			}
+			return Action{}, fmt.Errorf("%s needs a duration, such as %s 800ms", v.kind, v.kind)
+		}
+		d, err := time.ParseDuration(arg)
+		if err != nil {
+			d = 0 // not a duration: the same answer as for 0s
+		}
+		if p := latencyProblem(d); p != "" {
+			return Action{}, bad(p)
+		}
+		a.Latency = d
 	case RejectHandshakes:
 		if has {
 			n, err := strconv.Atoi(arg)
@@ -223,6 +256,16 @@ func stallProblem(d time.Duration) string {
 	return ""
 }
 
+func latencyProblem(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "want a positive duration such as 800ms (fast-directory puts the store's latency back)"
+	case d > MaxDirectoryLatency:
+		return "at most " + MaxDirectoryLatency.String()
+	}
+	return ""
+}
+
 func codeProblem(code int) string {
 	if code < MinRejectCode || code > MaxRejectCode {
 		return fmt.Sprintf("want one of the vendor's handshake error codes %d to %d", MinRejectCode, MaxRejectCode)
@@ -240,6 +283,10 @@ func (a Action) Validate() error {
 	case Stall:
 		if p := stallProblem(a.For); p != "" {
 			return fmt.Errorf("%s %s: %s", a.Kind, a.For, p)
+		}
+	case SlowDirectory:
+		if p := latencyProblem(a.Latency); p != "" {
+			return fmt.Errorf("%s %s: %s", a.Kind, a.Latency, p)
 		}
 	case RejectHandshakes:
 		if p := codeProblem(a.Code); a.Code != 0 && p != "" {
@@ -281,6 +328,8 @@ func (a Action) arg() string {
 		}
 	case Stall:
 		return a.For.String()
+	case SlowDirectory:
+		return a.Latency.String()
 	case RejectHandshakes:
 		if a.Code != 0 {
 			return strconv.Itoa(a.Code)

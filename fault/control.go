@@ -91,6 +91,6 @@ type Result struct {
 	Done  string `json:"done"`
 	Reset int    `json:"reset,omitempty"` // reset: how many connections
 	// Flushed is how many queued requests flushrequests dropped.
-	Flushed int `json:"flushed,omitempty"`
-	State State  `json:"state"`
+	Flushed int   `json:"flushed,omitempty"`
+	State   State `json:"state"`
 }

@@ -183,31 +183,50 @@ func (sc *ServerConn) Conn() *trace.Conn { return sc.s.conn }
 // ReadRequest waits for the next request. The caller sets read deadlines
 // (idle timeout) on Conn().
 func (sc *ServerConn) ReadRequest(req *tlipb.Request) error {
+	ev, err := sc.ReadRequestEvent(req)
+	if err == nil && ev.Op != "" {
+		sc.s.conn.NoteEvent(ev)
+	}
+	return err
+}
+
+// ReadRequestEvent is ReadRequest for a server that records the Request
+// event itself, once it knows more than the wire says (the Policy
+// Server's queue, Event.Queue): it returns the event instead of recording
+// it, a zero Event when the connection is not traced. Record it with
+// Conn().NoteEvent.
+func (sc *ServerConn) ReadRequestEvent(req *tlipb.Request) (trace.Event, error) {
 	s := sc.s
 	typ, payload, err := ReadFrame(s.br, s.rbuf)
 	if err != nil {
-		return err
+		return trace.Event{}, err
 	}
 	s.rbuf = payload[:0]
 	if typ != FrameRequest {
-		return fmt.Errorf("from %s: got a %s frame instead of a request", s.peer, frameTypeName(typ))
+		return trace.Event{}, fmt.Errorf("from %s: got a %s frame instead of a request", s.peer, frameTypeName(typ))
 	}
 	n := HeaderSize + len(payload)
 	plain, err := s.keys.c2s.open(typ, payload)
 	if err != nil {
-		return fmt.Errorf("from %s: request %w", s.peer, err)
+		return trace.Event{}, fmt.Errorf("from %s: request %w", s.peer, err)
 	}
 	if err := proto.Unmarshal(plain, req); err != nil {
-		return fmt.Errorf("from %s: unreadable request: %w", s.peer, err)
+		return trace.Event{}, fmt.Errorf("from %s: unreadable request: %w", s.peer, err)
 	}
-	if s.conn.Tracing() {
-		s.conn.NoteEvent(requestEvent(req, n))
+	if !s.conn.Tracing() {
+		return trace.Event{}, nil
 	}
-	return nil
+	return requestEvent(req, n), nil
 }
 
 // WriteResponse seals and sends resp in one write.
 func (sc *ServerConn) WriteResponse(req *tlipb.Request, resp *tlipb.Response) error {
+	return sc.WriteResponseQueue(req, resp, nil)
+}
+
+// WriteResponseQueue is WriteResponse with the Policy Server's queue
+// state on the Response event (Event.Queue; nil for none).
+func (sc *ServerConn) WriteResponseQueue(req *tlipb.Request, resp *tlipb.Response, q *trace.QueueState) error {
 	s := sc.s
 	resp.Id = req.Id
 	plain, err := proto.MarshalOptions{}.MarshalAppend(s.wbuf[:0], resp)
@@ -221,12 +240,21 @@ func (sc *ServerConn) WriteResponse(req *tlipb.Request, resp *tlipb.Response) er
 	}
 	s.rbuf = frame[:0]
 	if s.conn.Tracing() {
-		s.conn.NoteEvent(responseEvent(req, resp, len(frame)))
+		e := responseEvent(req, resp, len(frame))
+		e.Queue = q
+		s.conn.NoteEvent(e)
 	}
 	if _, err := s.conn.Write(frame); err != nil {
 		return fmt.Errorf("sending response to %s: %w", s.peer, err)
 	}
 	return nil
+}
+
+// Call is a request's call, as trace events and metrics name it (a
+// trace.Req constant; "" for a request with no body).
+func Call(req *tlipb.Request) string {
+	call, _ := describe(req)
+	return call
 }
 
 // Describe names a request the way a learner reads it in a trace:

@@ -333,13 +333,14 @@ func (s *Server) handle(ctx context.Context, tc *trace.Conn) {
 			q := a.q
 			qp = &q
 		}
+		// Counted before the send: whoever has the answer finds it counted.
+		s.metrics.answered(&req, a.resp, time.Since(read))
 		if err := sc.WriteResponseQueue(&req, a.resp, qp); err != nil {
 			if ctx.Err() == nil {
 				log.Warn().Err(err).Msg("Closing connection: reply failed")
 			}
 			return
 		}
-		s.metrics.answered(&req, a.resp, time.Since(read))
 	}
 }
 

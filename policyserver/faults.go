@@ -395,7 +395,9 @@ func (s *Server) Apply(a fault.Action) (fault.Result, error) {
 		}
 		res.Done = "resumed: accepting, replying, handshaking and looking users up normally"
 	}
-	log.Warn().Str("fault", string(a.Kind)).Msgf("Fault injection: %s", res.Done)
+	if a.Kind != fault.FlushRequests { // an administrator's command, logged as such by FlushRequests
+		log.Warn().Str("fault", string(a.Kind)).Msgf("Fault injection: %s", res.Done)
+	}
 	res.State = s.FaultState()
 	return res, nil
 }

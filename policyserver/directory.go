@@ -123,3 +123,25 @@ func (d Directory) wait(ctx context.Context, n int, latency time.Duration) (time
 		return time.Since(start), ctx.Err()
 	}
 }
+
+// evaluate is a worker thread's work on one request: the user directory's
+// lookups first (Login and Authorize only), then the answer.
+func (s *Server) evaluate(j *job) (*tlipb.Response, time.Duration) {
+	var waited time.Duration
+	if !j.sc.Admin {
+		d := s.cfg.Store.Directory()
+		if n := d.lookups(j.req); n > 0 {
+			lat := d.Latency
+			if p := s.dirLatency.Load(); p != nil {
+				lat = *p
+			}
+			s.metrics.lookups.Add(float64(n))
+			w, err := d.wait(j.ctx, n, lat)
+			waited = w
+			if err != nil {
+				return failure("the Policy Server is stopping"), waited
+			}
+		}
+	}
+	return s.dispatch(j.ctx, j.sc, j.req, j.log), waited
+}

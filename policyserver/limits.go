@@ -9,9 +9,7 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"time"
 
-	"github.com/agentlab/agentlab/proto/tlipb"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -73,26 +71,4 @@ func (s *Server) refuseWithSpare(ctx context.Context, fl *faultListener, cause e
 	}
 	s.spareMu.Unlock()
 	return err == nil
-}
-
-// evaluate is a worker thread's work on one request: the user directory's
-// lookups first (Login and Authorize only), then the answer.
-func (s *Server) evaluate(j *job) (*tlipb.Response, time.Duration) {
-	var waited time.Duration
-	if !j.sc.Admin {
-		d := s.cfg.Store.Directory()
-		if n := d.lookups(j.req); n > 0 {
-			lat := d.Latency
-			if p := s.dirLatency.Load(); p != nil {
-				lat = *p
-			}
-			s.metrics.lookups.Add(float64(n))
-			w, err := d.wait(j.ctx, n, lat)
-			waited = w
-			if err != nil {
-				return failure("the Policy Server is stopping"), waited
-			}
-		}
-	}
-	return s.dispatch(j.ctx, j.sc, j.req, j.log), waited
 }

@@ -309,15 +309,18 @@ func (s *Server) handle(ctx context.Context, tc *trace.Conn) {
 		read := time.Now()
 		s.stats.Requests.Add(1)
 		var a answer
-		q, queued := s.pool.submit(j, func(q trace.QueueState) {
+		q, adm := s.pool.submit(j, func(q trace.QueueState) {
 			if ev.Op != "" {
 				ev.Queue = &q
 				tc.NoteEvent(ev)
 			}
 		})
-		if queued {
+		switch adm {
+		case runNow:
+			a = s.pool.runNow(j)
+		case queued:
 			a = <-j.done
-		} else {
+		case full:
 			if ev.Op != "" {
 				ev.Queue = &q
 				tc.NoteEvent(ev)

@@ -54,13 +54,14 @@ func TestWorkers(t *testing.T) {
 		wantRefused    int
 		wantJoined     []trace.QueueState // as each queued job joined
 	}{
+		// The first job finds the thread free and waits for nothing.
 		{"one thread, room for all", 1, 10, 4, false, 0, []trace.QueueState{
-			{Depth: 1, Bound: 10, Busy: 1, Threads: 1}, {Depth: 1, Bound: 10, Busy: 1, Threads: 1},
+			{Depth: 0, Bound: 10, Busy: 1, Threads: 1}, {Depth: 1, Bound: 10, Busy: 1, Threads: 1},
 			{Depth: 2, Bound: 10, Busy: 1, Threads: 1}, {Depth: 3, Bound: 10, Busy: 1, Threads: 1}}},
 		{"bound respected", 1, 2, 5, false, 2, []trace.QueueState{
-			{Depth: 1, Bound: 2, Busy: 1, Threads: 1}, {Depth: 1, Bound: 2, Busy: 1, Threads: 1}, {Depth: 2, Bound: 2, Busy: 1, Threads: 1}}},
+			{Depth: 0, Bound: 2, Busy: 1, Threads: 1}, {Depth: 1, Bound: 2, Busy: 1, Threads: 1}, {Depth: 2, Bound: 2, Busy: 1, Threads: 1}}},
 		{"threads in parallel", 3, 1, 5, false, 1, []trace.QueueState{
-			{Depth: 1, Bound: 1, Busy: 1, Threads: 3}, {Depth: 1, Bound: 1, Busy: 2, Threads: 3}, {Depth: 1, Bound: 1, Busy: 3, Threads: 3},
+			{Depth: 0, Bound: 1, Busy: 1, Threads: 3}, {Depth: 0, Bound: 1, Busy: 2, Threads: 3}, {Depth: 0, Bound: 1, Busy: 3, Threads: 3},
 			{Depth: 1, Bound: 1, Busy: 3, Threads: 3}}},
 		{"flush", 2, 10, 7, true, 0, nil},
 	}
@@ -69,15 +70,19 @@ func TestWorkers(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				g := newGated(c.threads, c.bound)
 				var joined []trace.QueueState
-				var queued []*job
+				var accepted []*job
 				refused := 0
 				for i := range c.jobs {
 					j := testJob(uint64(i + 1))
-					// Each job is taken by a worker, when one is free,
+					// Each job is taken by a thread, when one is free,
 					// before the next comes: the states are exact.
-					if q, ok := g.submit(j, func(q trace.QueueState) { joined = append(joined, q) }); ok {
-						queued = append(queued, j)
-					} else {
+					switch q, adm := g.submit(j, func(q trace.QueueState) { joined = append(joined, q) }); adm {
+					case runNow:
+						accepted = append(accepted, j)
+						go func() { j.done <- g.runNow(j) }() // as its connection would
+					case queued:
+						accepted = append(accepted, j)
+					case full:
 						refused++
 						if q.Depth != c.bound || q.Busy != c.threads {
 							t.Errorf("job %d refused with %+v, want a full queue", i+1, q)
@@ -91,30 +96,30 @@ func TestWorkers(t *testing.T) {
 				if c.wantJoined != nil && !slices.Equal(joined, c.wantJoined) {
 					t.Errorf("joined at\n%+v\nwant\n%+v", joined, c.wantJoined)
 				}
-				if st := g.State(); st.Busy != min(c.threads, len(queued)) {
-					t.Errorf("busy %d with %d jobs, want %d", st.Busy, len(queued), min(c.threads, len(queued)))
+				if st := g.State(); st.Busy != min(c.threads, len(accepted)) {
+					t.Errorf("busy %d with %d jobs, want %d", st.Busy, len(accepted), min(c.threads, len(accepted)))
 				}
-				running := min(c.threads, len(queued))
+				running := min(c.threads, len(accepted))
 				if c.flush {
-					if n := g.flush(); n != len(queued)-running {
-						t.Errorf("flush dropped %d, want %d", n, len(queued)-running)
+					if n := g.flush(); n != len(accepted)-running {
+						t.Errorf("flush dropped %d, want %d", n, len(accepted)-running)
 					}
-					for _, j := range queued[running:] {
+					for _, j := range accepted[running:] {
 						a := <-j.done
 						if a.resp.Result != tlipb.Result_FAILURE || a.q.Depth != 0 {
 							t.Errorf("flushed job %d answered %v %q with %+v, want FAILURE and an empty queue", j.req.Id, a.resp.Result, a.resp.Message, a.q)
 						}
 					}
-					queued = queued[:running]
+					accepted = accepted[:running]
 				}
 				close(g.release)
-				for _, j := range queued {
+				for _, j := range accepted {
 					if a := <-j.done; a.resp.Result != tlipb.Result_YES || a.q.Directory != time.Millisecond {
 						t.Errorf("job %d answered %v with %+v", j.req.Id, a.resp.Result, a.q)
 					}
 				}
 				var want []uint64
-				for _, j := range queued {
+				for _, j := range accepted {
 					want = append(want, j.req.Id)
 				}
 				if !slices.Equal(g.order, want) {
@@ -138,7 +143,9 @@ func TestWorkersWaited(t *testing.T) {
 		})
 		jobs := []*job{testJob(1), testJob(2), testJob(3)}
 		for _, j := range jobs {
-			w.submit(j, func(trace.QueueState) {})
+			if _, adm := w.submit(j, func(trace.QueueState) {}); adm == runNow {
+				go func() { j.done <- w.runNow(j) }()
+			}
 		}
 		for i, j := range jobs {
 			if a := <-j.done; a.q.Waited != time.Duration(i)*100*time.Millisecond {

@@ -250,13 +250,6 @@ func (sc *ServerConn) WriteResponseQueue(req *tlipb.Request, resp *tlipb.Respons
 	return nil
 }
 
-// Call is a request's call, as trace events and metrics name it (a
-// trace.Req constant; "" for a request with no body).
-func Call(req *tlipb.Request) string {
-	call, _ := describe(req)
-	return call
-}
-
 // Describe names a request the way a learner reads it in a trace:
 // "GetHostConfig hco.smps1", "IsProtected GET /protected/".
 func Describe(req *tlipb.Request) string {
@@ -276,29 +269,57 @@ func Describe(req *tlipb.Request) string {
 // Getters throughout: a body set to a nil message (possible when a caller
 // builds one by hand) must not panic the trace.
 func describe(req *tlipb.Request) (call, subject string) {
+	call = Call(req)
 	switch b := req.GetBody().(type) {
 	case *tlipb.Request_GetHostConfig:
-		return trace.ReqGetHostConfig, b.GetHostConfig.GetName()
+		subject = b.GetHostConfig.GetName()
 	case *tlipb.Request_GetAgentConfig:
-		return trace.ReqGetAgentConfig, b.GetAgentConfig.GetName()
+		subject = b.GetAgentConfig.GetName()
 	case *tlipb.Request_SetAgentInfo:
-		return trace.ReqSetAgentInfo, b.SetAgentInfo.GetAgentName()
+		subject = b.SetAgentInfo.GetAgentName()
 	case *tlipb.Request_IsProtected:
-		return trace.ReqIsProtected, b.IsProtected.GetAction() + " " + b.IsProtected.GetResource()
+		subject = b.IsProtected.GetAction() + " " + b.IsProtected.GetResource()
 	case *tlipb.Request_Login:
-		return trace.ReqLogin, b.Login.GetUser() + " realm " + b.Login.GetRealm()
+		subject = b.Login.GetUser() + " realm " + b.Login.GetRealm()
 	case *tlipb.Request_Authorize:
-		return trace.ReqAuthorize, b.Authorize.GetAction() + " " + b.Authorize.GetResource()
-	case *tlipb.Request_Logout:
-		return trace.ReqLogout, ""
+		subject = b.Authorize.GetAction() + " " + b.Authorize.GetResource()
 	case *tlipb.Request_DoManagement:
-		return trace.ReqDoManagement, b.DoManagement.GetCommand()
+		subject = b.DoManagement.GetCommand()
 	case *tlipb.Request_RegisterHost:
-		return trace.ReqRegisterHost, b.RegisterHost.GetTrustedHost()
+		subject = b.RegisterHost.GetTrustedHost()
 	case *tlipb.Request_QueueManagement:
-		return trace.ReqQueueManagement, b.QueueManagement.GetCommand().GetName()
+		subject = b.QueueManagement.GetCommand().GetName()
 	}
-	return "", ""
+	return call, subject
+}
+
+// Call is a request's call, as trace events and metrics name it (a
+// trace.Req constant; "" for a request with no body). It builds nothing:
+// the server counts every request by it.
+func Call(req *tlipb.Request) string {
+	switch req.GetBody().(type) {
+	case *tlipb.Request_GetHostConfig:
+		return trace.ReqGetHostConfig
+	case *tlipb.Request_GetAgentConfig:
+		return trace.ReqGetAgentConfig
+	case *tlipb.Request_SetAgentInfo:
+		return trace.ReqSetAgentInfo
+	case *tlipb.Request_IsProtected:
+		return trace.ReqIsProtected
+	case *tlipb.Request_Login:
+		return trace.ReqLogin
+	case *tlipb.Request_Authorize:
+		return trace.ReqAuthorize
+	case *tlipb.Request_Logout:
+		return trace.ReqLogout
+	case *tlipb.Request_DoManagement:
+		return trace.ReqDoManagement
+	case *tlipb.Request_RegisterHost:
+		return trace.ReqRegisterHost
+	case *tlipb.Request_QueueManagement:
+		return trace.ReqQueueManagement
+	}
+	return ""
 }
 
 // requestEvent is the trace's Request event for req, n bytes on the wire.

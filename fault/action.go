@@ -200,33 +200,15 @@ func (v verb) parse(arg string, has bool, sp spelling) (Action, error) {
 			return Action{}, bad("want refuse (connects refused, the default) or queue (connects wait in the backlog)")
 		}
 	case Stall:
-		if !has {
-			if sp == querySpelling {
-				return Action{}, fmt.Errorf("%s needs %s=DURATION, such as %s=10s", v.kind, v.param, v.param)
-			}
-			return Action{}, fmt.Errorf("%s needs a duration, such as %s 10s", v.kind, v.kind)
-		}
-		d, err := time.ParseDuration(arg)
+		d, err := v.duration(arg, has, sp, "10s", stallProblem, bad)
 		if err != nil {
-			d = 0 // not a duration: the same answer as for 0s
-		}
-		if p := stallProblem(d); p != "" {
-			return Action{}, bad(p)
+			return Action{}, err
 		}
 		a.For = d
 	case SlowDirectory:
-		if !has {
-			if sp == querySpelling {
-				return Action{}, fmt.Errorf("%s needs %s=DURATION, such as %s=800ms", v.kind, v.param, v.param)
-			}
-			return Action{}, fmt.Errorf("%s needs a duration, such as %s 800ms", v.kind, v.kind)
-		}
-		d, err := time.ParseDuration(arg)
+		d, err := v.duration(arg, has, sp, "800ms", latencyProblem, bad)
 		if err != nil {
-			d = 0 // not a duration: the same answer as for 0s
-		}
-		if p := latencyProblem(d); p != "" {
-			return Action{}, bad(p)
+			return Action{}, err
 		}
 		a.Latency = d
 	case RejectHandshakes:
@@ -244,24 +226,42 @@ func (v verb) parse(arg string, has bool, sp spelling) (Action, error) {
 	return a, nil
 }
 
-// stallProblem and codeProblem are the limits, for the parsers and
-// Validate alike; "" when within them.
-func stallProblem(d time.Duration) string {
-	switch {
-	case d <= 0:
-		return "want a positive duration such as 10s"
-	case d > MaxStall:
-		return "at most " + MaxStall.String()
+// duration reads the duration argument a verb needs (example shows one),
+// checked by problem; bad words an error about the argument as written.
+func (v verb) duration(arg string, has bool, sp spelling, example string, problem func(time.Duration) string, bad func(string) error) (time.Duration, error) {
+	if !has {
+		if sp == querySpelling {
+			return 0, fmt.Errorf("%s needs %s=DURATION, such as %s=%s", v.kind, v.param, v.param, example)
+		}
+		return 0, fmt.Errorf("%s needs a duration, such as %s %s", v.kind, v.kind, example)
 	}
-	return ""
+	d, err := time.ParseDuration(arg)
+	if err != nil {
+		d = 0 // not a duration: the same answer as for 0s
+	}
+	if p := problem(d); p != "" {
+		return 0, bad(p)
+	}
+	return d, nil
+}
+
+// stallProblem, latencyProblem and codeProblem are the limits, for the
+// parsers and Validate alike; "" when within them.
+func stallProblem(d time.Duration) string {
+	return durationProblem(d, MaxStall, "want a positive duration such as 10s")
 }
 
 func latencyProblem(d time.Duration) string {
+	return durationProblem(d, MaxDirectoryLatency, "want a positive duration such as 800ms (fast-directory puts the store's latency back)")
+}
+
+// durationProblem is a duration's limits: positive (else want), at most max.
+func durationProblem(d, max time.Duration, want string) string {
 	switch {
 	case d <= 0:
-		return "want a positive duration such as 800ms (fast-directory puts the store's latency back)"
-	case d > MaxDirectoryLatency:
-		return "at most " + MaxDirectoryLatency.String()
+		return want
+	case d > max:
+		return "at most " + max.String()
 	}
 	return ""
 }

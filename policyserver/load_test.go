@@ -325,3 +325,35 @@ func label(m *dto.Metric, name string) string {
 	}
 	return ""
 }
+
+// TestQueueFull: past the queue's bound a request is answered at once
+// with an error, and the server says why in its log and its trace.
+func TestQueueFull(t *testing.T) {
+	rec := &liveLog{}
+	ls := runLiveServer(t, func(c *Config) {
+		traced(rec)(c)
+		c.Threads, c.QueueBound = 1, 1
+		c.Store.dir = Directory{Latency: time.Second, LoginLookups: 1}
+	})
+	a, b, c := ls.dial(t), ls.dial(t), ls.dial(t)
+	var wg sync.WaitGroup
+	for _, cl := range []*tli.Client{a, b} {
+		wg.Go(func() { liveDo(cl, liveLogin()) })
+	}
+	testsupport.WaitFor(t, liveWait, "one Login evaluated, one queued", func() bool { q := ls.srv.Queue(); return q.Busy == 1 && q.Depth == 1 })
+	start := time.Now()
+	resp, err := liveDo(c, livePing())
+	if err != nil || resp.Result != tlipb.Result_FAILURE || resp.Message != "request queue full (1 waiting)" {
+		t.Errorf("IsProtected past the bound: %v, %v", resp, err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("the refused request was answered after %s", d)
+	}
+	ls.waitLog(t, "", "Request queue full (1 requests waiting for 1 worker threads): IsProtected GET / refused")
+	wg.Wait()
+	for _, e := range events(t, rec, trace.OpResponse) {
+		if e.Request == trace.ReqIsProtected && (e.Result != "FAILURE" || *e.Queue != trace.QueueState{Depth: 1, Bound: 1, Busy: 1, Threads: 1}) {
+			t.Errorf("refused IsProtected's Response: %s %+v", e.Result, e.Queue)
+		}
+	}
+}

@@ -8,6 +8,7 @@ package policyserver
 import (
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,22 @@ type serverMetrics struct {
 	requests   *prometheus.CounterVec
 	latency    *prometheus.HistogramVec
 	lookups    prometheus.Counter
+
+	// byKey keeps each request type and result's counter and histogram:
+	// WithLabelValues costs allocations on every request, a map lookup
+	// none.
+	mu    sync.RWMutex
+	byKey map[reqKey]reqMetrics
+}
+
+type reqKey struct {
+	call   string
+	result tlipb.Result
+}
+
+type reqMetrics struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
 }
 
 // HandshakeOK is the result label of a handshake that succeeded; a failed
@@ -45,6 +62,7 @@ func newServerMetrics() *serverMetrics {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}, []string{metrics.LabelType}),
 		lookups: prometheus.NewCounter(prometheus.CounterOpts{Name: metrics.SmpsDirectoryLookups,
 			Help: "User directory lookups made by worker threads (Login and Authorize)."}),
+		byKey: map[reqKey]reqMetrics{},
 	}
 }
 
@@ -87,7 +105,16 @@ func (m *serverMetrics) handshake(code int) {
 }
 
 func (m *serverMetrics) answered(req *tlipb.Request, resp *tlipb.Response, took time.Duration) {
-	call := tli.Call(req)
-	m.requests.WithLabelValues(call, resp.GetResult().String()).Inc()
-	m.latency.WithLabelValues(call).Observe(took.Seconds())
+	k := reqKey{call: tli.Call(req), result: resp.GetResult()}
+	m.mu.RLock()
+	rm, ok := m.byKey[k]
+	m.mu.RUnlock()
+	if !ok {
+		rm = reqMetrics{count: m.requests.WithLabelValues(k.call, k.result.String()), latency: m.latency.WithLabelValues(k.call)}
+		m.mu.Lock()
+		m.byKey[k] = rm
+		m.mu.Unlock()
+	}
+	rm.count.Inc()
+	rm.latency.Observe(took.Seconds())
 }

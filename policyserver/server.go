@@ -311,7 +311,8 @@ func (s *Server) handle(ctx context.Context, tc *trace.Conn) {
 		var a answer
 		q, adm := s.pool.submit(j, func(q trace.QueueState) {
 			if ev.Op != "" {
-				ev.Queue = &q
+				joined := q // a copy on the heap only when traced
+				ev.Queue = &joined
 				tc.NoteEvent(ev)
 			}
 		})
@@ -322,7 +323,8 @@ func (s *Server) handle(ctx context.Context, tc *trace.Conn) {
 			a = <-j.done
 		case full:
 			if ev.Op != "" {
-				ev.Queue = &q
+				refused := q
+				ev.Queue = &refused
 				tc.NoteEvent(ev)
 			}
 			a = answer{resp: queueFull(log, &req, q), q: q}

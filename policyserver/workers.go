@@ -3,10 +3,11 @@ package policyserver
 // The request model of the vendor's Policy Server (DOMAIN.md section 9):
 // requests from every agent connection go into one queue, and a fixed
 // number of worker threads ("Maximum Threads" in the management console)
-// take them in order and evaluate them. A connection's own goroutine only
-// reads a request, queues it, and writes the answer back: reading stays
-// cheap and concurrent, and a slow user directory holds the workers, not
-// the readers, so the queue grows as it does in the field.
+// take them in order and evaluate them. A connection's own goroutine
+// reads a request, hands it to a thread (through the queue when none is
+// free), and writes the answer back: reading stays cheap and concurrent,
+// and a slow user directory holds the threads, not the readers, so the
+// queue grows as it does in the field.
 //
 // Every request goes through the queue, DoManagement and the
 // administrator's requests included: the vendor's server serves them from

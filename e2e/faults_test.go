@@ -262,3 +262,28 @@ func TestSmpsControl(t *testing.T) {
 	waitForLog(t, logPath, "Fault injection: rejecting every handshake with 3153 Bad version")
 	waitForLog(t, logPath, "Handshake error: Bad version")
 }
+
+// TestSmpsMetricsFlush: a real smps serves /metrics on --metrics, and
+// smps --flushrequests --control tells it to flush its queue, as
+// smpolicysrv -flushrequests does.
+func TestSmpsMetricsFlush(t *testing.T) {
+	ips := loopbackIPs(t, 1, 44443)
+	control, metricsAddr := ips[0]+":44444", ips[0]+":44445"
+	logPath := startSmps(t, ips[0], "smps1.shared.lab", "--control", control, "--metrics", metricsAddr, "--threads", "3")
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"\nsmps_threads 3\n", "\nsmps_queue_depth 0\n", "\nsmps_connections_open 0\n", "\nprocess_resident_memory_bytes "} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, b)
+		}
+	}
+	r := runCmd(t, nil, "smps", "--flushrequests", "--control", control)
+	if r.code != 0 || r.stdout != "smps: flushed 0 queued requests\n" {
+		t.Errorf("smps --flushrequests: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	waitForLog(t, logPath, "Flushed 0 requests from the request queue")
+}

@@ -3,8 +3,10 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,7 +24,14 @@ func startSmps(t testing.TB, ip, name string, extra ...string) (logPath string) 
 	dir := t.TempDir()
 	logPath = filepath.Join(dir, "smps.log")
 	args := append([]string{"--listen", ip + ":44443", "--name", name, "--log", logPath}, extra...)
-	cmd := exec.Command(bin("smps"), args...)
+	runSmps(t, exec.Command(bin("smps"), args...))
+	return logPath
+}
+
+// runSmps starts cmd, an smps, waits until it listens, and stops it with
+// SIGTERM when the test ends.
+func runSmps(t testing.TB, cmd *exec.Cmd) {
+	t.Helper()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -64,7 +73,6 @@ func startSmps(t testing.TB, ip, name string, extra ...string) (logPath string) 
 			t.Error("smps did not stop within 10 s of SIGTERM")
 		}
 	})
-	return logPath
 }
 
 func writeHosts(t testing.TB, entries map[string]string) string {
@@ -200,4 +208,42 @@ func TestBadStartup(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSmpsDescriptorLimit: an smps whose descriptor limit is below
+// --max-conns says so at start-up, and at the limit refuses a new
+// connection at once (with its log line) instead of leaving it in the
+// backlog until the client's handshake times out.
+func TestSmpsDescriptorLimit(t *testing.T) {
+	const nofile = 48
+	ip := loopbackIPs(t, 1, 44443)[0]
+	logPath := filepath.Join(t.TempDir(), "smps.log")
+	// sh's ulimit -n sets the soft and the hard limit; exec keeps the pid.
+	runSmps(t, exec.Command("sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, nofile), bin("smps"),
+		"--listen", ip+":44443", "--name", "smps1.shared.lab", "--log", logPath, "--handshake-timeout", "1m"))
+	waitForLog(t, logPath, fmt.Sprintf("--max-conns 256 needs about 320 file descriptors (one per connection and 64 for the server itself), but this process may open %d", nofile))
+
+	// Raw connections that never say hello each hold a descriptor of the
+	// server's until its handshake timeout: well past the limit.
+	var conns []net.Conn
+	for i := range nofile + 10 {
+		c, err := net.DialTimeout("tcp", ip+":44443", 5*time.Second)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	time.Sleep(500 * time.Millisecond) // a refusal's FIN or RST has come by now
+	var refused int
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			refused++ // EOF or a reset: told at once
+		}
+	}
+	if refused < 10 {
+		t.Errorf("%d of %d connections refused at once, want at least the 10 past the limit", refused, nofile+10)
+	}
+	waitForLog(t, logPath, "Connection request rejected: out of file descriptors")
 }

@@ -35,12 +35,25 @@ const (
 	Stall            Kind = "stall"
 	RejectHandshakes Kind = "reject-handshakes"
 	Resume           Kind = "resume"
+	// SlowDirectory sets the user directory's latency per lookup (the
+	// store's directory: section gives it otherwise); FastDirectory puts
+	// the store's back. Two verbs rather than "slow-directory 0s": a zero
+	// would read as a directory that answers at once, not as the store's.
+	SlowDirectory Kind = "slow-directory"
+	FastDirectory Kind = "fast-directory"
+	// FlushRequests drops every request waiting for a worker thread, each
+	// answered with an error, as smpolicysrv -flushrequests does.
+	FlushRequests Kind = "flushrequests"
 )
 
 // MaxStall caps a stall: a stall is for watching a timeout happen, and
 // far longer durations overflow the Unix-nanosecond deadline smps keeps
 // it in. A lab file asking for more fails when it is read, with its line.
 const MaxStall = 24 * time.Hour
+
+// MaxDirectoryLatency caps slow-directory: a lookup slower than this is
+// no directory a lab would wait on, and the worker thread waits it out.
+const MaxDirectoryLatency = time.Minute
 
 // The handshake error codes reject-handshakes may answer with: the
 // vendor's, from tli's "No client hello" to "Bad encryption".
@@ -60,6 +73,8 @@ type Action struct {
 	Queue bool          // stop-accepting: connects wait in the backlog instead of being refused
 	For   time.Duration // stall: how long replies are held
 	Code  int           // reject-handshakes: the error code; 0 is DefaultRejectCode
+	// Latency is slow-directory's latency per directory lookup.
+	Latency time.Duration
 }
 
 // verb is one action's grammar, for both spellings.
@@ -81,6 +96,9 @@ var verbs = []verb{
 	{Stall, "stall DURATION", "for", true},
 	{RejectHandshakes, "reject-handshakes [CODE]", "code", true},
 	{Resume, "resume", "", true},
+	{SlowDirectory, "slow-directory DURATION", "latency", true},
+	{FastDirectory, "fast-directory", "", true},
+	{FlushRequests, "flushrequests", "", true},
 }
 
 func lookup(k Kind) (verb, bool) {
@@ -182,20 +200,17 @@ func (v verb) parse(arg string, has bool, sp spelling) (Action, error) {
 			return Action{}, bad("want refuse (connects refused, the default) or queue (connects wait in the backlog)")
 		}
 	case Stall:
-		if !has {
-			if sp == querySpelling {
-				return Action{}, fmt.Errorf("%s needs %s=DURATION, such as %s=10s", v.kind, v.param, v.param)
-			}
-			return Action{}, fmt.Errorf("%s needs a duration, such as %s 10s", v.kind, v.kind)
-		}
-		d, err := time.ParseDuration(arg)
+		d, err := v.duration(arg, has, sp, "10s", stallProblem, bad)
 		if err != nil {
-			d = 0 // not a duration: the same answer as for 0s
-		}
-		if p := stallProblem(d); p != "" {
-			return Action{}, bad(p)
+			return Action{}, err
 		}
 		a.For = d
+	case SlowDirectory:
+		d, err := v.duration(arg, has, sp, "800ms", latencyProblem, bad)
+		if err != nil {
+			return Action{}, err
+		}
+		a.Latency = d
 	case RejectHandshakes:
 		if has {
 			n, err := strconv.Atoi(arg)
@@ -211,14 +226,42 @@ func (v verb) parse(arg string, has bool, sp spelling) (Action, error) {
 	return a, nil
 }
 
-// stallProblem and codeProblem are the limits, for the parsers and
-// Validate alike; "" when within them.
+// duration reads the duration argument a verb needs (example shows one),
+// checked by problem; bad words an error about the argument as written.
+func (v verb) duration(arg string, has bool, sp spelling, example string, problem func(time.Duration) string, bad func(string) error) (time.Duration, error) {
+	if !has {
+		if sp == querySpelling {
+			return 0, fmt.Errorf("%s needs %s=DURATION, such as %s=%s", v.kind, v.param, v.param, example)
+		}
+		return 0, fmt.Errorf("%s needs a duration, such as %s %s", v.kind, v.kind, example)
+	}
+	d, err := time.ParseDuration(arg)
+	if err != nil {
+		d = 0 // not a duration: the same answer as for 0s
+	}
+	if p := problem(d); p != "" {
+		return 0, bad(p)
+	}
+	return d, nil
+}
+
+// stallProblem, latencyProblem and codeProblem are the limits, for the
+// parsers and Validate alike; "" when within them.
 func stallProblem(d time.Duration) string {
+	return durationProblem(d, MaxStall, "want a positive duration such as 10s")
+}
+
+func latencyProblem(d time.Duration) string {
+	return durationProblem(d, MaxDirectoryLatency, "want a positive duration such as 800ms (fast-directory puts the store's latency back)")
+}
+
+// durationProblem is a duration's limits: positive (else want), at most max.
+func durationProblem(d, max time.Duration, want string) string {
 	switch {
 	case d <= 0:
-		return "want a positive duration such as 10s"
-	case d > MaxStall:
-		return "at most " + MaxStall.String()
+		return want
+	case d > max:
+		return "at most " + max.String()
 	}
 	return ""
 }
@@ -240,6 +283,10 @@ func (a Action) Validate() error {
 	case Stall:
 		if p := stallProblem(a.For); p != "" {
 			return fmt.Errorf("%s %s: %s", a.Kind, a.For, p)
+		}
+	case SlowDirectory:
+		if p := latencyProblem(a.Latency); p != "" {
+			return fmt.Errorf("%s %s: %s", a.Kind, a.Latency, p)
 		}
 	case RejectHandshakes:
 		if p := codeProblem(a.Code); a.Code != 0 && p != "" {
@@ -281,6 +328,8 @@ func (a Action) arg() string {
 		}
 	case Stall:
 		return a.For.String()
+	case SlowDirectory:
+		return a.Latency.String()
 	case RejectHandshakes:
 		if a.Code != 0 {
 			return strconv.Itoa(a.Code)

@@ -36,7 +36,8 @@ func (a Action) ControlPath() string {
 // ParseControl reads a command from a control request's path and query:
 // /faults/stop-accepting[?mode=refuse|queue], /faults/reset,
 // /faults/stall?for=10s, /faults/reject-handshakes[?code=3154],
-// /faults/resume. Unknown actions and parameters are errors: a typo must
+// /faults/resume, /faults/slow-directory?latency=800ms,
+// /faults/fast-directory, /faults/flushrequests. Unknown actions and parameters are errors: a typo must
 // not become a fault that silently does something else.
 func ParseControl(path, rawQuery string) (Action, error) {
 	name, ok := strings.CutPrefix(path, ControlPrefix+"/")
@@ -79,6 +80,9 @@ type State struct {
 	Listening []string `json:"listening"`
 	Closed    []string `json:"closed,omitempty"`
 	Conns     int      `json:"conns"`
+	// DirectoryLatency is the user directory's latency per lookup set by
+	// slow-directory; absent when the store's own applies.
+	DirectoryLatency time.Duration `json:"directory_latency,omitempty"`
 }
 
 // Result is smps's answer to a command: what it did, for people (the lab
@@ -86,5 +90,7 @@ type State struct {
 type Result struct {
 	Done  string `json:"done"`
 	Reset int    `json:"reset,omitempty"` // reset: how many connections
-	State State  `json:"state"`
+	// Flushed is how many queued requests flushrequests dropped.
+	Flushed int   `json:"flushed,omitempty"`
+	State   State `json:"state"`
 }

@@ -23,7 +23,13 @@ func TestParseControl(t *testing.T) {
 		{"/faults/reject-handshakes", "", Action{Kind: RejectHandshakes}, ""},
 		{"/faults/reject-handshakes", "code=3152", Action{Kind: RejectHandshakes, Code: 3152}, ""},
 		{"/faults/resume", "", Action{Kind: Resume}, ""},
-		{"/faults/", "", Action{}, "want /faults/ACTION, ACTION one of stop-accepting, reset, stall, reject-handshakes or resume"},
+		{"/faults/slow-directory", "latency=800ms", Action{Kind: SlowDirectory, Latency: 800 * time.Millisecond}, ""},
+		{"/faults/fast-directory", "", Action{Kind: FastDirectory}, ""},
+		{"/faults/flushrequests", "", Action{Kind: FlushRequests}, ""},
+		{"/faults/slow-directory", "", Action{}, "slow-directory needs latency=DURATION, such as latency=800ms"},
+		{"/faults/slow-directory", "latency=2m", Action{}, `slow-directory latency "2m": at most 1m0s`},
+		{"/faults/flushrequests", "latency=1s", Action{}, "takes no parameter"},
+		{"/faults/", "", Action{}, "want /faults/ACTION, ACTION one of stop-accepting, reset, stall, reject-handshakes, resume, slow-directory, fast-directory or flushrequests"},
 		{"/faults/reset/now", "", Action{}, "want /faults/ACTION"},
 		{"/other/reset", "", Action{}, "want /faults/ACTION"},
 		{"/faults/explode", "", Action{}, `unknown fault "explode"`},
@@ -104,6 +110,10 @@ func FuzzParseControl(f *testing.F) {
 	f.Add("/faults/reset", "=x")
 	f.Add("/faults/stall", "for=2100000h")
 	f.Add("/faults/kill", "")
+	f.Add("/faults/slow-directory", "latency=800ms")
+	f.Add("/faults/slow-directory", "latency=-1s")
+	f.Add("/faults/fast-directory", "")
+	f.Add("/faults/flushrequests", "latency=1s")
 	f.Fuzz(func(t *testing.T, path, query string) {
 		a, err := ParseControl(path, query)
 		if err != nil {
@@ -112,7 +122,7 @@ func FuzzParseControl(f *testing.F) {
 		if err := a.CheckServer(); err != nil {
 			t.Fatalf("%s?%s accepted as %+v, which CheckServer refuses: %v", path, query, a, err)
 		}
-		if q, _ := url.ParseQuery(query); len(q) > 0 && (a.Kind == Reset || a.Kind == Resume) {
+		if q, _ := url.ParseQuery(query); len(q) > 0 && (a.Kind == Reset || a.Kind == Resume || a.Kind == FastDirectory || a.Kind == FlushRequests) {
 			t.Fatalf("%s accepted with parameters %q", a.Kind, query)
 		}
 		if back, err := Parse(a.String()); err != nil || back != a {

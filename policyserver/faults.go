@@ -375,16 +375,29 @@ func (s *Server) Apply(a fault.Action) (fault.Result, error) {
 		code := a.RejectCode()
 		f.reject.Store(int32(code))
 		res.Done = fmt.Sprintf("rejecting every handshake with %d %s", code, tli.CodeText(code))
+	case fault.SlowDirectory:
+		lat := a.Latency
+		s.dirLatency.Store(&lat)
+		res.Done = fmt.Sprintf("user directory lookups take %s each", lat)
+	case fault.FastDirectory:
+		s.dirLatency.Store(nil)
+		res.Done = fmt.Sprintf("user directory lookups take the store's %s each", s.cfg.Store.Directory().Latency)
+	case fault.FlushRequests:
+		res.Flushed = s.FlushRequests()
+		res.Done = fmt.Sprintf("flushed %d queued requests", res.Flushed)
 	case fault.Resume:
 		f.reject.Store(0)
 		f.setStall(0)
+		s.dirLatency.Store(nil)
 		if err := f.setAccept(Accepting); err != nil {
 			log.Error().Err(err).Msg("Fault injection: could not resume accepting")
 			return res, err
 		}
-		res.Done = "resumed: accepting, replying and handshaking normally"
+		res.Done = "resumed: accepting, replying, handshaking and looking users up normally"
 	}
-	log.Warn().Str("fault", string(a.Kind)).Msgf("Fault injection: %s", res.Done)
+	if a.Kind != fault.FlushRequests { // an administrator's command, logged as such by FlushRequests
+		log.Warn().Str("fault", string(a.Kind)).Msgf("Fault injection: %s", res.Done)
+	}
 	res.State = s.FaultState()
 	return res, nil
 }
@@ -393,6 +406,9 @@ func (s *Server) Apply(a fault.Action) (fault.Result, error) {
 func (s *Server) FaultState() fault.State {
 	f := &s.faults
 	st := fault.State{RejectCode: int(f.reject.Load()), Conns: s.Conns(), Listening: []string{}}
+	if p := s.dirLatency.Load(); p != nil {
+		st.DirectoryLatency = *p
+	}
 	if until := f.stallUntil.Load(); until != 0 && time.Now().UnixNano() < until {
 		t := time.Unix(0, until)
 		st.StallUntil = &t

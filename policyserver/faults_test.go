@@ -311,7 +311,7 @@ func TestControlClient(t *testing.T) {
 		{"stall 1m", "stalling every reply for 1m0s", func(s fault.State) bool { return s.StallUntil != nil }},
 		{"reject-handshakes", "rejecting every handshake with 3154 " + tli.CodeText(3154), func(s fault.State) bool { return s.RejectCode == 3154 }},
 		{"reject-handshakes 3153", "rejecting every handshake with 3153 Bad version", func(s fault.State) bool { return s.RejectCode == 3153 }},
-		{"resume", "resumed: accepting, replying and handshaking normally", func(s fault.State) bool {
+		{"resume", "resumed: accepting, replying, handshaking and looking users up normally", func(s fault.State) bool {
 			return s.Accept == "accepting" && s.StallUntil == nil && s.RejectCode == 0 && len(s.Listening) == 1
 		}},
 		{"reset", "reset 0 connections", func(s fault.State) bool { return s.Conns == 0 }},

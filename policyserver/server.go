@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/agentlab/agentlab/backoff"
@@ -31,6 +33,8 @@ type Config struct {
 	Name             string // this server's host name, e.g. smps1.shared.lab
 	Store            *Store
 	MaxConns         int           // 0: DefaultMaxConns
+	Threads          int           // worker threads (Maximum Threads); 0: DefaultThreads
+	QueueBound       int           // requests that may wait for a thread; 0: DefaultQueueBound
 	IdleTimeout      time.Duration // 0: DefaultIdleTimeout
 	MaxLifetime      time.Duration // 0: DefaultMaxLifetime (AgentConnectionMaxLifetime)
 	HandshakeTimeout time.Duration // 0: tli.DefaultHandshakeTimeout
@@ -42,14 +46,29 @@ type Config struct {
 	KeyLog io.Writer
 	// Now is the clock for sessions; nil means time.Now.
 	Now func() time.Time
+	// Metrics, when set, gets the server's Prometheus metrics.
+	Metrics prometheus.Registerer
 }
 
 // Server answers agents on any number of listeners. It never lets one client
-// hurt another: every connection has its own goroutine, deadlines bound every
-// wait, and a bad frame ends only the connection that sent it.
+// hurt another: every connection has its own reader goroutine, deadlines
+// bound every wait, and a bad frame ends only the connection that sent it.
+// Requests are evaluated by a fixed number of worker threads fed by one
+// queue (workers.go), as the vendor's server does.
 type Server struct {
 	cfg   Config
 	conns atomic.Int64
+
+	pool    *workers
+	metrics *serverMetrics
+	// dirLatency is slow-directory's latency per lookup; nil: the store's.
+	dirLatency atomic.Pointer[time.Duration]
+	// spare is a descriptor held back for the descriptor limit: closing it
+	// lets the server accept, and refuse at once, a connection it has no
+	// descriptor for, rather than leave the client waiting in the backlog.
+	spareMu sync.Mutex
+	spare   *os.File
+	serving int // Serve calls running
 
 	mu     sync.Mutex
 	active map[net.Conn]struct{}
@@ -89,7 +108,36 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Server{cfg: cfg, active: map[net.Conn]struct{}{}}, nil
+	if cfg.Threads <= 0 {
+		cfg.Threads = DefaultThreads
+	}
+	if cfg.QueueBound <= 0 {
+		cfg.QueueBound = DefaultQueueBound
+	}
+	s := &Server{cfg: cfg, active: map[net.Conn]struct{}{}, metrics: newServerMetrics()}
+	s.pool = newWorkers(cfg.Threads, cfg.QueueBound, s.evaluate)
+	if cfg.Metrics != nil {
+		if err := s.registerMetrics(cfg.Metrics); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// LimitMessage is the vendor's log line for a connection over the limit.
+func LimitMessage(max int) string {
+	return fmt.Sprintf("Connection request rejected. Connection limit of %d exceeded.", max)
+}
+
+// Queue is the request queue and worker threads now.
+func (s *Server) Queue() trace.QueueState { return s.pool.State() }
+
+// FlushRequests drops every queued request, each answered with an error,
+// and logs how many, as smpolicysrv -flushrequests does.
+func (s *Server) FlushRequests() int {
+	n := s.pool.flush()
+	s.cfg.Log.Warn().Int("flushed", n).Msgf("Flushed %d requests from the request queue", n)
+	return n
 }
 
 // Stats gives the server's counters.
@@ -103,6 +151,8 @@ func (s *Server) Conns() int { return int(s.conns.Load()) }
 // the accept error otherwise.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	fl := s.faults.add(l)
+	s.holdSpare()
+	defer s.releaseSpare()
 	closeAll := func() {
 		s.faults.shut(fl)
 		s.mu.Lock()
@@ -122,8 +172,10 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		}
 		s.wg.Wait()
 	}()
-	// Out of file descriptors and the like: back off and go on, as
-	// net/http does, rather than stop serving everyone.
+	// Out of file descriptors: refuse the waiting client at once with the
+	// spare descriptor (acceptSpare) rather than leave it hanging in the
+	// backlog; when even that fails, back off and go on, as net/http does,
+	// rather than stop serving everyone.
 	wait := backoff.Backoff{Min: 5 * time.Millisecond, Max: time.Second}
 	for {
 		c, err := s.faults.accept(ctx.Done(), fl)
@@ -132,6 +184,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 				return nil
 			}
 			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ECONNABORTED) {
+				if !errors.Is(err, syscall.ECONNABORTED) && s.refuseWithSpare(ctx, fl, err) {
+					continue
+				}
 				d := wait.Next()
 				s.cfg.Log.Warn().Err(err).Dur("retry_in", d).Msg("accept failed")
 				if backoff.Wait(ctx, d) != nil {
@@ -145,10 +200,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		tc := s.cfg.Recorder.Server(s.faults.wrap(c), "")
 		if n := s.conns.Add(1); n > int64(s.cfg.MaxConns) {
 			s.conns.Add(-1)
-			s.stats.Rejected.Add(1)
-			s.cfg.Log.Warn().Str("peer", tc.RemoteAddr().String()).
-				Msgf("Connection request rejected. Connection limit of %d exceeded", s.cfg.MaxConns)
-			tc.Close()
+			s.refuse(tc, &trace.ConnLimit{Max: s.cfg.MaxConns, Message: LimitMessage(s.cfg.MaxConns)})
 			continue
 		}
 		s.stats.Accepted.Add(1)
@@ -191,7 +243,9 @@ func (s *Server) handle(ctx context.Context, tc *trace.Conn) {
 		}
 		s.stats.HandshakeFails.Add(1)
 		var he *tli.HandshakeError
+		code := -1
 		if errors.As(err, &he) {
+			code = he.Code
 			ev := log.Warn().Int("code", he.Code)
 			if he.Detail != "" {
 				ev = ev.Str("detail", he.Detail)
@@ -201,10 +255,12 @@ func (s *Server) handle(ctx context.Context, tc *trace.Conn) {
 			}
 			ev.Msgf("Handshake error: %s", he.Message)
 		}
+		s.metrics.handshake(code)
 		log.Warn().Msgf("Failed handshake with %s", peer)
 		drainClose(tc)
 		return
 	}
+	s.metrics.handshake(0)
 	who := sc.TrustedHost
 	if sc.Admin {
 		who = "administrator session for " + sc.TrustedHost
@@ -220,6 +276,9 @@ func (s *Server) handle(ctx context.Context, tc *trace.Conn) {
 	slack := min(max(s.cfg.IdleTimeout/8, time.Millisecond), time.Second)
 	var readDL, writeDL time.Time
 	var req tlipb.Request
+	// One request is in flight per socket: the connection's job carries
+	// each of them through the queue in turn.
+	j := &job{ctx: ctx, sc: sc, req: &req, log: log, done: make(chan answer, 1)}
 	for {
 		now := time.Now()
 		dl := now.Add(s.cfg.IdleTimeout)
@@ -231,7 +290,8 @@ func (s *Server) handle(ctx context.Context, tc *trace.Conn) {
 			readDL = dl
 		}
 		req.Reset()
-		if err := sc.ReadRequest(&req); err != nil {
+		ev, err := sc.ReadRequestEvent(&req)
+		if err != nil {
 			switch {
 			case ctx.Err() != nil:
 			case tli.IsTimeout(err) && !time.Now().Before(expires):
@@ -246,13 +306,41 @@ func (s *Server) handle(ctx context.Context, tc *trace.Conn) {
 			}
 			return
 		}
+		read := time.Now()
 		s.stats.Requests.Add(1)
-		resp := s.dispatch(ctx, sc, &req, log)
+		var a answer
+		q, adm := s.pool.submit(j, func(q trace.QueueState) {
+			if ev.Op != "" {
+				joined := q // a copy on the heap only when traced
+				ev.Queue = &joined
+				tc.NoteEvent(ev)
+			}
+		})
+		switch adm {
+		case runNow:
+			a = s.pool.runNow(j)
+		case queued:
+			a = <-j.done
+		case full:
+			if ev.Op != "" {
+				refused := q
+				ev.Queue = &refused
+				tc.NoteEvent(ev)
+			}
+			a = answer{resp: queueFull(log, &req, q), q: q}
+		}
 		if wdl := time.Now().Add(s.cfg.IdleTimeout); wdl.Sub(writeDL) >= slack {
 			tc.SetWriteDeadline(wdl)
 			writeDL = wdl
 		}
-		if err := sc.WriteResponse(&req, resp); err != nil {
+		var qp *trace.QueueState
+		if tc.Tracing() {
+			q := a.q
+			qp = &q
+		}
+		// Counted before the send: whoever has the answer finds it counted.
+		s.metrics.answered(&req, a.resp, time.Since(read))
+		if err := sc.WriteResponseQueue(&req, a.resp, qp); err != nil {
 			if ctx.Err() == nil {
 				log.Warn().Err(err).Msg("Closing connection: reply failed")
 			}

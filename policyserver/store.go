@@ -96,6 +96,7 @@ type Store struct {
 	realms      map[string]*realm
 	policies    []*policy
 	staticHosts map[string]TrustedHost
+	dir         Directory
 
 	mgmt     *ManagementQueue
 	scratch  sync.Pool // *tokenScratch
@@ -165,6 +166,7 @@ type StoreSpec struct {
 	Realms       []RealmSpec       `yaml:"realms"`
 	Rules        []RuleSpec        `yaml:"rules"`
 	Policies     []PolicySpec      `yaml:"policies"`
+	Directory    *DirectorySpec    `yaml:"directory"`
 }
 
 // AdminSpec is the administrator registration needs.
@@ -391,6 +393,7 @@ func (b *builder) build(y *StoreSpec) *Store {
 		realms:      map[string]*realm{},
 		staticHosts: map[string]TrustedHost{},
 	}
+	s.dir = b.buildDirectory(y.Directory)
 	line := at("session_key", -1, "")
 	switch key, err := hex.DecodeString(y.SessionKey); {
 	case y.SessionKey == "":

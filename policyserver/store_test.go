@@ -185,6 +185,10 @@ func TestParseStoreErrors(t *testing.T) {
 		{"duplicate key", "    aco: aco.wa1", "    aco: aco.wa1\n    aco: aco.wa1", "    aco: aco.wa1\n    aco", `mapping key "aco" already defined at [17:5]`, 1},
 		{"wrong type", "actions: [GET]", "actions: GET", "actions: GET", "actions: string was used where sequence is expected", 0},
 		{"bad name", "  - name: staff", "  - name: st aff", "st aff", `has spaces or control characters`, 0},
+		{"bad directory latency", "realms:", "directory:\n  latency: 5x\nrealms:", "latency: 5x", `directory latency "5x": want a duration such as 5ms`, 0},
+		{"directory latency too long", "realms:", "directory:\n  jitter: 5m\nrealms:", "jitter: 5m", `directory jitter 5m0s: want 0 to 1m0s`, 0},
+		{"negative lookups", "realms:", "directory:\n  lookups_per_login: -1\nrealms:", "lookups_per_login", `directory lookups_per_login -1: want 0 to 100`, 0},
+		{"unknown directory field", "realms:", "directory:\n  latncy: 5ms\nrealms:", "latncy", `unknown field "latncy"`, 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

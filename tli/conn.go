@@ -183,31 +183,50 @@ func (sc *ServerConn) Conn() *trace.Conn { return sc.s.conn }
 // ReadRequest waits for the next request. The caller sets read deadlines
 // (idle timeout) on Conn().
 func (sc *ServerConn) ReadRequest(req *tlipb.Request) error {
+	ev, err := sc.ReadRequestEvent(req)
+	if err == nil && ev.Op != "" {
+		sc.s.conn.NoteEvent(ev)
+	}
+	return err
+}
+
+// ReadRequestEvent is ReadRequest for a server that records the Request
+// event itself, once it knows more than the wire says (the Policy
+// Server's queue, Event.Queue): it returns the event instead of recording
+// it, a zero Event when the connection is not traced. Record it with
+// Conn().NoteEvent.
+func (sc *ServerConn) ReadRequestEvent(req *tlipb.Request) (trace.Event, error) {
 	s := sc.s
 	typ, payload, err := ReadFrame(s.br, s.rbuf)
 	if err != nil {
-		return err
+		return trace.Event{}, err
 	}
 	s.rbuf = payload[:0]
 	if typ != FrameRequest {
-		return fmt.Errorf("from %s: got a %s frame instead of a request", s.peer, frameTypeName(typ))
+		return trace.Event{}, fmt.Errorf("from %s: got a %s frame instead of a request", s.peer, frameTypeName(typ))
 	}
 	n := HeaderSize + len(payload)
 	plain, err := s.keys.c2s.open(typ, payload)
 	if err != nil {
-		return fmt.Errorf("from %s: request %w", s.peer, err)
+		return trace.Event{}, fmt.Errorf("from %s: request %w", s.peer, err)
 	}
 	if err := proto.Unmarshal(plain, req); err != nil {
-		return fmt.Errorf("from %s: unreadable request: %w", s.peer, err)
+		return trace.Event{}, fmt.Errorf("from %s: unreadable request: %w", s.peer, err)
 	}
-	if s.conn.Tracing() {
-		s.conn.NoteEvent(requestEvent(req, n))
+	if !s.conn.Tracing() {
+		return trace.Event{}, nil
 	}
-	return nil
+	return requestEvent(req, n), nil
 }
 
 // WriteResponse seals and sends resp in one write.
 func (sc *ServerConn) WriteResponse(req *tlipb.Request, resp *tlipb.Response) error {
+	return sc.WriteResponseQueue(req, resp, nil)
+}
+
+// WriteResponseQueue is WriteResponse with the Policy Server's queue
+// state on the Response event (Event.Queue; nil for none).
+func (sc *ServerConn) WriteResponseQueue(req *tlipb.Request, resp *tlipb.Response, q *trace.QueueState) error {
 	s := sc.s
 	resp.Id = req.Id
 	plain, err := proto.MarshalOptions{}.MarshalAppend(s.wbuf[:0], resp)
@@ -221,7 +240,9 @@ func (sc *ServerConn) WriteResponse(req *tlipb.Request, resp *tlipb.Response) er
 	}
 	s.rbuf = frame[:0]
 	if s.conn.Tracing() {
-		s.conn.NoteEvent(responseEvent(req, resp, len(frame)))
+		e := responseEvent(req, resp, len(frame))
+		e.Queue = q
+		s.conn.NoteEvent(e)
 	}
 	if _, err := s.conn.Write(frame); err != nil {
 		return fmt.Errorf("sending response to %s: %w", s.peer, err)
@@ -248,29 +269,57 @@ func Describe(req *tlipb.Request) string {
 // Getters throughout: a body set to a nil message (possible when a caller
 // builds one by hand) must not panic the trace.
 func describe(req *tlipb.Request) (call, subject string) {
+	call = Call(req)
 	switch b := req.GetBody().(type) {
 	case *tlipb.Request_GetHostConfig:
-		return trace.ReqGetHostConfig, b.GetHostConfig.GetName()
+		subject = b.GetHostConfig.GetName()
 	case *tlipb.Request_GetAgentConfig:
-		return trace.ReqGetAgentConfig, b.GetAgentConfig.GetName()
+		subject = b.GetAgentConfig.GetName()
 	case *tlipb.Request_SetAgentInfo:
-		return trace.ReqSetAgentInfo, b.SetAgentInfo.GetAgentName()
+		subject = b.SetAgentInfo.GetAgentName()
 	case *tlipb.Request_IsProtected:
-		return trace.ReqIsProtected, b.IsProtected.GetAction() + " " + b.IsProtected.GetResource()
+		subject = b.IsProtected.GetAction() + " " + b.IsProtected.GetResource()
 	case *tlipb.Request_Login:
-		return trace.ReqLogin, b.Login.GetUser() + " realm " + b.Login.GetRealm()
+		subject = b.Login.GetUser() + " realm " + b.Login.GetRealm()
 	case *tlipb.Request_Authorize:
-		return trace.ReqAuthorize, b.Authorize.GetAction() + " " + b.Authorize.GetResource()
-	case *tlipb.Request_Logout:
-		return trace.ReqLogout, ""
+		subject = b.Authorize.GetAction() + " " + b.Authorize.GetResource()
 	case *tlipb.Request_DoManagement:
-		return trace.ReqDoManagement, b.DoManagement.GetCommand()
+		subject = b.DoManagement.GetCommand()
 	case *tlipb.Request_RegisterHost:
-		return trace.ReqRegisterHost, b.RegisterHost.GetTrustedHost()
+		subject = b.RegisterHost.GetTrustedHost()
 	case *tlipb.Request_QueueManagement:
-		return trace.ReqQueueManagement, b.QueueManagement.GetCommand().GetName()
+		subject = b.QueueManagement.GetCommand().GetName()
 	}
-	return "", ""
+	return call, subject
+}
+
+// Call is a request's call, as trace events and metrics name it (a
+// trace.Req constant; "" for a request with no body). It builds nothing:
+// the server counts every request by it.
+func Call(req *tlipb.Request) string {
+	switch req.GetBody().(type) {
+	case *tlipb.Request_GetHostConfig:
+		return trace.ReqGetHostConfig
+	case *tlipb.Request_GetAgentConfig:
+		return trace.ReqGetAgentConfig
+	case *tlipb.Request_SetAgentInfo:
+		return trace.ReqSetAgentInfo
+	case *tlipb.Request_IsProtected:
+		return trace.ReqIsProtected
+	case *tlipb.Request_Login:
+		return trace.ReqLogin
+	case *tlipb.Request_Authorize:
+		return trace.ReqAuthorize
+	case *tlipb.Request_Logout:
+		return trace.ReqLogout
+	case *tlipb.Request_DoManagement:
+		return trace.ReqDoManagement
+	case *tlipb.Request_RegisterHost:
+		return trace.ReqRegisterHost
+	case *tlipb.Request_QueueManagement:
+		return trace.ReqQueueManagement
+	}
+	return ""
 }
 
 // requestEvent is the trace's Request event for req, n bytes on the wire.

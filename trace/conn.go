@@ -199,6 +199,23 @@ func (c *Conn) Close() error {
 	return err
 }
 
+// Refuse closes a connection a Policy Server would not take, and records
+// its TCP Disconnect with why (Event.Limit; the note is the vendor's
+// message), so that a reader of the trace need not look for it in the
+// server's log.
+func (c *Conn) Refuse(limit *ConnLimit) error {
+	first, err := false, error(nil)
+	c.closeOnce.Do(func() {
+		first = true
+		err = c.Conn.Close()
+		c.NoteEvent(Event{Op: OpDisconnect, Note: limit.Message, Limit: limit})
+	})
+	if !first {
+		return c.Conn.Close()
+	}
+	return err
+}
+
 // Reset closes with an RST (SO_LINGER 0), as the agent does to its bootstrap
 // connection, and records TCP Reset.
 //

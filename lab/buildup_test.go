@@ -2,20 +2,12 @@ package lab
 
 import (
 	"os"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/agentlab/agentlab/fault"
 	"github.com/agentlab/agentlab/labs"
 )
-
-// pendingActions are the fault actions labs/buildup.yaml uses that
-// package fault learns with the Policy Server's side of issue 12
-// (slow-directory D, flushrequests). Until it has them, they are the only
-// errors the lab file may have; once it has them, none.
-var pendingActions = []string{"slow-directory", "flushrequests"}
 
 // TestBuildupLab: labs/buildup.yaml is a build-up as issue 12 describes
 // it: one Policy Server with few threads and a low limit, a few web
@@ -27,16 +19,7 @@ func TestBuildupLab(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Until fault knows the pending actions, they stand in as stalls, so
-	// that the rest of the file is checked all the same; the file must
-	// have no other error.
-	text := string(data)
-	for _, a := range pendingActions {
-		if _, err := fault.Parse(a); err != nil && strings.Contains(err.Error(), "unknown action") {
-			text = regexp.MustCompile(`action: `+a+`( [0-9a-z]+)?`).ReplaceAllString(text, "action: stall 1s")
-		}
-	}
-	l, err := Parse("labs/buildup.yaml", "../labs", []byte(text))
+	l, err := Parse("labs/buildup.yaml", "../labs", data)
 	if err != nil {
 		t.Fatal(err)
 	}

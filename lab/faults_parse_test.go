@@ -128,12 +128,8 @@ func TestParseFaultsRejects(t *testing.T) {
 }
 
 // TestEmbeddedLabs: the scenario labs parse, are reachable by name, and
-// name HCOs their store has.
+// name HCOs their store (the seed store, or their own) has.
 func TestEmbeddedLabs(t *testing.T) {
-	store, err := os.ReadFile("../labs/seed-store.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, name := range labs.ScenarioNames() {
 		l, err := Open(name)
 		if err != nil {
@@ -142,8 +138,16 @@ func TestEmbeddedLabs(t *testing.T) {
 		if len(l.Faults) == 0 || l.Workload.Duration == 0 {
 			t.Errorf("%s: %d faults, workload %+v", name, len(l.Faults), l.Workload)
 		}
+		storeName := "seed-store.yaml"
+		if l.Store != "" {
+			storeName = l.Store
+		}
+		store, err := os.ReadFile("../labs/" + storeName)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if !strings.Contains(string(store), "- name: "+l.WebServer.HostConfigObject+"\n") {
-			t.Errorf("%s names HCO %s, which labs/seed-store.yaml lacks", name, l.WebServer.HostConfigObject)
+			t.Errorf("%s names HCO %s, which labs/%s lacks", name, l.WebServer.HostConfigObject, storeName)
 		}
 		for _, f := range l.Faults {
 			if f.At >= time.Duration(l.Workload.Duration) {

@@ -9,9 +9,10 @@ import (
 
 // scenarios are the lab files of this folder other than the seed, so that
 // `agentlab run failover` works with no file on disk. Their stores are the
-// embedded seed store, which holds the HCOs they name, or one of stores.
+// embedded seed store, which holds the HCOs they name, or one of stores
+// (buildup's).
 //
-//go:embed failover.yaml roundrobin.yaml cluster.yaml
+//go:embed failover.yaml roundrobin.yaml cluster.yaml buildup.yaml
 var scenarios embed.FS
 
 // stores are the stores of the embedded labs that name one of their own

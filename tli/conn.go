@@ -123,7 +123,10 @@ func (c *Client) do(ctx context.Context, req *tlipb.Request) (resp *tlipb.Respon
 		return nil, true, c.wrapErr(ctx, "sending "+Describe(req), err)
 	}
 	s.rbuf = frame
-	typ, payload, err := ReadFrame(s.br, s.rbuf)
+	// The reader goes back to the pool once the response is read: an
+	// agent's pooled connection waits idle between requests too.
+	typ, payload, err := ReadFrame(s.reader(), s.rbuf)
+	s.release()
 	if err != nil {
 		return nil, true, c.wrapErr(ctx, "waiting for the response to "+Describe(req), err)
 	}
@@ -184,7 +187,11 @@ func (sc *ServerConn) Conn() *trace.Conn { return sc.s.conn }
 // (idle timeout) on Conn().
 func (sc *ServerConn) ReadRequest(req *tlipb.Request) error {
 	s := sc.s
-	typ, payload, err := ReadFrame(s.br, s.rbuf)
+	if err := s.waitReadable(); err != nil {
+		return err
+	}
+	typ, payload, err := ReadFrame(s.reader(), s.rbuf)
+	s.release()
 	if err != nil {
 		return err
 	}

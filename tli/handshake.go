@@ -116,6 +116,7 @@ type session struct {
 	raw      syscall.RawConn
 	readable func(fd uintptr) bool // isReadable, bound once per session
 	pfd      [1]unix.PollFd
+	woken    bool // isReadable's second call in one wait
 }
 
 // readBufSize is a pooled reader's size: a typical frame, header and
@@ -179,6 +180,7 @@ func (s *session) waitReadable() error {
 	if s.br != nil || s.raw == nil {
 		return nil
 	}
+	s.woken = false
 	if err := s.raw.Read(s.readable); err != nil {
 		return &FrameError{Err: err}
 	}
@@ -189,13 +191,23 @@ func (s *session) waitReadable() error {
 // socket has nothing to read; true once it has bytes, its end, or an
 // error. poll(2) only looks: a peek with recv would take a pending reset
 // from the socket, and the read that follows, the one the trace records,
-// would see a plain end of stream instead.
+// would see a plain end of stream instead. Once the poller has woken the
+// wait, it is trusted without a second poll(2), so that an idle wait costs
+// the syscalls a plain read's did (one that finds nothing, one that reads);
+// a rare spurious wake-up only means that the read waits with a buffer.
 func (s *session) isReadable(fd uintptr) bool {
+	if s.woken {
+		return true
+	}
 	s.pfd[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
 	n, err := unix.Poll(s.pfd[:], 0)
 	// An error (EINTR) lets the read go ahead and wait with a buffer: a
 	// false here could wait for an edge the poller has already given.
-	return err != nil || n > 0
+	if err != nil || n > 0 {
+		return true
+	}
+	s.woken = true // by the time isReadable is called again
+	return false
 }
 
 // A nonce is 16 bytes from this package; a peer's may be longer, up to

@@ -21,11 +21,20 @@ import (
 // startSmps runs smps on ip:44443 until the test ends and returns its log path.
 func startSmps(t testing.TB, ip, name string, extra ...string) (logPath string) {
 	t.Helper()
+	logPath, _ = startSmpsProc(t, ip, name, extra...)
+	return logPath
+}
+
+// startSmpsProc is startSmps that also gives the process id, for a
+// benchmark that reads the server's memory from /proc.
+func startSmpsProc(t testing.TB, ip, name string, extra ...string) (logPath string, pid int) {
+	t.Helper()
 	dir := t.TempDir()
 	logPath = filepath.Join(dir, "smps.log")
 	args := append([]string{"--listen", ip + ":44443", "--name", name, "--log", logPath}, extra...)
-	runSmps(t, exec.Command(bin("smps"), args...))
-	return logPath
+	cmd := exec.Command(bin("smps"), args...)
+	runSmps(t, cmd)
+	return logPath, cmd.Process.Pid
 }
 
 // runSmps starts cmd, an smps, waits until it listens, and stops it with

@@ -123,7 +123,10 @@ func (c *Client) do(ctx context.Context, req *tlipb.Request) (resp *tlipb.Respon
 		return nil, true, c.wrapErr(ctx, "sending "+Describe(req), err)
 	}
 	s.rbuf = frame
-	typ, payload, err := ReadFrame(s.br, s.rbuf)
+	// The reader goes back to the pool once the response is read: an
+	// agent's pooled connection waits idle between requests too.
+	typ, payload, err := ReadFrame(s.reader(), s.rbuf)
+	s.release()
 	if err != nil {
 		return nil, true, c.wrapErr(ctx, "waiting for the response to "+Describe(req), err)
 	}
@@ -195,9 +198,21 @@ func (sc *ServerConn) ReadRequest(req *tlipb.Request) error {
 // Server's queue, Event.Queue): it returns the event instead of recording
 // it, a zero Event when the connection is not traced. Record it with
 // Conn().NoteEvent.
+//
+// The wait happens here, before readRequest's frame (about 1 KB, with
+// the decoding inlined) is on the stack: an idle connection's goroutine
+// then uses little enough of its stack for the GC to halve it.
 func (sc *ServerConn) ReadRequestEvent(req *tlipb.Request) (trace.Event, error) {
+	if err := sc.s.waitReadable(); err != nil {
+		return trace.Event{}, err
+	}
+	return sc.readRequest(req)
+}
+
+func (sc *ServerConn) readRequest(req *tlipb.Request) (trace.Event, error) {
 	s := sc.s
-	typ, payload, err := ReadFrame(s.br, s.rbuf)
+	typ, payload, err := ReadFrame(s.reader(), s.rbuf)
+	s.release()
 	if err != nil {
 		return trace.Event{}, err
 	}

@@ -12,9 +12,11 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agentlab/agentlab/proto/tlipb"
@@ -100,11 +102,112 @@ func (e *HandshakeError) Unwrap() error { return e.Err }
 // session is what both sides hold after a handshake.
 type session struct {
 	conn *trace.Conn
+	// br is held only while a frame is being read or the peer has sent
+	// bytes ahead of it: an idle session gives it back to readerPool, so
+	// that a Policy Server holding thousands of idle agent connections
+	// does not hold a read buffer for each (issue 12).
 	br   *bufio.Reader
 	keys sessionKeys
 	rbuf []byte
 	wbuf []byte
 	peer string
+	// raw waits for the peer's next byte without a buffer (see
+	// waitReadable); nil when the socket is not a system one.
+	raw      syscall.RawConn
+	readable func(fd uintptr) bool // isReadable, bound once per session
+	pfd      [1]unix.PollFd
+	woken    bool // isReadable's second call in one wait
+}
+
+// readBufSize is a pooled reader's size: a typical frame, header and
+// all, comes in one read, as one Receive in the trace.
+const readBufSize = 4096
+
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
+
+func openSession(tc *trace.Conn) *session {
+	s := &session{conn: tc, peer: peerName(tc)}
+	if tc == nil {
+		return s
+	}
+	// The fault layer and the recorder wrap the socket; they offer the
+	// one under them as crypto/tls does, with NetConn.
+	var c net.Conn = tc.Conn
+	for {
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.NetConn()
+	}
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			s.raw = raw
+			s.readable = s.isReadable
+		}
+	}
+	return s
+}
+
+// reader is the session's buffered reader, taken from the pool when the
+// session holds none.
+func (s *session) reader() *bufio.Reader {
+	if s.br == nil {
+		s.br = readerPool.Get().(*bufio.Reader)
+		s.br.Reset(s.conn)
+	}
+	return s.br
+}
+
+// release gives the reader back to the pool, unless it holds bytes the
+// peer sent ahead: those belong to the session's next frame.
+func (s *session) release() {
+	if s.br == nil || s.br.Buffered() > 0 {
+		return
+	}
+	s.br.Reset(nil)
+	readerPool.Put(s.br)
+	s.br = nil
+}
+
+// waitReadable waits, holding no buffer, until the peer has sent
+// something, closed or reset the connection, or the read deadline has
+// passed. The read that follows, through the traced connection, then
+// finds its bytes at once, so that the trace still shows one Receive per
+// frame. Without a system socket it returns at once, and the read waits
+// with a buffer, as it did before.
+func (s *session) waitReadable() error {
+	if s.br != nil || s.raw == nil {
+		return nil
+	}
+	s.woken = false
+	if err := s.raw.Read(s.readable); err != nil {
+		return &FrameError{Err: err}
+	}
+	return nil
+}
+
+// isReadable is waitReadable's test: false (wait for the poller) while the
+// socket has nothing to read; true once it has bytes, its end, or an
+// error. poll(2) only looks: a peek with recv would take a pending reset
+// from the socket, and the read that follows, the one the trace records,
+// would see a plain end of stream instead. Once the poller has woken the
+// wait, it is trusted without a second poll(2), so that an idle wait costs
+// the syscalls a plain read's did (one that finds nothing, one that reads);
+// a rare spurious wake-up only means that the read waits with a buffer.
+func (s *session) isReadable(fd uintptr) bool {
+	if s.woken {
+		return true
+	}
+	s.pfd[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	n, err := unix.Poll(s.pfd[:], 0)
+	// An error (EINTR) lets the read go ahead and wait with a buffer: a
+	// false here could wait for an edge the poller has already given.
+	if err != nil || n > 0 {
+		return true
+	}
+	s.woken = true // by the time isReadable is called again
+	return false
 }
 
 // A nonce is 16 bytes from this package; a peer's may be longer, up to
@@ -237,7 +340,7 @@ func ClientHandshake(ctx context.Context, tc *trace.Conn, cfg ClientConfig) (*Cl
 		tc.SetDeadline(time.Time{})
 	}()
 
-	s := &session{conn: tc, br: bufio.NewReaderSize(tc, 4096), peer: peerName(tc)}
+	s := openSession(tc)
 	fail := func(err error) (*Client, error) {
 		if cerr := ctxCause(ctx, err); cerr != nil {
 			err = fmt.Errorf("%w (%w)", err, cerr)
@@ -269,7 +372,7 @@ func ClientHandshake(ctx context.Context, tc *trace.Conn, cfg ClientConfig) (*Cl
 	}
 	tc.NoteEvent(handshakeEvent(trace.HandshakeClientHello, HeaderSize+len(hb), "ClientHello trusted host "+cfg.TrustedHost))
 
-	typ, payload, err := ReadFrame(s.br, nil)
+	typ, payload, err := ReadFrame(s.reader(), nil)
 	if err != nil {
 		if closedBeforeHello(err) {
 			err = fmt.Errorf("%w: %w", err, ErrClosedBeforeHello)
@@ -314,6 +417,7 @@ func ClientHandshake(ctx context.Context, tc *trace.Conn, cfg ClientConfig) (*Cl
 		return fail(fmt.Errorf("sending client confirm: %w", err))
 	}
 	tc.NoteEvent(handshakeEvent(trace.HandshakeClientConfirm, len(frame), "ClientConfirm"))
+	s.release()
 	return &Client{s: s, ServerName: sh.ServerName}, nil
 }
 
@@ -374,7 +478,7 @@ func ServerHandshake(ctx context.Context, tc *trace.Conn, cfg ServerConfig) (*Se
 		tc.SetDeadline(time.Time{})
 	}()
 
-	s := &session{conn: tc, br: bufio.NewReaderSize(tc, 4096), peer: peerName(tc)}
+	s := openSession(tc)
 	refuse := func(code int, detail string, err error) (*ServerConn, error) {
 		he := &tlipb.HandshakeError{Code: int32(code), Message: CodeText(code)}
 		if ctx.Err() != nil {
@@ -389,7 +493,7 @@ func ServerHandshake(ctx context.Context, tc *trace.Conn, cfg ServerConfig) (*Se
 		return nil, &HandshakeError{Code: code, Message: he.Message, Detail: detail, Peer: s.peer, Err: err}
 	}
 
-	typ, payload, err := ReadFrame(s.br, nil)
+	typ, payload, err := ReadFrame(s.reader(), nil)
 	if err != nil {
 		return refuse(CodeNoClientHello, "no valid frame", err)
 	}
@@ -483,7 +587,7 @@ func ServerHandshake(ctx context.Context, tc *trace.Conn, cfg ServerConfig) (*Se
 	}
 	tc.NoteEvent(handshakeEvent(trace.HandshakeServerHello, HeaderSize+len(sb), "ServerHello"))
 
-	typ, payload, err = ReadFrame(s.br, nil)
+	typ, payload, err = ReadFrame(s.reader(), nil)
 	if err != nil {
 		return refuse(CodeNoClientAck, "no client confirm", err)
 	}
@@ -499,6 +603,7 @@ func ServerHandshake(ctx context.Context, tc *trace.Conn, cfg ServerConfig) (*Se
 		return refuse(CodeBadEncryption, "client confirm proof mismatch", err)
 	}
 	tc.NoteEvent(handshakeEvent(trace.HandshakeClientConfirm, HeaderSize+len(payload), "ClientConfirm: session established"))
+	s.release()
 	return &ServerConn{s: s, TrustedHost: hello.TrustedHost, Admin: hello.Mode == tlipb.Mode_MODE_ADMIN}, nil
 }
 

@@ -33,6 +33,10 @@ type Workload struct {
 	// skipped, and counted, not sent in a burst once the server answers.
 	Rate        float64
 	Concurrency int // browsers; each has its own cookie jar
+	// Transport carries the page loads; nil is http.DefaultTransport.
+	// Tests give one that calls a handler in memory, so that a workload
+	// runs in virtual time (testing/synctest).
+	Transport http.RoundTripper
 }
 
 // WorkloadSpec is a lab file's workload: section.
@@ -154,7 +158,7 @@ func (w Workload) Run(ctx context.Context) *WorkloadResult {
 		go func() {
 			defer wg.Done()
 			jar, _ := cookiejar.New(nil)
-			client := &http.Client{Jar: jar, Timeout: 90 * time.Second}
+			client := &http.Client{Jar: jar, Timeout: 90 * time.Second, Transport: w.Transport}
 			for {
 				if counted && started.Load() >= int64(w.Requests) || ctx.Err() != nil {
 					return

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -81,52 +82,67 @@ func TestWorkloadBehindRate(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			var mu sync.Mutex
-			var arrivals []time.Duration
-			var start time.Time
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				since := time.Since(start)
+			// In virtual time: the figures below are exact, whatever the
+			// machine's load.
+			synctest.Test(t, func(t *testing.T) {
+				var mu sync.Mutex
+				var arrivals []time.Duration
+				start := time.Now()
+				handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					since := time.Since(start)
+					mu.Lock()
+					arrivals = append(arrivals, since)
+					mu.Unlock()
+					time.Sleep(c.slow(since))
+				})
+				w := c.w
+				w.BaseURL, w.Paths, w.Transport = "http://wa1.shared.lab", []string{"/"}, inMemory{handler}
+				res := w.Run(context.Background())
+				took := time.Since(start)
+				// The end: the duration, and the page loads under way then.
+				if limit := c.w.Duration + 300*time.Millisecond; took > limit {
+					t.Errorf("took %s, want at most %s", took, limit)
+				}
+				if res.Sent < c.minSent || res.Sent > c.maxSent || res.Skipped < c.minSkipped || res.Skipped > c.maxSkipped || res.Failed != 0 {
+					t.Errorf("sent %d (failed %d), skipped %d; want %d to %d sent, %d to %d skipped",
+						res.Sent, res.Failed, res.Skipped, c.minSent, c.maxSent, c.minSkipped, c.maxSkipped)
+				}
+				if n := res.Sent + res.Skipped; n < c.slots-1 || n > c.slots {
+					t.Errorf("sent %d + skipped %d = %d, want the %d slots", res.Sent, res.Skipped, n, c.slots)
+				}
+				// No burst: less than half an interval holds at most two page
+				// loads (one slot, and one taken late within its interval).
+				window := time.Duration(float64(time.Second) / c.w.Rate * 0.4)
 				mu.Lock()
-				arrivals = append(arrivals, since)
-				mu.Unlock()
-				time.Sleep(c.slow(since))
-			}))
-			defer srv.Close()
-			w := c.w
-			w.BaseURL, w.Paths = srv.URL, []string{"/"}
-			start = time.Now()
-			res := w.Run(context.Background())
-			took := time.Since(start)
-			// The end: the duration, and the page loads under way then.
-			if limit := c.w.Duration + 300*time.Millisecond; took > limit {
-				t.Errorf("took %s, want at most %s", took, limit)
-			}
-			if res.Sent < c.minSent || res.Sent > c.maxSent || res.Skipped < c.minSkipped || res.Skipped > c.maxSkipped || res.Failed != 0 {
-				t.Errorf("sent %d (failed %d), skipped %d; want %d to %d sent, %d to %d skipped",
-					res.Sent, res.Failed, res.Skipped, c.minSent, c.maxSent, c.minSkipped, c.maxSkipped)
-			}
-			if n := res.Sent + res.Skipped; n < c.slots-1 || n > c.slots {
-				t.Errorf("sent %d + skipped %d = %d, want the %d slots", res.Sent, res.Skipped, n, c.slots)
-			}
-			// No burst: less than half an interval holds at most two page
-			// loads (one slot, and one taken late within its interval).
-			window := time.Duration(float64(time.Second) / c.w.Rate * 0.4)
-			mu.Lock()
-			defer mu.Unlock()
-			slices.Sort(arrivals)
-			for i := range arrivals {
-				j := i
-				for j < len(arrivals) && arrivals[j]-arrivals[i] < window {
-					j++
+				defer mu.Unlock()
+				slices.Sort(arrivals)
+				for i := range arrivals {
+					j := i
+					for j < len(arrivals) && arrivals[j]-arrivals[i] < window {
+						j++
+					}
+					if j-i > 2 {
+						t.Errorf("%d page loads within %s from %s: a burst (%v)", j-i, window, arrivals[i], arrivals)
+						break
+					}
 				}
-				if j-i > 2 {
-					t.Errorf("%d page loads within %s from %s: a burst (%v)", j-i, window, arrivals[i], arrivals)
-					break
-				}
-			}
-			t.Logf("sent %d, skipped %d in %s", res.Sent, res.Skipped, took)
+				t.Logf("sent %d, skipped %d in %s", res.Sent, res.Skipped, took)
+			})
 		})
 	}
+}
+
+// inMemory is an http.RoundTripper that serves each request with a
+// handler in the caller's goroutine: no socket, so a synctest bubble's
+// clock moves whenever the handler sleeps.
+type inMemory struct{ h http.Handler }
+
+func (m inMemory) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	m.h.ServeHTTP(rec, r)
+	resp := rec.Result()
+	resp.Request = r
+	return resp, nil
 }
 
 // TestWorkloadSpec: the command line wins over the lab, the lab over the

@@ -111,6 +111,11 @@ type ProcessConfig struct {
 	// started) to its parent, which tells whoever started the web server;
 	// nil tells nobody.
 	Notify func(notice.Notice)
+	// Metrics, when set, is the loopback host:port (port 0: any) the
+	// worker serves its pool's /metrics on; MetricsReady is then called
+	// with the address it listens on.
+	Metrics      string
+	MetricsReady func(addr string)
 }
 
 func (cfg *ProcessConfig) role() string {
@@ -170,6 +175,16 @@ func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink) error {
 	}
 	p, aco := ag.Pool, ag.ACO
 	defer p.Close()
+	if cfg.Metrics != "" {
+		addr, err := serveWorkerMetrics(ctx, cfg.Metrics, p)
+		if err != nil {
+			return err
+		}
+		log.Info().Str("metrics", addr).Msgf("Metrics of the agent's sockets on http://%s/metrics", addr)
+		if cfg.MetricsReady != nil {
+			cfg.MetricsReady(addr)
+		}
+	}
 	if cfg.HCODone != nil {
 		cfg.HCODone()
 	}

@@ -250,6 +250,9 @@ type parent struct {
 	orphans sync.WaitGroup
 	// metrics gathers the workers' /metrics; nil without ParentConfig.Metrics.
 	metrics *workerMetrics
+	// announcing are the goroutines that announce each LLAWP's metrics
+	// address (Apache model).
+	announcing sync.WaitGroup
 
 	mu       sync.Mutex
 	llawp    *ipc.Owner

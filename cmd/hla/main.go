@@ -127,6 +127,7 @@ func (c *hlaCmd) run(args []string) error {
 	llawp, err := hla.NewLLAWPConfig(hla.LLAWPOptions{
 		Model: c.Model, Path: c.LLAWP, WebAgent: c.WebAgent, Out: c.Out, Trace: c.Trace, TracePayload: c.TracePayload,
 		Hosts: c.Hosts, Source: c.Source, Poll: c.Poll, HealthPoll: c.HealthPoll, Linger: c.LLAWPLinger, Stderr: os.Stderr,
+		Metrics: c.Metrics,
 	})
 	if err != nil {
 		return err

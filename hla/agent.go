@@ -576,12 +576,7 @@ func (a *Agent) fail(w http.ResponseWriter, r *http.Request, err error) {
 		// and what an administrator looks at next.
 		a.c.errors.Add(1)
 		ev := a.log.Error().Err(err).Str("method", r.Method).Str("resource", r.URL.Path).Int("status", status).Str("code", d.Code)
-		msg := fmt.Sprintf("[%s] %s %s %s (HTTP %d). %s", d.Code, d.Message[:len(d.Message)-1], r.Method, r.URL.Path, status, err)
-		if cause := pool.LikelyCause(err); cause != "" {
-			ev = ev.Str("cause", cause)
-			msg += ". Likely cause: " + cause
-		}
-		ev.Msg(msg + ".")
+		ev.Msgf("[%s] %s %s %s (HTTP %d). %s%s.", d.Code, d.Message[:len(d.Message)-1], r.Method, r.URL.Path, status, err, pool.LogCause(ev, err))
 	default:
 		a.c.errors.Add(1)
 		a.log.Error().Err(err).Str("method", r.Method).Str("resource", r.URL.Path).Int("status", status).

@@ -111,14 +111,10 @@ func (p *Poller) Poll(ctx context.Context) {
 		if ctx.Err() != nil {
 			return // stopping: not a failure worth a warning
 		}
-		msg := fmt.Sprintf("DoManagement %s for agent '%s' failed; retrying in %v.", GetAgentCommands, p.AgentName, p.Interval)
-		ev := p.Log.Warn().Err(err)
 		// The agent log names what to look at: a Policy Server at its
 		// connection limit, a slow one, one that is down (pool.LikelyCause).
-		if cause := pool.LikelyCause(err); cause != "" {
-			ev, msg = ev.Str("cause", cause), msg+" Likely cause: "+cause+"."
-		}
-		ev.Msg(msg)
+		ev := p.Log.Warn().Err(err)
+		ev.Msgf("DoManagement %s for agent '%s' failed; retrying in %v%s.", GetAgentCommands, p.AgentName, p.Interval, pool.LogCause(ev, err))
 		p.Trace.Warn().Err(err).Str("agent", p.AgentName).Msgf("DoManagement %s failed", GetAgentCommands)
 		return
 	}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/rs/zerolog"
+
 	"github.com/agentlab/agentlab/tli"
 )
 
@@ -39,4 +41,17 @@ func LikelyCause(err error) string {
 		return "the Policy Server refused the handshake (" + he.Message + "): check the trusted host's registration (SmHost.conf)"
 	}
 	return ""
+}
+
+// LogCause adds err's likely cause to ev (field "cause"), and returns it
+// as the end of a log message, ". Likely cause: ...": the agent log's
+// words, written once for the pool's, the HLA's and the LLAWP's lines. It
+// returns "" and adds nothing when LikelyCause has nothing to say.
+func LogCause(ev *zerolog.Event, err error) string {
+	c := LikelyCause(err)
+	if c == "" {
+		return ""
+	}
+	ev.Str("cause", c)
+	return ". Likely cause: " + c
 }

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -8,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/proto/tlipb"
@@ -258,6 +261,19 @@ func TestLikelyCause(t *testing.T) {
 			got := LikelyCause(tt.err)
 			if tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
 				t.Errorf("LikelyCause(%v) = %q, want it to say %q", tt.err, got, tt.want)
+			}
+			// LogCause: the same cause, as a field and as the message's end.
+			var b bytes.Buffer
+			l := zerolog.New(&b)
+			ev := l.Warn()
+			suffix := LogCause(ev, tt.err)
+			ev.Msg("m")
+			wantSuffix, wantField := "", false
+			if got != "" {
+				wantSuffix, wantField = ". Likely cause: "+got, true
+			}
+			if suffix != wantSuffix || strings.Contains(b.String(), `"cause":`) != wantField {
+				t.Errorf("LogCause: suffix %q and record %s, want suffix %q (a cause field: %v)", suffix, b.String(), wantSuffix, wantField)
 			}
 		})
 	}

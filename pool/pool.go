@@ -315,7 +315,9 @@ func (p *Pool) once(ctx context.Context, s *server, req *tlipb.Request) (*tlipb.
 // (no socket could be opened, its socket was found closed by the server
 // before the request was written, or the server failed while it queued)
 // goes on to the next choice too, a Login included; a Login that was
-// written is never sent again.
+// written is never sent again. A safe request that got no answer within
+// RequestTimeout is sent again on a new connection, MaxResends times at
+// most, to the same server when no other is up.
 func (p *Pool) Do(ctx context.Context, req *tlipb.Request) (*tlipb.Response, error) {
 	if req == nil {
 		return nil, errors.New("pool: nil request")

@@ -576,7 +576,9 @@ func (a *Agent) fail(w http.ResponseWriter, r *http.Request, err error) {
 		// and what an administrator looks at next.
 		a.c.errors.Add(1)
 		ev := a.log.Error().Err(err).Str("method", r.Method).Str("resource", r.URL.Path).Int("status", status).Str("code", d.Code)
-		ev.Msgf("[%s] %s %s %s (HTTP %d). %s%s.", d.Code, d.Message[:len(d.Message)-1], r.Method, r.URL.Path, status, err, pool.LogCause(ev, err))
+		// The error goes in its field (the human format appends it), not in
+		// the message: it may run over several lines, one per server.
+		ev.Msgf("[%s] %s %s (HTTP %d)%s", d.Code, d.Message[:len(d.Message)-1], call, status, pool.LogCause(ev, err))
 	default:
 		a.c.errors.Add(1)
 		a.log.Error().Err(err).Str("method", r.Method).Str("resource", r.URL.Path).Int("status", status).

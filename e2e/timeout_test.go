@@ -36,12 +36,8 @@ faults:
 	var sum struct {
 		Requests struct{ Sent, Succeeded, Failed int }
 	}
-	data, err := os.ReadFile(filepath.Join(out, "summary.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(data, &sum); err != nil {
-		t.Fatal(err)
+	if data, err := os.ReadFile(filepath.Join(out, "summary.json")); err != nil || json.Unmarshal(data, &sum) != nil {
+		t.Fatalf("summary.json: %v\n%s", err, data)
 	}
 	if sum.Requests.Failed == 0 {
 		t.Errorf("no page load failed while both servers stalled: %+v", sum.Requests)

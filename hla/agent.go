@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/agentlab/agentlab/conf"
+	"github.com/agentlab/agentlab/pool"
 	"github.com/agentlab/agentlab/proto/tlipb"
 )
 
@@ -488,9 +489,35 @@ func (a *Agent) forgetSession(token string) {
 // policyError is a request the agent could not decide because the Policy
 // Server did not answer, or answered something the agent cannot act on.
 type policyError struct {
-	status int    // 500, or 503 when no server could be reached
+	status int    // 500: the vendor's agent fails every such request so
 	call   string // "IsProtected GET /protected/", for the log and the page
 	err    error
+	// noAnswer marks a request no Policy Server answered (pool error,
+	// TIMEOUT or NOCONNECTION): the page and the log give the agent's
+	// error code (agentError) and the log the likely cause.
+	noAnswer bool
+}
+
+// The agent's error codes for a request it could get no answer to, as the
+// vendor's agent shows them on its HTTP 500 page and writes them in its
+// log. 20-0004 is the one DOMAIN.md section 9 quotes for the build-up
+// outage: the agent could not find out whether the resource is protected.
+// 20-0003 is what the vendor's troubleshooting guide gives for a network
+// error on a pooled connection ("Idle Timeouts and Stateful Inspection
+// Devices"); we use it for the other calls (Login, Authorize, Logout),
+// whose own codes the public documents do not give [our choice].
+const (
+	codeIsProtected = "20-0004"
+	codeNetwork     = "20-0003"
+)
+
+// agentError is the code and text the agent gives for call (a policyError's
+// call) when no Policy Server answered it.
+func agentError(call string) (code, text string) {
+	if strings.HasPrefix(call, "IsProtected ") {
+		return codeIsProtected, "The Web Agent could not determine whether the resource is protected: no Policy Server answered."
+	}
+	return codeNetwork, "Web Agent and Policy Server network communication problem: no Policy Server answered."
 }
 
 func (e *policyError) Error() string { return e.call + ": " + e.err.Error() }
@@ -504,15 +531,13 @@ func (a *Agent) call(ctx context.Context, what string, req *tlipb.Request) (*tli
 	resp, err := a.cfg.Client.Do(ctx, req)
 	switch {
 	case err != nil:
-		// No answer at all: from the browser's side the service is
-		// unavailable, whatever broke underneath.
-		return nil, &policyError{status: http.StatusServiceUnavailable, call: what, err: err}
+		// No answer at all, whatever broke underneath: the vendor's agent
+		// answers 500 with its error code.
+		return nil, &policyError{status: http.StatusInternalServerError, call: what, err: err, noAnswer: true}
 	case resp == nil:
 		return nil, &policyError{status: http.StatusInternalServerError, call: what, err: errors.New("no response and no error")}
-	case resp.GetResult() == tlipb.Result_NOCONNECTION:
-		return nil, &policyError{status: http.StatusServiceUnavailable, call: what, err: resultError(resp)}
-	case resp.GetResult() == tlipb.Result_TIMEOUT:
-		return nil, &policyError{status: http.StatusInternalServerError, call: what, err: resultError(resp)}
+	case resp.GetResult() == tlipb.Result_NOCONNECTION, resp.GetResult() == tlipb.Result_TIMEOUT:
+		return nil, &policyError{status: http.StatusInternalServerError, call: what, err: resultError(resp), noAnswer: true}
 	}
 	return resp, nil
 }
@@ -534,22 +559,32 @@ func unexpected(call string, resp *tlipb.Response) error {
 func (a *Agent) fail(w http.ResponseWriter, r *http.Request, err error) {
 	status, call := http.StatusInternalServerError, ""
 	var pe *policyError
+	noAnswer := false
 	if errors.As(err, &pe) {
-		status, call = pe.status, pe.call
+		status, call, noAnswer = pe.status, pe.call, pe.noAnswer
 	}
-	if r.Context().Err() != nil {
+	d := pageData{Title: fmt.Sprintf("%d %s", status, http.StatusText(status)), Call: call, Unavailable: noAnswer}
+	if noAnswer {
+		d.Code, d.Message = agentError(call)
+	}
+	switch {
+	case r.Context().Err() != nil:
 		// The browser went away; its cancellation is not a server fault.
 		a.log.Debug().Err(err).Msg("Request abandoned by the client")
-	} else {
+	case noAnswer:
+		// The vendor's agent log line: the code, what failed and why,
+		// and what an administrator looks at next.
+		a.c.errors.Add(1)
+		ev := a.log.Error().Err(err).Str("method", r.Method).Str("resource", r.URL.Path).Int("status", status).Str("code", d.Code)
+		// The error goes in its field (the human format appends it), not in
+		// the message: it may run over several lines, one per server.
+		ev.Msgf("[%s] %s %s (HTTP %d)%s", d.Code, d.Message[:len(d.Message)-1], call, status, pool.LogCause(ev, err))
+	default:
 		a.c.errors.Add(1)
 		a.log.Error().Err(err).Str("method", r.Method).Str("resource", r.URL.Path).Int("status", status).
 			Msgf("Policy Server request failed for %s %s (HTTP %d)", r.Method, r.URL.Path, status)
 	}
-	title := "500 Internal Server Error"
-	if status == http.StatusServiceUnavailable {
-		title = "503 Service Unavailable"
-	}
-	a.page(w, status, "error", pageData{Title: title, Call: call, Unavailable: status == http.StatusServiceUnavailable})
+	a.page(w, status, "error", d)
 }
 
 func (a *Agent) badRequest(w http.ResponseWriter, r *http.Request, what string, err error) {

@@ -2,7 +2,6 @@ package hla
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -10,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -506,10 +506,11 @@ func TestLoginForm(t *testing.T) {
 	}
 }
 
-// TestPolicyServerErrors: the agent fails closed, with 503 when no server
-// answered and 500 when one answered something it cannot act on.
+// TestPolicyServerErrors: the agent fails closed, with 500. When no server
+// answered, the page gives the agent's error code and text, and the log
+// says why with the likely cause, as the vendor's agent does.
 func TestPolicyServerErrors(t *testing.T) {
-	down := errors.New("connect: connection refused")
+	down := fmt.Errorf("connect: %w", syscall.ECONNREFUSED)
 	tests := []struct {
 		name       string
 		on         string // the request kind that fails; others answer like the seed
@@ -517,25 +518,26 @@ func TestPolicyServerErrors(t *testing.T) {
 		err        error
 		r          req
 		wantStatus int
+		wantCode   string // the agent's error code on the page and in the log; "": an answer it cannot act on
 	}{
-		{name: "IsProtected: no answer", on: "IsProtected", err: down, r: req{target: "/"}, wantStatus: 503},
-		{name: "IsProtected: NOCONNECTION", on: "IsProtected", resp: &tlipb.Response{Result: tlipb.Result_NOCONNECTION}, r: req{target: "/"}, wantStatus: 503},
-		{name: "IsProtected: TIMEOUT", on: "IsProtected", resp: &tlipb.Response{Result: tlipb.Result_TIMEOUT}, r: req{target: "/"}, wantStatus: 500},
+		{name: "IsProtected: no answer", on: "IsProtected", err: down, r: req{target: "/"}, wantStatus: 500, wantCode: codeIsProtected},
+		{name: "IsProtected: NOCONNECTION", on: "IsProtected", resp: &tlipb.Response{Result: tlipb.Result_NOCONNECTION}, r: req{target: "/"}, wantStatus: 500, wantCode: codeIsProtected},
+		{name: "IsProtected: TIMEOUT", on: "IsProtected", resp: &tlipb.Response{Result: tlipb.Result_TIMEOUT}, r: req{target: "/"}, wantStatus: 500, wantCode: codeIsProtected},
 		{name: "IsProtected: FAILURE", on: "IsProtected", resp: &tlipb.Response{Result: tlipb.Result_FAILURE, Message: "unknown agent"}, r: req{target: "/"}, wantStatus: 500},
 		{name: "IsProtected: nothing at all", on: "IsProtected", r: req{target: "/"}, wantStatus: 500},
 		{name: "IsProtected: CHALLENGE", on: "IsProtected", resp: &tlipb.Response{Result: tlipb.Result_CHALLENGE}, r: req{target: "/"}, wantStatus: 500},
 		{name: "IsProtected: unknown scheme", on: "IsProtected", resp: &tlipb.Response{Result: tlipb.Result_YES, Body: &tlipb.Response_IsProtected{
 			IsProtected: &tlipb.IsProtectedResponse{Realm: "realm.x509", AuthScheme: "x509"}}}, r: req{target: "/x/"}, wantStatus: 500},
-		{name: "Authorize: no answer", on: "Authorize", err: down, r: req{target: "/protected/", cookie: "tok.user1"}, wantStatus: 503},
+		{name: "Authorize: no answer", on: "Authorize", err: down, r: req{target: "/protected/", cookie: "tok.user1"}, wantStatus: 500, wantCode: codeNetwork},
 		{name: "Authorize: FAILURE", on: "Authorize", resp: &tlipb.Response{Result: tlipb.Result_FAILURE}, r: req{target: "/protected/", cookie: "tok.user1"}, wantStatus: 500},
 		{name: "Authorize refuses a fresh session", on: "Authorize", resp: &tlipb.Response{Result: tlipb.Result_CHALLENGE},
 			r: req{target: "/protected/", user: "user1", password: "Passw0rd1"}, wantStatus: 500},
-		{name: "Login: no answer", on: "Login", err: down, r: req{target: "/protected/", user: "user1", password: "Passw0rd1"}, wantStatus: 503},
+		{name: "Login: no answer", on: "Login", err: down, r: req{target: "/protected/", user: "user1", password: "Passw0rd1"}, wantStatus: 500, wantCode: codeNetwork},
 		{name: "Login: SUCCESS without a token", on: "Login", resp: &tlipb.Response{Result: tlipb.Result_SUCCESS},
 			r: req{target: "/protected/", user: "user1", password: "Passw0rd1"}, wantStatus: 500},
 		{name: "Login from the form: no answer", on: "Login", err: down,
-			r: req{method: "POST", target: DefaultLoginURL, form: url.Values{"USER": {"user1"}, "PASSWORD": {"p"}, "TARGET": {"/forms/"}}}, wantStatus: 503},
-		{name: "Logout: no answer", on: "Logout", err: down, r: req{target: LogoutPath, cookie: "tok.user1"}, wantStatus: 503},
+			r: req{method: "POST", target: DefaultLoginURL, form: url.Values{"USER": {"user1"}, "PASSWORD": {"p"}, "TARGET": {"/forms/"}}}, wantStatus: 500, wantCode: codeNetwork},
+		{name: "Logout: no answer", on: "Logout", err: down, r: req{target: LogoutPath, cookie: "tok.user1"}, wantStatus: 500, wantCode: codeNetwork},
 		{name: "Logout: FAILURE", on: "Logout", resp: &tlipb.Response{Result: tlipb.Result_FAILURE}, r: req{target: LogoutPath, cookie: "tok.user1"}, wantStatus: 500},
 	}
 	for _, tt := range tests {
@@ -553,6 +555,20 @@ func TestPolicyServerErrors(t *testing.T) {
 			}
 			if strings.Contains(w.Body.String(), down.Error()) {
 				t.Error("the page shows the internal error")
+			}
+			if tt.wantCode != "" {
+				if !strings.Contains(w.Body.String(), "Error: ["+tt.wantCode+"]") {
+					t.Errorf("the page does not give the agent's error [%s]:\n%s", tt.wantCode, w.Body)
+				}
+				line := rg.logs.String()
+				if !strings.Contains(line, `"message":"[`+tt.wantCode+`] `) || !strings.Contains(line, `"code":"`+tt.wantCode+`"`) {
+					t.Errorf("the log has no [%s] line:\n%s", tt.wantCode, line)
+				}
+				if tt.err == down && !strings.Contains(line, "Likely cause: ") {
+					t.Errorf("the log does not name the likely cause:\n%s", line)
+				}
+			} else if strings.Contains(w.Body.String(), "Error: [") {
+				t.Errorf("an answer the agent cannot act on shows an agent error code:\n%s", w.Body)
 			}
 			if calls, _ := rg.app.get(); calls != 0 {
 				t.Error("the request reached the application although the agent could not decide")
@@ -590,8 +606,8 @@ func TestNoHang(t *testing.T) {
 			t.Fatal(err)
 		}
 		rg := &rig{agent: a, ps: ps}
-		if w := rg.do(req{target: "/"}); w.Code != http.StatusServiceUnavailable {
-			t.Errorf("status %d, want 503", w.Code)
+		if w := rg.do(req{target: "/"}); w.Code != http.StatusInternalServerError || !strings.Contains(w.Body.String(), "["+codeIsProtected+"]") {
+			t.Errorf("status %d, want 500 [%s]", w.Code, codeIsProtected)
 		}
 	})
 	t.Run("client gone", func(t *testing.T) {

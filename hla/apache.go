@@ -42,6 +42,7 @@ func (p *parent) runLLAWP(ctx context.Context) error {
 	}
 	p.superviseLLAWP(ctx, o)
 	p.killLLAWP()
+	p.announcing.Wait()
 	return nil
 }
 
@@ -60,6 +61,9 @@ func (p *parent) launchLLAWP(ctx context.Context, again bool) (*ipc.Owner, error
 	p.cfg.Recorder.ProcessCreate(proc)
 	if again {
 		p.notify(notice.Notice{Prog: notice.ProgHLA, Kind: notice.Started, Process: &proc})
+	}
+	if p.cfg.LLAWP.metrics {
+		p.announcing.Go(func() { announceLLAWPMetrics(ctx, o.LLAWP(), o.Exited(), p.notify) })
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -114,6 +114,12 @@ var (
 )
 
 // noticeReady says the worker serves at addr.
+// noticeMetrics tells the parent where the worker serves its pool's
+// metrics; the parent gathers them into its own (workerMetrics).
+func noticeMetrics(addr string) notice.Notice {
+	return notice.Notice{Prog: notice.ProgHLA, Kind: notice.Metrics, Addr: addr}
+}
+
 func noticeReady(addr string) notice.Notice {
 	return notice.Notice{Prog: notice.ProgHLA, Kind: notice.Serving, Addr: "http://" + addr}
 }
@@ -159,6 +165,7 @@ func RunApacheChild(ctx context.Context, cfg ProcessConfig, in *Inherited) error
 	}
 	cfg.HCODone = func() { in.notify(noticeHCO) }
 	cfg.Recycling = func() { in.notify(noticeRecycle) }
+	cfg.MetricsReady = func(addr string) { in.notify(noticeMetrics(addr)) }
 	link := newAttachLink(cfg)
 	defer link.close()
 	return runChild(ctx, in, cfg.Log, "The httpd parent", func(ctx context.Context) error { return runWorker(ctx, cfg, link) }, link.setReattach)
@@ -172,6 +179,7 @@ func RunIISChild(ctx context.Context, cfg ProcessConfig, in *Inherited) error {
 	cfg.Ready = func(addr string) { in.notify(noticeReady(addr)) }
 	cfg.HCODone = func() { in.notify(noticeHCO) }
 	cfg.Notify = in.notify
+	cfg.MetricsReady = func(addr string) { in.notify(noticeMetrics(addr)) }
 	return runChild(ctx, in, cfg.Log, "WAS", func(ctx context.Context) error { return RunIIS(ctx, cfg) }, nil)
 }
 

@@ -3,6 +3,7 @@ package hla
 import (
 	"cmp"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -58,6 +59,9 @@ type LLAWPOptions struct {
 	// the IIS model and forever in the Apache model (see NewLLAWPConfig).
 	Linger time.Duration
 	Stderr io.Writer
+	// Metrics is hla's --metrics: the LLAWP then serves its own pool's
+	// on a port of its own on the same host, which its owner announces.
+	Metrics string
 }
 
 // NewLLAWPConfig is how this web server starts its LLAWP: the llawp binary
@@ -72,7 +76,8 @@ func NewLLAWPConfig(o LLAWPOptions) (LLAWPConfig, error) {
 		path = filepath.Join(filepath.Dir(exe), "llawp")
 	}
 	name := procname.Model(o.Model).LLAWP
-	return LLAWPConfig{Path: path, Name: name, Args: llawpFlags(o, name).Args(), Stderr: o.Stderr}, nil
+	f := llawpFlags(o, name)
+	return LLAWPConfig{Path: path, Name: name, Args: f.Args(), Stderr: o.Stderr, metrics: f.Metrics != ""}, nil
 }
 
 func llawpFlags(o LLAWPOptions, name string) ipc.LLAWPFlags {
@@ -85,6 +90,11 @@ func llawpFlags(o LLAWPOptions, name string) ipc.LLAWPFlags {
 	}
 	if o.Poll > 0 {
 		f.Poll = o.Poll
+	}
+	if host, _, err := net.SplitHostPort(o.Metrics); err == nil {
+		// --metrics is the parent's address: the LLAWP takes a port of
+		// its own there. (A malformed one is the parent's error.)
+		f.Metrics = net.JoinHostPort(host, "0")
 	}
 	if o.Linger <= 0 && o.Model == ModelApache {
 		// The parent owns the LLAWP and stops it at shutdown; a lull with

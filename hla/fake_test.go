@@ -17,6 +17,7 @@ import (
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/policyserver"
 	"github.com/agentlab/agentlab/proto/tlipb"
+	"github.com/agentlab/agentlab/testsupport"
 )
 
 // fakePS is the Policy Server an agent under test talks to, in process:
@@ -183,6 +184,7 @@ type rig struct {
 	ps    *fakePS
 	clk   *fakeClock
 	app   *seen
+	logs  *testsupport.Buffer // the agent's log, JSON lines
 }
 
 func cacheACO(resources, sessions int) conf.ACO {
@@ -196,8 +198,8 @@ func cacheACO(resources, sessions int) conf.ACO {
 func newRig(t testing.TB, aco conf.ACO) *rig {
 	t.Helper()
 	clk := newFakeClock()
-	rg := &rig{ps: newFakePS(t, clk.Now), clk: clk, app: &seen{}}
-	a, err := NewAgent(Config{Client: rg.ps, AgentName: "wa1", ACO: aco, Next: rg.app, Now: clk.Now})
+	rg := &rig{ps: newFakePS(t, clk.Now), clk: clk, app: &seen{}, logs: &testsupport.Buffer{}}
+	a, err := NewAgent(Config{Client: rg.ps, AgentName: "wa1", ACO: aco, Next: rg.app, Now: clk.Now, Log: zerolog.New(rg.logs)})
 	if err != nil {
 		t.Fatalf("NewAgent: %v", err)
 	}

@@ -294,8 +294,9 @@ func TestLive(t *testing.T) {
 	}
 }
 
-// TestLivePolicyServerDown: once the server is gone the agent answers 503
-// at once, every time; it neither hangs nor lets the request through.
+// TestLivePolicyServerDown: once the server is gone the agent answers 500
+// with its error code at once, every time; it neither hangs nor lets the
+// request through.
 func TestLivePolicyServerDown(t *testing.T) {
 	app := &seen{}
 	lr := newLiveRig(t, seedACO(0, 0), app)
@@ -305,8 +306,8 @@ func TestLivePolicyServerDown(t *testing.T) {
 	lr.ps.Stop()
 	for i := range 2 {
 		r := lr.get(t, "/", nil)
-		if r.status != 503 {
-			t.Fatalf("request %d after the server stopped: %d, want 503\n%s", i, r.status, r.body)
+		if r.status != 500 || !strings.Contains(r.body, "Error: ["+codeIsProtected+"]") {
+			t.Fatalf("request %d after the server stopped: %d, want 500 [%s]\n%s", i, r.status, codeIsProtected, r.body)
 		}
 	}
 	if calls, _ := app.get(); calls != 1 {

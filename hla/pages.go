@@ -17,6 +17,9 @@ type pageData struct {
 	Call        string
 	Unavailable bool
 	Message     string
+	// Code is the agent's error code of an error page ("20-0004"),
+	// shown with Message as the vendor's agent shows it.
+	Code string
 	// login form
 	Action string
 	Target string
@@ -43,7 +46,8 @@ Your browser should ask for a user name and a password.</p>
 <p><a href="/siteminderagent/logout">Log out</a> to try as another user.</p>
 {{template "foot" .}}{{end}}
 
-{{define "error"}}{{template "head" .}}{{if .Unavailable}}<p>No Policy Server answered, so the agent cannot decide about this request.</p>
+{{define "error"}}{{template "head" .}}{{if .Unavailable}}<p>Error: [{{.Code}}] {{.Message}}</p>
+<p>No Policy Server answered, so the agent cannot decide about this request.</p>
 {{else}}<p>The Policy Server could not decide about this request.</p>
 {{end}}{{if .Call}}<p>Request: <code>{{.Call}}</code>. The agent log has the details.</p>
 {{end}}{{template "foot" .}}{{end}}

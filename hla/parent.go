@@ -21,6 +21,7 @@ import (
 
 	"github.com/agentlab/agentlab/backoff"
 	"github.com/agentlab/agentlab/ipc"
+	"github.com/agentlab/agentlab/metrics"
 	"github.com/agentlab/agentlab/notice"
 	"github.com/agentlab/agentlab/procname"
 	"github.com/agentlab/agentlab/startup"
@@ -92,6 +93,10 @@ type ParentConfig struct {
 	MinBackoff, MaxBackoff time.Duration
 	// RapidFail is WAS's rapid-fail protection (IIS model only).
 	RapidFail RapidFail
+	// Metrics, when set, is the loopback host:port the parent serves its
+	// workers' pools' /metrics on (workerMetrics); it says so with a
+	// notice (Metrics). The workers must be started with --metrics too.
+	Metrics string
 
 	// model is ModelApache or ModelIIS, set by RunApache or RunWAS.
 	model string
@@ -161,6 +166,15 @@ func runParent(ctx context.Context, cfg ParentConfig) error {
 	p := &parent{cfg: cfg, log: log, lf: lf, addr: l.Addr().String(), events: make(chan childEvent), quit: make(chan struct{}),
 		llawpWanted: make(chan struct{}), poolStopped: make(chan struct{})}
 	p.name, p.role, p.childName = cfg.names()
+	if cfg.Metrics != "" {
+		p.metrics = newWorkerMetrics()
+		addr, err := metrics.Serve(ctx, cfg.Metrics, p.metrics)
+		if err != nil {
+			return err
+		}
+		log.Info().Str("metrics", addr.String()).Msgf("Metrics of the %s processes' sockets on http://%s/metrics", p.childName, addr)
+		p.notify(notice.Notice{Prog: notice.ProgHLA, Kind: notice.Metrics, Addr: addr.String()})
+	}
 
 	// The web server's actors. run.Group interrupts every one, in the
 	// order they are added, as soon as the first returns, and returns
@@ -234,6 +248,11 @@ type parent struct {
 
 	// orphans are the LLAWP.exe processes of dead w3wp.exe being reaped.
 	orphans sync.WaitGroup
+	// metrics gathers the workers' /metrics; nil without ParentConfig.Metrics.
+	metrics *workerMetrics
+	// announcing are the goroutines that announce each LLAWP's metrics
+	// address (Apache model).
+	announcing sync.WaitGroup
 
 	mu       sync.Mutex
 	llawp    *ipc.Owner
@@ -360,6 +379,12 @@ func (p *parent) run(ctx context.Context) error {
 					}
 				case n.Kind == notice.Recycling:
 					c.recycling = true
+				case n.Kind == notice.Metrics && n.Prog == notice.ProgHLA:
+					// The worker's own: the parent serves it with the
+					// others' under its address, which it announced.
+					if p.metrics != nil {
+						p.metrics.set(c.pid, n.Addr)
+					}
 				case n.Kind == notice.Started && p.cfg.model == ModelIIS && n.Process != nil && n.Process.Name == procname.IISLLAWP:
 					if c.llawp != nil {
 						p.notify(n) // a new LLAWP.exe after a death: news
@@ -375,6 +400,9 @@ func (p *parent) run(ctx context.Context) error {
 			p.mu.Lock()
 			delete(p.children, c.slot)
 			p.mu.Unlock()
+			if p.metrics != nil {
+				p.metrics.remove(c.pid)
+			}
 			proc := p.process(c)
 			if ctx.Err() != nil {
 				// A Ctrl-C reaches the whole process group: a child that

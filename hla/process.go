@@ -37,6 +37,9 @@ type LLAWPConfig struct {
 	// MinBackoff and MaxBackoff bound the wait before a dead LLAWP is
 	// started again; 0 means 1 s and 30 s.
 	MinBackoff, MaxBackoff time.Duration
+	// metrics: the LLAWP serves /metrics (LLAWPOptions.Metrics), and its
+	// owner announces the address (announceLLAWPMetrics).
+	metrics bool
 }
 
 func (c LLAWPConfig) name() string {
@@ -111,6 +114,11 @@ type ProcessConfig struct {
 	// started) to its parent, which tells whoever started the web server;
 	// nil tells nobody.
 	Notify func(notice.Notice)
+	// Metrics, when set, is the loopback host:port (port 0: any) the
+	// worker serves its pool's /metrics on; MetricsReady is then called
+	// with the address it listens on.
+	Metrics      string
+	MetricsReady func(addr string)
 }
 
 func (cfg *ProcessConfig) role() string {
@@ -170,6 +178,16 @@ func runWorker(ctx context.Context, cfg ProcessConfig, link llawpLink) error {
 	}
 	p, aco := ag.Pool, ag.ACO
 	defer p.Close()
+	if cfg.Metrics != "" {
+		addr, err := serveWorkerMetrics(ctx, cfg.Metrics, p)
+		if err != nil {
+			return err
+		}
+		log.Info().Str("metrics", addr).Msgf("Metrics of the agent's sockets on http://%s/metrics", addr)
+		if cfg.MetricsReady != nil {
+			cfg.MetricsReady(addr)
+		}
+	}
 	if cfg.HCODone != nil {
 		cfg.HCODone()
 	}
@@ -418,6 +436,15 @@ func (s *supervisor) serve(ctx context.Context, o *ipc.Owner, linked chan<- stru
 		s.llawp = nil
 		s.mu.Unlock()
 	}()
+	if s.cfg.LLAWP.metrics && s.cfg.Notify != nil {
+		// WAS passes the worker's notice on to whoever started the web
+		// server.
+		actx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { announceLLAWPMetrics(actx, l, o.Exited(), s.cfg.Notify) })
+		defer wg.Wait()
+		defer cancel()
+	}
 	id, err := register(ctx, l, ipc.Worker{PID: os.Getpid(), Name: s.cfg.ProcName, Role: s.cfg.role()})
 	if err != nil {
 		return fmt.Errorf("register with the LLAWP: %w", err)
@@ -562,6 +589,30 @@ func awaitLLAWP(ctx context.Context, l ipc.LLAWP, once *sync.Once, linked chan<-
 		}
 		select {
 		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// announceLLAWPMetrics tells notify where the LLAWP l serves its metrics
+// ("llawp: metrics on ADDR"), once it is through its start-up: the
+// LLAWP's stdout belongs to go-plugin, so its owner speaks for it. It
+// returns then, or when the LLAWP exits (gone) or ctx ends.
+func announceLLAWPMetrics(ctx context.Context, l ipc.LLAWP, gone <-chan struct{}, notify func(notice.Notice)) {
+	t := time.NewTicker(llawpPhasePoll)
+	defer t.Stop()
+	for {
+		if st, err := l.Status(ctx); err == nil && st.Phase != ipc.PhaseStarting {
+			if st.MetricsAddr != "" {
+				notify(notice.Notice{Prog: notice.ProgLLAWP, Kind: notice.Metrics, Addr: st.MetricsAddr})
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-gone:
 			return
 		case <-t.C:
 		}

@@ -28,6 +28,7 @@ type LLAWPFlags struct {
 	AgentName    string        `placeholder:"NAME" help:"Agent name for DoManagement; empty takes the ACO's DefaultAgentName."`
 	AgentTrace   bool          `help:"Write the trace log (WATrace.log) even if the ACO's TraceFile is off."`
 	Debug        bool          `help:"Log at debug level."`
+	Metrics      string        `placeholder:"ADDR" help:"Serve the LLAWP's pool's Prometheus /metrics on this loopback host:port (port 0: any); Status gives the address."`
 }
 
 // Args is f as the llawp binary's arguments, for every field that is not

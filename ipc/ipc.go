@@ -127,6 +127,9 @@ type Status struct {
 	// ACO is the agent configuration object the LLAWP fetched; nil until
 	// it is ready. Apache children with --aco-from-llawp take it from here.
 	ACO *tlipb.AgentConfig
+	// MetricsAddr is where the LLAWP serves its pool's /metrics
+	// (LLAWPFlags.Metrics), host:port; "" without, or until it is ready.
+	MetricsAddr string
 }
 
 // WorkerStatus is one registered worker as the LLAWP sees it.

@@ -313,7 +313,7 @@ func statusToProto(s Status) *llawppb.StatusReply {
 		Pid: uint32(s.PID), Started: ts(s.Started), Uptime: durationpb.New(s.Uptime), Phase: s.Phase,
 		AgentName: s.AgentName, TrustedHost: s.TrustedHost, BootstrapServer: s.BootstrapServer, HcoServers: s.HCOServers,
 		Polls: s.Polls, PollsFailed: s.PollsFailed, LastPoll: ts(s.LastPoll), LastPollError: s.LastPollError,
-		CommandsRelayed: s.CommandsRelayed, Aco: s.ACO,
+		CommandsRelayed: s.CommandsRelayed, Aco: s.ACO, MetricsAddr: s.MetricsAddr,
 	}
 	for _, w := range s.Workers {
 		r.Workers = append(r.Workers, &llawppb.WorkerStatus{
@@ -330,7 +330,7 @@ func statusFromProto(r *llawppb.StatusReply) Status {
 		PID: int(r.Pid), Started: fromTS(r.Started), Uptime: r.Uptime.AsDuration(), Phase: r.Phase,
 		AgentName: r.AgentName, TrustedHost: r.TrustedHost, BootstrapServer: r.BootstrapServer, HCOServers: r.HcoServers,
 		Polls: r.Polls, PollsFailed: r.PollsFailed, LastPoll: fromTS(r.LastPoll), LastPollError: r.LastPollError,
-		CommandsRelayed: r.CommandsRelayed, ACO: r.Aco,
+		CommandsRelayed: r.CommandsRelayed, ACO: r.Aco, MetricsAddr: r.MetricsAddr,
 	}
 	for _, w := range r.Workers {
 		s.Workers = append(s.Workers, WorkerStatus{

@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/agentlab/agentlab/ipc"
+	"github.com/agentlab/agentlab/pool"
 	"github.com/agentlab/agentlab/proto/tlipb"
 )
 
@@ -110,7 +111,10 @@ func (p *Poller) Poll(ctx context.Context) {
 		if ctx.Err() != nil {
 			return // stopping: not a failure worth a warning
 		}
-		p.Log.Warn().Err(err).Msgf("DoManagement %s for agent '%s' failed; retrying in %v.", GetAgentCommands, p.AgentName, p.Interval)
+		// The agent log names what to look at: a Policy Server at its
+		// connection limit, a slow one, one that is down (pool.LikelyCause).
+		ev := p.Log.Warn().Err(err)
+		ev.Msgf("DoManagement %s for agent '%s' failed; retrying in %v%s.", GetAgentCommands, p.AgentName, p.Interval, pool.LogCause(ev, err))
 		p.Trace.Warn().Err(err).Str("agent", p.AgentName).Msgf("DoManagement %s failed", GetAgentCommands)
 		return
 	}

@@ -1,9 +1,9 @@
 package llawp
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +14,7 @@ import (
 	"github.com/agentlab/agentlab/ipc"
 	"github.com/agentlab/agentlab/proto/tlipb"
 	"github.com/agentlab/agentlab/testsupport"
+	"github.com/agentlab/agentlab/tli"
 )
 
 // fakeServer answers DoManagement with one scripted reply per poll; after
@@ -72,7 +73,9 @@ func (r *relayed) got() []ipc.ManagementEvent {
 
 func TestPollerRelaysInOrderAndRetries(t *testing.T) {
 	srv := &fakeServer{replies: []reply{
-		{err: errors.New("pool: no connection to any policy server")},
+		// A Policy Server at its connection limit closes the LLAWP's new
+		// socket before its hello: the log names that as the likely cause.
+		{err: fmt.Errorf("pool: no connection to any policy server: %w", tli.ErrClosedBeforeHello)},
 		{cmds: []*tlipb.ManagementCommand{
 			{Code: 194, Name: "FLUSH_ALL"},
 			{Code: 196, Arg: "dir1/uid=user1,ou=People,dc=shared,dc=lab"},
@@ -123,7 +126,8 @@ func TestPollerRelaysInOrderAndRetries(t *testing.T) {
 		t.Errorf("stats %+v: want 2 failed polls, 3 relayed", st)
 	}
 	if l := logs.String(); !strings.Contains(l, "no connection to any policy server") || !strings.Contains(l, "FAILURE") ||
-		!strings.Contains(l, "Management command FLUSH_USER (196) relayed") {
+		!strings.Contains(l, "Management command FLUSH_USER (196) relayed") ||
+		!strings.Contains(l, "Likely cause: the Policy Server refused the new connection: it is likely at its connection limit") {
 		t.Errorf("agent log:\n%s", l)
 	}
 	if tr := traces.String(); strings.Count(tr, "DoManagement GET_AGENT_COMMANDS") < 4 {
@@ -151,19 +155,5 @@ func TestPollerBadInterval(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the shared one (the HLA's tests use it too).
+type syncBuffer = testsupport.Buffer

@@ -11,11 +11,14 @@ import (
 	"time"
 
 	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/agentlab/agentlab/bootstrap"
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/ipc"
+	"github.com/agentlab/agentlab/metrics"
+	"github.com/agentlab/agentlab/pool"
 	"github.com/agentlab/agentlab/procname"
 	"github.com/agentlab/agentlab/startup"
 	"github.com/agentlab/agentlab/trace"
@@ -56,6 +59,9 @@ type Config struct {
 	AgentName string
 	// AgentTrace writes the trace log even if the ACO's TraceFile is off.
 	AgentTrace bool
+	// Metrics, when set, is the loopback host:port (port 0: any) the
+	// LLAWP serves its pool's /metrics on; Status gives the address.
+	Metrics string
 	// Debug logs at debug level rather than info. (A bool and not a
 	// zerolog.Level: the zero Level is debug.)
 	Debug bool
@@ -248,6 +254,17 @@ func (a *round) start(ctx context.Context) error {
 		a.trace.Info().Int("sockets", s.Open).Str("state", s.State.String()).Msgf("HCO: policy server %s", s.Addr)
 	}
 	a.trace.Info().Msgf("HCO: agent configuration object %s received", aco.Name)
+	var metricsAddr string
+	if cfg.Metrics != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(pool.NewCollector(func() []*pool.Pool { return []*pool.Pool{p} }))
+		addr, err := metrics.Serve(ctx, cfg.Metrics, reg)
+		if err != nil {
+			return err
+		}
+		metricsAddr = addr.String()
+		a.log.Info().Str("metrics", metricsAddr).Msgf("Metrics of the agent's sockets on http://%s/metrics", metricsAddr)
+	}
 
 	if cfg.AgentTrace {
 		aco.TraceFile = true
@@ -271,6 +288,7 @@ func (a *round) start(ctx context.Context) error {
 	}
 	a.svc.SetAgent(AgentInfo{
 		AgentName: name, TrustedHost: sm.HostName, BootstrapServer: res.Server.Addr(), HCOServers: servers, ACO: &aco,
+		MetricsAddr: metricsAddr,
 	})
 	a.svc.SetPoller(poller)
 	a.svc.SetPhase(ipc.PhaseReady)

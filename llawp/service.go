@@ -37,6 +37,9 @@ type AgentInfo struct {
 	// ACO is what the LLAWP's pool fetched: Status hands it to workers
 	// that take their ACO from the LLAWP.
 	ACO *conf.ACO
+	// MetricsAddr is where the LLAWP serves its pool's /metrics; "" for
+	// none. Status gives it to the owner, which announces it.
+	MetricsAddr string
 }
 
 // Service is the LLAWP side of the ipc.LLAWP interface; ipc.Plugin serves
@@ -139,7 +142,7 @@ func (s *Service) Status(context.Context) (ipc.Status, error) {
 	st := ipc.Status{
 		PID: s.cfg.PID, Started: s.started, Uptime: s.cfg.Now().Sub(s.started), Phase: phase,
 		AgentName: a.AgentName, TrustedHost: a.TrustedHost, BootstrapServer: a.BootstrapServer,
-		HCOServers: slices.Clone(a.HCOServers), Workers: s.cfg.Registry.Workers(),
+		HCOServers: slices.Clone(a.HCOServers), Workers: s.cfg.Registry.Workers(), MetricsAddr: a.MetricsAddr,
 	}
 	if a.ACO != nil {
 		st.ACO = a.ACO.Proto()

@@ -68,6 +68,9 @@ const (
 	LabelType   = "type"
 	LabelServer = "server"
 	LabelState  = "state"
+	// LabelPID is the worker process whose pool a web server's parent
+	// reports (the Apache model's httpd children, IIS's w3wp.exe).
+	LabelPID = "pid"
 )
 
 // Path is where Serve answers.
@@ -75,8 +78,10 @@ const Path = "/metrics"
 
 // Serve serves reg's metrics at http://ADDR/metrics until ctx ends, and
 // returns the address it listens on (addr may give port 0). addr must be
-// a loopback address: the lab never listens elsewhere.
-func Serve(ctx context.Context, addr string, reg *prometheus.Registry) (net.Addr, error) {
+// a loopback address: the lab never listens elsewhere. reg is usually a
+// *prometheus.Registry; a web server's parent passes a Gatherer of its
+// workers' metrics.
+func Serve(ctx context.Context, addr string, reg prometheus.Gatherer) (net.Addr, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics %q: want host:port: %w", addr, err)

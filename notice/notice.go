@@ -30,6 +30,9 @@ import (
 const (
 	ProgSmps = "smps"
 	ProgHLA  = "hla"
+	// ProgLLAWP names the LLAWP's notices, which its owner prints for it
+	// (the LLAWP's stdout belongs to go-plugin).
+	ProgLLAWP = "llawp"
 )
 
 // SmpsListening and HLAServing are the readiness notices a lab waits for.

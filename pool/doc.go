@@ -20,6 +20,13 @@
 //     request. The server becomes Failed, and its idle sockets of the same
 //     age or older are closed (FIN); busy ones close when their request is
 //     done. Younger sockets stay.
+//   - A request that got no answer within RequestTimeout is sent again on
+//     a new connection, MaxResends times at most (DOMAIN.md section 9):
+//     to the next server up, else to the same server, whose retry is a
+//     new socket. With a slow server this is the build-up: every resend
+//     leaves a request behind in the server's queue and adds a socket.
+//     The trace tells it: the timed-out socket's TCP Reset carries
+//     Event.Timeout, the resend's Request Event.Resend.
 //
 // # Selection
 //

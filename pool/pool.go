@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"strings"
 	"sync"
@@ -83,7 +84,12 @@ type Pool struct {
 	servers []*server
 	rule    rule
 	// turn rotates round robin, one turn per request.
-	turn             atomic.Uint64
+	turn atomic.Uint64
+	// resendCount counts the requests sent again after RequestTimeout.
+	resendCount atomic.Int64
+	// calls counts what Do ended with (Stats.Calls).
+	cmu              sync.Mutex
+	calls            map[CallResult]int64
 	maxQueue         int
 	handshakeTimeout time.Duration
 	// defaultPhase labels sockets opened when no request asked for them.
@@ -176,7 +182,7 @@ func newPool(ctx context.Context, cfg Config) (*Pool, error) {
 	if len(cfg.Secret) == 0 {
 		return nil, errors.New("pool: no shared secret")
 	}
-	p := &Pool{cfg: cfg, hco: hco, log: cfg.Log, rule: ruleFor(hco), defaultPhase: trace.PhaseRequests}
+	p := &Pool{cfg: cfg, hco: hco, log: cfg.Log, rule: ruleFor(hco), defaultPhase: trace.PhaseRequests, calls: map[CallResult]int64{}}
 	switch {
 	case cfg.MaxQueue == 0:
 		p.maxQueue = DefaultMaxQueue
@@ -309,7 +315,9 @@ func (p *Pool) once(ctx context.Context, s *server, req *tlipb.Request) (*tlipb.
 // (no socket could be opened, its socket was found closed by the server
 // before the request was written, or the server failed while it queued)
 // goes on to the next choice too, a Login included; a Login that was
-// written is never sent again.
+// written is never sent again. A safe request that got no answer within
+// RequestTimeout is sent again on a new connection, MaxResends times at
+// most, to the same server when no other is up.
 func (p *Pool) Do(ctx context.Context, req *tlipb.Request) (*tlipb.Response, error) {
 	if req == nil {
 		return nil, errors.New("pool: nil request")
@@ -322,8 +330,28 @@ func (p *Pool) Do(ctx context.Context, req *tlipb.Request) (*tlipb.Response, err
 	if req.GetDoManagement() != nil {
 		phase = trace.PhaseManagement
 	}
-	return p.route(p.newCall(ctx, req, phase))
+	resp, err := p.route(p.newCall(ctx, req, phase))
+	result := Result(err)
+	if err == nil {
+		result = resp.GetResult()
+	}
+	p.cmu.Lock()
+	p.calls[CallResult{Call: tli.Call(req), Result: result.String()}]++
+	p.cmu.Unlock()
+	return resp, err
 }
+
+// MaxResends is how many times a request that got no answer within
+// RequestTimeout is sent again, each time on a new connection: to the
+// next server the selection gives, or, when no other server is up, to the
+// same server on a socket opened after the one that timed out (the
+// timed-out server is Failed, and a request for a server that is not up
+// waits for a new socket). The vendor's documents say that the agent
+// sends again on a new connection, not how often; two resends, three
+// tries in all, is [our choice]: enough for the snowball of a slow
+// server (DOMAIN.md section 9), bounded so that a page load ends. A Login
+// is never sent again once written (retrySafe).
+const MaxResends = 2
 
 // maxBounces bounds how often one request may be sent back to the selection
 // by servers failing under other requests while it queued.
@@ -331,12 +359,13 @@ const maxBounces = 3
 
 // CallTimeout is the longest a Do can take when its context has no
 // deadline: RequestTimeout for each try, and a request tries each server
-// once at most, plus the times it may be sent back to the selection
-// (maxBounces, and the one that ends it). An agent that wants a bound of
+// once at most, plus its resends after a timeout (MaxResends) and the
+// times it may be sent back to the selection (maxBounces, and the one
+// that ends it). An agent that wants a bound of
 // its own on top of the pool's should not make it shorter, or a request
 // would not live to see its retry on the next server.
 func (p *Pool) CallTimeout() time.Duration {
-	return p.hco.RequestTimeout.D() * time.Duration(len(p.servers)+maxBounces+1)
+	return p.hco.RequestTimeout.D() * time.Duration(len(p.servers)+maxBounces+MaxResends+1)
 }
 
 func (p *Pool) route(c *call) (*tlipb.Response, error) {
@@ -363,6 +392,15 @@ func (p *Pool) route(c *call) (*tlipb.Response, error) {
 		case unsent:
 			tried[s.index] = true
 		case sent:
+			if c.resends < MaxResends && retrySafe(c.req) && errors.Is(err, ErrTimeout) {
+				// No answer within RequestTimeout: send it again on a new
+				// connection. The server is not marked tried, so that
+				// with no other server up the resend goes to it again,
+				// on a socket opened after the one that timed out.
+				c.resends++
+				p.resendCount.Add(1)
+				break
+			}
 			tried[s.index] = true
 			if !retrySafe(c.req) {
 				return nil, err
@@ -416,6 +454,9 @@ type call struct {
 	req   *tlipb.Request
 	phase string
 	limit time.Duration // RequestTimeout, for each try
+	// resends counts the times the request was sent again after
+	// RequestTimeout (MaxResends); the trace's Request event carries it.
+	resends int
 }
 
 func (p *Pool) newCall(ctx context.Context, req *tlipb.Request, phase string) *call {
@@ -514,7 +555,7 @@ func (p *Pool) exchange(c *call, s *server) (*tlipb.Response, outcome, error) {
 	}
 	k.c.Conn().SetPhase(c.phase)
 	began := time.Now()
-	resp, err := k.c.Do(t.ctx, c.req)
+	resp, err := k.c.Resend(t.ctx, c.req, c.resends)
 	if err == nil {
 		s.answered(k, time.Since(began))
 		return resp, done, nil
@@ -541,6 +582,9 @@ func (p *Pool) exchange(c *call, s *server) (*tlipb.Response, outcome, error) {
 		// and then the request may go on to the next one.
 		where := fmt.Sprintf("(socket %d reset)", k.num)
 		if c.timedOut(t) {
+			// The vendor's way: an RST, and the trace says it was the
+			// RequestTimeout (fail's own reset then finds it closed).
+			k.c.ResetTimedOut(c.limit, tli.Call(c.req))
 			why := "no answer within RequestTimeout " + seconds(c.limit)
 			s.fail(k, why, fmt.Errorf("%s: %w", why, err))
 			return nil, sent, c.endErr(t, s, where, err)
@@ -640,6 +684,18 @@ type Stats struct {
 	Queued int
 	// MaxQueued is the longest any server's queue has been.
 	MaxQueued int
+	// Resends counts the requests sent again, on a new connection, after
+	// RequestTimeout (MaxResends).
+	Resends int64
+	// Calls counts the requests Do ended, by call (a trace Req constant)
+	// and the Agent API result the caller got (Result for an error).
+	Calls map[CallResult]int64
+}
+
+// CallResult is a key of Stats.Calls.
+type CallResult struct {
+	Call   string // trace.ReqIsProtected, ...
+	Result string // tlipb.Result's name: YES, NO, TIMEOUT, NOCONNECTION, ...
 }
 
 // ServerStats describes the sockets to one server.
@@ -694,6 +750,10 @@ func (p *Pool) Stats() Stats {
 		st.Queued += ss.Queued
 		st.MaxQueued = max(st.MaxQueued, ss.MaxQueued)
 	}
+	st.Resends = p.resendCount.Load()
+	p.cmu.Lock()
+	st.Calls = maps.Clone(p.calls)
+	p.cmu.Unlock()
 	for i, in := range p.rule.inUse(cands) {
 		if cands[i].health.up() && !in {
 			st.Servers[i].State = Inactive

@@ -1,14 +1,20 @@
 package pool
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/proto/tlipb"
+	"github.com/agentlab/agentlab/tli"
 )
 
 // c is a candidate for the table tests: index i (set by cs), cluster,
@@ -228,5 +234,47 @@ func TestStateString(t *testing.T) {
 		if s.String() != want {
 			t.Errorf("%d: %q, want %q", int(s), s.String(), want)
 		}
+	}
+}
+
+func TestLikelyCause(t *testing.T) {
+	timeout := newError("pool: IsProtected GET /x to smps1: no answer within RequestTimeout 1s", nil, ErrTimeout)
+	tests := []struct {
+		name string
+		err  error
+		want string // a part of the cause; "" for none
+	}{
+		{"none", nil, ""},
+		{"unknown", errors.New("boom"), ""},
+		{"timeout", timeout, "did not answer within RequestTimeout"},
+		{"queue full", newError("pool: 300 requests already waiting", nil, ErrQueueFull, ErrNoConnection), "queue of requests is full"},
+		{"closed before hello", fmt.Errorf("dial: %w", tli.ErrClosedBeforeHello), "connection limit"},
+		{"limit in a handshake error", &tli.HandshakeError{Code: 3155, Message: "Connection request rejected. Connection limit of 2 exceeded."}, "connection limit"},
+		{"refused", fmt.Errorf("dial tcp: %w", syscall.ECONNREFUSED), "not running"},
+		{"reset", fmt.Errorf("read: %w", syscall.ECONNRESET), "connection was reset"},
+		{"bad secret", &tli.HandshakeError{Code: 3154, Message: "Shared secret incorrect"}, "registration"},
+		{"the limit comes before a timeout on another server", errors.Join(timeout, tli.ErrClosedBeforeHello), "connection limit"},
+		{"closed", errClosed, "shutting down"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := LikelyCause(tt.err)
+			if tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
+				t.Errorf("LikelyCause(%v) = %q, want it to say %q", tt.err, got, tt.want)
+			}
+			// LogCause: the same cause, as a field and as the message's end.
+			var b bytes.Buffer
+			l := zerolog.New(&b)
+			ev := l.Warn()
+			suffix := LogCause(ev, tt.err)
+			ev.Msg("m")
+			wantSuffix, wantField := "", false
+			if got != "" {
+				wantSuffix, wantField = ". Likely cause: "+got, true
+			}
+			if suffix != wantSuffix || strings.Contains(b.String(), `"cause":`) != wantField {
+				t.Errorf("LogCause: suffix %q and record %s, want suffix %q (a cause field: %v)", suffix, b.String(), wantSuffix, wantField)
+			}
+		})
 	}
 }

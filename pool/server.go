@@ -399,12 +399,13 @@ func (s *server) dialAsync(num int, phase string, step *trace.PoolStep) {
 			// still answers on those it has: the waiting requests wait
 			// for them, within their RequestTimeout.
 			s.growAfter = time.Now().Add(growRetryDelay)
-			s.log.Warn().Err(err).Int("socket", num).Int("open", len(s.socks)).
-				Msgf("Could not open a new socket to policy server %s; its %d open sockets carry on", s.addr, len(s.socks))
+			ev := s.log.Warn().Err(err).Int("socket", num).Int("open", len(s.socks))
+			ev.Msgf("Could not open a new socket to policy server %s; its %d open sockets carry on%s", s.addr, len(s.socks), LogCause(ev, err))
 		default:
 			// Nothing left to wait for: the requests go elsewhere, and
 			// they never reached this server.
-			s.log.Warn().Err(err).Int("socket", num).Msgf("Could not open a socket to policy server %s; it is unavailable", s.addr)
+			ev := s.log.Warn().Err(err).Int("socket", num)
+			ev.Msgf("Could not open a socket to policy server %s; it is unavailable%s", s.addr, LogCause(ev, err))
 			closing = s.failLocked(num, fmt.Sprintf("could not open socket %d: %v", num, err), err, unsent)
 		}
 		s.mu.Unlock()

@@ -55,12 +55,19 @@ func (c *Client) Err() error {
 // A request that fails before any of it is sent (its context already done,
 // or too large to frame) leaves the client usable.
 func (c *Client) Do(ctx context.Context, req *tlipb.Request) (*tlipb.Response, error) {
+	return c.Resend(ctx, req, 0)
+}
+
+// Resend is Do for a request that an earlier socket did not answer within
+// RequestTimeout: resend is its try (1 for the first resend), and its
+// Request event says so (trace.Event.Resend). 0 is Do.
+func (c *Client) Resend(ctx context.Context, req *tlipb.Request, resend int) (*tlipb.Response, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", c.peer(), ErrBroken, err)
 	}
-	resp, sent, err := c.do(ctx, req)
+	resp, sent, err := c.do(ctx, req, resend)
 	if err != nil {
 		if sent {
 			c.bmu.Lock()
@@ -81,7 +88,7 @@ func (c *Client) peer() string {
 
 // do reports whether the stream may be out of step (sent): from the moment
 // a request is sealed, the session's nonce counter has moved on.
-func (c *Client) do(ctx context.Context, req *tlipb.Request) (resp *tlipb.Response, sent bool, err error) {
+func (c *Client) do(ctx context.Context, req *tlipb.Request, resend int) (resp *tlipb.Response, sent bool, err error) {
 	s := c.s
 	c.nextID++
 	req.Id = c.nextID
@@ -117,7 +124,9 @@ func (c *Client) do(ctx context.Context, req *tlipb.Request) (resp *tlipb.Respon
 		return nil, true, fmt.Errorf("%s: %s: %w", c.peer(), Describe(req), err)
 	}
 	if s.conn.Tracing() {
-		s.conn.NoteEvent(requestEvent(req, len(frame)))
+		e := requestEvent(req, len(frame))
+		e.Resend = resend
+		s.conn.NoteEvent(e)
 	}
 	if _, err := s.conn.Write(frame); err != nil {
 		return nil, true, c.wrapErr(ctx, "sending "+Describe(req), err)
@@ -172,6 +181,13 @@ func (c *Client) Close() error { return c.s.conn.Close() }
 // Reset ends the session with an RST, as the agent ends its bootstrap
 // connection and any pooled connection that failed.
 func (c *Client) Reset() error { return c.s.conn.Reset() }
+
+// ResetTimedOut ends the session with an RST after request (a trace Req
+// constant) got no answer within after, the agent's RequestTimeout; the
+// trace's TCP Reset says so (trace.Event.Timeout).
+func (c *Client) ResetTimedOut(after time.Duration, request string) error {
+	return c.s.conn.ResetTimedOut(&trace.RequestTimeout{After: after, Request: request})
+}
 
 // ServerConn is the server side of an established session.
 type ServerConn struct {

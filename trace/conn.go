@@ -222,7 +222,14 @@ func (c *Conn) Refuse(limit *ConnLimit) error {
 // A connection that cannot linger (not TCP, or already closed) is closed
 // normally and recorded as what it was, a TCP Disconnect: a trace must not
 // show an RST that never went on the wire.
-func (c *Conn) Reset() error {
+func (c *Conn) Reset() error { return c.reset(nil) }
+
+// ResetTimedOut is Reset for a socket whose request got no answer within
+// the agent's RequestTimeout: its TCP Reset event carries to (Event.Timeout),
+// so that a reader of the trace knows why the agent closed it.
+func (c *Conn) ResetTimedOut(to *RequestTimeout) error { return c.reset(to) }
+
+func (c *Conn) reset(to *RequestTimeout) error {
 	type linger interface{ SetLinger(int) error }
 	first, err := false, error(nil)
 	c.closeOnce.Do(func() {
@@ -239,7 +246,7 @@ func (c *Conn) Reset() error {
 			return
 		}
 		err = c.Conn.Close()
-		c.emit(OpReset, 0, "", nil)
+		c.NoteEvent(Event{Op: OpReset, Timeout: to})
 	})
 	if !first {
 		// Closed already: nothing is left to reset, and Close says so.

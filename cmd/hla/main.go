@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"os/signal"
@@ -55,6 +56,7 @@ type hlaCmd struct {
 	HealthPoll   time.Duration `help:"How often the agent retries Policy Servers that are down (0: 30s; negative: never), here and in the LLAWP."`
 	LLAWPLinger  time.Duration `name:"llawp-linger" help:"How long the LLAWP lingers with no worker (0: its default)."`
 	Upstream     string        `placeholder:"URL" help:"Application URL behind the agent (default: the built-in site)."`
+	Metrics      string        `placeholder:"ADDR" help:"Serve Prometheus's /metrics on this loopback address: the workers' socket pools, labelled by pid; the LLAWP serves its own on a port of its own. Each address is printed as \"<prog>: metrics on ADDR\"."`
 	// WAS's rapid-fail protection (IIS model).
 	RapidFailCrashes  int           `name:"rapid-fail-crashes" placeholder:"N" help:"IIS: worker failures within --rapid-fail-interval that make WAS stop the application pool and answer 503 (0: IIS's 5; negative: never)."`
 	RapidFailInterval time.Duration `name:"rapid-fail-interval" help:"IIS: the window of rapid-fail protection (0: IIS's 5m)."`
@@ -125,6 +127,7 @@ func (c *hlaCmd) run(args []string) error {
 	llawp, err := hla.NewLLAWPConfig(hla.LLAWPOptions{
 		Model: c.Model, Path: c.LLAWP, WebAgent: c.WebAgent, Out: c.Out, Trace: c.Trace, TracePayload: c.TracePayload,
 		Hosts: c.Hosts, Source: c.Source, Poll: c.Poll, HealthPoll: c.HealthPoll, Linger: c.LLAWPLinger, Stderr: os.Stderr,
+		Metrics: c.Metrics,
 	})
 	if err != nil {
 		return err
@@ -181,6 +184,15 @@ func (c *hlaCmd) run(args []string) error {
 		ProcName: procName, Log: log.Logger, Forwarder: fwd, Upstream: up, LLAWP: llawp, Ready: ready,
 		HealthPoll: c.HealthPoll,
 	}
+	if c.Metrics != "" {
+		// Every worker serves its own pool's on a port of its own; the
+		// parent serves them all on --metrics.
+		host, _, err := net.SplitHostPort(c.Metrics)
+		if err != nil {
+			return fmt.Errorf("--metrics %q: want host:port: %w", c.Metrics, err)
+		}
+		worker.Metrics = net.JoinHostPort(host, "0")
+	}
 	switch {
 	case child && c.Model == hla.ModelApache:
 		worker.Ready = nil // the parent says when the web server serves
@@ -196,7 +208,7 @@ func (c *hlaCmd) run(args []string) error {
 		pc := hla.ParentConfig{
 			WebAgent: c.WebAgent, Listen: listen, Workers: c.Workers, Log: log.Logger, LLAWP: llawp, Stderr: os.Stderr, Ready: ready,
 			Child: hla.ChildCommand{Path: exe, Name: hla.ProcessIdentity(c.Model, true, "").Name, Args: args}, Recorder: rec, Notify: say,
-			RapidFail: hla.RapidFail{MaxCrashes: c.RapidFailCrashes, Interval: c.RapidFailInterval},
+			RapidFail: hla.RapidFail{MaxCrashes: c.RapidFailCrashes, Interval: c.RapidFailInterval}, Metrics: c.Metrics,
 		}
 		if c.Model == hla.ModelApache {
 			err = hla.RunApache(ctx, pc)

@@ -108,6 +108,7 @@ func (c *llawpCmd) run(stderr io.Writer) error {
 	return llawp.Run(ctx, llawp.Config{
 		WebAgent: c.WebAgent, Out: c.Out, Recorder: rec, Dialer: dialer, HostID: hostID,
 		Poll: c.Poll, HealthPoll: c.HealthPoll, Linger: c.Linger, ProcName: name, AgentName: c.AgentName, AgentTrace: c.AgentTrace,
-		Debug: c.Debug, Stderr: stderr, OwnerPID: ipc.OwnerPID(),
+		Metrics: c.Metrics,
+		Debug:   c.Debug, Stderr: stderr, OwnerPID: ipc.OwnerPID(),
 	})
 }

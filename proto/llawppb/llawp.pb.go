@@ -633,7 +633,11 @@ type StatusReply struct {
 	// aco is the agent configuration object the LLAWP fetched, once ready:
 	// Apache children with --aco-from-llawp take it from here rather than
 	// from a Policy Server, as the vendor documents for Apache.
-	Aco           *tlipb.AgentConfig `protobuf:"bytes,15,opt,name=aco,proto3" json:"aco,omitempty"`
+	Aco *tlipb.AgentConfig `protobuf:"bytes,15,opt,name=aco,proto3" json:"aco,omitempty"`
+	// metrics_addr is where the LLAWP serves its pool's /metrics (--metrics),
+	// host:port; empty without. Its owner prints it for it ("llawp: metrics
+	// on ADDR"): the LLAWP's stdout belongs to go-plugin.
+	MetricsAddr   string `protobuf:"bytes,16,opt,name=metrics_addr,json=metricsAddr,proto3" json:"metrics_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -771,6 +775,13 @@ func (x *StatusReply) GetAco() *tlipb.AgentConfig {
 		return x.Aco
 	}
 	return nil
+}
+
+func (x *StatusReply) GetMetricsAddr() string {
+	if x != nil {
+		return x.MetricsAddr
+	}
+	return ""
 }
 
 type WorkerStatus struct {
@@ -935,7 +946,7 @@ const file_proto_llawp_proto_rawDesc = "" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x10\n" +
 	"\x03arg\x18\x04 \x01(\tR\x03arg\x12.\n" +
 	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
-	"\x06missed\x18\x06 \x01(\x04R\x06missed\"\xd6\x04\n" +
+	"\x06missed\x18\x06 \x01(\x04R\x06missed\"\xf9\x04\n" +
 	"\vStatusReply\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x124\n" +
 	"\astarted\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x121\n" +
@@ -954,7 +965,8 @@ const file_proto_llawp_proto_rawDesc = "" +
 	"\x10commands_relayed\x18\f \x01(\x04R\x0fcommandsRelayed\x126\n" +
 	"\aworkers\x18\r \x03(\v2\x1c.agentlab.llawp.WorkerStatusR\aworkers\x12\x14\n" +
 	"\x05phase\x18\x0e \x01(\tR\x05phase\x12+\n" +
-	"\x03aco\x18\x0f \x01(\v2\x19.agentlab.tli.AgentConfigR\x03aco\"\xf6\x02\n" +
+	"\x03aco\x18\x0f \x01(\v2\x19.agentlab.tli.AgentConfigR\x03aco\x12!\n" +
+	"\fmetrics_addr\x18\x10 \x01(\tR\vmetricsAddr\"\xf6\x02\n" +
 	"\fWorkerStatus\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\x04R\bworkerId\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\rR\x03pid\x12\x12\n" +

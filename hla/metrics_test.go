@@ -1,0 +1,67 @@
+package hla
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/agentlab/agentlab/metrics"
+)
+
+// TestWorkerMetrics: a web server parent serves its workers' /metrics
+// under one address, each worker's labelled with its pid; a worker that
+// is gone is left out, and the scrape still parses with Prometheus's
+// text parser.
+func TestWorkerMetrics(t *testing.T) {
+	ctx := t.Context()
+	g := newWorkerMetrics()
+	resends := map[int]float64{101: 2, 102: 5}
+	for pid, n := range resends {
+		reg := prometheus.NewRegistry()
+		c := prometheus.NewCounter(prometheus.CounterOpts{Name: metrics.AgentResends, Help: "Resends."})
+		c.Add(n)
+		reg.MustRegister(c)
+		addr, err := metrics.Serve(ctx, "127.0.0.1:0", reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.set(pid, addr.String())
+	}
+	g.set(103, "127.0.0.1:1") // exited: nothing listens there
+	g.remove(103)
+	g.set(104, "127.0.0.1:1") // not answering: left out of the scrape
+	addr, err := metrics.Serve(ctx, "127.0.0.1:0", g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + addr.String() + metrics.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s\n%s", resp.Status, body)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatalf("does not parse: %v\n%s", err, body)
+	}
+	got := map[string]float64{}
+	for _, m := range fams[metrics.AgentResends].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == metrics.LabelPID {
+				got[l.GetValue()] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if len(got) != 2 || got["101"] != 2 || got["102"] != 5 {
+		t.Errorf("%s by pid %v, want 101: 2, 102: 5\n%s", metrics.AgentResends, got, body)
+	}
+}

@@ -24,7 +24,7 @@ func TestBuildupLab(t *testing.T) {
 		t.Fatal(err)
 	}
 	ps := l.PolicyServers
-	if len(ps) != 1 || ps[0].Threads != 2 || ps[0].MaxConns != 32 || !l.Metrics {
+	if len(ps) != 1 || ps[0].Threads != 2 || ps[0].MaxConns != 16 || !l.Metrics {
 		t.Errorf("policy servers %+v, metrics %v", ps, l.Metrics)
 	}
 	if w := l.WebServer; w.Model != "apache" || w.Workers < 6 {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/agentlab/agentlab/notice"
 	"github.com/agentlab/agentlab/procname"
+	"github.com/agentlab/agentlab/testsupport"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -425,22 +426,7 @@ type proc struct {
 	err            error
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testsupport.Buffer
 
 func startProc(t *testing.T, env []string, name string, args ...string) *proc {
 	t.Helper()

@@ -18,26 +18,12 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agentlab/agentlab/proto/tlipb"
+	"github.com/agentlab/agentlab/testsupport"
 	"github.com/agentlab/agentlab/trace"
 )
 
 // lockedBuffer is a key log shared by a test server's connections.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (lb *lockedBuffer) Write(p []byte) (int, error) {
-	lb.mu.Lock()
-	defer lb.mu.Unlock()
-	return lb.b.Write(p)
-}
-
-func (lb *lockedBuffer) String() string {
-	lb.mu.Lock()
-	defer lb.mu.Unlock()
-	return lb.b.String()
-}
+type lockedBuffer = testsupport.Buffer
 
 // wire is what one side of a recorded connection sent and received,
 // rebuilt from its trace's payloads: the bytes a capture would hold.

@@ -76,8 +76,10 @@ type RemedyRun struct {
 type RemedyFigures struct {
 	Sent   int `json:"page_loads"`
 	Failed int `json:"failed_page_loads"`
-	// PeakConns is, per Policy Server host, the most agent connections
-	// open at once (Figures.PeakOpen).
+	// PeakConns is, per Policy Server host, the most connections the
+	// server held at once, as its own trace counts them: the build-up is
+	// on the server's side, where sockets the agents gave up on stay open
+	// until a worker thread answers them. Refused ones never count.
 	PeakConns map[string]int `json:"peak_connections"`
 	// Trouble is the first and last sign of the build-up in the trace:
 	// an agent's request timeout, a server's refusal at its limit.
@@ -95,7 +97,7 @@ const RecoverQuiet = 3 * time.Second
 
 // ComputeRemedyFigures counts a run's figures from its trace and summary.
 func ComputeRemedyFigures(evs []trace.Event, sum Summary) RemedyFigures {
-	f := RemedyFigures{Sent: sum.Requests.Sent, Failed: sum.Requests.Failed, PeakConns: ComputeFigures(evs, sum).PeakOpen}
+	f := RemedyFigures{Sent: sum.Requests.Sent, Failed: sum.Requests.Failed, PeakConns: serverPeakOpen(evs)}
 	var lastAnswer time.Time
 	for _, e := range evs {
 		if e.Timeout != nil || e.Limit != nil {
@@ -184,4 +186,34 @@ func WriteRemedyTable(w io.Writer, runs []RemedyRun, servers []string) error {
 		fmt.Fprintln(tw, row)
 	}
 	return tw.Flush()
+}
+
+// serverPeakOpen is, per Policy Server host, the most connections its
+// trace shows open at once: accepted and not yet closed, less those it
+// refused at its connection limit.
+func serverPeakOpen(evs []trace.Event) map[string]int {
+	refused := map[string]bool{}
+	for _, e := range evs {
+		if e.Role == rolePolicyServer && e.Limit != nil {
+			refused[e.LocalHost+" "+e.Conn] = true
+		}
+	}
+	peak, open := map[string]int{}, map[string]int{}
+	counted := map[string]bool{}
+	for _, e := range evs {
+		if e.Role != rolePolicyServer || e.Conn == "" {
+			continue
+		}
+		k := e.LocalHost + " " + e.Conn
+		switch {
+		case e.Op == trace.OpAccept && !refused[k] && !counted[k]:
+			counted[k] = true
+			open[e.LocalHost]++
+			peak[e.LocalHost] = max(peak[e.LocalHost], open[e.LocalHost])
+		case (e.Op == trace.OpDisconnect || e.Op == trace.OpReset) && counted[k]:
+			delete(counted, k)
+			open[e.LocalHost]--
+		}
+	}
+	return peak
 }

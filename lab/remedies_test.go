@@ -120,3 +120,38 @@ func TestRemedyFigures(t *testing.T) {
 		})
 	}
 }
+
+// TestServerPeakOpen: the remedies table's peak is the server's count of
+// connections it held: those the agents gave up on (reset) stay counted
+// until the server closes its end; refused ones never count.
+func TestServerPeakOpen(t *testing.T) {
+	ev := func(op, conn string, limit bool) trace.Event {
+		e := trace.Event{Role: "policyserver", Op: op, Conn: conn, LocalHost: "smps1"}
+		if limit {
+			e.Limit = &trace.ConnLimit{Max: 2, Message: "Connection request rejected. Connection limit of 2 exceeded."}
+		}
+		return e
+	}
+	agentReset := trace.Event{Role: "hla", Op: trace.OpReset, Conn: "a-1", LocalHost: "wa1", RemoteHost: "smps1"}
+	tests := []struct {
+		name string
+		evs  []trace.Event
+		want int
+	}{
+		{"none", nil, 0},
+		{"one at a time", []trace.Event{ev(trace.OpAccept, "1", false), ev(trace.OpDisconnect, "1", false), ev(trace.OpAccept, "2", false)}, 1},
+		{"the agent's reset does not close the server's end",
+			[]trace.Event{ev(trace.OpAccept, "1", false), agentReset, ev(trace.OpAccept, "2", false), ev(trace.OpAccept, "3", false)}, 3},
+		{"refused at the limit: not counted",
+			[]trace.Event{ev(trace.OpAccept, "1", false), ev(trace.OpAccept, "2", false), ev(trace.OpAccept, "3", false), ev(trace.OpDisconnect, "3", true)}, 2},
+		{"a reset after a disconnect closes once",
+			[]trace.Event{ev(trace.OpAccept, "1", false), ev(trace.OpAccept, "2", false), ev(trace.OpDisconnect, "1", false), ev(trace.OpReset, "1", false), ev(trace.OpAccept, "3", false)}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := serverPeakOpen(tt.evs)["smps1"]; got != tt.want {
+				t.Errorf("peak %d, want %d", got, tt.want)
+			}
+		})
+	}
+}

@@ -142,6 +142,12 @@ func (l *Lab) checkFaults(faults []Fault, what string) []error {
 	var errs []error
 	for i := range faults {
 		f := &faults[i]
+		if f.Line == 0 {
+			// An empty item ("- " alone, or "- ~"): the YAML library
+			// hands a null to no unmarshaler, so nothing said where.
+			errs = append(errs, fmt.Errorf("%s: %s %d is empty: want a mapping of at, after, server and action, such as {at: 5s, server: smps1, action: kill}", l.File, what, i+1))
+			continue
+		}
 		for _, p := range f.problems {
 			errs = append(errs, fmt.Errorf("%s:%d: %s %d: %s", l.File, p.line, what, i+1, p.msg))
 		}

@@ -119,6 +119,14 @@ func TestParseFaultsRejects(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), fmt.Sprintf(`labs/x.yaml:%d:5: mapping key "at" already defined`, faultLabLines+2)) {
 		t.Errorf("key twice: %v", err)
 	}
+	// An empty item is a null the YAML library gives no unmarshaler: it is
+	// refused, not a fault with no server (found by FuzzParseFaults).
+	for _, empty := range []string{"  -\n", "  - {server: smps1, action: kill}\n  - ~\n", " !000 -\n"} {
+		_, err := Parse("labs/x.yaml", "", []byte(faultLab+"faults:\n"+empty))
+		if err == nil || !strings.HasPrefix(err.Error(), "labs/x.yaml:") || !strings.Contains(err.Error(), "want a mapping of at, after, server and action") {
+			t.Errorf("faults:\n%s: %v, want the empty fault refused", empty, err)
+		}
+	}
 	// An ambiguous first label.
 	amb := strings.Replace(faultLab, "smps10.other.lab", "smps1.other.lab", -1)
 	_, err = Parse("labs/x.yaml", "", []byte(amb+"faults:\n  - {server: smps1, action: kill}\n"))

@@ -123,7 +123,7 @@ func TestParseFaultsRejects(t *testing.T) {
 	// refused, not a fault with no server (found by FuzzParseFaults).
 	for _, empty := range []string{"  -\n", "  - {server: smps1, action: kill}\n  - ~\n", " !000 -\n"} {
 		_, err := Parse("labs/x.yaml", "", []byte(faultLab+"faults:\n"+empty))
-		if err == nil || !strings.HasPrefix(err.Error(), "labs/x.yaml:") || !strings.Contains(err.Error(), "want a mapping of at, after, server and action") {
+		if err == nil || !strings.HasPrefix(err.Error(), "labs/x.yaml:") || !strings.Contains(err.Error(), "a mapping of at, after, server and action") {
 			t.Errorf("faults:\n%s: %v, want the empty fault refused", empty, err)
 		}
 	}

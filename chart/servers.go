@@ -79,42 +79,28 @@ func (g Gauges) Any() bool {
 func GaugesFromTrace(evs []trace.Event, servers []string, start time.Time, seconds int) Gauges {
 	g := NewGauges(start, servers, seconds, "from the trace")
 	load := false
-	refused := map[string]bool{}
 	for _, e := range evs {
 		if e.Limit != nil || e.Queue != nil {
 			load = true
-		}
-		if e.Limit != nil && e.Conn != "" {
-			refused[e.LocalHost+" "+e.Conn] = true
+			break
 		}
 	}
 	if !load {
 		return g
 	}
-	open := make([]int, len(servers))
-	conns := map[string]bool{}
-	for _, e := range evs {
-		if e.Role != "policyserver" {
-			continue
-		}
-		i := serverIndex(servers, e.LocalHost)
+	trace.ServerConns(evs, func(j int, server string, before, after int) {
+		i := serverIndex(servers, server)
 		if i < 0 {
+			return
+		}
+		// A second's figure is its most: with a close, the count before it.
+		g.Set(g.Open, i, evs[j].T, max(before, after))
+	})
+	for _, e := range evs {
+		if e.Role != trace.RolePolicyServer || e.Queue == nil {
 			continue
 		}
-		key := e.LocalHost + " " + e.Conn
-		switch {
-		case e.Op == trace.OpAccept && e.Conn != "" && !conns[key] && !refused[key]:
-			conns[key] = true
-			open[i]++
-			g.Set(g.Open, i, e.T, open[i])
-		case (e.Op == trace.OpDisconnect || e.Op == trace.OpReset) && conns[key]:
-			delete(conns, key)
-			// The second had this many open before the close.
-			g.Set(g.Open, i, e.T, open[i])
-			open[i]--
-			g.Set(g.Open, i, e.T, open[i])
-		}
-		if e.Queue != nil {
+		if i := serverIndex(servers, e.LocalHost); i >= 0 {
 			g.Set(g.Queue, i, e.T, e.Queue.Depth)
 		}
 	}

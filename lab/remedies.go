@@ -189,31 +189,11 @@ func WriteRemedyTable(w io.Writer, runs []RemedyRun, servers []string) error {
 }
 
 // serverPeakOpen is, per Policy Server host, the most connections its
-// trace shows open at once: accepted and not yet closed, less those it
-// refused at its connection limit.
+// trace shows open at once (trace.ServerConns).
 func serverPeakOpen(evs []trace.Event) map[string]int {
-	refused := map[string]bool{}
-	for _, e := range evs {
-		if e.Role == rolePolicyServer && e.Limit != nil {
-			refused[e.LocalHost+" "+e.Conn] = true
-		}
-	}
-	peak, open := map[string]int{}, map[string]int{}
-	counted := map[string]bool{}
-	for _, e := range evs {
-		if e.Role != rolePolicyServer || e.Conn == "" {
-			continue
-		}
-		k := e.LocalHost + " " + e.Conn
-		switch {
-		case e.Op == trace.OpAccept && !refused[k] && !counted[k]:
-			counted[k] = true
-			open[e.LocalHost]++
-			peak[e.LocalHost] = max(peak[e.LocalHost], open[e.LocalHost])
-		case (e.Op == trace.OpDisconnect || e.Op == trace.OpReset) && counted[k]:
-			delete(counted, k)
-			open[e.LocalHost]--
-		}
-	}
+	peak := map[string]int{}
+	trace.ServerConns(evs, func(_ int, server string, _, after int) {
+		peak[server] = max(peak[server], after)
+	})
 	return peak
 }

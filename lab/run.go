@@ -300,7 +300,7 @@ func (r *Run) Execute(ctx context.Context) (evs []trace.Event, err error) {
 
 // The roles of the processes the lab supervises, in its trace.
 const (
-	rolePolicyServer = "policyserver"
+	rolePolicyServer = trace.RolePolicyServer
 	roleWeb          = "web"
 )
 

@@ -20,7 +20,7 @@ import (
 
 // RolePolicyServer is the role smps records its trace with: the
 // servers' side of the story.
-const RolePolicyServer = "policyserver"
+const RolePolicyServer = trace.RolePolicyServer
 
 // LoadWindow bounds a load step: timeouts, refusals and failures go on
 // for as long as the server is slow, and a step tells at most this much
@@ -277,50 +277,49 @@ func (ld *load) connections() []Step {
 		open        []int
 		n, peak     int
 		peakAt      time.Time
-		conns       map[string]bool
 		started, hi bool
 	}
-	// A connection refused at the limit was never one of the open ones,
-	// whichever of its events carries the Limit.
-	refused := map[string]bool{}
-	for i := range ld.evs {
-		if e := &ld.evs[i]; e.Limit != nil && e.Conn != "" {
-			refused[e.LocalHost+" "+e.Conn] = true
-		}
-	}
+	// Each server's story starts at its first sign of load (a refusal, a
+	// request that queued), from the count open then.
 	var order []string
 	by := map[string]*server{}
+	startAt := map[string]int{}
 	for i := range ld.evs {
 		e := &ld.evs[i]
 		if e.Role != RolePolicyServer {
 			continue
 		}
-		s := by[e.LocalHost]
-		if s == nil {
-			s = &server{proc: e.Proc, pid: e.PID, conns: map[string]bool{}}
-			by[e.LocalHost] = s
+		if by[e.LocalHost] == nil {
+			by[e.LocalHost] = &server{proc: e.Proc, pid: e.PID}
 			order = append(order, e.LocalHost)
 		}
-		if !s.started && (e.Limit != nil || e.Queue != nil && e.Queue.Depth > 0) {
-			// The count the story starts from.
-			s.started, s.start, s.peak, s.peakAt = true, e.T, s.n, e.T
-			s.ts, s.open = append(s.ts, e.T), append(s.open, s.n)
+		if _, ok := startAt[e.LocalHost]; !ok && (e.Limit != nil || e.Queue != nil && e.Queue.Depth > 0) {
+			startAt[e.LocalHost] = i
 		}
-		switch {
-		case e.Op == trace.OpAccept && e.Conn != "" && !s.conns[e.Conn] && !refused[e.LocalHost+" "+e.Conn]:
-			s.conns[e.Conn] = true
-			s.n++
-		case (e.Op == trace.OpDisconnect || e.Op == trace.OpReset) && s.conns[e.Conn]:
-			delete(s.conns, e.Conn)
-			s.n--
-		default:
-			continue
+	}
+	begin := func(s *server, st int) {
+		s.started, s.start, s.peak, s.peakAt = true, ld.evs[st].T, s.n, ld.evs[st].T
+		s.ts, s.open = append(s.ts, ld.evs[st].T), append(s.open, s.n)
+	}
+	trace.ServerConns(ld.evs, func(i int, host string, _, after int) {
+		s := by[host]
+		st, ok := startAt[host]
+		if !ok || i < st {
+			s.n = after
+			return
 		}
-		if s.started {
-			s.ts, s.open = append(s.ts, e.T), append(s.open, s.n)
-			if s.n > s.peak {
-				s.peak, s.peakAt = s.n, e.T
-			}
+		if !s.started {
+			begin(s, st)
+		}
+		s.n = after
+		s.ts, s.open = append(s.ts, ld.evs[i].T), append(s.open, s.n)
+		if s.n > s.peak {
+			s.peak, s.peakAt = s.n, ld.evs[i].T
+		}
+	})
+	for host, st := range startAt {
+		if s := by[host]; !s.started {
+			begin(s, st)
 		}
 	}
 	for _, host := range order {

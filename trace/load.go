@@ -30,3 +30,43 @@ type RequestTimeout struct {
 	After   time.Duration `json:"after"`
 	Request string        `json:"request"`
 }
+
+// RolePolicyServer is the role a Policy Server (smps) records its trace
+// and logs with.
+const RolePolicyServer = "policyserver"
+
+// ServerConns walks the Policy Servers' side of a merged trace and calls
+// change at each event (evs[i]) that opens or closes one of a server's
+// connections, with the server (its LocalHost) and its count of open
+// connections before and after. A connection counts from its TCP Accept to its first
+// TCP Disconnect or TCP Reset; one the server refused at its limit
+// (Event.Limit on any of its events) never counts. It is the one count
+// of a server's connections that the narrative, the chart and the lab's
+// figures share.
+func ServerConns(evs []Event, change func(i int, server string, before, after int)) {
+	refused := map[string]bool{}
+	for i := range evs {
+		if e := &evs[i]; e.Limit != nil && e.Conn != "" {
+			refused[e.LocalHost+" "+e.Conn] = true
+		}
+	}
+	open := map[string]int{}
+	counted := map[string]bool{}
+	for i := range evs {
+		e := &evs[i]
+		if e.Role != RolePolicyServer || e.Conn == "" {
+			continue
+		}
+		key := e.LocalHost + " " + e.Conn
+		switch {
+		case e.Op == OpAccept && !counted[key] && !refused[key]:
+			counted[key] = true
+			open[e.LocalHost]++
+			change(i, e.LocalHost, open[e.LocalHost]-1, open[e.LocalHost])
+		case (e.Op == OpDisconnect || e.Op == OpReset) && counted[key]:
+			delete(counted, key)
+			open[e.LocalHost]--
+			change(i, e.LocalHost, open[e.LocalHost]+1, open[e.LocalHost])
+		}
+	}
+}

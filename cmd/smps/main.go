@@ -125,14 +125,14 @@ func (c *smps) run() error {
 	if c.Debug {
 		level = zerolog.DebugLevel
 	}
-	log, err := logging.New(logging.Options{Proc: "smps", Role: "policyserver", File: c.Log, JSONFile: c.LogJSON,
+	log, err := logging.New(logging.Options{Proc: "smps", Role: trace.RolePolicyServer, File: c.Log, JSONFile: c.LogJSON,
 		Stderr: c.Log == "" && c.LogJSON == "", Append: true, Level: level})
 	if err != nil {
 		return err
 	}
 	defer log.Close()
 
-	rec, err := trace.Open(c.Trace, c.Hosts, "", trace.Options{Proc: "smps", Role: "policyserver", Host: c.Name, Payload: c.TracePayload})
+	rec, err := trace.Open(c.Trace, c.Hosts, "", trace.Options{Proc: "smps", Role: trace.RolePolicyServer, Host: c.Name, Payload: c.TracePayload})
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/agentlab/agentlab/procmon"
+	"github.com/agentlab/agentlab/testsupport"
 	"github.com/agentlab/agentlab/trace"
 	"github.com/agentlab/agentlab/trace/tracetest"
 )
@@ -872,22 +873,7 @@ func tsharkChecks(t *testing.T, path string, ips []string) {
 }
 
 // syncBuffer is a trace file that two goroutines' recorders may share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return slices.Clone(b.buf.Bytes())
-}
+type syncBuffer = testsupport.Buffer
 
 func TestPcapngFromFile(t *testing.T) {
 	l := newPcapLab()

@@ -1,10 +1,8 @@
 package pool
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -21,6 +19,7 @@ import (
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/policyserver"
 	"github.com/agentlab/agentlab/proto/tlipb"
+	"github.com/agentlab/agentlab/testsupport"
 	"github.com/agentlab/agentlab/tli"
 	"github.com/agentlab/agentlab/trace"
 )
@@ -36,34 +35,13 @@ const (
 var secret = []byte("the pool tests' shared secret...")
 
 // buf is an in-memory file for logs and traces written from many goroutines.
-type buf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *buf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *buf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+type buf struct{ testsupport.Buffer }
 
 func (b *buf) events(t testing.TB) []trace.Event {
 	t.Helper()
-	var evs []trace.Event
-	sc := bufio.NewScanner(strings.NewReader(b.String()))
-	sc.Buffer(nil, 4<<20)
-	for sc.Scan() {
-		var e trace.Event
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			t.Fatalf("trace line %q: %v", sc.Text(), err)
-		}
-		evs = append(evs, e)
+	evs, err := trace.ReadEvents("trace", bytes.NewReader(b.Bytes()))
+	if err != nil {
+		t.Fatal(err)
 	}
 	return evs
 }

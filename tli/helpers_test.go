@@ -1,10 +1,8 @@
 package tli
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -15,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agentlab/agentlab/proto/tlipb"
+	"github.com/agentlab/agentlab/testsupport"
 	"github.com/agentlab/agentlab/trace"
 )
 
@@ -38,30 +37,13 @@ func clientConfig() ClientConfig {
 }
 
 // traceBuffer is an in-memory trace file.
-type traceBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (tb *traceBuffer) Write(p []byte) (int, error) {
-	tb.mu.Lock()
-	defer tb.mu.Unlock()
-	return tb.b.Write(p)
-}
+type traceBuffer struct{ testsupport.Buffer }
 
 func (tb *traceBuffer) events(t *testing.T) []trace.Event {
 	t.Helper()
-	tb.mu.Lock()
-	defer tb.mu.Unlock()
-	var evs []trace.Event
-	sc := bufio.NewScanner(bytes.NewReader(tb.b.Bytes()))
-	sc.Buffer(nil, 4<<20)
-	for sc.Scan() {
-		var e trace.Event
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			t.Fatalf("trace line %q: %v", sc.Text(), err)
-		}
-		evs = append(evs, e)
+	evs, err := trace.ReadEvents("trace", bytes.NewReader(tb.Bytes()))
+	if err != nil {
+		t.Fatal(err)
 	}
 	return evs
 }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agentlab/agentlab/proto/tlipb"
+	"github.com/agentlab/agentlab/testsupport"
 	"github.com/agentlab/agentlab/tli"
 	"github.com/agentlab/agentlab/trace"
 )
@@ -28,22 +29,7 @@ const (
 var secret = []byte("the lab's shared secret, 32 b...")
 
 // lockedBuffer is a key log or trace shared by goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (lb *lockedBuffer) Write(p []byte) (int, error) {
-	lb.mu.Lock()
-	defer lb.mu.Unlock()
-	return lb.b.Write(p)
-}
-
-func (lb *lockedBuffer) Bytes() []byte {
-	lb.mu.Lock()
-	defer lb.mu.Unlock()
-	return append([]byte(nil), lb.b.Bytes()...)
-}
+type lockedBuffer = testsupport.Buffer
 
 // answer is the test Policy Server's policy: enough of each response body
 // that the dissector has every message of tli.proto to decode.

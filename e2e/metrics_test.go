@@ -1,16 +1,11 @@
 package e2e
 
 import (
-	"io"
-	"net/http"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/agentlab/agentlab/metrics"
 	"github.com/agentlab/agentlab/notice"
@@ -92,19 +87,9 @@ func TestAgentMetrics(t *testing.T) {
 // scrape reads http://addr/metrics with Prometheus's text parser.
 func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + metrics.Path)
+	fams, err := metrics.Scrape(t.Context(), nil, addr)
 	if err != nil {
 		t.Fatal(err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s %v\n%s", addr, resp.Status, err, body)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
-	if err != nil {
-		t.Fatalf("%s/metrics does not parse: %v\n%s", addr, err, body)
 	}
 	return fams
 }

@@ -2,8 +2,6 @@ package hla
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -12,8 +10,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agentlab/agentlab/metrics"
@@ -80,7 +76,8 @@ func (g *workerMetrics) Gather() ([]*dto.MetricFamily, error) {
 	slices.Sort(pids)
 	byName := map[string]*dto.MetricFamily{}
 	for _, pid := range pids {
-		fams, err := g.scrape(addrs[pid])
+		// Gather has no context: the client's timeout bounds each worker.
+		fams, err := metrics.Scrape(context.Background(), g.client, addrs[pid])
 		if err != nil {
 			continue
 		}
@@ -110,22 +107,4 @@ func (g *workerMetrics) Gather() ([]*dto.MetricFamily, error) {
 		return 0
 	})
 	return out, nil
-}
-
-func (g *workerMetrics) scrape(addr string) (map[string]*dto.MetricFamily, error) {
-	resp, err := g.client.Get("http://" + addr + metrics.Path)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		io.Copy(io.Discard, resp.Body)
-		return nil, fmt.Errorf("GET %s: %s", metrics.Path, resp.Status)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("%s from %s: %w", metrics.Path, addr, err)
-	}
-	return fams, nil
 }

@@ -1,14 +1,9 @@
 package hla
 
 import (
-	"io"
-	"net/http"
-	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/agentlab/agentlab/metrics"
 )
@@ -39,19 +34,9 @@ func TestWorkerMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get("http://" + addr.String() + metrics.Path)
+	fams, err := metrics.Scrape(t.Context(), nil, addr.String())
 	if err != nil {
 		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s\n%s", resp.Status, body)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
-	if err != nil {
-		t.Fatalf("does not parse: %v\n%s", err, body)
 	}
 	got := map[string]float64{}
 	for _, m := range fams[metrics.AgentResends].GetMetric() {
@@ -62,6 +47,6 @@ func TestWorkerMetrics(t *testing.T) {
 		}
 	}
 	if len(got) != 2 || got["101"] != 2 || got["102"] != 5 {
-		t.Errorf("%s by pid %v, want 101: 2, 102: 5\n%s", metrics.AgentResends, got, body)
+		t.Errorf("%s by pid %v, want 101: 2, 102: 5", metrics.AgentResends, got)
 	}
 }

@@ -24,8 +24,6 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/agentlab/agentlab/chart"
 	"github.com/agentlab/agentlab/metrics"
@@ -44,8 +42,6 @@ const (
 	// maxScrapeTargets caps the processes scraped (a web server that
 	// relays its workers' addresses forever).
 	maxScrapeTargets = 64
-	// maxScrapeBody caps one /metrics answer.
-	maxScrapeBody = 4 << 20
 	// maxScrapeSamples caps the lines of MetricsFile: past it the
 	// scraper stops and says so.
 	maxScrapeSamples = 2_000_000
@@ -196,25 +192,11 @@ func (s *scraper) write(now time.Time, proc string, samples []Sample) error {
 }
 
 func (s *scraper) scrape(ctx context.Context, t *scrapeTarget) ([]Sample, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+t.addr+metrics.Path, nil)
+	fams, err := metrics.Scrape(ctx, s.client, t.addr)
 	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", t.addr, err)
+		return nil, err
 	}
-	// The text format: the one expfmt's parser reads.
-	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", t.addr, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("scrape %s: %s", t.addr, resp.Status)
-	}
-	samples, err := ParseMetrics(io.LimitReader(resp.Body, maxScrapeBody))
-	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", t.addr, err)
-	}
-	return samples, nil
+	return samplesOf(fams), nil
 }
 
 // Failures are the scrapes that failed, per process.
@@ -240,11 +222,15 @@ func (s *scraper) Close() error {
 // ParseMetrics reads Prometheus's text exposition into samples, sorted by
 // name and labels so that two scrapes of the same process line up.
 func ParseMetrics(r io.Reader) ([]Sample, error) {
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(r)
+	fams, err := metrics.Parse(r)
 	if err != nil {
-		return nil, fmt.Errorf("parse /metrics: %w", err)
+		return nil, err
 	}
+	return samplesOf(fams), nil
+}
+
+// samplesOf is what ParseMetrics makes of parsed families.
+func samplesOf(fams map[string]*dto.MetricFamily) []Sample {
 	var out []Sample
 	for name, fam := range fams {
 		for _, m := range fam.GetMetric() {
@@ -301,7 +287,7 @@ func ParseMetrics(r io.Reader) ([]Sample, error) {
 		}
 		return labelKey(out[i].Labels) < labelKey(out[j].Labels)
 	})
-	return out, nil
+	return out
 }
 
 func formatFloat(f float64) string {

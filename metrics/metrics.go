@@ -9,12 +9,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // A Policy Server's (smps) metrics.
@@ -109,4 +113,46 @@ func Serve(ctx context.Context, addr string, reg prometheus.Gatherer) (net.Addr,
 		}
 	}()
 	return l.Addr(), nil
+}
+
+// MaxBody bounds a scraped exposition: a process's few hundred series
+// are far below it, and a runaway one cannot fill the scraper's memory.
+const MaxBody = 4 << 20
+
+// Scrape reads http://addr/metrics in the text format and parses it with
+// Prometheus's own text parser: the one scrape the lab, the httpd parent
+// (its children's pools) and the tests share.
+func Scrape(ctx context.Context, c *http.Client, addr string) (map[string]*dto.MetricFamily, error) {
+	if c == nil {
+		c = http.DefaultClient
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+Path, nil)
+	if err != nil {
+		return nil, fmt.Errorf("scrape %s: %w", addr, err)
+	}
+	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("scrape %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, MaxBody))
+		return nil, fmt.Errorf("scrape %s: GET %s: %s", addr, Path, resp.Status)
+	}
+	fams, err := Parse(io.LimitReader(resp.Body, MaxBody))
+	if err != nil {
+		return nil, fmt.Errorf("scrape %s: %w", addr, err)
+	}
+	return fams, nil
+}
+
+// Parse reads Prometheus's text exposition.
+func Parse(r io.Reader) (map[string]*dto.MetricFamily, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(r)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", Path, err)
+	}
+	return fams, nil
 }

@@ -3,16 +3,11 @@ package pool
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/agentlab/agentlab/conf"
 	"github.com/agentlab/agentlab/metrics"
@@ -51,19 +46,9 @@ func TestMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get("http://" + addr.String() + metrics.Path)
+	families, err := metrics.Scrape(t.Context(), nil, addr.String())
 	if err != nil {
 		t.Fatal(err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
-	if err != nil {
-		t.Fatalf("/metrics does not parse: %v\n%s", err, body)
 	}
 
 	st := p.Stats().Servers[0]
@@ -85,7 +70,7 @@ func TestMetrics(t *testing.T) {
 	for _, tt := range tests {
 		got, ok := metricValue(families[tt.name], tt.labels)
 		if !ok {
-			t.Errorf("%s%v: missing\n%s", tt.name, tt.labels, body)
+			t.Errorf("%s%v: missing", tt.name, tt.labels)
 			continue
 		}
 		if got != tt.want {
